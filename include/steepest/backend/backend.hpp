@@ -1,0 +1,37 @@
+// steepest/backend/backend.hpp -- the one dispatch point between norm policies and kernels.
+//
+// A norm policy (RowNorm<2>, Spectral<...>) states facts about a geometry; the arithmetic lives
+// in `NormKernel<Policy, Backend>` specializations. The backend is chosen from the *argument
+// type*: Eigen dense expressions (matrices, blocks, `Eigen::Map` over user buffers) go to
+// `EigenBackend`. A device-memory view type only has to specialize `backend_of` to name its
+// backend and provide `NormKernel<Policy, ThatBackend>`; the policies' public functions do not change.
+#pragma once
+
+#include <type_traits>
+
+namespace steepest {
+
+/// Tag of the CPU backend built on Eigen.
+struct EigenBackend {};
+
+/// Maps an argument type to its backend. Primary template: Eigen (every dense Eigen expression).
+template <class Arg, class Enable = void>
+struct backend_of {
+  using type = EigenBackend;
+};
+
+template <class Arg>
+using backend_of_t = typename backend_of<std::decay_t<Arg>>::type;
+
+template <class...>
+inline constexpr bool dependent_false = false;
+
+/// Kernels of a norm policy on a backend. Specialized per (policy family, backend).
+template <class Policy, class Backend>
+struct NormKernel {
+  static_assert(dependent_false<Policy, Backend>,
+                "steepest: no kernel for this norm policy on this backend (did you include the "
+                "backend's header, e.g. <steepest/steepest.hpp>?)");
+};
+
+}  // namespace steepest

@@ -1,0 +1,112 @@
+// steepest/norms/spectral.hpp -- the spectral norm `2 -> 2`.
+//
+//   ||W||_{2->2} = s_max(W)      dual: ||G||_nuclear = sum_i s_i(G)
+//   steepest direction: the polar factor U V^T of G = U S V^T (what Muon approximates).
+// How the polar factor is computed is a template parameter:
+//   ExactSVD                         exact, allocates, O(m n min(m,n)); tests and small matrices
+//   NewtonSchulz<Schedule, Steps>    GEMM-only iteration, approximate (see polar/newton_schulz.hpp)
+// value() and dual() are always exact (SVD); they are for monitoring and tests, not the hot path.
+#pragma once
+
+#include <string>
+
+#include "../backend/backend.hpp"
+#include "../core/config.hpp"
+#include "../polar/coefficients.hpp"
+#include "../polar/exact.hpp"
+#include "../polar/newton_schulz.hpp"
+
+namespace steepest {
+
+/// Polar method tag: exact polar factor by SVD.
+struct ExactSVD {
+  template <class Scalar>
+  using Workspace = NoWorkspace;
+  static std::string name() { return "svd"; }
+};
+
+/// Polar method tag: `Steps` Newton-Schulz steps with the coefficients of `Schedule`.
+template <class Schedule = QuinticSchedule, int Steps = Schedule::default_steps>
+struct NewtonSchulz {
+  static_assert(Steps >= 0, "steepest::NewtonSchulz: Steps must be >= 0");
+  static constexpr int steps = Steps;
+  using schedule = Schedule;
+  template <class Scalar>
+  using Workspace = NewtonSchulzWorkspace<Scalar>;
+  static std::string name() { return std::string(Schedule::name()) + "x" + std::to_string(Steps); }
+};
+
+/// The `2 -> 2` operator norm. Width-aware scale of its mean-normalized version: sqrt(m / n).
+template <class Polar = NewtonSchulz<>>
+struct SpectralNorm {
+  static constexpr double p = 2.0;
+  static constexpr double q = 2.0;
+  using polar_method = Polar;
+  template <class Scalar>
+  using Workspace = typename Polar::template Workspace<Scalar>;
+
+  static std::string name() { return "2->2 (" + Polar::name() + ")"; }
+  static double scale(Index, Index) { return 1.0; }
+  static double mean_normalized_scale(Index m, Index n) {
+    if (m == 0 || n == 0) return 0.0;
+    return std::sqrt(static_cast<double>(m) / static_cast<double>(n));
+  }
+  template <class M>
+  static double value(const M& W) { return NormKernel<SpectralNorm, backend_of_t<M>>::value(W); }
+  template <class M>
+  static double dual(const M& G) { return NormKernel<SpectralNorm, backend_of_t<M>>::dual(G); }
+  template <class M, class O, class Ws>
+  static void dualize(const M& G, const O& out, Ws& ws) {
+    NormKernel<SpectralNorm, backend_of_t<M>>::dualize(G, out, ws);
+  }
+  template <class M, class O>
+  static void dualize(const M& G, const O& out) {
+    Workspace<typename M::Scalar> ws;
+    dualize(G, out, ws);
+  }
+};
+
+template <class Polar>
+struct NormKernel<SpectralNorm<Polar>, EigenBackend> {
+  template <class D>
+  static double value(const Eigen::MatrixBase<D>& W) {
+    const Eigen::VectorXd s = singular_values(W);
+    return s.size() ? s(0) : 0.0;
+  }
+  template <class D>
+  static double dual(const Eigen::MatrixBase<D>& G) {
+    return singular_values(G).sum();
+  }
+  template <class D, class O, class Ws>
+  static void dualize(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& out, Ws& ws) {
+    require_same_shape(G, out, "SpectralNorm::dualize");
+    if constexpr (std::is_same_v<Polar, ExactSVD>) {
+      (void)ws;
+      exact_polar(G, out);
+    } else {
+      newton_schulz<typename Polar::schedule>(G, out, Polar::steps, ws);
+    }
+  }
+};
+
+/// Power-iteration estimate of s_max(W) for monitoring large layers without an SVD:
+/// iterates v <- W^T W v / ||.|| from a fixed start, `iters` times; a lower bound of s_max
+/// that converges at rate (s_2/s_1)^(2 iters).
+template <class D>
+double spectral_norm_estimate(const Eigen::MatrixBase<D>& W, int iters = 30) {
+  if (W.size() == 0) return 0.0;
+  Eigen::VectorXd v = Eigen::VectorXd::LinSpaced(W.cols(), 1.0, 2.0);  // deterministic, generic
+  Eigen::MatrixXd Wd = W.template cast<double>();
+  double est = 0.0;
+  for (int i = 0; i < iters; ++i) {
+    const double nv = v.norm();
+    if (!(nv > 0.0)) return 0.0;
+    v /= nv;
+    Eigen::VectorXd u = Wd * v;
+    est = u.norm();
+    v = Wd.transpose() * u;
+  }
+  return est;
+}
+
+}  // namespace steepest

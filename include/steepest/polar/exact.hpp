@@ -1,0 +1,44 @@
+// steepest/polar/exact.hpp -- the exact polar factor and singular values, by SVD.
+//
+// This is the reference that Newton-Schulz is tested against, and the right choice for small
+// matrices. It allocates (Eigen's SVD does) and costs O(m n min(m, n)).
+// For a rank-deficient G the polar factor is taken on the range of G: U_r V_r^T over the
+// singular values above the round-off threshold max(m, n) * eps * s_max, so that
+// <G, D> = ||G||_nuclear and ||D||_2 = 1 still hold; a zero G gives a zero D.
+#pragma once
+
+#include <Eigen/SVD>
+
+#include <limits>
+
+#include "../core/config.hpp"
+
+namespace steepest {
+
+/// Singular values of G, descending, in double precision (the input is converted first).
+template <class D>
+Eigen::VectorXd singular_values(const Eigen::MatrixBase<D>& G) {
+  if (G.size() == 0) return Eigen::VectorXd();
+  Eigen::MatrixXd Gd = G.template cast<double>();
+  Eigen::BDCSVD<Eigen::MatrixXd> svd(Gd);
+  return svd.singularValues();
+}
+
+/// out = U_r V_r^T (see the file comment). Computed in double, written in out's scalar type.
+template <class D, class O>
+void exact_polar(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& out_) {
+  require_same_shape(G, out_, "exact_polar");
+  O& out = writable(out_);
+  if (G.size() == 0) return;
+  Eigen::MatrixXd Gd = G.template cast<double>();
+  Eigen::BDCSVD<Eigen::MatrixXd> svd(Gd, Eigen::ComputeThinU | Eigen::ComputeThinV);
+  const Eigen::VectorXd& s = svd.singularValues();
+  const double tol = static_cast<double>(std::max(G.rows(), G.cols())) *
+                     std::numeric_limits<double>::epsilon() * (s.size() ? s(0) : 0.0);
+  Index r = 0;
+  while (r < s.size() && s(r) > tol) ++r;
+  out = (svd.matrixU().leftCols(r) * svd.matrixV().leftCols(r).transpose())
+            .template cast<typename O::Scalar>();
+}
+
+}  // namespace steepest

@@ -1,0 +1,70 @@
+// steepest/polar/newton_schulz.hpp -- approximate polar factor U V^T of G = U S V^T.
+//
+// Algorithm (on the wide orientation k x l, k = min(m, n), so the Gram matrix is the small k x k):
+//   X0 = G / (safety * ||G||_F)                 all singular values in (0, 1]
+//   repeat: A = X X^T;  B = b A + c A A;  X = a X + B X
+// Cost per step: 4 k^2 l + 2 k^3 flops. Products are written as `noalias()` GEMMs into buffers
+// kept in `NewtonSchulzWorkspace`, so no step after the first allocates, and X ping-pongs
+// between two buffers instead of making temporaries.
+// The normalization is scale-invariant: a zero G gives a zero output, and a tiny G is scaled up
+// exactly like a large one (no fixed epsilon that would silently break small gradients).
+#pragma once
+
+#include <Eigen/Core>
+
+#include <utility>
+
+#include "../core/config.hpp"
+#include "coefficients.hpp"
+
+namespace steepest {
+
+/// Buffers reused across calls; sized on first use for a shape, reused while it stays the same.
+template <class Scalar>
+struct NewtonSchulzWorkspace {
+  using Mat = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
+  Mat X, Y, A, B;
+};
+
+/// out = NS_steps(G) with the coefficients of `Schedule`. `out` has G's shape; may alias G.
+template <class Schedule, class D, class O>
+void newton_schulz(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& out_, int steps,
+                   NewtonSchulzWorkspace<typename D::Scalar>& ws) {
+  using Scalar = typename D::Scalar;
+  require_same_shape(G, out_, "newton_schulz");
+  if (steps < 0) throw std::invalid_argument("newton_schulz: steps must be >= 0");
+  O& out = writable(out_);
+  if (G.size() == 0) return;
+  const Scalar fro = G.norm();
+  if (!(fro > Scalar(0))) {  // zero (or NaN) input: zero (or NaN) output, no division by zero
+    out = G * Scalar(0);
+    return;
+  }
+  const bool tall = G.rows() > G.cols();
+  const Index k = tall ? G.cols() : G.rows();
+  const Index l = tall ? G.rows() : G.cols();
+  ws.X.resize(k, l);
+  ws.Y.resize(k, l);
+  ws.A.resize(k, k);
+  ws.B.resize(k, k);
+  const Scalar inv = Scalar(1) / (static_cast<Scalar>(Schedule::normalization_safety) * fro);
+  if (tall)
+    ws.X.noalias() = G.transpose() * inv;
+  else
+    ws.X.noalias() = G * inv;
+  for (int s = 0; s < steps; ++s) {
+    const PolarCoefficients c = Schedule::at(s, steps);
+    ws.A.noalias() = ws.X * ws.X.transpose();
+    ws.B = static_cast<Scalar>(c.b) * ws.A;
+    ws.B.noalias() += static_cast<Scalar>(c.c) * (ws.A * ws.A);
+    ws.Y = static_cast<Scalar>(c.a) * ws.X;
+    ws.Y.noalias() += ws.B * ws.X;
+    std::swap(ws.X, ws.Y);  // swaps buffers, not contents
+  }
+  if (tall)
+    out = ws.X.transpose();
+  else
+    out = ws.X;
+}
+
+}  // namespace steepest
