@@ -1,0 +1,8 @@
+// The norm-policy contract (tests/norm_contract.hpp) for every policy in float.
+// A new geometry joins the suite by adding one line to POLICY_CASES.
+#include "norm_contract.hpp"
+
+TEST_CASE_TEMPLATE_DEFINE("norm policy contract (float)", C, norm_contract_float) {
+  check_norm_contract<C>();
+}
+TEST_CASE_TEMPLATE_INVOKE(norm_contract_float, POLICY_CASES(float));

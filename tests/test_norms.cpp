@@ -1,0 +1,225 @@
+// Norm values against brute force, identities (1) and (2), named geometries, general exponents,
+// user memory (Eigen::Map), workspaces and bad input.
+#include "norm_contract.hpp"
+
+
+// ---- brute force over the unit ball, identity (1) -----------------------------------------
+template <class N>
+void check_brute_force(bool mean) {
+  std::mt19937 rng(7);
+  for (auto [m, n] : {std::pair{2, 3}, std::pair{3, 2}, std::pair{3, 3}, std::pair{1, 4},
+                      std::pair{4, 1}}) {
+    const Md W = gaussian(m, n, rng);
+    const Md A = Ref<N>::as_operator(W);
+    const auto [brute, exact] = ref::brute_op_norm(A, N::p, N::q, mean, rng);
+    const double v = mean ? st::MeanNormalized<N>::value(W) : N::value(W);
+    CAPTURE(N::name());
+    CAPTURE(m);
+    CAPTURE(n);
+    CAPTURE(exact);
+    CHECK(brute <= v * (1 + 1e-12));                   // the closed form is an upper bound...
+    CHECK(brute >= v * (exact ? 1 - 1e-12 : 1 - 1e-4));  // ...and is attained
+  }
+}
+
+TEST_CASE("operator norm values equal brute force over the unit ball") {
+  check_brute_force<st::RowNorm<1>>(false);
+  check_brute_force<st::RowNorm<2>>(false);
+  check_brute_force<st::RowNorm<3>>(false);
+  check_brute_force<st::RowNorm<st::Inf>>(false);
+  check_brute_force<st::ColNorm<1>>(false);
+  check_brute_force<st::ColNorm<2>>(false);
+  check_brute_force<st::ColNorm<3>>(false);
+  check_brute_force<st::ColNorm<st::Inf>>(false);
+  check_brute_force<st::SpectralExact>(false);
+  check_brute_force<st::VectorNorm<2>>(false);
+  check_brute_force<st::VectorNorm<3>>(false);
+}
+
+TEST_CASE("identity (1): mean-normalized norms equal brute force with mean vector norms") {
+  check_brute_force<st::RowNorm<1>>(true);
+  check_brute_force<st::RowNorm<2>>(true);
+  check_brute_force<st::RowNorm<3>>(true);
+  check_brute_force<st::RowNorm<st::Inf>>(true);
+  check_brute_force<st::ColNorm<1>>(true);
+  check_brute_force<st::ColNorm<2>>(true);
+  check_brute_force<st::ColNorm<3>>(true);
+  check_brute_force<st::SpectralExact>(true);
+  check_brute_force<st::VectorNorm<2>>(true);
+}
+
+TEST_CASE("2x2 spectral norm against its closed form") {
+  // s_max^2 = (f + sqrt(f^2 - 4 det^2)) / 2 with f = ||W||_F^2.
+  std::mt19937 rng(3);
+  for (int t = 0; t < 20; ++t) {
+    const Md W = gaussian(2, 2, rng);
+    const double f = W.squaredNorm(), det = W.determinant();
+    const double smax = std::sqrt((f + std::sqrt(f * f - 4 * det * det)) / 2);
+    const double smin = std::abs(det) / smax;
+    CHECK(st::SpectralExact::value(W) == doctest::Approx(smax).epsilon(1e-12));
+    CHECK(st::SpectralExact::dual(W) == doctest::Approx(smax + smin).epsilon(1e-12));
+    CHECK(st::spectral_norm_estimate(W, 200) == doctest::Approx(smax).epsilon(1e-6));
+  }
+}
+
+// ---- identity (2), the two formulas of 1 -> inf, named scales ------------------------------
+TEST_CASE_TEMPLATE("identity (2): D_mean = s(m,n) D and dual_mean = s(m,n) dual", N,
+                   st::RowNorm<1>, st::RowNorm<2>, st::RowNorm<3>, st::ColNorm<2>,
+                   st::ColNorm<3>, st::SpectralExact, st::VectorNorm<2>) {
+  std::mt19937 rng(11);
+  for (auto [m, n] : {std::pair{5, 3}, std::pair{3, 8}, std::pair{16, 16}}) {
+    const Md G = gaussian(m, n, rng);
+    Md D(m, n), Dm(m, n);
+    N::dualize(G, D);
+    st::MeanNormalized<N>::dualize(G, Dm);
+    const double s = st::MeanNormalized<N>::scale(m, n);
+    CHECK((Dm - s * D).norm() <= 1e-12 * (1 + D.norm() * s));
+    CHECK(st::MeanNormalized<N>::dual(G) == doctest::Approx(s * N::dual(G)).epsilon(1e-12));
+    CHECK(st::MeanNormalized<N>::value(G) == doctest::Approx(N::value(G) / s).epsilon(1e-12));
+  }
+}
+
+TEST_CASE_TEMPLATE("the two formulas of 1 -> inf agree (row-wise p=1, column-wise q=inf)", S,
+                   float, double) {
+  using Ms = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
+  std::mt19937 rng(5);
+  for (auto [m, n] : {std::pair{1, 1}, std::pair{4, 9}, std::pair{9, 4}, std::pair{32, 32}}) {
+    Ms G = gaussian(m, n, rng).template cast<S>();
+    G(0, 0) = S(0);
+    Ms A(m, n), B(m, n);
+    st::RowNorm<1>::dualize(G, A);
+    st::ColNorm<st::Inf>::dualize(G, B);
+    CHECK(A == B);
+    CHECK(st::RowNorm<1>::value(G) == st::ColNorm<st::Inf>::value(G));
+    CHECK(st::RowNorm<1>::dual(G) == doctest::Approx(st::ColNorm<st::Inf>::dual(G)).epsilon(1e-6));
+    CHECK(st::RowNorm<1>::dual(G) == doctest::Approx(G.template cast<double>().cwiseAbs().sum()));
+  }
+}
+
+TEST_CASE("named geometries and their width-aware scales") {
+  static_assert(std::is_same_v<st::OperatorNorm<1, st::Inf>, st::RowNorm<1>>);
+  static_assert(std::is_same_v<st::OperatorNorm<2, st::Inf>, st::RowNormalize>);
+  static_assert(std::is_same_v<st::OperatorNorm<1, 2>, st::ColNormalize>);
+  static_assert(std::is_same_v<st::OperatorNorm<2, 2>, st::Spectral>);
+  static_assert(std::is_same_v<st::OperatorNorm<st::Inf, st::Inf>, st::InfInfNorm>);
+  static_assert(std::is_same_v<st::OperatorNorm<1, 1>, st::OneOneNorm>);
+  static_assert(std::is_same_v<st::OperatorNorm<3, st::Inf>, st::RowNorm<3>>);
+  const st::Index m = 768, n = 3072;
+  CHECK(st::MeanNormalized<st::SignNorm>::scale(m, n) == doctest::Approx(1.0 / n));
+  CHECK(st::MeanNormalized<st::RowNormalize>::scale(m, n) == doctest::Approx(1.0 / std::sqrt(n)));
+  CHECK(st::MeanNormalized<st::ColNormalize>::scale(m, n) == doctest::Approx(std::sqrt(m) / n));
+  CHECK(st::MeanNormalized<st::Spectral>::scale(m, n) == doctest::Approx(std::sqrt(double(m) / n)));
+  CHECK(st::VectorRMS::scale(m, 1) == doctest::Approx(std::sqrt(m)));
+  CHECK(st::MeanNormalized<st::RowNorm<3>>::scale(m, n) == doctest::Approx(std::pow(n, -1.0 / 3)));
+  CHECK(st::MeanNormalized<st::SignNorm>::scale(0, n) == 0.0);
+  // RMS direction of a bias has unit RMS.
+  Eigen::VectorXd g = Eigen::VectorXd::LinSpaced(10, -2, 3);
+  Eigen::VectorXd d(10);
+  st::VectorRMS::dualize(g, d);
+  CHECK(std::sqrt(d.squaredNorm() / 10) == doctest::Approx(1.0));
+  CHECK((d - g / std::sqrt(g.squaredNorm() / 10)).norm() < 1e-12);
+}
+
+// ---- general exponent p = 3 against the formula written out -------------------------------
+TEST_CASE("RowNorm<3> and ColNorm<3> directions follow the Hoelder formula entry by entry") {
+  std::mt19937 rng(9);
+  const Md G = gaussian(4, 6, rng);
+  Md D(4, 6), E(4, 6);
+  st::RowNorm<3>::dualize(G, D);
+  for (int i = 0; i < 4; ++i) {
+    const double nrm = ref::pnorm(ref::row(G, i), 3.0);
+    for (int j = 0; j < 6; ++j) {
+      const double g = G(i, j);
+      E(i, j) = (g > 0 ? 1 : -1) * std::pow(std::abs(g), 2.0) / std::pow(nrm, 2.0);
+    }
+  }
+  CHECK((D - E).cwiseAbs().maxCoeff() < 1e-12);
+  st::ColNorm<3>::dualize(G, D);  // columns, dual exponent 3* = 1.5
+  for (int j = 0; j < 6; ++j) {
+    const double nrm = ref::pnorm(ref::col(G, j), 1.5);
+    for (int i = 0; i < 4; ++i) {
+      const double g = G(i, j);
+      E(i, j) = (g > 0 ? 1 : -1) * std::pow(std::abs(g), 0.5) / std::pow(nrm, 0.5);
+    }
+  }
+  CHECK((D - E).cwiseAbs().maxCoeff() < 1e-12);
+}
+
+// ---- user memory: Eigen::Map over raw buffers, both storage orders, in place ---------------
+TEST_CASE_TEMPLATE("policies work on Eigen::Map over raw buffers, row- and column-major", N,
+                   st::RowNormalize, st::ColNormalize, st::RowNorm<3>, st::InfInfNorm,
+                   st::VectorRMS, st::Spectral, st::MeanNormalized<st::SpectralExact>) {
+  using RowMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using ColMajor = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::ColMajor>;
+  const int m = 5, n = 7;
+  std::mt19937 rng(21);
+  const ColMajor G = gaussian(m, n, rng).cast<float>();
+  ColMajor expect(m, n);
+  N::dualize(G, expect);
+
+  std::vector<float> rbuf(m * n), cbuf(m * n), out(m * n);
+  Eigen::Map<RowMajor>(rbuf.data(), m, n) = G;
+  Eigen::Map<ColMajor>(cbuf.data(), m, n) = G;
+  N::dualize(Eigen::Map<const RowMajor>(rbuf.data(), m, n), Eigen::Map<RowMajor>(out.data(), m, n));
+  CHECK((Eigen::Map<RowMajor>(out.data(), m, n) - expect).norm() <= 1e-5f * expect.norm());
+  N::dualize(Eigen::Map<const ColMajor>(cbuf.data(), m, n), Eigen::Map<ColMajor>(out.data(), m, n));
+  CHECK((Eigen::Map<ColMajor>(out.data(), m, n) - expect).norm() <= 1e-5f * expect.norm());
+  CHECK(N::value(Eigen::Map<const RowMajor>(rbuf.data(), m, n)) ==
+        doctest::Approx(N::value(G)).epsilon(1e-6));
+  // In place: the gradient buffer becomes its own direction.
+  Eigen::Map<RowMajor> inplace(rbuf.data(), m, n);
+  N::dualize(inplace, inplace);
+  CHECK((inplace - expect).norm() <= 1e-5f * expect.norm());
+}
+
+TEST_CASE("a workspace is reused: no reallocation when shapes repeat") {
+  std::mt19937 rng(2);
+  const Md G = gaussian(64, 32, rng);
+  Md D(64, 32);
+  st::workspace_t<st::RowNormalize, double> ws;
+  st::RowNormalize::dualize(G, D, ws);
+  const double* before = ws.a.data();
+  st::RowNormalize::dualize(G, D, ws);
+  CHECK(ws.a.data() == before);
+  st::workspace_t<st::Spectral, double> nsws;
+  st::Spectral::dualize(G, D, nsws);
+  const double* x = nsws.X.data();
+  const double* y = nsws.Y.data();
+  st::Spectral::dualize(G, D, nsws);
+  CHECK(((nsws.X.data() == x && nsws.Y.data() == y) || (nsws.X.data() == y && nsws.Y.data() == x)));
+}
+
+// ---- bad input -----------------------------------------------------------------------------
+TEST_CASE("shape mismatches are refused with both shapes in the message") {
+  Md G = Md::Ones(3, 4), D(4, 3);
+  CHECK_THROWS_AS(st::RowNormalize::dualize(G, D), st::shape_error);
+  CHECK_THROWS_AS(st::ColNormalize::dualize(G, D), st::shape_error);
+  CHECK_THROWS_AS(st::Spectral::dualize(G, D), st::shape_error);
+  CHECK_THROWS_AS(st::SpectralExact::dualize(G, D), st::shape_error);
+  CHECK_THROWS_AS(st::VectorRMS::dualize(G, D), st::shape_error);
+  try {
+    st::RowNormalize::dualize(G, D);
+  } catch (const st::shape_error& e) {
+    CHECK(std::string(e.what()).find("4x3") != std::string::npos);
+    CHECK(std::string(e.what()).find("3x4") != std::string::npos);
+  }
+  // Nothing was written.
+  Md D2 = Md::Constant(4, 3, 5.0);
+  CHECK_THROWS(st::RowNormalize::dualize(G, D2));
+  CHECK((D2.array() == 5.0).all());
+}
+
+TEST_CASE("empty matrices: zero norms, nothing written, no NaN") {
+  for (auto [m, n] : {std::pair{0, 0}, std::pair{0, 5}, std::pair{5, 0}}) {
+    Md G(m, n), D(m, n);
+    CHECK(st::RowNormalize::value(G) == 0.0);
+    CHECK(st::ColNormalize::dual(G) == 0.0);
+    CHECK(st::SpectralExact::value(G) == 0.0);
+    CHECK(st::MeanNormalized<st::RowNormalize>::value(G) == 0.0);
+    CHECK(st::MeanNormalized<st::Spectral>::dual(G) == 0.0);
+    st::RowNormalize::dualize(G, D);
+    st::Spectral::dualize(G, D);
+    st::MeanNormalized<st::ColNormalize>::dualize(G, D);
+    st::VectorRMS::dualize(G, D);
+  }
+}
