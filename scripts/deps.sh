@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Installs the Debian packages steepest needs to build its tests, examples and benchmarks.
+# Uses sudo when not root. Skips apt entirely when everything is already there.
+set -euo pipefail
+pkgs=(cmake g++ make libeigen3-dev doctest-dev libbenchmark-dev)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
+  $SUDO apt-get update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y "${missing[@]}"
+fi
