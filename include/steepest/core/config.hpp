@@ -13,6 +13,13 @@
 #include <stdexcept>
 #include <string>
 
+/// Restrict-qualified pointers let hot loops vectorize without -ffast-math or aliasing checks.
+#if defined(__GNUC__) || defined(__clang__) || defined(_MSC_VER)
+#define STEEPEST_RESTRICT __restrict
+#else
+#define STEEPEST_RESTRICT
+#endif
+
 namespace steepest {
 
 using Index = Eigen::Index;

@@ -1,0 +1,235 @@
+// steepest/optim/transforms.hpp -- the small transforms optimizers are chained from.
+//
+// Each transform works on one layer's running update `u` (m x n, starts as the gradient) and has
+//   template <class S> struct State { ... ; template <class F> void visit(F&& f); };  // buffers
+//   template <class S> static void init(State<S>&, Index m, Index n);
+//   template <class S> static void apply(Ctx<S>& ctx, State<S>& st);   // reads/writes ctx.u
+//   static const char* name();
+// `visit` lists the state's buffers in a fixed order: that is what save/load and equality use.
+// The last transform of a chain is a step (DecoupledStep or ConstrainedStep) that writes W.
+#pragma once
+
+#include <Eigen/Core>
+
+#include <cmath>
+
+#include "../norms/traits.hpp"
+#include "hyper.hpp"
+#include "params.hpp"
+
+namespace steepest {
+
+/// Everything a transform may read about the current layer and step.
+template <class S>
+struct Ctx {
+  RowMatrix<S>& u;                      ///< running update, in place
+  Eigen::Map<RowMatrix<S>> w;           ///< the parameter
+  const Hyper& hp;
+  long long t;                          ///< step number, 1-based
+  LayerGeometry geometry;               ///< resolved geometry of the layer
+  bool is_matrix;                       ///< false for Role::Vector
+  double lr;                            ///< hp.lr times the layer's lr_scale
+  double radius;                        ///< resolved radius of the layer
+  LayerWorkspace<S>& ws;
+};
+
+template <class S>
+using Buffer = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+struct NoState {
+  template <class F>
+  void visit(F&&) {}
+};
+
+enum class MomentumKind {
+  HeavyBall,    ///< m = beta m + u;  u = m          (PyTorch SGD momentum)
+  Nesterov,     ///< m = beta m + u;  u = u + beta m (PyTorch SGD nesterov)
+  EMA,          ///< m = beta m + (1-beta) u;  u = m
+  NesterovEMA,  ///< m = beta m + (1-beta) u;  u = (1-beta) u + beta m  (Muon's default)
+};
+
+/// Momentum with coefficient hp.beta1.
+template <MomentumKind Kind = MomentumKind::NesterovEMA>
+struct Momentum {
+  template <class S>
+  struct State {
+    Buffer<S> m;
+    template <class F>
+    void visit(F&& f) { f(m); }
+  };
+  template <class S>
+  static void init(State<S>& st, Index r, Index c) { st.m = Buffer<S>::Zero(r, c); }
+  template <class S>
+  static void apply(Ctx<S>& ctx, State<S>& st) {
+    const S b = static_cast<S>(ctx.hp.beta1);
+    auto m = st.m.array();
+    auto u = ctx.u.array();
+    if constexpr (Kind == MomentumKind::HeavyBall) {
+      m = b * m + u;
+      u = m;
+    } else if constexpr (Kind == MomentumKind::Nesterov) {
+      m = b * m + u;
+      u = u + b * m;
+    } else if constexpr (Kind == MomentumKind::EMA) {
+      m = b * m + (S(1) - b) * u;
+      u = m;
+    } else {
+      m = b * m + (S(1) - b) * u;
+      u = (S(1) - b) * u + b * m;
+    }
+  }
+  static const char* name() {
+    switch (Kind) {
+      case MomentumKind::HeavyBall: return "momentum";
+      case MomentumKind::Nesterov: return "nesterov";
+      case MomentumKind::EMA: return "ema";
+      case MomentumKind::NesterovEMA: return "nesterov-ema";
+    }
+    return "?";
+  }
+};
+
+/// Adam's moments with bias correction:
+///   m = b1 m + (1-b1) u;  v = b2 v + (1-b2) u^2;  u = (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
+struct AdamMoments {
+  template <class S>
+  struct State {
+    Buffer<S> m, v;
+    template <class F>
+    void visit(F&& f) { f(m); f(v); }
+  };
+  template <class S>
+  static void init(State<S>& st, Index r, Index c) {
+    st.m = Buffer<S>::Zero(r, c);
+    st.v = Buffer<S>::Zero(r, c);
+  }
+  template <class S>
+  static void apply(Ctx<S>& ctx, State<S>& st) {
+    const double b1 = ctx.hp.beta1, b2 = ctx.hp.beta2;
+    const S c1 = static_cast<S>(1.0 / (1.0 - std::pow(b1, double(ctx.t))));
+    const S c2 = static_cast<S>(1.0 / std::sqrt(1.0 - std::pow(b2, double(ctx.t))));
+    const S eps = static_cast<S>(ctx.hp.eps);
+    const S sb1 = static_cast<S>(b1), sb2 = static_cast<S>(b2);
+    st.m.array() = sb1 * st.m.array() + (S(1) - sb1) * ctx.u.array();
+    st.v.array() = sb2 * st.v.array() + (S(1) - sb2) * ctx.u.array().square();
+    ctx.u.array() = (c1 * st.m.array()) / (c2 * st.v.array().sqrt() + eps);
+  }
+  static const char* name() { return "adam"; }
+};
+
+/// Lion (Chen et al. 2023): u = sign(b1 m + (1-b1) u);  m = b2 m + (1-b2) u.
+struct LionMoment {
+  template <class S>
+  struct State {
+    Buffer<S> m;
+    template <class F>
+    void visit(F&& f) { f(m); }
+  };
+  template <class S>
+  static void init(State<S>& st, Index r, Index c) { st.m = Buffer<S>::Zero(r, c); }
+  template <class S>
+  static void apply(Ctx<S>& ctx, State<S>& st) {
+    const S b1 = static_cast<S>(ctx.hp.beta1), b2 = static_cast<S>(ctx.hp.beta2);
+    // One pass, plain loop: each entry needs the raw gradient for both outputs.
+    S* STEEPEST_RESTRICT u = ctx.u.data();
+    S* STEEPEST_RESTRICT m = st.m.data();
+    const Index size = ctx.u.size();
+    for (Index i = 0; i < size; ++i) {
+      const S g = u[i], mo = m[i];
+      const S c = b1 * mo + (S(1) - b1) * g;
+      u[i] = static_cast<S>((c > S(0)) - (c < S(0)));
+      m[i] = b2 * mo + (S(1) - b2) * g;
+    }
+  }
+  static const char* name() { return "lion"; }
+};
+
+/// The layer's geometry, chosen by role or per layer (runtime dispatch to the norm policy).
+struct LayerDualize {
+  template <class S>
+  using State = NoState;
+  static void init(NoState&, Index, Index) {}
+  template <class S>
+  static void apply(Ctx<S>& ctx, NoState&) { dualize_layer(ctx.geometry, ctx.u, ctx.ws); }
+  static const char* name() { return "geometry"; }
+};
+
+/// A compile-time geometry: u <- N::dualize(u). Use in chains written for one geometry.
+template <class N>
+struct Dualize {
+  static_assert(is_norm_policy_v<N>, "steepest::Dualize<N>: N must be a norm policy "
+                                     "(RowNorm<P>, ColNorm<Q>, SpectralNorm<>, MeanNormalized<...>)");
+  template <class S>
+  struct State {
+    workspace_t<N, S> ws;
+    template <class F>
+    void visit(F&&) {}  // scratch only, nothing to save
+  };
+  template <class S>
+  static void init(State<S>&, Index, Index) {}
+  template <class S>
+  static void apply(Ctx<S>& ctx, State<S>& st) { N::dualize(ctx.u, ctx.u, st.ws); }
+  static const char* name() { return "dualize"; }
+};
+
+/// Multiplies by the width-aware scale s(m, n) of the layer's geometry when it is mean-normalized
+/// (LayerDualize + GeometryScale = the p̄->q̄ direction). Alone, after Adam, it gives rescaled AdamW.
+struct GeometryScale {
+  template <class S>
+  using State = NoState;
+  static void init(NoState&, Index, Index) {}
+  template <class S>
+  static void apply(Ctx<S>& ctx, NoState&) {
+    if (!ctx.geometry.mean_normalized) return;
+    const double s = layer_scale(ctx.geometry, ctx.u.rows(), ctx.u.cols());
+    if (s != 1.0) ctx.u *= static_cast<S>(s);
+  }
+  static const char* name() { return "geometry-scale"; }
+};
+
+/// Multiplies spectral layers' updates by the optimizer's shape factor (hp.shape_factor):
+/// Muon's conventions for sqrt(m/n)-like factors. Layers of other geometries are untouched.
+struct ShapeScale {
+  template <class S>
+  using State = NoState;
+  static void init(NoState&, Index, Index) {}
+  template <class S>
+  static void apply(Ctx<S>& ctx, NoState&) {
+    if (!is_spectral(ctx.geometry.kind) || ctx.hp.shape_factor == ShapeFactor::None) return;
+    ctx.u *= static_cast<S>(
+        shape_factor_value(ctx.hp.shape_factor, double(ctx.u.rows()), double(ctx.u.cols())));
+  }
+  static const char* name() { return "shape"; }
+};
+
+/// Unconstrained step with decoupled weight decay: W <- (1 - lr*lambda) W - lr * rho * u.
+struct DecoupledStep {
+  template <class S>
+  using State = NoState;
+  static void init(NoState&, Index, Index) {}
+  template <class S>
+  static void apply(Ctx<S>& ctx, NoState&) {
+    const S decay = static_cast<S>(1.0 - ctx.lr * ctx.hp.weight_decay);
+    const S step = static_cast<S>(ctx.lr * ctx.radius);
+    ctx.w.array() = decay * ctx.w.array() - step * ctx.u.array();
+  }
+  static const char* name() { return "step"; }
+};
+
+/// Constrained (Frank-Wolfe) step: W <- (1 - lr) W - lr * rho * u with u = D(M), i.e.
+/// W <- (1 - lr) W + lr * rho * D(-M) for the symmetric unit balls used here. A convex
+/// combination of W and a point of the radius-rho ball: ||W|| <= rho is kept once it holds.
+struct ConstrainedStep {
+  template <class S>
+  using State = NoState;
+  static void init(NoState&, Index, Index) {}
+  template <class S>
+  static void apply(Ctx<S>& ctx, NoState&) {
+    const S keep = static_cast<S>(1.0 - ctx.lr);
+    const S step = static_cast<S>(ctx.lr * ctx.radius);
+    ctx.w.array() = keep * ctx.w.array() - step * ctx.u.array();
+  }
+  static const char* name() { return "constrained-step"; }
+};
+
+}  // namespace steepest
