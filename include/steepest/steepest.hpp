@@ -18,3 +18,4 @@
 #include "optim/chain.hpp"
 #include "optim/optimizer.hpp"
 #include "optim/optimizers.hpp"
+#include "optim/state_io.hpp"

@@ -72,6 +72,8 @@ class Optimizer {
   std::array<RoleDefaults, 4> roles;
 
   Optimizer(Hyper h, std::array<RoleDefaults, 4> r) : hp(h), roles(r) {}
+  /// For chains whose geometry is fixed at compile time (Dualize<N>): every role Identity.
+  explicit Optimizer(Hyper h = {}) : hp(h) {}
 
   static std::string name() { return ChainT::name(); }
 

@@ -1,0 +1,190 @@
+// steepest/optim/state_io.hpp -- saving and loading optimizer state.
+//
+// File format (little-endian as written by this machine; version 1):
+//   "STEEPEST" (8 bytes) | u32 version = 1 | u32 sizeof(Scalar)
+//   u64 length + bytes: the optimizer's chain name (e.g. "adam+step")
+//   i64 step | u64 number of layers
+//   per layer: u64 length + name bytes | i64 rows | i64 cols | u64 number of buffers
+//              per buffer: i64 rows | i64 cols | rows*cols Scalars (row-major)
+//   u64 FNV-1a checksum of every byte before it
+// save() writes "<path>.tmp.<random>" and renames it over `path` (atomic on POSIX): a crash
+// leaves either the old file or the new one. load() reads and checks the whole file into a
+// fresh state first (magic, version, scalar size, chain, layer names and shapes, buffer shapes,
+// size, checksum) and only then replaces the caller's state: a refused file changes nothing.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "optimizer.hpp"
+
+namespace steepest {
+
+class state_file_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+inline constexpr std::uint32_t kStateFileVersion = 1;
+
+namespace detail {
+inline std::uint64_t fnv1a(const std::string& bytes) {
+  std::uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : bytes) {
+    h ^= c;
+    h *= 1099511628211ull;
+  }
+  return h;
+}
+template <class T>
+void put(std::string& out, const T& v) {
+  out.append(reinterpret_cast<const char*>(&v), sizeof(T));
+}
+inline void put_string(std::string& out, const std::string& s) {
+  put(out, std::uint64_t(s.size()));
+  out += s;
+}
+struct Reader {
+  const std::string& buf;
+  std::size_t pos;
+  const std::string& path;
+  void need(std::size_t n) {
+    if (buf.size() - pos < n) throw state_file_error("state file '" + path + "': truncated");
+  }
+  template <class T>
+  T get() {
+    need(sizeof(T));
+    T v;
+    std::memcpy(&v, buf.data() + pos, sizeof(T));
+    pos += sizeof(T);
+    return v;
+  }
+  std::string get_string() {
+    const auto n = get<std::uint64_t>();
+    need(n);
+    std::string s = buf.substr(pos, n);
+    pos += n;
+    return s;
+  }
+};
+}  // namespace detail
+
+/// Writes `st` (the state of optimizer `opt`) to `path` atomically.
+template <class ChainT, class S>
+void save(const Optimizer<ChainT>& opt, OptimizerState<S, ChainT>& st, const std::string& path) {
+  (void)opt;
+  std::string out;
+  out.append("STEEPEST", 8);
+  detail::put(out, kStateFileVersion);
+  detail::put(out, std::uint32_t(sizeof(S)));
+  detail::put_string(out, ChainT::name());
+  detail::put(out, std::int64_t(st.step));
+  detail::put(out, std::uint64_t(st.layers.size()));
+  for (std::size_t i = 0; i < st.layers.size(); ++i) {
+    detail::put_string(out, st.names[i]);
+    detail::put(out, std::int64_t(st.shapes[i].first));
+    detail::put(out, std::int64_t(st.shapes[i].second));
+    std::uint64_t nbuf = 0;
+    ChainT::visit(st.layers[i], [&](auto&) { ++nbuf; });
+    detail::put(out, nbuf);
+    ChainT::visit(st.layers[i], [&](auto& b) {
+      detail::put(out, std::int64_t(b.rows()));
+      detail::put(out, std::int64_t(b.cols()));
+      out.append(reinterpret_cast<const char*>(b.data()), sizeof(S) * std::size_t(b.size()));
+    });
+  }
+  detail::put(out, detail::fnv1a(out));
+
+  std::random_device rd;
+  const std::string tmp = path + ".tmp." + std::to_string(rd());
+  {
+    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+    if (!f) throw state_file_error("cannot write '" + tmp + "'");
+    f.write(out.data(), std::streamsize(out.size()));
+    f.flush();
+    if (!f) {
+      std::remove(tmp.c_str());
+      throw state_file_error("writing '" + tmp + "' failed");
+    }
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::remove(tmp.c_str());
+    throw state_file_error("cannot rename '" + tmp + "' to '" + path + "'");
+  }
+}
+
+/// Replaces `st` with the state stored in `path`, which must have been saved by the same chain
+/// for the same layers (names and shapes) and scalar type. Throws state_file_error otherwise,
+/// leaving `st` unchanged.
+template <class ChainT, class S>
+void load(const Optimizer<ChainT>& opt, OptimizerState<S, ChainT>& st, const std::string& path) {
+  (void)opt;
+  std::ifstream f(path, std::ios::binary);
+  if (!f) throw state_file_error("cannot open state file '" + path + "'");
+  std::stringstream ss;
+  ss << f.rdbuf();
+  const std::string buf = ss.str();
+  const auto fail = [&](const std::string& why) { throw state_file_error("state file '" + path + "': " + why); };
+  if (buf.size() < 8 + 8 || std::memcmp(buf.data(), "STEEPEST", 8) != 0) fail("not a steepest state file");
+  {
+    std::uint64_t stored;
+    if (buf.size() < 8 + 4 + 4 + 8) fail("truncated");
+    std::memcpy(&stored, buf.data() + buf.size() - 8, 8);
+    detail::Reader r{buf, 8, path};
+    const auto version = r.get<std::uint32_t>();
+    if (version != kStateFileVersion)
+      fail("version " + std::to_string(version) + ", this build reads version " +
+           std::to_string(kStateFileVersion));
+    if (stored != detail::fnv1a(buf.substr(0, buf.size() - 8))) fail("checksum mismatch (truncated or corrupt)");
+  }
+  detail::Reader r{buf, 12, path};
+  const auto scalar = r.get<std::uint32_t>();
+  if (scalar != sizeof(S))
+    fail("scalar size " + std::to_string(scalar) + " bytes, expected " + std::to_string(sizeof(S)));
+  const std::string chain = r.get_string();
+  if (chain != ChainT::name()) fail("saved by optimizer '" + chain + "', not '" + ChainT::name() + "'");
+
+  OptimizerState<S, ChainT> fresh;
+  fresh.step = r.get<std::int64_t>();
+  const auto nlayers = r.get<std::uint64_t>();
+  if (nlayers != st.layers.size())
+    fail(std::to_string(nlayers) + " layers, the model has " + std::to_string(st.layers.size()));
+  for (std::size_t i = 0; i < nlayers; ++i) {
+    const std::string name = r.get_string();
+    const auto rows = r.get<std::int64_t>(), cols = r.get<std::int64_t>();
+    if (name != st.names[i] || rows != st.shapes[i].first || cols != st.shapes[i].second)
+      fail("layer " + std::to_string(i) + " is '" + name + "' " + shape_string(rows, cols) +
+           ", the model's is '" + st.names[i] + "' " +
+           shape_string(st.shapes[i].first, st.shapes[i].second));
+    fresh.names.push_back(name);
+    fresh.shapes.emplace_back(rows, cols);
+    fresh.layers.emplace_back();
+    ChainT::init(fresh.layers.back(), rows, cols);
+    std::uint64_t nbuf = 0;
+    ChainT::visit(fresh.layers.back(), [&](auto&) { ++nbuf; });
+    if (r.get<std::uint64_t>() != nbuf) fail("layer '" + name + "': wrong number of buffers");
+    ChainT::visit(fresh.layers.back(), [&](auto& b) {
+      const auto br = r.get<std::int64_t>(), bc = r.get<std::int64_t>();
+      if (br != b.rows() || bc != b.cols())
+        fail("layer '" + name + "': buffer is " + shape_string(br, bc) + ", expected " +
+             shape_string(b.rows(), b.cols()));
+      const std::size_t bytes = sizeof(S) * std::size_t(b.size());
+      r.need(bytes);
+      std::memcpy(b.data(), buf.data() + r.pos, bytes);
+      r.pos += bytes;
+    });
+  }
+  if (r.pos != buf.size() - 8) fail("trailing bytes");
+  // Everything checked: commit. Scratch buffers are kept (same shapes).
+  st.step = fresh.step;
+  st.layers = std::move(fresh.layers);
+}
+
+}  // namespace steepest

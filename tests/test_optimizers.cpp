@@ -1,0 +1,613 @@
+// Named optimizers against independent scalar references (plain loops, double), plus the
+// properties the optimizer issue asks for: Scion's constraint, weight decay, loss decrease,
+// save/load equivalence, refused files, non-finite and shape errors.
+#include <doctest/doctest.h>
+
+#include <steepest/steepest.hpp>
+
+#include <cstdio>
+#include <fstream>
+#include <random>
+#include <vector>
+
+namespace st = steepest;
+using Md = Eigen::MatrixXd;
+using Vec = std::vector<double>;
+
+namespace {
+
+// A tiny model: one hidden matrix (m x n, row-major buffer) and one bias vector.
+struct Model {
+  int m = 6, n = 4;
+  Vec w, b;
+  st::ParamSet<double> params;
+  Model() : w(std::size_t(m * n)), b(std::size_t(m)) {
+    for (std::size_t i = 0; i < w.size(); ++i) w[i] = 0.1 * std::sin(double(i) + 1.0);
+    for (std::size_t i = 0; i < b.size(); ++i) b[i] = 0.05 * std::cos(double(i));
+    params.add("h", st::Role::Hidden, w.data(), m, n);
+    params.add_vector("b", b.data(), m);
+  }
+};
+
+// Deterministic gradient sequence, different at every step.
+Vec grad_at(std::size_t size, int t, double salt) {
+  Vec g(size);
+  for (std::size_t i = 0; i < size; ++i) g[i] = std::sin(0.37 * double(i * i) + 1.3 * t + salt) + 0.1 * t;  // full rank
+  return g;
+}
+
+Md as_mat(const Vec& v, int m, int n) {  // row-major buffer -> matrix
+  Md A(m, n);
+  for (int i = 0; i < m; ++i)
+    for (int j = 0; j < n; ++j) A(i, j) = v[std::size_t(i * n + j)];
+  return A;
+}
+Vec as_vec(const Md& A) {
+  Vec v;
+  for (int i = 0; i < A.rows(); ++i)
+    for (int j = 0; j < A.cols(); ++j) v.push_back(A(i, j));
+  return v;
+}
+
+// Runs the library optimizer for `steps` steps on a fresh Model.
+template <class Opt>
+Model run_lib(const Opt& opt, int steps) {
+  Model md;
+  auto state = opt.init(md.params);
+  for (int t = 1; t <= steps; ++t) {
+    const Vec gw = grad_at(md.w.size(), t, 0.0), gb = grad_at(md.b.size(), t, 2.0);
+    st::Gradients<double> g;
+    g.add(gw.data(), md.m, md.n);
+    g.add_vector(gb.data(), md.m);
+    REQUIRE(opt.step(md.params, g, state));
+  }
+  CHECK(state.step == steps);
+  return md;
+}
+
+double max_rel_diff(const Vec& a, const Vec& b) {
+  double d = 0, s = 0;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    d = std::max(d, std::abs(a[i] - b[i]));
+    s = std::max(s, std::abs(b[i]));
+  }
+  return d / std::max(s, 1e-300);
+}
+
+// ---- scalar building blocks of the references --------------------------------------------
+struct AdamRef {
+  Vec m, v;
+  explicit AdamRef(std::size_t n) : m(n, 0.0), v(n, 0.0) {}
+  Vec update(const Vec& g, int t, double b1, double b2, double eps) {
+    Vec u(g.size());
+    for (std::size_t i = 0; i < g.size(); ++i) {
+      m[i] = b1 * m[i] + (1 - b1) * g[i];
+      v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i];
+      const double mh = m[i] / (1 - std::pow(b1, t)), vh = v[i] / (1 - std::pow(b2, t));
+      u[i] = mh / (std::sqrt(vh) + eps);
+    }
+    return u;
+  }
+};
+Vec normalize_rows(const Vec& g, int m, int n) {
+  Vec d(g.size());
+  for (int i = 0; i < m; ++i) {
+    double s = 0;
+    for (int j = 0; j < n; ++j) s += g[std::size_t(i * n + j)] * g[std::size_t(i * n + j)];
+    s = std::sqrt(s);
+    for (int j = 0; j < n; ++j) d[std::size_t(i * n + j)] = s > 0 ? g[std::size_t(i * n + j)] / s : 0;
+  }
+  return d;
+}
+Vec normalize_cols(const Vec& g, int m, int n) {
+  Vec d(g.size());
+  for (int j = 0; j < n; ++j) {
+    double s = 0;
+    for (int i = 0; i < m; ++i) s += g[std::size_t(i * n + j)] * g[std::size_t(i * n + j)];
+    s = std::sqrt(s);
+    for (int i = 0; i < m; ++i) d[std::size_t(i * n + j)] = s > 0 ? g[std::size_t(i * n + j)] / s : 0;
+  }
+  return d;
+}
+Vec rms_normalize(const Vec& g) {
+  double s = 0;
+  for (double x : g) s += x * x;
+  const double rms = std::sqrt(s / double(g.size()));
+  Vec d(g.size());
+  for (std::size_t i = 0; i < g.size(); ++i) d[i] = g[i] / rms;
+  return d;
+}
+Vec polar(const Vec& g, int m, int n) {  // U V^T by Jacobi SVD
+  Eigen::JacobiSVD<Md> svd(as_mat(g, m, n), Eigen::ComputeThinU | Eigen::ComputeThinV);
+  return as_vec(svd.matrixU() * svd.matrixV().transpose());
+}
+double sgn(double x) { return double((x > 0) - (x < 0)); }
+void step(Vec& w, const Vec& u, double lr, double wd, double rho = 1.0) {
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = (1 - lr * wd) * w[i] - lr * rho * u[i];
+}
+
+// Runs a reference: `update(layer, g, t)` returns the update u; the step is decoupled unless
+// `constrained`.
+template <class F>
+Model run_ref(int steps, double lr, double wd, F&& update, bool constrained = false,
+              double rho_w = 1.0, double rho_b = 1.0) {
+  Model md;
+  for (int t = 1; t <= steps; ++t) {
+    const Vec gw = grad_at(md.w.size(), t, 0.0), gb = grad_at(md.b.size(), t, 2.0);
+    const Vec uw = update(0, gw, t), ub = update(1, gb, t);
+    if (constrained) {
+      for (std::size_t i = 0; i < md.w.size(); ++i) md.w[i] = (1 - lr) * md.w[i] - lr * rho_w * uw[i];
+      for (std::size_t i = 0; i < md.b.size(); ++i) md.b[i] = (1 - lr) * md.b[i] - lr * rho_b * ub[i];
+    } else {
+      step(md.w, uw, lr, wd);
+      step(md.b, ub, lr, wd);
+    }
+  }
+  return md;
+}
+
+void check_same(const Model& lib, const Model& ref, double tol = 1e-12) {
+  CHECK(max_rel_diff(lib.w, ref.w) < tol);
+  CHECK(max_rel_diff(lib.b, ref.b) < tol);
+}
+
+st::Hyper hyper(double lr, double b1, double b2, double wd) {
+  st::Hyper hp;
+  hp.lr = lr;
+  hp.beta1 = b1;
+  hp.beta2 = b2;
+  hp.weight_decay = wd;
+  return hp;
+}
+
+}  // namespace
+
+TEST_CASE("AdamW matches a scalar reference") {
+  const auto hp = hyper(1e-2, 0.9, 0.99, 0.1);
+  std::vector<AdamRef> a{AdamRef(24), AdamRef(6)};
+  const Model ref = run_ref(7, hp.lr, hp.weight_decay, [&](int k, const Vec& g, int t) {
+    return a[std::size_t(k)].update(g, t, 0.9, 0.99, 1e-8);
+  });
+  check_same(run_lib(st::adamw(hp), 7), ref);
+}
+
+TEST_CASE("rescaled AdamW: hidden update times 1/fan_in, vectors unscaled") {
+  const auto hp = hyper(1e-2, 0.9, 0.99, 0.0);
+  std::vector<AdamRef> a{AdamRef(24), AdamRef(6)};
+  const Model ref = run_ref(5, hp.lr, 0.0, [&](int k, const Vec& g, int t) {
+    Vec u = a[std::size_t(k)].update(g, t, 0.9, 0.99, 1e-8);
+    if (k == 0)
+      for (double& x : u) x /= 4.0;  // n = 4
+    return u;
+  });
+  check_same(run_lib(st::adamw_rescaled(hp), 5), ref);
+}
+
+TEST_CASE("SGD with heavy-ball and Nesterov momentum match scalar references") {
+  for (int nesterov = 0; nesterov < 2; ++nesterov) {
+    const auto hp = hyper(0.05, 0.9, 0.0, 0.01);
+    std::vector<Vec> buf{Vec(24, 0.0), Vec(6, 0.0)};
+    const Model ref = run_ref(6, hp.lr, hp.weight_decay, [&](int k, const Vec& g, int) {
+      Vec& m = buf[std::size_t(k)];
+      Vec u(g.size());
+      for (std::size_t i = 0; i < g.size(); ++i) {
+        m[i] = 0.9 * m[i] + g[i];
+        u[i] = nesterov ? g[i] + 0.9 * m[i] : m[i];
+      }
+      return u;
+    });
+    if (nesterov)
+      check_same(run_lib(st::sgd_nesterov(hp), 6), ref);
+    else
+      check_same(run_lib(st::sgd(hp), 6), ref);
+  }
+}
+
+TEST_CASE("sign descent and Lion match scalar references") {
+  {
+    const auto hp = hyper(0.01, 0.0, 0.0, 0.1);
+    const Model ref = run_ref(4, hp.lr, hp.weight_decay, [&](int, const Vec& g, int) {
+      Vec u(g.size());
+      for (std::size_t i = 0; i < g.size(); ++i) u[i] = sgn(g[i]);
+      return u;
+    });
+    check_same(run_lib(st::sign_descent(hp), 4), ref);
+  }
+  {
+    const auto hp = hyper(1e-3, 0.9, 0.99, 0.1);
+    std::vector<Vec> mom{Vec(24, 0.0), Vec(6, 0.0)};
+    const Model ref = run_ref(6, hp.lr, hp.weight_decay, [&](int k, const Vec& g, int) {
+      Vec& m = mom[std::size_t(k)];
+      Vec u(g.size());
+      for (std::size_t i = 0; i < g.size(); ++i) {
+        u[i] = sgn(0.9 * m[i] + 0.1 * g[i]);
+        m[i] = 0.99 * m[i] + 0.01 * g[i];
+      }
+      return u;
+    });
+    check_same(run_lib(st::lion(hp), 6), ref);
+  }
+}
+
+TEST_CASE("MOGA-row and MOGA-col, both orders, match scalar references") {
+  const auto hp = hyper(1e-2, 0.9, 0.95, 0.1);
+  for (int col = 0; col < 2; ++col) {
+    for (int after = 0; after < 2; ++after) {
+      CAPTURE(col);
+      CAPTURE(after);
+      std::vector<AdamRef> a{AdamRef(24), AdamRef(6)};
+      const double s = col ? std::sqrt(6.0) / 4.0 : 1.0 / std::sqrt(4.0);  // 1̄->2̄ / 2̄->inf
+      const Model ref = run_ref(6, hp.lr, hp.weight_decay, [&](int k, const Vec& g, int t) {
+        auto& ad = a[std::size_t(k)];
+        if (k == 1) return ad.update(g, t, 0.9, 0.95, 1e-8);  // vectors: plain AdamW
+        auto norm = [&](const Vec& x) { return col ? normalize_cols(x, 6, 4) : normalize_rows(x, 6, 4); };
+        Vec u = after ? norm(ad.update(g, t, 0.9, 0.95, 1e-8)) : ad.update(norm(g), t, 0.9, 0.95, 1e-8);
+        for (double& x : u) x *= s;
+        return u;
+      });
+      Model lib;
+      if (col)
+        lib = after ? run_lib(st::moga_col<st::MogaOrder::AdamThenNormalize>(hp), 6)
+                    : run_lib(st::moga_col(hp), 6);
+      else
+        lib = after ? run_lib(st::moga_row<st::MogaOrder::AdamThenNormalize>(hp), 6)
+                    : run_lib(st::moga_row(hp), 6);
+      check_same(lib, ref, 1e-11);
+    }
+  }
+}
+
+TEST_CASE("Muon (exact-SVD path) matches a scalar reference; NS path within the measured band") {
+  const auto hp = hyper(0.02, 0.95, 0.0, 0.1);
+  std::vector<Vec> mom{Vec(24, 0.0), Vec(6, 0.0)};
+  const Model ref = run_ref(5, hp.lr, hp.weight_decay, [&](int k, const Vec& g, int) {
+    Vec& m = mom[std::size_t(k)];
+    Vec u(g.size());
+    for (std::size_t i = 0; i < g.size(); ++i) {
+      m[i] = 0.95 * m[i] + 0.05 * g[i];
+      u[i] = 0.05 * g[i] + 0.95 * m[i];
+    }
+    if (k == 1) return rms_normalize(u);
+    Vec d = polar(u, 6, 4);
+    for (double& x : d) x *= std::sqrt(std::max(1.0, 6.0 / 4.0));
+    return d;
+  });
+  check_same(run_lib(st::muon(hp, st::ShapeFactor::MuonMax1, st::Geometry::SpectralExact), 5), ref, 1e-10);
+  // Quintic NS: the Muon direction of one step vs the SVD polar factor of the same momentum.
+  const Model ns = run_lib(st::muon(hp), 1);
+  const Model ex = run_lib(st::muon(hp, st::ShapeFactor::MuonMax1, st::Geometry::SpectralExact), 1);
+  Model init;
+  Vec dn(24), de(24);
+  for (std::size_t i = 0; i < 24; ++i) {
+    dn[i] = ((1 - hp.lr * hp.weight_decay) * init.w[i] - ns.w[i]) / hp.lr;
+    de[i] = ((1 - hp.lr * hp.weight_decay) * init.w[i] - ex.w[i]) / hp.lr;
+  }
+  const Eigen::VectorXd s = st::singular_values(as_mat(dn, 6, 4) / std::sqrt(1.5));
+  CHECK(s.minCoeff() >= 0.67);  // the quintic band of tests/test_newton_schulz.cpp
+  CHECK(s.maxCoeff() <= 1.22);
+  CHECK(max_rel_diff(dn, de) < 0.35);
+}
+
+TEST_CASE("Scion matches a scalar reference and keeps ||W|| <= radius over 100 steps") {
+  auto hp = hyper(0.1, 0.9, 0.0, 0.0);
+  {
+    std::vector<Vec> mom{Vec(24, 0.0), Vec(6, 0.0)};
+    const Model ref = run_ref(
+        5, hp.lr, 0.0,
+        [&](int k, const Vec& g, int) {
+          Vec& m = mom[std::size_t(k)];
+          for (std::size_t i = 0; i < g.size(); ++i) m[i] = 0.9 * m[i] + 0.1 * g[i];
+          if (k == 1) return rms_normalize(m);
+          Vec d = polar(m, 6, 4);
+          for (double& x : d) x *= std::sqrt(6.0 / 4.0);
+          return d;
+        },
+        /*constrained=*/true, 2.0, 3.0);
+    st::ScionRadii radii;
+    radii.hidden = 2.0;
+    radii.vector = 3.0;
+    auto opt = st::scion(hp, radii);
+    opt.roles[0].geometry = {st::Geometry::SpectralExact, true};
+    check_same(run_lib(opt, 5), ref, 1e-10);
+  }
+  // The constraint, in float with both the exact LMO and quintic Newton-Schulz.
+  for (int exact = 0; exact < 2; ++exact) {
+    const int m = 32, n = 16;
+    std::vector<float> w(m * n), g(m * n);
+    st::ParamSet<float> P;
+    P.add("h", st::Role::Hidden, w.data(), m, n);
+    st::ScionRadii radii;
+    radii.hidden = 5.0;
+    auto opt = st::scion(hp, radii);
+    if (exact) opt.roles[0].geometry = {st::Geometry::SpectralExact, true};
+    st::norm_matched_init(P, opt, 1);
+    const double rho = 5.0;
+    CHECK(st::MeanNormalized<st::SpectralExact>::value(P[0].matrix()) == doctest::Approx(rho).epsilon(1e-5));
+    auto state = opt.init(P);
+    std::mt19937 rng(3);
+    std::normal_distribution<float> nd;
+    double worst = 0;
+    for (int t = 0; t < 100; ++t) {
+      for (auto& x : g) x = nd(rng);
+      st::Gradients<float> G;
+      G.add(g.data(), m, n);
+      opt.step(P, G, state);
+      worst = std::max(worst, st::MeanNormalized<st::SpectralExact>::value(P[0].matrix()));
+    }
+    // Exact LMO: ||D|| = 1 so the convex combination stays in the ball. Quintic NS: ||D|| can
+    // reach the band's top 1.21, so the bound is that much looser.
+    CHECK(worst <= rho * (exact ? 1.0 + 1e-5 : 1.22));
+  }
+}
+
+TEST_CASE("a large weight decay visibly shrinks weights (AdamW, Muon, MOGA)") {
+  auto hp = hyper(0.1, 0.9, 0.99, 1.0);
+  auto shrink = [&](auto opt) {
+    Model md;
+    const Vec w0 = md.w;
+    auto state = opt.init(md.params);
+    const Vec zero_w(md.w.size(), 0.0), zero_b(md.b.size(), 0.0);
+    st::Gradients<double> G;
+    G.add(zero_w.data(), md.m, md.n);
+    G.add_vector(zero_b.data(), md.m);
+    for (int t = 0; t < 10; ++t) opt.step(md.params, G, state);
+    // Zero gradients give zero updates, so only the decay acts: w = (1 - lr*wd)^10 w0.
+    for (std::size_t i = 0; i < w0.size(); ++i) CHECK(md.w[i] == doctest::Approx(std::pow(0.9, 10) * w0[i]));
+  };
+  shrink(st::adamw(hp));
+  shrink(st::muon(hp));
+  shrink(st::moga_row(hp));
+}
+
+TEST_CASE("least squares: every optimizer lowers the loss") {
+  // L(W, b) = ||W X + b 1^T - Y||^2 / (2N) with X: n x N, targets from a planted W*.
+  const int m = 8, n = 16, N = 64;
+  std::mt19937 rng(42);
+  std::normal_distribution<double> nd;
+  Md X(n, N), Ws(m, n);
+  for (Eigen::Index i = 0; i < X.size(); ++i) X.data()[i] = nd(rng);
+  for (Eigen::Index i = 0; i < Ws.size(); ++i) Ws.data()[i] = nd(rng) / 4;
+  const Md Y = Ws * X;
+  auto fit = [&](auto opt, int steps) {
+    Vec w(std::size_t(m * n), 0.0), b(std::size_t(m), 0.0), gw(w.size()), gb(b.size());
+    st::ParamSet<double> P;
+    P.add("W", st::Role::Hidden, w.data(), m, n);
+    P.add_vector("b", b.data(), m);
+    auto state = opt.init(P);
+    auto loss_and_grad = [&]() {
+      const Md W = as_mat(w, m, n);
+      const Eigen::VectorXd bv = Eigen::Map<Eigen::VectorXd>(b.data(), m);
+      const Md R = (W * X).colwise() + bv - Y;
+      const Md G = R * X.transpose() / N;
+      gw = as_vec(G);
+      Eigen::Map<Eigen::VectorXd>(gb.data(), m) = R.rowwise().sum() / N;
+      return R.squaredNorm() / (2.0 * N);
+    };
+    const double l0 = loss_and_grad();
+    double l = l0;
+    for (int t = 0; t < steps; ++t) {
+      st::Gradients<double> G;
+      G.add(gw.data(), m, n);
+      G.add_vector(gb.data(), m);
+      opt.step(P, G, state);
+      l = loss_and_grad();
+    }
+    return l / l0;
+  };
+  CHECK(fit(st::sgd(hyper(0.02, 0.9, 0, 0)), 100) < 0.1);
+  CHECK(fit(st::sgd_nesterov(hyper(0.02, 0.9, 0, 0)), 100) < 0.1);
+  CHECK(fit(st::adamw(hyper(0.02, 0.9, 0.99, 0)), 100) < 0.1);
+  CHECK(fit(st::adamw_rescaled(hyper(0.2, 0.9, 0.99, 0)), 100) < 0.1);
+  CHECK(fit(st::sign_descent(hyper(0.005, 0, 0, 0)), 100) < 0.1);
+  CHECK(fit(st::lion(hyper(0.005, 0.9, 0.99, 0)), 100) < 0.1);
+  CHECK(fit(st::moga_row(hyper(0.05, 0.9, 0.99, 0)), 100) < 0.1);
+  CHECK(fit(st::moga_col(hyper(0.05, 0.9, 0.99, 0)), 100) < 0.1);
+  CHECK(fit(st::muon(hyper(0.02, 0.9, 0, 0)), 100) < 0.1);
+  CHECK(fit(st::scion_unconstrained(hyper(0.03, 0.9, 0, 0), {1, 1, 1, 1}), 100) < 0.1);
+}
+
+TEST_CASE("a custom optimizer in a few lines: Nesterov + compile-time row geometry") {
+  using MyChain = st::Chain<st::Momentum<st::MomentumKind::Nesterov>,
+                            st::Dualize<st::MeanNormalized<st::RowNorm<2>>>, st::DecoupledStep>;
+  st::Optimizer<MyChain> opt(hyper(0.1, 0.5, 0, 0));
+  Model md;
+  const Vec w0 = md.w;
+  auto state = opt.init(md.params);
+  const Vec gw = grad_at(24, 1, 0.0), gb = grad_at(6, 1, 2.0);
+  st::Gradients<double> G;
+  G.add(gw.data(), 6, 4);
+  G.add_vector(gb.data(), 6);
+  opt.step(md.params, G, state);
+  // Step 1: m = g, u = g + 0.5 g = 1.5 g; rows normalized, times n^{-1/2}: the 1.5 cancels.
+  const Vec d = normalize_rows(gw, 6, 4);
+  for (std::size_t i = 0; i < 24; ++i) CHECK(md.w[i] == doctest::Approx(w0[i] - 0.1 * d[i] / 2.0));
+}
+
+TEST_CASE("save -> load -> continue equals an uninterrupted run bit for bit") {
+  const std::string path = "steepest_test_state.bin";
+  auto check = [&](auto opt) {
+    const Model straight = run_lib(opt, 10);
+    Model md;
+    auto state = opt.init(md.params);
+    auto feed = [&](int t, auto& s) {
+      const Vec gw = grad_at(md.w.size(), t, 0.0), gb = grad_at(md.b.size(), t, 2.0);
+      st::Gradients<double> g;
+      g.add(gw.data(), md.m, md.n);
+      g.add_vector(gb.data(), md.m);
+      opt.step(md.params, g, s);
+    };
+    for (int t = 1; t <= 5; ++t) feed(t, state);
+    st::save(opt, state, path);
+    auto resumed = opt.init(md.params);  // a fresh process would start here
+    st::load(opt, resumed, path);
+    CHECK(resumed.step == 5);
+    for (int t = 6; t <= 10; ++t) feed(t, resumed);
+    CHECK(md.w == straight.w);  // bitwise
+    CHECK(md.b == straight.b);
+  };
+  check(st::adamw(hyper(0.01, 0.9, 0.99, 0.1)));
+  check(st::muon(hyper(0.02, 0.95, 0, 0.1)));
+  check(st::moga_row(hyper(0.01, 0.9, 0.95, 0.1)));
+  check(st::lion(hyper(0.001, 0.9, 0.99, 0.1)));
+  std::remove(path.c_str());
+}
+
+TEST_CASE("corrupt, truncated, wrong-version, wrong-shape and wrong-optimizer files are refused") {
+  const std::string path = "steepest_test_bad.bin";
+  auto opt = st::adamw(hyper(0.01, 0.9, 0.99, 0.0));
+  Model md;
+  auto state = opt.init(md.params);
+  const Vec gw = grad_at(24, 1, 0.0), gb = grad_at(6, 1, 2.0);
+  st::Gradients<double> G;
+  G.add(gw.data(), 6, 4);
+  G.add_vector(gb.data(), 6);
+  opt.step(md.params, G, state);
+  st::save(opt, state, path);
+  std::string good;
+  {
+    std::ifstream f(path, std::ios::binary);
+    good.assign(std::istreambuf_iterator<char>(f), {});
+  }
+  auto write = [&](const std::string& bytes) {
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f.write(bytes.data(), std::streamsize(bytes.size()));
+  };
+  auto snapshot = [&](auto& s) {
+    Vec all;
+    for (auto& l : s.layers) decltype(opt)::chain::visit(l, [&](auto& b) { all.insert(all.end(), b.data(), b.data() + b.size()); });
+    return std::make_pair(s.step, all);
+  };
+  const auto before = snapshot(state);
+  auto refused = [&](const std::string& bytes, const char* what) {
+    CAPTURE(what);
+    write(bytes);
+    CHECK_THROWS_AS(st::load(opt, state, path), st::state_file_error);
+    CHECK(snapshot(state) == before);  // nothing in memory changed
+  };
+  refused(good.substr(0, good.size() / 2), "truncated");
+  refused(good.substr(0, 10), "truncated header");
+  refused("", "empty");
+  std::string v = good;
+  v[8] = 2;  // version field
+  refused(v, "wrong version");
+  std::string c = good;
+  c[c.size() / 2] ^= 0x5a;  // a data byte
+  refused(c, "corrupt");
+  refused("NOTSTEEPxxxxxxxxxxxxxxxxxxxx", "wrong magic");
+  try {
+    write(v);
+    st::load(opt, state, path);
+  } catch (const st::state_file_error& e) {
+    CHECK(std::string(e.what()).find("version 2") != std::string::npos);
+  }
+  // Wrong shape: a model whose hidden layer is 4x6.
+  {
+    Vec w(24), b(6);
+    st::ParamSet<double> P;
+    P.add("h", st::Role::Hidden, w.data(), 4, 6);
+    P.add_vector("b", b.data(), 6);
+    auto other = opt.init(P);
+    write(good);
+    CHECK_THROWS_WITH_AS(st::load(opt, other, path), doctest::Contains("4x6"), st::state_file_error);
+  }
+  // Wrong optimizer: an AdamW file into Muon state.
+  {
+    auto muon = st::muon();
+    auto ms = muon.init(md.params);
+    write(good);
+    CHECK_THROWS_WITH_AS(st::load(muon, ms, path), doctest::Contains("saved by optimizer 'adam+step'"),
+                         st::state_file_error);
+  }
+  CHECK_THROWS_AS(st::load(opt, state, "/nonexistent/dir/file.bin"), st::state_file_error);
+  std::remove(path.c_str());
+}
+
+TEST_CASE("non-finite gradients: error by default, skip as an option; nothing changes") {
+  for (int skip = 0; skip < 2; ++skip) {
+    auto hp = hyper(0.01, 0.9, 0.99, 0.1);
+    if (skip) hp.on_non_finite = st::NonFinitePolicy::Skip;
+    auto opt = st::adamw(hp);
+    Model md;
+    auto state = opt.init(md.params);
+    Vec gw = grad_at(24, 1, 0.0), gb = grad_at(6, 1, 2.0);
+    st::Gradients<double> G;
+    G.add(gw.data(), 6, 4);
+    G.add_vector(gb.data(), 6);
+    opt.step(md.params, G, state);
+    const Vec w = md.w, b = md.b;
+    gb[3] = std::numeric_limits<double>::quiet_NaN();
+    if (skip) {
+      CHECK_FALSE(opt.step(md.params, G, state));
+    } else {
+      CHECK_THROWS_WITH_AS(opt.step(md.params, G, state), doctest::Contains("'b'"), st::non_finite_error);
+    }
+    CHECK(state.step == 1);
+    CHECK(md.w == w);
+    CHECK(md.b == b);
+    gb[3] = std::numeric_limits<double>::infinity();
+    if (!skip) CHECK_THROWS_AS(opt.step(md.params, G, state), st::non_finite_error);
+  }
+}
+
+TEST_CASE("shape mismatches between parameter, gradient and state are clear errors") {
+  auto opt = st::muon();
+  Model md;
+  auto state = opt.init(md.params);
+  Vec gw(24), gb(6);
+  {
+    st::Gradients<double> G;
+    G.add(gw.data(), 4, 6);  // transposed
+    G.add_vector(gb.data(), 6);
+    CHECK_THROWS_WITH_AS(opt.step(md.params, G, state),
+                         "parameter 'h': gradient is 4x6 but the weight is 6x4", st::shape_error);
+  }
+  {
+    st::Gradients<double> G;
+    G.add(gw.data(), 6, 4);
+    CHECK_THROWS_WITH_AS(opt.step(md.params, G, state), doctest::Contains("1 gradients for 2"),
+                         st::shape_error);
+  }
+  {
+    Model other;
+    Vec extra(3);
+    other.params.add_vector("c", extra.data(), 3);
+    st::Gradients<double> G;
+    G.add(gw.data(), 6, 4);
+    G.add_vector(gb.data(), 6);
+    G.add_vector(extra.data(), 3);
+    CHECK_THROWS_WITH_AS(opt.step(other.params, G, state), doctest::Contains("state has 2 layers"),
+                         st::shape_error);
+  }
+  CHECK(state.step == 0);
+}
+
+TEST_CASE("parameter sets: roles pick geometries, overrides win, norms list the head first") {
+  const int vocab = 10, d = 8;
+  Vec emb(std::size_t(vocab * d)), h(std::size_t(d * d)), head(std::size_t(vocab * d)), g(8),
+      conv(2 * 3 * 3 * 3), heads(3 * 4 * 2);
+  st::ParamSet<double> P;
+  P.add("embed", st::Role::Embedding, emb.data(), d, vocab);
+  P.add("h0", st::Role::Hidden, h.data(), d, d);
+  P.add("head", st::Role::Output, head.data(), vocab, d);
+  P.add_vector("ln.g", g.data(), d);
+  P.add_conv("conv", conv.data(), 2, 3, 3, 3);
+  P.add_batched("attn", st::Role::Hidden, heads.data(), 3, 4, 2);
+  CHECK(P.size() == 8);
+  CHECK(P.at("conv").cols == 27);
+  CHECK(P.at("attn[2]").data == heads.data() + 16);
+  auto opt = st::scion();
+  CHECK(opt.geometry_of(P.at("h0")).kind == st::Geometry::Spectral);
+  CHECK(opt.geometry_of(P.at("embed")).kind == st::Geometry::ColNormalize);
+  CHECK(opt.geometry_of(P.at("head")).kind == st::Geometry::Sign);
+  CHECK(opt.geometry_of(P.at("ln.g")).kind == st::Geometry::VectorRMS);
+  P.at("h0").geometry = st::LayerGeometry{st::Geometry::RowNormalize, true};
+  CHECK(opt.geometry_of(P.at("h0")).kind == st::Geometry::RowNormalize);
+  st::norm_matched_init(P, opt, 7);
+  const auto norms = opt.operator_norms(P);
+  REQUIRE(norms.size() == 8);
+  CHECK(norms[0].name == "head");
+  CHECK(norms[0].value == doctest::Approx(3000.0));  // norm-matched to the head's radius
+  CHECK(norms[1].name == "embed");
+  CHECK(norms[2].value == doctest::Approx(50.0));
+  CHECK_THROWS_AS(P.add("h0", st::Role::Hidden, h.data(), d, d), std::invalid_argument);
+}
