@@ -12,7 +12,52 @@
 
 #include "transforms.hpp"
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 namespace steepest {
+
+namespace detail {
+template <class T, class S, class = void>
+struct has_elem : std::false_type {};
+template <class T, class S>
+struct has_elem<T, S, std::void_t<typename T::template Elem<S>>> : std::true_type {};
+
+// A normalization's factors are computed from the raw gradient before the pass, so it fuses
+// only as the chain's first transform; later in a chain only pointwise geometries fuse.
+template <class T, class S>
+bool elem_fusable(const Ctx<S>& ctx, std::size_t position) {
+  if constexpr (std::is_same_v<T, LayerDualize>) {
+    return position == 0 ? LayerDualize::fusable(ctx) : LayerDualize::pointwise(ctx.geometry.kind);
+  } else {
+    return true;
+  }
+}
+template <class T>
+bool elem_needs_rows(Geometry k) {
+  if constexpr (std::is_same_v<T, LayerDualize>) return LayerDualize::needs_rows(k);
+  else return false;
+}
+
+/// Runs `elems` (a tuple of Elem kernels) over the flat range [begin, end) of a layer whose
+/// column index starts at c0: SIMD packets, then a scalar tail.
+template <class S, class Tuple, std::size_t... I>
+void run_range(const S* STEEPEST_RESTRICT g, Tuple& ks, Index begin, Index end, Index c0,
+               std::index_sequence<I...>) {
+  using P = simd::Packet<S>;
+  constexpr Index PS = simd::packet_size<S>;
+  Index i = begin;
+  for (; i + PS <= end; i += PS) {
+    P u = simd::load<P>(g + i);
+    ((u = std::get<I>(ks).template apply<P>(u, i, c0 + (i - begin))), ...);
+  }
+  for (; i < end; ++i) {
+    S u = g[i];
+    ((u = std::get<I>(ks).template apply<S>(u, i, c0 + (i - begin))), ...);
+  }
+}
+}  // namespace detail
 
 template <class... Ts>
 struct Chain {
@@ -33,6 +78,28 @@ struct Chain {
   static void apply(Ctx<S>& ctx, Tuple& st) {
     apply_impl(ctx, st, std::index_sequence_for<Ts...>{});
   }
+  /// True when every transform has a fused elementwise form for scalar type S.
+  template <class S>
+  static constexpr bool fusable_v = (detail::has_elem<Ts, S>::value && ...);
+
+  /// True when this layer can take the fused path (compile-time forms exist and the layer's
+  /// run-time geometry is elementwise or a row/column/global normalization).
+  template <class S>
+  static bool can_fuse(const Ctx<S>& ctx) {
+    if constexpr (fusable_v<S>) return can_fuse_impl(ctx, std::index_sequence_for<Ts...>{});
+    else return false;
+  }
+
+  /// One pass over memory for the whole chain: reads ctx.grad, the states and W once, writes
+  /// the states and W once. Rows are the unit of work when a per-row/column factor is used (and
+  /// of OpenMP parallelism when enabled and not already inside a parallel region).
+  template <class S, class Tuple>
+  static void fused(Ctx<S>& ctx, Tuple& st) {
+    if constexpr (fusable_v<S>) {
+      fused_impl(ctx, st, std::index_sequence_for<Ts...>{});
+    }
+  }
+
   /// Calls f(buffer) for every saved buffer of every transform, in chain order.
   template <class Tuple, class F>
   static void visit(Tuple& st, F&& f) {
@@ -44,6 +111,41 @@ struct Chain {
   static void init_impl(Tuple& st, Index m, Index n, std::index_sequence<I...>) {
     (Ts::init(std::get<I>(st), m, n), ...);
   }
+  template <class S, std::size_t... I>
+  static bool can_fuse_impl(const Ctx<S>& ctx, std::index_sequence<I...>) {
+    return (detail::elem_fusable<Ts>(ctx, I) && ...);
+  }
+
+  template <class S, class Tuple, std::size_t... I>
+  static void fused_impl(Ctx<S>& ctx, Tuple& st, std::index_sequence<I...> seq) {
+    auto ks = std::make_tuple(Ts::elem(ctx, std::get<I>(st))...);
+    const Index rows = ctx.u.rows(), cols = ctx.u.cols(), size = rows * cols;
+    const bool by_rows = (detail::elem_needs_rows<Ts>(ctx.geometry.kind) || ...);
+    const S* g = ctx.grad;
+    // Blocks of whole rows (by_rows) or of ~16K entries: big enough to amortize, small enough
+    // to balance two threads.
+    const Index block = by_rows ? std::max<Index>(1, 16384 / std::max<Index>(cols, 1)) : 16384;
+    const Index units = by_rows ? rows : size;
+    const Index nblocks = (units + block - 1) / block;
+    bool parallel = false;
+#if defined(_OPENMP)
+    parallel = nblocks > 1 && !omp_in_parallel();
+#pragma omp parallel for schedule(static) if (parallel) firstprivate(ks)
+#endif
+    for (Index b = 0; b < nblocks; ++b) {
+      const Index lo = b * block, hi = std::min(units, lo + block);
+      if (by_rows) {
+        for (Index r = lo; r < hi; ++r) {
+          (std::get<I>(ks).begin_row(r), ...);
+          detail::run_range(g, ks, r * cols, (r + 1) * cols, 0, seq);
+        }
+      } else {
+        detail::run_range(g, ks, lo, hi, 0, seq);
+      }
+    }
+    (void)parallel;
+  }
+
   template <class S, class Tuple, std::size_t... I>
   static void apply_impl(Ctx<S>& ctx, Tuple& st, std::index_sequence<I...>) {
     (Ts::apply(ctx, std::get<I>(st)), ...);

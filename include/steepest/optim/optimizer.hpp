@@ -68,6 +68,9 @@ class Optimizer {
   using State = OptimizerState<S, ChainT>;
 
   Hyper hp;
+  /// Use the one-pass fused kernels where the chain allows (set false to run transform by
+  /// transform, e.g. to compare).
+  bool fuse = true;
   /// Defaults per role, indexed by Role (Hidden, Embedding, Output, Vector).
   std::array<RoleDefaults, 4> roles;
 
@@ -121,11 +124,15 @@ class Optimizer {
       const auto k = std::size_t(i);
       const Layer<S>& l = params[k];
       RowMatrix<S>& u = st.update[k];
-      u = grads[k];
       const double lr = hp.lr * l.lr_scale * roles[std::size_t(l.role)].lr_scale;
       Ctx<S> ctx{u, l.matrix(), hp, t, geometry_of(l), l.role != Role::Vector, lr, radius_of(l),
-                 st.workspace[k]};
-      ChainT::apply(ctx, st.layers[k]);
+                 st.workspace[k], grads[k].data()};
+      if (fuse && ChainT::can_fuse(ctx)) {
+        ChainT::fused(ctx, st.layers[k]);  // one pass: u is not used
+      } else {
+        u = grads[k];
+        ChainT::apply(ctx, st.layers[k]);
+      }
     }
     st.step = t;
     return true;

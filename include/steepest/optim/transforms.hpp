@@ -6,6 +6,12 @@
 //   template <class S> static void apply(Ctx<S>& ctx, State<S>& st);   // reads/writes ctx.u
 //   static const char* name();
 // `visit` lists the state's buffers in a fixed order: that is what save/load and equality use.
+//
+// Elementwise transforms also provide the fused form used when every transform of a chain has
+// one (Chain::fused): `template <class S> static Elem<S> elem(Ctx<S>&, State<S>&)` returns a
+// small struct of constants and raw pointers whose `apply<P>(u, i, c)` maps one entry (P = S) or
+// one SIMD packet (P = simd::Packet<S>) at flat index i, column c, and `begin_row(r)` is told
+// the row. The chain then runs as one pass over memory instead of one pass per transform.
 // The last transform of a chain is a step (DecoupledStep or ConstrainedStep) that writes W.
 #pragma once
 
@@ -13,6 +19,7 @@
 
 #include <cmath>
 
+#include "../backend/eigen/packet.hpp"
 #include "../norms/traits.hpp"
 #include "hyper.hpp"
 #include "params.hpp"
@@ -31,6 +38,7 @@ struct Ctx {
   double lr;                            ///< hp.lr times the layer's lr_scale
   double radius;                        ///< resolved radius of the layer
   LayerWorkspace<S>& ws;
+  const S* grad = nullptr;              ///< the raw gradient (set on the fused path)
 };
 
 template <class S>
@@ -78,6 +86,39 @@ struct Momentum {
       u = (S(1) - b) * u + b * m;
     }
   }
+  template <class S>
+  struct Elem {
+    S* STEEPEST_RESTRICT m;
+    S b, omb;
+    void begin_row(Index) {}
+    template <class P>
+    P apply(P u, Index i, Index) const {
+      using namespace simd;
+      const P mo = load<P>(m + i), B = set1<P>(b);
+      if constexpr (Kind == MomentumKind::HeavyBall) {
+        const P mn = add(mul(B, mo), u);
+        store(m + i, mn);
+        return mn;
+      } else if constexpr (Kind == MomentumKind::Nesterov) {
+        const P mn = add(mul(B, mo), u);
+        store(m + i, mn);
+        return add(u, mul(B, mn));
+      } else if constexpr (Kind == MomentumKind::EMA) {
+        const P mn = add(mul(B, mo), mul(set1<P>(omb), u));
+        store(m + i, mn);
+        return mn;
+      } else {
+        const P mn = add(mul(B, mo), mul(set1<P>(omb), u));
+        store(m + i, mn);
+        return add(mul(set1<P>(omb), u), mul(B, mn));
+      }
+    }
+  };
+  template <class S>
+  static Elem<S> elem(Ctx<S>& ctx, State<S>& st) {
+    const S b = static_cast<S>(ctx.hp.beta1);
+    return {st.m.data(), b, S(1) - b};
+  }
   static const char* name() {
     switch (Kind) {
       case MomentumKind::HeavyBall: return "momentum";
@@ -114,6 +155,31 @@ struct AdamMoments {
     st.v.array() = sb2 * st.v.array() + (S(1) - sb2) * ctx.u.array().square();
     ctx.u.array() = (c1 * st.m.array()) / (c2 * st.v.array().sqrt() + eps);
   }
+  template <class S>
+  struct Elem {
+    S* STEEPEST_RESTRICT m;
+    S* STEEPEST_RESTRICT v;
+    S b1, omb1, b2, omb2, c1, c2, eps;
+    void begin_row(Index) {}
+    template <class P>
+    P apply(P u, Index i, Index) const {
+      using namespace simd;
+      const P mn = add(mul(set1<P>(b1), load<P>(m + i)), mul(set1<P>(omb1), u));
+      const P vn = add(mul(set1<P>(b2), load<P>(v + i)), mul(set1<P>(omb2), mul(u, u)));
+      store(m + i, mn);
+      store(v + i, vn);
+      return div(mul(set1<P>(c1), mn), add(mul(set1<P>(c2), sqrt(vn)), set1<P>(eps)));
+    }
+  };
+  template <class S>
+  static Elem<S> elem(Ctx<S>& ctx, State<S>& st) {
+    const double b1 = ctx.hp.beta1, b2 = ctx.hp.beta2;
+    const S sb1 = static_cast<S>(b1), sb2 = static_cast<S>(b2);
+    return {st.m.data(), st.v.data(), sb1, S(1) - sb1, sb2, S(1) - sb2,
+            static_cast<S>(1.0 / (1.0 - std::pow(b1, double(ctx.t)))),
+            static_cast<S>(1.0 / std::sqrt(1.0 - std::pow(b2, double(ctx.t)))),
+            static_cast<S>(ctx.hp.eps)};
+  }
   static const char* name() { return "adam"; }
 };
 
@@ -141,6 +207,25 @@ struct LionMoment {
       m[i] = b2 * mo + (S(1) - b2) * g;
     }
   }
+  template <class S>
+  struct Elem {
+    S* STEEPEST_RESTRICT m;
+    S b1, omb1, b2, omb2;
+    void begin_row(Index) {}
+    template <class P>
+    P apply(P g, Index i, Index) const {
+      using namespace simd;
+      const P mo = load<P>(m + i);
+      const P c = add(mul(set1<P>(b1), mo), mul(set1<P>(omb1), g));
+      store(m + i, add(mul(set1<P>(b2), mo), mul(set1<P>(omb2), g)));
+      return sign<P, S>(c);
+    }
+  };
+  template <class S>
+  static Elem<S> elem(Ctx<S>& ctx, State<S>& st) {
+    const S b1 = static_cast<S>(ctx.hp.beta1), b2 = static_cast<S>(ctx.hp.beta2);
+    return {st.m.data(), b1, S(1) - b1, b2, S(1) - b2};
+  }
   static const char* name() { return "lion"; }
 };
 
@@ -151,6 +236,68 @@ struct LayerDualize {
   static void init(NoState&, Index, Index) {}
   template <class S>
   static void apply(Ctx<S>& ctx, NoState&) { dualize_layer(ctx.geometry, ctx.u, ctx.ws); }
+
+  /// Fusable geometries: identity, sign, and row / column / vector 2-normalization, whose
+  /// per-row, per-column or global factors 1/||g|| are computed in a first (read-only) pass.
+  template <class S>
+  static bool fusable(const Ctx<S>& ctx) {
+    switch (ctx.geometry.kind) {
+      case Geometry::Identity: case Geometry::Sign: case Geometry::VectorSign:
+      case Geometry::RowNormalize: case Geometry::ColNormalize: case Geometry::VectorRMS:
+        return true;
+      default: return false;
+    }
+  }
+  static bool pointwise(Geometry k) {
+    return k == Geometry::Identity || k == Geometry::Sign || k == Geometry::VectorSign;
+  }
+  enum class Mode { Identity, Sign, Row, Col, Global };
+  template <class S>
+  struct Elem {
+    Mode mode;
+    const S* factors;  // per row (Row) or per column (Col)
+    S f;               // current row's factor, or the global one
+    void begin_row(Index r) {
+      if (mode == Mode::Row) f = factors[r];
+    }
+    template <class P>
+    P apply(P u, Index, Index c) const {
+      using namespace simd;
+      switch (mode) {
+        case Mode::Identity: return u;
+        case Mode::Sign: return sign<P, S>(u);
+        case Mode::Col: return mul(u, load<P>(factors + c));
+        default: return mul(u, set1<P>(f));
+      }
+    }
+  };
+  template <class S>
+  static Elem<S> elem(Ctx<S>& ctx, NoState&) {
+    const Eigen::Map<const RowMatrix<S>> g(ctx.grad, ctx.u.rows(), ctx.u.cols());
+    auto& a = ctx.ws.vec.a;
+    auto inv = [](S v) { return v > S(0) ? S(1) / v : S(0); };
+    switch (ctx.geometry.kind) {
+      case Geometry::Identity: return {Mode::Identity, nullptr, S(1)};
+      case Geometry::Sign: case Geometry::VectorSign: return {Mode::Sign, nullptr, S(1)};
+      case Geometry::RowNormalize:
+        a.resize(g.rows());
+        a.noalias() = g.rowwise().norm();  // contiguous rows: one vectorized read pass
+        a = a.unaryExpr(inv);
+        return {Mode::Row, a.data(), S(1)};
+      case Geometry::ColNormalize:
+        a.resize(g.cols());
+        a.setZero();
+        // Sum of squares per column, row by row: contiguous, vectorized reads of g.
+        for (Index r = 0; r < g.rows(); ++r) a.array() += g.row(r).transpose().array().square();
+        a = a.unaryExpr([&](S v) { return inv(std::sqrt(v)); });
+        return {Mode::Col, a.data(), S(1)};
+      default:
+        return {Mode::Global, nullptr, inv(g.norm())};
+    }
+  }
+  static constexpr bool needs_rows(Geometry k) {
+    return k == Geometry::RowNormalize || k == Geometry::ColNormalize;
+  }
   static const char* name() { return "geometry"; }
 };
 
@@ -184,6 +331,19 @@ struct GeometryScale {
     const double s = layer_scale(ctx.geometry, ctx.u.rows(), ctx.u.cols());
     if (s != 1.0) ctx.u *= static_cast<S>(s);
   }
+  template <class S>
+  struct Elem {
+    S f;
+    void begin_row(Index) {}
+    template <class P>
+    P apply(P u, Index, Index) const { return simd::mul(u, simd::set1<P>(f)); }
+  };
+  template <class S>
+  static Elem<S> elem(Ctx<S>& ctx, NoState&) {
+    const double s = ctx.geometry.mean_normalized
+                         ? layer_scale(ctx.geometry, ctx.u.rows(), ctx.u.cols()) : 1.0;
+    return {static_cast<S>(s)};
+  }
   static const char* name() { return "geometry-scale"; }
 };
 
@@ -199,6 +359,14 @@ struct ShapeScale {
     ctx.u *= static_cast<S>(
         shape_factor_value(ctx.hp.shape_factor, double(ctx.u.rows()), double(ctx.u.cols())));
   }
+  template <class S>
+  using Elem = typename GeometryScale::template Elem<S>;
+  template <class S>
+  static Elem<S> elem(Ctx<S>& ctx, NoState&) {
+    if (!is_spectral(ctx.geometry.kind) || ctx.hp.shape_factor == ShapeFactor::None) return {S(1)};
+    return {static_cast<S>(
+        shape_factor_value(ctx.hp.shape_factor, double(ctx.u.rows()), double(ctx.u.cols())))};
+  }
   static const char* name() { return "shape"; }
 };
 
@@ -212,6 +380,23 @@ struct DecoupledStep {
     const S decay = static_cast<S>(1.0 - ctx.lr * ctx.hp.weight_decay);
     const S step = static_cast<S>(ctx.lr * ctx.radius);
     ctx.w.array() = decay * ctx.w.array() - step * ctx.u.array();
+  }
+  template <class S>
+  struct Elem {
+    S* STEEPEST_RESTRICT w;
+    S keep, step;
+    void begin_row(Index) {}
+    template <class P>
+    P apply(P u, Index i, Index) const {
+      using namespace simd;
+      store(w + i, sub(mul(set1<P>(keep), load<P>(w + i)), mul(set1<P>(step), u)));
+      return u;
+    }
+  };
+  template <class S>
+  static Elem<S> elem(Ctx<S>& ctx, NoState&) {
+    return {ctx.w.data(), static_cast<S>(1.0 - ctx.lr * ctx.hp.weight_decay),
+            static_cast<S>(ctx.lr * ctx.radius)};
   }
   static const char* name() { return "step"; }
 };
@@ -228,6 +413,12 @@ struct ConstrainedStep {
     const S keep = static_cast<S>(1.0 - ctx.lr);
     const S step = static_cast<S>(ctx.lr * ctx.radius);
     ctx.w.array() = keep * ctx.w.array() - step * ctx.u.array();
+  }
+  template <class S>
+  using Elem = typename DecoupledStep::template Elem<S>;
+  template <class S>
+  static Elem<S> elem(Ctx<S>& ctx, NoState&) {
+    return {ctx.w.data(), static_cast<S>(1.0 - ctx.lr), static_cast<S>(ctx.lr * ctx.radius)};
   }
   static const char* name() { return "constrained-step"; }
 };
