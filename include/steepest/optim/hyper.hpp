@@ -13,6 +13,9 @@ namespace steepest {
 enum class NonFinitePolicy {
   Error,  ///< throw steepest::non_finite_error; parameters, state and step counter unchanged
   Skip,   ///< skip the whole step (all layers); parameters, state and step counter unchanged
+  /// No check: saves the read pass over the gradients (4 bytes/param); a NaN or Inf then
+  /// propagates into the parameters and state. For callers that check gradients themselves.
+  Unchecked,
 };
 
 /// How the update of a matrix layer is multiplied by a shape factor after the geometry.

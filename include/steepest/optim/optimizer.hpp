@@ -108,7 +108,8 @@ class Optimizer {
   bool step(ParamSet<S>& params, const Gradients<S>& grads, State<S>& st) const {
     validate(params, grads, st);
     for (std::size_t i = 0; i < params.size(); ++i) {
-      if (!grads[i].allFinite()) {
+      if (hp.on_non_finite == NonFinitePolicy::Unchecked) break;
+      if (!simd::all_finite(grads[i].data(), grads[i].size())) {
         if (hp.on_non_finite == NonFinitePolicy::Skip) return false;
         throw non_finite_error("parameter '" + params[i].name +
                                "': gradient has NaN or Inf entries; step refused, nothing changed");

@@ -9,7 +9,10 @@
 
 #include <Eigen/Core>
 
+#include <cmath>
 #include <type_traits>
+
+#include "../../core/config.hpp"
 
 namespace steepest::simd {
 
@@ -44,12 +47,38 @@ template <class P>
 inline P sub(const P& a, const P& b) { return ei::psub(a, b); }
 template <class P>
 inline P div(const P& a, const P& b) { return ei::pdiv(a, b); }
+// Identifies a packet by lane count and scalar type (comparing with __m128 etc. directly
+// trips -Wignored-attributes on GCC).
+template <class P>
+constexpr bool kind(int lanes, bool is_float) {
+  using T = typename ei::unpacket_traits<P>::type;
+  return ei::unpacket_traits<P>::size == lanes &&
+         (is_float ? std::is_same_v<T, float> : std::is_same_v<T, double>);
+}
+
+/// IEEE square root. Eigen's psqrt may use rsqrt + a Newton step plus fix-ups for 0 and inf
+/// (EIGEN_FAST_MATH), which costs more instructions than the hardware sqrt in these
+/// memory-bound loops, so the native instruction is used where the packet type is known.
 template <class P>
 inline P sqrt(const P& a) {
-  if constexpr (std::is_arithmetic_v<P>)
+  if constexpr (std::is_arithmetic_v<P>) {
     return std::sqrt(a);
-  else
+  }
+#if defined(__AVX512F__)
+  else if constexpr (kind<P>(16, true)) { return _mm512_sqrt_ps(a); }
+  else if constexpr (kind<P>(8, false) && sizeof(P) == 64) { return _mm512_sqrt_pd(a); }
+#endif
+#if defined(__AVX__)
+  else if constexpr (kind<P>(8, true) && sizeof(P) == 32) { return _mm256_sqrt_ps(a); }
+  else if constexpr (kind<P>(4, false) && sizeof(P) == 32) { return _mm256_sqrt_pd(a); }
+#endif
+#if defined(__SSE2__)
+  else if constexpr (kind<P>(4, true) && sizeof(P) == 16) { return _mm_sqrt_ps(a); }
+  else if constexpr (kind<P>(2, false) && sizeof(P) == 16) { return _mm_sqrt_pd(a); }
+#endif
+  else {
     return ei::psqrt(a);
+  }
 }
 /// sign(x) in {-1, 0, +1} (0 for 0 and NaN), branch-free on packets.
 template <class P, class S>
@@ -60,6 +89,23 @@ inline P sign(const P& x) {
     const P zero = ei::pzero(x), one = ei::pset1<P>(S(1));
     return ei::psub(ei::pand(ei::pcmp_lt(zero, x), one), ei::pand(ei::pcmp_lt(x, zero), one));
   }
+}
+
+/// True when every entry of p[0..n) is finite. One contiguous SIMD read pass: x * 0 is 0 for
+/// finite x and NaN for +-inf or NaN, and NaN survives the sum (no early exit: the common case
+/// is all-finite, and a branch-free loop runs at memory speed).
+template <class S>
+bool all_finite(const S* p, Index n) {
+  using P = Packet<S>;
+  constexpr Index PS = packet_size<S>;
+  P acc = ei::pset1<P>(S(0));
+  const P zero = ei::pset1<P>(S(0));
+  Index i = 0;
+  for (; i + PS <= n; i += PS) acc = ei::padd(acc, ei::pmul(ei::ploadu<P>(p + i), zero));
+  S tail = S(0);
+  for (; i < n; ++i) tail += p[i] * S(0);
+  const S total = ei::predux(acc) + tail;
+  return total == S(0);
 }
 
 }  // namespace steepest::simd

@@ -1,0 +1,248 @@
+// steepest_bench: update-rule throughput beside the references that make the figures meaningful
+// on a shared machine (ratios within one run):
+//   Ref/HandFusedAdamW   one-pass AdamW loop, 28 bytes/param (read g m v w, write m v w)
+//   Ref/StreamTriad      a = b + s c, 12 bytes/element
+//   Ref/GemmXXt          Eigen GEMM X X^T of the Newton-Schulz shapes (GFLOP/s)
+// Rules run through the public API (Optimizer::step on a ParamSet), fp32, at 1 and 2 threads
+// (last argument). Counters: ns_per_param, bytes_per_second (the bytes the rule must move),
+// GFLOPs for Newton-Schulz.
+#include <benchmark/benchmark.h>
+
+#include <steepest/steepest.hpp>
+
+#include <cmath>
+#include <random>
+#include <vector>
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+namespace st = steepest;
+
+namespace {
+
+void set_threads(int t) {
+#if defined(_OPENMP)
+  omp_set_num_threads(t);
+  Eigen::setNbThreads(t);
+#else
+  (void)t;
+#endif
+}
+
+std::vector<float> random_vec(std::size_t n, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd;
+  std::vector<float> v(n);
+  for (auto& x : v) x = nd(rng);
+  return v;
+}
+
+// Parameters of the GPT-2-small set built by gpt2_small() below.
+std::size_t gpt2_param_count() {
+  const std::size_t d = 768;
+  const std::size_t block = 4 * d + (3 * d * d + 3 * d) + (d * d + d) + (4 * d * d + 4 * d) +
+                            (4 * d * d + d);
+  return 50257 * d + 1024 * d + 12 * block + 2 * d;
+}
+
+std::size_t ref_size(const benchmark::State& state) {
+  return state.range(0) == 0 ? gpt2_param_count() : std::size_t(state.range(0) * state.range(1));
+}
+
+void counters(benchmark::State& state, double params, double bytes_per_param) {
+  state.counters["ns_per_param"] =
+      benchmark::Counter(params * 1e-9, benchmark::Counter::kIsIterationInvariantRate |
+                                            benchmark::Counter::kInvert);
+  state.SetBytesProcessed(int64_t(double(state.iterations()) * params * bytes_per_param));
+  state.counters["params"] = params;
+}
+
+// ---- references --------------------------------------------------------------------------
+
+// The hand-fused AdamW loop: what a careful engineer writes for one layer.
+void hand_adamw(float* __restrict w, const float* __restrict g, float* __restrict m,
+                float* __restrict v, std::ptrdiff_t n, float lr, float b1, float b2, float eps,
+                float wd, float c1, float c2) {
+#if defined(_OPENMP)
+#pragma omp parallel for simd schedule(static)
+#endif
+  for (std::ptrdiff_t i = 0; i < n; ++i) {
+    const float mi = b1 * m[i] + (1 - b1) * g[i];
+    const float vi = b2 * v[i] + (1 - b2) * g[i] * g[i];
+    m[i] = mi;
+    v[i] = vi;
+    w[i] = (1 - lr * wd) * w[i] - lr * (c1 * mi) / (c2 * std::sqrt(vi) + eps);
+  }
+}
+
+void Ref_HandFusedAdamW(benchmark::State& state) {
+  const auto n = ref_size(state);
+  set_threads(int(state.range(2)));
+  auto w = random_vec(n, 1), g = random_vec(n, 2), m = random_vec(n, 3), v = random_vec(n, 4);
+  for (auto& x : v) x = std::abs(x);
+  for (auto _ : state) {
+    hand_adamw(w.data(), g.data(), m.data(), v.data(), std::ptrdiff_t(n), 1e-3f, 0.9f, 0.999f,
+               1e-8f, 0.1f, 1.1f, 1.05f);
+    benchmark::ClobberMemory();
+  }
+  counters(state, double(n), 28);
+}
+
+void Ref_StreamTriad(benchmark::State& state) {
+  const auto n = ref_size(state);
+  set_threads(int(state.range(2)));
+  auto a = random_vec(n, 1), b = random_vec(n, 2), c = random_vec(n, 3);
+  float* __restrict pa = a.data();
+  const float* __restrict pb = b.data();
+  const float* __restrict pc = c.data();
+  for (auto _ : state) {
+#if defined(_OPENMP)
+#pragma omp parallel for simd schedule(static)
+#endif
+    for (std::ptrdiff_t i = 0; i < std::ptrdiff_t(n); ++i) pa[i] = pb[i] + 1.5f * pc[i];
+    benchmark::ClobberMemory();
+  }
+  counters(state, double(n), 12);
+}
+
+void Ref_GemmXXt(benchmark::State& state) {
+  const Eigen::Index m = state.range(0), n = state.range(1);
+  set_threads(int(state.range(2)));
+  const Eigen::Index k = std::min(m, n), l = std::max(m, n);
+  Eigen::MatrixXf X = Eigen::MatrixXf::Random(k, l), A(k, k);
+  for (auto _ : state) {
+    A.noalias() = X * X.transpose();
+    benchmark::DoNotOptimize(A.data());
+  }
+  state.counters["GFLOPs"] = benchmark::Counter(2.0 * double(k) * double(k) * double(l) * 1e-9,
+                                                benchmark::Counter::kIsIterationInvariantRate);
+}
+
+// ---- the rules through the public API -------------------------------------------------------
+
+struct Layers {
+  std::vector<std::vector<float>> w, g;
+  st::ParamSet<float> params;
+  st::Gradients<float> grads;
+  void add(const std::string& name, st::Role role, Eigen::Index m, Eigen::Index n) {
+    w.push_back(random_vec(std::size_t(m * n), unsigned(w.size() + 10)));
+    g.push_back(random_vec(std::size_t(m * n), unsigned(g.size() + 1000)));
+    for (auto& x : w.back()) x *= 0.02f;
+    params.add(name, role, w.back().data(), m, n);
+    grads.add(g.back().data(), m, n);
+  }
+};
+
+// GPT-2 small (124M): token and position embeddings, 12 blocks (qkv, attention projection,
+// MLP in/out, their biases and two LayerNorm gains/biases), final LayerNorm; the head is tied to
+// the token embedding, as in GPT-2. Shapes are out x in.
+void gpt2_small(Layers& L) {
+  const int d = 768, vocab = 50257, ctx = 1024;
+  L.w.reserve(200);
+  L.g.reserve(200);
+  L.add("wte", st::Role::Output, vocab, d);  // tied: the head's geometry governs it
+  L.add("wpe", st::Role::Embedding, d, ctx);
+  for (int b = 0; b < 12; ++b) {
+    const std::string p = "h" + std::to_string(b) + ".";
+    L.add(p + "ln1.g", st::Role::Vector, d, 1);
+    L.add(p + "ln1.b", st::Role::Vector, d, 1);
+    L.add(p + "attn.qkv", st::Role::Hidden, 3 * d, d);
+    L.add(p + "attn.qkv.b", st::Role::Vector, 3 * d, 1);
+    L.add(p + "attn.proj", st::Role::Hidden, d, d);
+    L.add(p + "attn.proj.b", st::Role::Vector, d, 1);
+    L.add(p + "ln2.g", st::Role::Vector, d, 1);
+    L.add(p + "ln2.b", st::Role::Vector, d, 1);
+    L.add(p + "mlp.fc", st::Role::Hidden, 4 * d, d);
+    L.add(p + "mlp.fc.b", st::Role::Vector, 4 * d, 1);
+    L.add(p + "mlp.proj", st::Role::Hidden, d, 4 * d);
+    L.add(p + "mlp.proj.b", st::Role::Vector, d, 1);
+  }
+  L.add("ln_f.g", st::Role::Vector, d, 1);
+  L.add("ln_f.b", st::Role::Vector, d, 1);
+}
+
+template <class MakeOpt>
+void run_rule(benchmark::State& state, MakeOpt make, double bytes_per_param, bool ns_flops) {
+  set_threads(int(state.range(2)));
+  Layers L;
+  if (state.range(0) == 0) {
+    gpt2_small(L);
+  } else {
+    L.add("w", st::Role::Hidden, state.range(0), state.range(1));
+  }
+  auto opt = make();
+  auto s = opt.init(L.params);
+  opt.step(L.params, L.grads, s);  // first step: workspaces sized here
+  for (auto _ : state) {
+    opt.step(L.params, L.grads, s);
+    benchmark::ClobberMemory();
+  }
+  const double params = double(L.params.num_params());
+  counters(state, params, bytes_per_param);
+  state.counters["state_bytes_per_param"] = double(s.state_bytes()) / params;
+  if (ns_flops) {
+    double flops = 0;
+    for (const auto& l : L.params) {
+      if (l.role != st::Role::Hidden) continue;
+      const double k = double(std::min(l.rows, l.cols)), n = double(std::max(l.rows, l.cols));
+      flops += 5 * (4 * k * k * n + 2 * k * k * k);
+    }
+    state.counters["GFLOPs"] =
+        benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  }
+}
+
+st::Hyper hp() {
+  st::Hyper h;
+  h.lr = 1e-3;
+  h.weight_decay = 0.1;
+  return h;
+}
+
+void AdamW(benchmark::State& s) { run_rule(s, [] { return st::adamw(hp()); }, 28, false); }
+// The same rule without the finite-gradient check (NonFinitePolicy::Unchecked): the check's cost.
+void AdamWUnchecked(benchmark::State& s) {
+  run_rule(s, [] { auto h = hp(); h.on_non_finite = st::NonFinitePolicy::Unchecked; return st::adamw(h); }, 28, false);
+}
+void AdamWRescaled(benchmark::State& s) { run_rule(s, [] { return st::adamw_rescaled(hp()); }, 28, false); }
+void Sign(benchmark::State& s) { run_rule(s, [] { return st::sign_descent(hp()); }, 12, false); }
+void Lion(benchmark::State& s) { run_rule(s, [] { return st::lion(hp()); }, 20, false); }
+void MogaRow(benchmark::State& s) { run_rule(s, [] { return st::moga_row(hp()); }, 28, false); }
+void MogaCol(benchmark::State& s) { run_rule(s, [] { return st::moga_col(hp()); }, 28, false); }
+void MuonQuintic(benchmark::State& s) { run_rule(s, [] { return st::muon(hp()); }, 20, true); }
+void MuonPolarExpress(benchmark::State& s) {
+  run_rule(s, [] { return st::muon(hp(), st::ShapeFactor::MuonMax1, st::Geometry::SpectralPolarExpress); }, 20, true);
+}
+void Scion(benchmark::State& s) { run_rule(s, [] { return st::scion(hp()); }, 20, true); }
+
+// Shapes (rows, cols); (0, 0) is the GPT-2-small parameter set.
+const std::vector<std::pair<int, int>> kShapes = {{256, 256},   {1024, 1024}, {4096, 4096},
+                                                  {1024, 4096}, {4096, 1024}, {0, 0}};
+const std::vector<std::pair<int, int>> kNsShapes = {{256, 256}, {1024, 1024}, {1024, 4096},
+                                                    {4096, 1024}, {4096, 4096}};
+
+void shapes(benchmark::internal::Benchmark* b, bool ns) {
+  for (auto [m, n] : ns ? kNsShapes : kShapes)
+    for (int t : {1, 2}) b->Args({m, n, t});
+  b->ArgNames({"m", "n", "threads"})->Unit(benchmark::kMillisecond)->UseRealTime();
+}
+
+}  // namespace
+
+BENCHMARK(Ref_HandFusedAdamW)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(Ref_StreamTriad)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(Ref_GemmXXt)->Apply([](auto* b) { shapes(b, true); });
+BENCHMARK(AdamW)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(AdamWUnchecked)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(AdamWRescaled)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(Sign)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(Lion)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(MogaRow)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(MogaCol)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(MuonQuintic)->Apply([](auto* b) { shapes(b, true); });
+BENCHMARK(MuonPolarExpress)->Apply([](auto* b) { shapes(b, true); });
+BENCHMARK(Scion)->Apply([](auto* b) { shapes(b, true); });
+
+BENCHMARK_MAIN();
