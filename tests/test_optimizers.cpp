@@ -564,6 +564,23 @@ TEST_CASE("non-finite gradients: error by default, skip as an option; nothing ch
   }
 }
 
+TEST_CASE("NonFinitePolicy::Unchecked takes the step and lets NaN through (documented)") {
+  auto hp = hyper(0.01, 0.9, 0.99, 0.0);
+  hp.on_non_finite = st::NonFinitePolicy::Unchecked;
+  auto opt = st::adamw(hp);
+  Model md;
+  auto state = opt.init(md.params);
+  Vec gw = grad_at(35, 1, 0.0), gb = grad_at(7, 1, 2.0);
+  gw[4] = std::numeric_limits<double>::quiet_NaN();
+  st::Gradients<double> G;
+  G.add(gw.data(), 7, 5);
+  G.add_vector(gb.data(), 7);
+  CHECK(opt.step(md.params, G, state));
+  CHECK(state.step == 1);
+  CHECK(std::isnan(md.w[4]));
+  CHECK(std::isfinite(md.w[5]));
+}
+
 TEST_CASE("shape mismatches between parameter, gradient and state are clear errors") {
   auto opt = st::muon();
   Model md;

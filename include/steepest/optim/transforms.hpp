@@ -279,11 +279,16 @@ struct LayerDualize {
     switch (ctx.geometry.kind) {
       case Geometry::Identity: return {Mode::Identity, nullptr, S(1)};
       case Geometry::Sign: case Geometry::VectorSign: return {Mode::Sign, nullptr, S(1)};
-      case Geometry::RowNormalize:
+      case Geometry::RowNormalize: {
         a.resize(g.rows());
-        a.noalias() = g.rowwise().norm();  // contiguous rows: one vectorized read pass
-        a = a.unaryExpr(inv);
+        // Contiguous rows: one vectorized read pass, split over threads when allowed.
+        const Index rows = g.rows();
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) if (g.size() > (Index(1) << 16) && !omp_in_parallel())
+#endif
+        for (Index r = 0; r < rows; ++r) a(r) = inv(g.row(r).norm());
         return {Mode::Row, a.data(), S(1)};
+      }
       case Geometry::ColNormalize:
         a.resize(g.cols());
         a.setZero();

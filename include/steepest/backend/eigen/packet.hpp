@@ -9,6 +9,7 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 
@@ -94,6 +95,9 @@ inline P sign(const P& x) {
 /// True when every entry of p[0..n) is finite. One contiguous SIMD read pass: x * 0 is 0 for
 /// finite x and NaN for +-inf or NaN, and NaN survives the sum (no early exit: the common case
 /// is all-finite, and a branch-free loop runs at memory speed).
+/// Deliberately serial: splitting it into its own OpenMP region, right before the update's
+/// region, made 2-thread steps 3-10x slower on the 2-vCPU benchmark machine (measured with
+/// bench/steepest_bench; the second thread's spin-wait competes with the main thread).
 template <class S>
 bool all_finite(const S* p, Index n) {
   using P = Packet<S>;
@@ -104,8 +108,7 @@ bool all_finite(const S* p, Index n) {
   for (; i + PS <= n; i += PS) acc = ei::padd(acc, ei::pmul(ei::ploadu<P>(p + i), zero));
   S tail = S(0);
   for (; i < n; ++i) tail += p[i] * S(0);
-  const S total = ei::predux(acc) + tail;
-  return total == S(0);
+  return ei::predux(acc) + tail == S(0);
 }
 
 }  // namespace steepest::simd
