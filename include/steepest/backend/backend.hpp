@@ -34,4 +34,24 @@ struct NormKernel {
                 "backend's header, e.g. <steepest/steepest.hpp>?)");
 };
 
+/// Base of the built-in policies: forwards value / dual / dualize to the kernel of the argument's
+/// backend, so each policy states only its facts (p, q, scales, workspace). The 2-argument
+/// dualize makes a temporary workspace (allocates); pass one to reuse it.
+template <class Policy>
+struct KernelPolicy {
+  template <class M>
+  static double value(const M& W) { return NormKernel<Policy, backend_of_t<M>>::value(W); }
+  template <class M>
+  static double dual(const M& G) { return NormKernel<Policy, backend_of_t<M>>::dual(G); }
+  template <class M, class O, class Ws>
+  static void dualize(const M& G, const O& out, Ws& ws) {
+    NormKernel<Policy, backend_of_t<M>>::dualize(G, out, ws);
+  }
+  template <class M, class O>
+  static void dualize(const M& G, const O& out) {
+    typename Policy::template Workspace<typename M::Scalar> ws;
+    NormKernel<Policy, backend_of_t<M>>::dualize(G, out, ws);
+  }
+};
+
 }  // namespace steepest

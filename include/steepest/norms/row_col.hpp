@@ -23,7 +23,7 @@ namespace steepest {
 /// The `P -> inf` operator norm of an m x n matrix (rows are the unit of geometry).
 /// Width-aware scale of its mean-normalized version: s(m, n) = n^{-1/P}.
 template <int P>
-struct RowNorm {
+struct RowNorm : KernelPolicy<RowNorm<P>> {
   static_assert(P >= 1, "steepest::RowNorm<P>: P must be an integer >= 1 or steepest::Inf");
   static constexpr double p = exponent_value(P);
   static constexpr double q = std::numeric_limits<double>::infinity();
@@ -37,25 +37,12 @@ struct RowNorm {
     if (m == 0 || n == 0) return 0.0;
     return std::pow(static_cast<double>(n), -1.0 / p);
   }
-  template <class M>
-  static double value(const M& W) { return NormKernel<RowNorm, backend_of_t<M>>::value(W); }
-  template <class M>
-  static double dual(const M& G) { return NormKernel<RowNorm, backend_of_t<M>>::dual(G); }
-  template <class M, class O, class Ws>
-  static void dualize(const M& G, const O& out, Ws& ws) {
-    NormKernel<RowNorm, backend_of_t<M>>::dualize(G, out, ws);
-  }
-  template <class M, class O>
-  static void dualize(const M& G, const O& out) {
-    Workspace<typename M::Scalar> ws;
-    dualize(G, out, ws);
-  }
 };
 
 /// The `1 -> Q` operator norm of an m x n matrix (columns are the unit of geometry).
 /// Width-aware scale of its mean-normalized version: s(m, n) = m^{1/Q} / n.
 template <int Q>
-struct ColNorm {
+struct ColNorm : KernelPolicy<ColNorm<Q>> {
   static_assert(Q >= 1, "steepest::ColNorm<Q>: Q must be an integer >= 1 or steepest::Inf");
   static constexpr double p = 1.0;
   static constexpr double q = exponent_value(Q);
@@ -69,19 +56,6 @@ struct ColNorm {
     if (m == 0 || n == 0) return 0.0;
     return std::pow(static_cast<double>(m), 1.0 / q) / static_cast<double>(n);
   }
-  template <class M>
-  static double value(const M& W) { return NormKernel<ColNorm, backend_of_t<M>>::value(W); }
-  template <class M>
-  static double dual(const M& G) { return NormKernel<ColNorm, backend_of_t<M>>::dual(G); }
-  template <class M, class O, class Ws>
-  static void dualize(const M& G, const O& out, Ws& ws) {
-    NormKernel<ColNorm, backend_of_t<M>>::dualize(G, out, ws);
-  }
-  template <class M, class O>
-  static void dualize(const M& G, const O& out) {
-    Workspace<typename M::Scalar> ws;
-    dualize(G, out, ws);
-  }
 };
 
 /// A whole parameter (any shape) taken as one vector in the l_Q norm -- the geometry of biases
@@ -89,7 +63,7 @@ struct ColNorm {
 /// mean-normalized scale is N^{1/Q}: MeanNormalized<VectorNorm<2>> is the RMS geometry
 /// (direction g / rms(g)); VectorNorm<Inf> is sign descent on the vector.
 template <int Q>
-struct VectorNorm {
+struct VectorNorm : KernelPolicy<VectorNorm<Q>> {
   static_assert(Q >= 1, "steepest::VectorNorm<Q>: Q must be an integer >= 1 or steepest::Inf");
   static constexpr double p = 1.0;
   static constexpr double q = exponent_value(Q);
@@ -101,19 +75,6 @@ struct VectorNorm {
   static double mean_normalized_scale(Index m, Index n) {
     if (m == 0 || n == 0) return 0.0;
     return std::pow(static_cast<double>(m) * static_cast<double>(n), 1.0 / q);
-  }
-  template <class M>
-  static double value(const M& W) { return NormKernel<VectorNorm, backend_of_t<M>>::value(W); }
-  template <class M>
-  static double dual(const M& G) { return NormKernel<VectorNorm, backend_of_t<M>>::dual(G); }
-  template <class M, class O, class Ws>
-  static void dualize(const M& G, const O& out, Ws& ws) {
-    NormKernel<VectorNorm, backend_of_t<M>>::dualize(G, out, ws);
-  }
-  template <class M, class O>
-  static void dualize(const M& G, const O& out) {
-    Workspace<typename M::Scalar> ws;
-    dualize(G, out, ws);
   }
 };
 

@@ -38,7 +38,7 @@ struct NewtonSchulz {
 
 /// The `2 -> 2` operator norm. Width-aware scale of its mean-normalized version: sqrt(m / n).
 template <class Polar = NewtonSchulz<>>
-struct SpectralNorm {
+struct SpectralNorm : KernelPolicy<SpectralNorm<Polar>> {
   static constexpr double p = 2.0;
   static constexpr double q = 2.0;
   using polar_method = Polar;
@@ -50,19 +50,6 @@ struct SpectralNorm {
   static double mean_normalized_scale(Index m, Index n) {
     if (m == 0 || n == 0) return 0.0;
     return std::sqrt(static_cast<double>(m) / static_cast<double>(n));
-  }
-  template <class M>
-  static double value(const M& W) { return NormKernel<SpectralNorm, backend_of_t<M>>::value(W); }
-  template <class M>
-  static double dual(const M& G) { return NormKernel<SpectralNorm, backend_of_t<M>>::dual(G); }
-  template <class M, class O, class Ws>
-  static void dualize(const M& G, const O& out, Ws& ws) {
-    NormKernel<SpectralNorm, backend_of_t<M>>::dualize(G, out, ws);
-  }
-  template <class M, class O>
-  static void dualize(const M& G, const O& out) {
-    Workspace<typename M::Scalar> ws;
-    dualize(G, out, ws);
   }
 };
 

@@ -117,10 +117,10 @@ class Optimizer {
     }
     const long long t = st.step + 1;
     const std::size_t n = params.size();
-    // Layers are independent: with OpenMP enabled by the user's build they run in parallel.
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(dynamic, 1) if (n > 1)
-#endif
+    // Layers run one after another; the work inside a layer is what runs in parallel (the fused
+    // kernels' OpenMP blocks, Eigen's GEMMs). An OpenMP loop over layers made every inner region
+    // a nested one, which libgomp serves with a fresh team: ~0.1 ms per layer per step measured
+    // on 256x256 at 2 threads, 5-10x the step itself.
     for (std::ptrdiff_t i = 0; i < std::ptrdiff_t(n); ++i) {
       const auto k = std::size_t(i);
       const Layer<S>& l = params[k];
