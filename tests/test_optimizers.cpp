@@ -643,3 +643,21 @@ TEST_CASE("parameter sets: roles pick geometries, overrides win, norms list the 
   CHECK(norms[2].value == doctest::Approx(50.0));
   CHECK_THROWS_AS(P.add("h0", st::Role::Hidden, h.data(), d, d), std::invalid_argument);
 }
+
+TEST_CASE("all_finite agrees with std::isfinite, on the serial and the block-parallel paths") {
+  for (std::size_t n : {std::size_t(0), std::size_t(3), std::size_t(1000), std::size_t(300000)}) {
+    std::vector<float> v(n, 1.5f);
+    CHECK(st::simd::all_finite(v.data(), st::Index(n)));
+    for (std::size_t pos : {std::size_t(0), n / 2, n - 1}) {
+      if (n == 0) break;
+      for (float bad : {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                        -std::numeric_limits<float>::infinity()}) {
+        v[pos] = bad;
+        bool ref = true;
+        for (float x : v) ref = ref && std::isfinite(x);
+        CHECK(st::simd::all_finite(v.data(), st::Index(n)) == ref);
+        v[pos] = 1.5f;
+      }
+    }
+  }
+}

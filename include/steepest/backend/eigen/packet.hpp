@@ -13,6 +13,10 @@
 #include <cmath>
 #include <type_traits>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 #include "../../core/config.hpp"
 
 namespace steepest::simd {
@@ -94,21 +98,31 @@ inline P sign(const P& x) {
 
 /// True when every entry of p[0..n) is finite. One contiguous SIMD read pass: x * 0 is 0 for
 /// finite x and NaN for +-inf or NaN, and NaN survives the sum (no early exit: the common case
-/// is all-finite, and a branch-free loop runs at memory speed).
-/// Deliberately serial: splitting it into its own OpenMP region, right before the update's
-/// region, made 2-thread steps 3-10x slower on the 2-vCPU benchmark machine (measured with
-/// bench/steepest_bench; the second thread's spin-wait competes with the main thread).
+/// is all-finite, and a branch-free loop runs at memory speed). Large arrays are split over
+/// OpenMP threads when the user's build enables OpenMP and no parallel region is active; this
+/// region and the update's must not be nested in another region, or libgomp serves them with
+/// different thread teams and each step pays for it (measured: 3-10x slower at 2 threads).
 template <class S>
 bool all_finite(const S* p, Index n) {
   using P = Packet<S>;
   constexpr Index PS = packet_size<S>;
-  P acc = ei::pset1<P>(S(0));
-  const P zero = ei::pset1<P>(S(0));
-  Index i = 0;
-  for (; i + PS <= n; i += PS) acc = ei::padd(acc, ei::pmul(ei::ploadu<P>(p + i), zero));
-  S tail = S(0);
-  for (; i < n; ++i) tail += p[i] * S(0);
-  return ei::predux(acc) + tail == S(0);
+  constexpr Index kBlock = Index(1) << 14;
+  const Index nblocks = (n + kBlock - 1) / kBlock;
+  int bad = 0;
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(static) reduction(| : bad) if (nblocks > 4 && !omp_in_parallel())
+#endif
+  for (Index b = 0; b < nblocks; ++b) {
+    const Index lo = b * kBlock, hi = std::min(n, lo + kBlock);
+    P acc = ei::pset1<P>(S(0));
+    const P zero = ei::pset1<P>(S(0));
+    Index i = lo;
+    for (; i + PS <= hi; i += PS) acc = ei::padd(acc, ei::pmul(ei::ploadu<P>(p + i), zero));
+    S tail = S(0);
+    for (; i < hi; ++i) tail += p[i] * S(0);
+    bad |= !(ei::predux(acc) + tail == S(0));
+  }
+  return bad == 0;
 }
 
 }  // namespace steepest::simd
