@@ -1,0 +1,220 @@
+// experiment.hpp -- one training run of the width-transfer sweep: an optimizer by name, a width,
+// a learning rate and a seed in; losses, the output head's norm and timings out.
+#pragma once
+#include <chrono>
+#include <cmath>
+#include <limits>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "corpus.hpp"
+#include "mlp_lm.hpp"
+
+namespace width_transfer {
+
+namespace st = steepest;
+
+/// The optimizers of the sweep. Every one is steered by one global learning rate `lr`;
+/// everything else is fixed across widths (see docs/TRANSFER.md for why each is set up this way).
+inline const std::vector<std::string>& all_optimizers() {
+  static const std::vector<std::string> names = {
+      "adamw",           // AdamW, standard parametrization: one lr for every tensor
+      "adamw_1inf",      // AdamW with the 1̄->inf scale 1/fan_in on hidden and head (Adam's muP)
+      "muon",            // Muon on hidden + head, shape factor sqrt(max(1, m/n))
+      "muon_mup",        // Muon on hidden + head, spectral muP factor sqrt(m/n)
+      "moga_row",        // MOGA-row: row-normalize, Adam, s = n^{-1/2} (library default order)
+      "moga_col",        // MOGA-col: column-normalize, Adam, s = sqrt(m)/n (library default order)
+      "moga_row_post",   // MOGA-row, Adam first then row-normalize (AdamThenNormalize)
+      "moga_col_post",   // MOGA-col, Adam first then column-normalize
+      "scion",           // Scion, constrained, per-role radii
+  };
+  return names;
+}
+
+inline bool is_spectral_optimizer(const std::string& n) { return n == "muon" || n == "muon_mup" || n == "scion"; }
+
+struct RunConfig {
+  std::string optimizer;
+  int width = 64;
+  double lr = 1e-3;
+  unsigned seed = 0;
+  int steps = 200;
+  int batch = 128;
+  int context = 8;
+  int depth = 2;
+  int eval_tokens = 8192;
+};
+
+struct RunResult {
+  RunConfig cfg;
+  double train_loss = std::numeric_limits<double>::quiet_NaN();  // mean over the last 10% of steps
+  double val_loss = std::numeric_limits<double>::quiet_NaN();
+  bool diverged = false;
+  int steps_done = 0;
+  double head_norm = std::numeric_limits<double>::quiet_NaN();  // ||H||_{RMS->inf} at the end
+  double wall_s = 0;
+  double step_ms = 0;  // optimizer + forward/backward, per step
+  double opt_ms = 0;   // optimizer step alone, per step
+};
+
+/// ||W||_{RMS->inf} = sqrt(n) * max_i ||W_i,:||_2: the output-layer norm the norm-transfer paper
+/// tracks (the 2̄->inf norm). Computed here with a plain loop so it does not depend on any optimizer.
+template <class S>
+double rms_to_inf_norm(const Tensor<S>& W) {
+  double best = 0;
+  for (Index i = 0; i < W.rows; ++i) {
+    double s = 0;
+    for (Index j = 0; j < W.cols; ++j) s += double(W.data[std::size_t(i * W.cols + j)]) * double(W.data[std::size_t(i * W.cols + j)]);
+    best = std::max(best, std::sqrt(s));
+  }
+  return best * std::sqrt(double(W.cols));
+}
+
+/// Learning-rate schedule shared by every run: linear warm-up over the first 5% of steps, then
+/// linear decay to zero.
+inline double schedule(int t, int steps) {
+  const int warm = std::max(1, steps / 20);
+  if (t < warm) return double(t + 1) / double(warm);
+  return std::max(0.0, double(steps - t) / double(steps - warm));
+}
+
+/// Per-run fixed settings of each optimizer (everything but lr), applied to a bound ParamSet.
+struct Setup {
+  // Adam-family settings shared by AdamW, rescaled AdamW and MOGA.
+  static st::Hyper adam(double lr) {
+    st::Hyper hp;
+    hp.lr = lr;
+    hp.beta1 = 0.9;
+    hp.beta2 = 0.95;
+    hp.eps = 1e-8;
+    hp.weight_decay = 0;
+    return hp;
+  }
+  static st::Hyper momentum(double lr, double beta) {
+    st::Hyper hp;
+    hp.lr = lr;
+    hp.beta1 = beta;
+    hp.weight_decay = 0;
+    return hp;
+  }
+};
+
+/// The embedding's inputs are one-hot over a vocabulary, whose size is not a width: for the
+/// mean-normalized geometries the input norm is taken as the plain l_p norm, which multiplies
+/// the embedding's update by n_in^{1/p} (n_in = k V, fixed across widths). Scion applies the
+/// same factor to the embedding's radius instead, since its lr is also its decay rate.
+inline double embedding_input_factor(st::Geometry g, double n_in) {
+  switch (g) {
+    case st::Geometry::Sign:
+    case st::Geometry::ColNormalize: return n_in;                          // p = 1
+    case st::Geometry::RowNormalize:
+    case st::Geometry::Spectral:
+    case st::Geometry::SpectralPolarExpress:
+    case st::Geometry::SpectralExact: return std::sqrt(n_in);              // p = 2
+    default: return 1.0;
+  }
+}
+
+template <class Opt>
+RunResult train(Opt opt, const RunConfig& cfg, const Corpus& corpus, bool scion_radius = false) {
+  using S = float;
+  using clock = std::chrono::steady_clock;
+  RunResult r;
+  r.cfg = cfg;
+  MlpLM<S> model({corpus.vocab(), cfg.context, cfg.width, cfg.depth});
+  model.init_standard(1000u + cfg.seed);
+  st::ParamSet<S> ps;
+  st::Gradients<S> gs;
+  model.bind(ps, gs);
+  const double n_in = double(cfg.context) * corpus.vocab();
+  for (auto& l : ps) {
+    if (l.role != st::Role::Embedding) continue;
+    const auto g = opt.geometry_of(l);
+    if (!g.mean_normalized) continue;
+    const double f = embedding_input_factor(g.kind, n_in);
+    if (scion_radius)
+      l.radius = opt.radius_of(l) * f;
+    else
+      l.lr_scale = f;
+  }
+  auto state = opt.init(ps);
+  const double base_lr = opt.hp.lr;
+  BatchSampler train_batches(corpus.train, cfg.context, 7u + cfg.seed);
+  std::vector<std::uint8_t> ctx, tgt;
+  const auto t0 = clock::now();
+  double opt_s = 0, tail = 0;
+  int tail_n = 0;
+  const double give_up = 1.5 * std::log(double(corpus.vocab()));  // well above the init loss
+  for (int t = 0; t < cfg.steps; ++t) {
+    train_batches.next(cfg.batch, ctx, tgt);
+    const double loss = model.forward_backward(ctx, tgt, true);
+    if (!std::isfinite(loss) || (t > cfg.steps / 10 && loss > give_up)) {
+      r.diverged = true;
+      break;
+    }
+    if (t >= cfg.steps - std::max(1, cfg.steps / 10)) {
+      tail += loss;
+      ++tail_n;
+    }
+    opt.hp.lr = base_lr * schedule(t, cfg.steps);
+    const auto o0 = clock::now();
+    try {
+      opt.step(ps, gs, state);
+    } catch (const st::non_finite_error&) {
+      r.diverged = true;
+      break;
+    }
+    opt_s += std::chrono::duration<double>(clock::now() - o0).count();
+    r.steps_done = t + 1;
+  }
+  r.wall_s = std::chrono::duration<double>(clock::now() - t0).count();
+  r.step_ms = 1e3 * r.wall_s / std::max(1, r.steps_done);
+  r.opt_ms = 1e3 * opt_s / std::max(1, r.steps_done);
+  r.head_norm = rms_to_inf_norm(model.head());
+  if (r.diverged) return r;
+  r.train_loss = tail / std::max(1, tail_n);
+  BatchSampler val(corpus.val, cfg.context, 0);
+  double sum = 0;
+  int n = 0;
+  for (int first = 0; first < cfg.eval_tokens; first += 512) {
+    const int b = std::min(512, cfg.eval_tokens - first);
+    val.fixed(first, b, cfg.eval_tokens, ctx, tgt);
+    sum += model.forward_backward(ctx, tgt, false) * b;
+    n += b;
+  }
+  r.val_loss = sum / n;
+  if (!std::isfinite(r.val_loss) || r.val_loss > give_up) r.diverged = true;
+  return r;
+}
+
+/// Runs one configuration with the optimizer named in cfg.optimizer.
+inline RunResult run(const RunConfig& cfg, const Corpus& corpus) {
+  const std::string& o = cfg.optimizer;
+  const double lr = cfg.lr;
+  if (o == "adamw") return train(st::adamw(Setup::adam(lr)), cfg, corpus);
+  if (o == "adamw_1inf") return train(st::adamw_rescaled(Setup::adam(lr)), cfg, corpus);
+  if (o == "moga_row") return train(st::moga_row(Setup::adam(lr)), cfg, corpus);
+  if (o == "moga_col") return train(st::moga_col(Setup::adam(lr)), cfg, corpus);
+  if (o == "moga_row_post") return train(st::moga_row<st::MogaOrder::AdamThenNormalize>(Setup::adam(lr)), cfg, corpus);
+  if (o == "moga_col_post") return train(st::moga_col<st::MogaOrder::AdamThenNormalize>(Setup::adam(lr)), cfg, corpus);
+  if (o == "muon" || o == "muon_mup") {
+    auto opt = st::muon(Setup::momentum(lr, 0.95),
+                        o == "muon" ? st::ShapeFactor::MuonMax1 : st::ShapeFactor::SpectralMuP);
+    // The head is a matrix like the hidden ones: Newton-Schulz and the same shape factor.
+    opt.roles[std::size_t(st::Role::Output)].geometry = {st::Geometry::Spectral, false};
+    return train(opt, cfg, corpus);
+  }
+  if (o == "scion") {
+    // Radii chosen once at the narrowest width (docs/TRANSFER.md) and fixed across widths.
+    st::ScionRadii radii;
+    radii.hidden = 3.0;
+    radii.embedding = 1.0;  // times n_in (see embedding_input_factor): entries of size ~1
+    radii.output = 16.0;
+    radii.vector = 1.0;
+    return train(st::scion(Setup::momentum(lr, 0.9), radii), cfg, corpus, /*scion_radius=*/true);
+  }
+  throw std::invalid_argument("unknown optimizer '" + o + "'");
+}
+
+}  // namespace width_transfer
