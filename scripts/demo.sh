@@ -1,8 +1,19 @@
 #!/usr/bin/env bash
-# Set up (Debian packages), build and run the main demo.
+# Set up (Debian packages), build and run the main demo: the width-transfer experiment in its
+# quick mode (4 widths, 64 to 512, every optimizer over a learning-rate grid; about 5-6 minutes
+# on 2 cores). Writes build-demo/width_transfer_quick.csv, prints the summary table, and draws
+# build-demo/transfer.png when Python's matplotlib is available (plotting only).
+# Extra arguments go to the experiment, e.g. scripts/demo.sh --mode full, or --corpus FILE.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
-cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=Release -DSTEEPEST_BUILD_TESTS=OFF -DSTEEPEST_BUILD_EXAMPLES=ON
-cmake --build build-demo -j"$(nproc)" --target quickstart
-./build-demo/examples/quickstart
+cmake -S . -B build-demo -DCMAKE_BUILD_TYPE=Release -DSTEEPEST_BUILD_TESTS=OFF -DSTEEPEST_BUILD_EXAMPLES=ON \
+  -DSTEEPEST_EXAMPLES_NATIVE=ON -DSTEEPEST_INSTALL=OFF
+cmake --build build-demo -j"$(nproc)" --target width_transfer
+./build-demo/examples/width_transfer --mode quick --out build-demo/width_transfer_quick.csv "$@"
+if python3 -c "import matplotlib" >/dev/null 2>&1; then
+  python3 examples/width_transfer/plot.py build-demo/width_transfer_quick.csv --out build-demo >/dev/null
+  echo "figures: build-demo/transfer.png, build-demo/head_norm.png"
+else
+  echo "(pip install matplotlib, then: python3 examples/width_transfer/plot.py build-demo/width_transfer_quick.csv --out build-demo)"
+fi

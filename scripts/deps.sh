@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Installs the Debian packages steepest needs to build its tests, examples and benchmarks.
+# Installs the Debian packages steepest needs to build its tests, examples and benchmarks, and
+# `fortunes` (English text: the width-transfer demo's default corpus).
 # Uses sudo when not root. Skips apt entirely when everything is already there.
 set -euo pipefail
-pkgs=(cmake g++ make libeigen3-dev doctest-dev libbenchmark-dev)
+pkgs=(cmake g++ make libeigen3-dev doctest-dev libbenchmark-dev fortunes)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then
