@@ -661,3 +661,30 @@ TEST_CASE("all_finite agrees with std::isfinite, on the serial and the block-par
     }
   }
 }
+
+TEST_CASE("the per-layer update scratch is allocated only by the transform-by-transform path") {
+  // Fused chains (AdamW) never touch it: it must stay empty, not m x n of dead memory.
+  // Muon's polar factor needs the whole matrix, so its hidden layer gets the buffer on step 1.
+  std::vector<float> w(12 * 8, 0.1f), g(12 * 8), b(12, 0.0f), gb(12, 0.5f);
+  for (std::size_t i = 0; i < g.size(); ++i) g[i] = float(int(i % 7) - 3);
+  st::ParamSet<float> ps;
+  ps.add("w", st::Role::Hidden, w.data(), 12, 8);
+  ps.add_vector("b", b.data(), 12);
+  st::Gradients<float> gs;
+  gs.add(g.data(), 12, 8);
+  gs.add_vector(gb.data(), 12);
+  auto adam = st::adamw();
+  auto sa = adam.init(ps);
+  REQUIRE(adam.step(ps, gs, sa));
+  CHECK(sa.update[0].size() == 0);
+  CHECK(sa.update[1].size() == 0);
+  auto muon = st::muon();
+  auto sm = muon.init(ps);
+  CHECK(sm.update[0].size() == 0);
+  REQUIRE(muon.step(ps, gs, sm));
+  CHECK(sm.update[0].rows() == 12);
+  CHECK(sm.update[0].cols() == 8);
+  adam.fuse = false;  // the slow path sizes it as needed
+  REQUIRE(adam.step(ps, gs, sa));
+  CHECK(sa.update[0].size() == 12 * 8);
+}

@@ -123,7 +123,7 @@ struct Chain {
   template <class S, class Tuple, std::size_t... I>
   static void fused_impl(Ctx<S>& ctx, Tuple& st, std::index_sequence<I...> seq) {
     auto ks = std::make_tuple(Ts::elem(ctx, std::get<I>(st))...);
-    const Index rows = ctx.u.rows(), cols = ctx.u.cols(), size = rows * cols;
+    const Index rows = ctx.w.rows(), cols = ctx.w.cols(), size = rows * cols;
     const bool by_rows = (detail::elem_needs_rows<Ts>(ctx.geometry.kind) || ...);
     const S* g = ctx.grad;
     // Blocks of whole rows (by_rows) or of ~16K entries: big enough to amortize, small enough

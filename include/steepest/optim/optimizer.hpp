@@ -40,7 +40,9 @@ struct OptimizerState {
   std::vector<std::string> names;
   std::vector<std::pair<Index, Index>> shapes;
   std::vector<typename ChainT::template LayerState<S>> layers;
-  // Scratch, reused across steps (not saved): the running update and geometry workspaces.
+  // Scratch, reused across steps (not saved): the running update and geometry workspaces. The
+  // update buffer is sized on a layer's first transform-by-transform step; layers that only
+  // ever take the fused one-pass path never allocate it (it would be 4 B/param of dead memory).
   std::vector<RowMatrix<S>> update;
   std::vector<LayerWorkspace<S>> workspace;
 
@@ -97,7 +99,7 @@ class Optimizer {
       st.shapes.emplace_back(l.rows, l.cols);
       st.layers.emplace_back();
       ChainT::init(st.layers.back(), l.rows, l.cols);
-      st.update.emplace_back(l.rows, l.cols);
+      st.update.emplace_back();  // sized lazily by `u = grads[k]` in step()
       st.workspace.emplace_back();
     }
     return st;

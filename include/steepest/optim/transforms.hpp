@@ -273,7 +273,7 @@ struct LayerDualize {
   };
   template <class S>
   static Elem<S> elem(Ctx<S>& ctx, NoState&) {
-    const Eigen::Map<const RowMatrix<S>> g(ctx.grad, ctx.u.rows(), ctx.u.cols());
+    const Eigen::Map<const RowMatrix<S>> g(ctx.grad, ctx.w.rows(), ctx.w.cols());
     auto& a = ctx.ws.vec.a;
     auto inv = [](S v) { return v > S(0) ? S(1) / v : S(0); };
     switch (ctx.geometry.kind) {
@@ -333,7 +333,7 @@ struct GeometryScale {
   template <class S>
   static void apply(Ctx<S>& ctx, NoState&) {
     if (!ctx.geometry.mean_normalized) return;
-    const double s = layer_scale(ctx.geometry, ctx.u.rows(), ctx.u.cols());
+    const double s = layer_scale(ctx.geometry, ctx.w.rows(), ctx.w.cols());
     if (s != 1.0) ctx.u *= static_cast<S>(s);
   }
   template <class S>
@@ -346,7 +346,7 @@ struct GeometryScale {
   template <class S>
   static Elem<S> elem(Ctx<S>& ctx, NoState&) {
     const double s = ctx.geometry.mean_normalized
-                         ? layer_scale(ctx.geometry, ctx.u.rows(), ctx.u.cols()) : 1.0;
+                         ? layer_scale(ctx.geometry, ctx.w.rows(), ctx.w.cols()) : 1.0;
     return {static_cast<S>(s)};
   }
   static const char* name() { return "geometry-scale"; }
@@ -362,7 +362,7 @@ struct ShapeScale {
   static void apply(Ctx<S>& ctx, NoState&) {
     if (!is_spectral(ctx.geometry.kind) || ctx.hp.shape_factor == ShapeFactor::None) return;
     ctx.u *= static_cast<S>(
-        shape_factor_value(ctx.hp.shape_factor, double(ctx.u.rows()), double(ctx.u.cols())));
+        shape_factor_value(ctx.hp.shape_factor, double(ctx.w.rows()), double(ctx.w.cols())));
   }
   template <class S>
   using Elem = typename GeometryScale::template Elem<S>;
@@ -370,7 +370,7 @@ struct ShapeScale {
   static Elem<S> elem(Ctx<S>& ctx, NoState&) {
     if (!is_spectral(ctx.geometry.kind) || ctx.hp.shape_factor == ShapeFactor::None) return {S(1)};
     return {static_cast<S>(
-        shape_factor_value(ctx.hp.shape_factor, double(ctx.u.rows()), double(ctx.u.cols())))};
+        shape_factor_value(ctx.hp.shape_factor, double(ctx.w.rows()), double(ctx.w.cols())))};
   }
   static const char* name() { return "shape"; }
 };
