@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Set up (Debian packages), build and run the main demo: the width-transfer experiment in its
-# quick mode (4 widths, 64 to 512, every optimizer over a learning-rate grid; about 5-6 minutes
+# quick mode (4 widths, 64 to 512, every optimizer over a learning-rate grid; about 6-7 minutes
 # on 2 cores). Writes build-demo/width_transfer_quick.csv, prints the summary table, and draws
 # build-demo/transfer.png when Python's matplotlib is available (plotting only).
 # Extra arguments go to the experiment, e.g. scripts/demo.sh --mode full, or --corpus FILE.

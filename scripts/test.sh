@@ -6,6 +6,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/deps.sh
 build=${BUILD_DIR:-build}
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSTEEPEST_BUILD_TESTS=ON -DSTEEPEST_WERROR=ON "$@"
+# The CUDA backend's tests are built when nvcc is installed (they skip without a GPU);
+# STEEPEST_CUDA=0 turns that off.
+cuda=()
+nvcc_bin=$(command -v nvcc || true)
+[ -z "$nvcc_bin" ] && [ -x /usr/local/cuda/bin/nvcc ] && nvcc_bin=/usr/local/cuda/bin/nvcc
+if [ -n "$nvcc_bin" ] && [ "${STEEPEST_CUDA:-1}" != 0 ]; then
+  cuda=(-DSTEEPEST_ENABLE_CUDA=ON "-DCMAKE_CUDA_COMPILER=$nvcc_bin")
+fi
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSTEEPEST_BUILD_TESTS=ON -DSTEEPEST_WERROR=ON "${cuda[@]}" "$@"
 cmake --build "$build" -j"$(nproc)"
 ctest --test-dir "$build" --output-on-failure -j"$(nproc)"

@@ -74,6 +74,14 @@ Derived& writable(const Eigen::MatrixBase<Derived>& m) {
   return const_cast<Eigen::MatrixBase<Derived>&>(m).derived();
 }
 
+/// out *= s: how MeanNormalized applies its width-aware scale to a direction. An overload set
+/// found by argument-dependent lookup, so a backend's matrix type brings its own (the CUDA
+/// backend's launches a kernel on the workspace's stream).
+template <class Derived, class Ws>
+void scale_in_place(const Eigen::MatrixBase<Derived>& out, double s, Ws&) {
+  writable(out) *= static_cast<typename Derived::Scalar>(s);
+}
+
 /// Workspace type of policies that need no scratch memory.
 struct NoWorkspace {};
 

@@ -46,8 +46,7 @@ struct MeanNormalized {
   template <class M, class O, class Ws>
   static void dualize(const M& G, const O& out, Ws& ws) {
     N::dualize(G, out, ws);
-    using S = typename O::Scalar;
-    writable(out) *= static_cast<S>(scale(G.rows(), G.cols()));
+    scale_in_place(out, scale(G.rows(), G.cols()), ws);
   }
   template <class M, class O>
   static void dualize(const M& G, const O& out) {

@@ -1,0 +1,14 @@
+// steepest/cuda/cuda.cuh -- umbrella header of the CUDA backend (compile with nvcc).
+//
+//   #include <steepest/steepest.hpp>
+//   #include <steepest/cuda/cuda.cuh>
+//
+// Policies called with cuda::DeviceMatrix views run on the GPU (pass a cuda::Context as the
+// workspace); cuda::AdamW / Lion / SignDescent / MogaRow / Muon step device tensors.
+#pragma once
+
+#include "device.hpp"
+#include "reduce.cuh"
+#include "norms.cuh"
+#include "newton_schulz.cuh"
+#include "optimizers.cuh"

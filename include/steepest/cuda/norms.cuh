@@ -1,0 +1,202 @@
+// steepest/cuda/norms.cuh -- the norm policies' kernels on the CUDA backend.
+//
+// Called through the policies themselves: `RowNormalize::dualize(G, D, ctx)` with G, D
+// `cuda::DeviceMatrix<float>` views and `ctx` a `cuda::Context` (the workspace argument).
+// dualize enqueues on ctx.stream() and returns without synchronizing. value() and dual() return
+// a host double, so they synchronize the stream (they are diagnostics, not part of a step).
+//
+// Implemented: RowNorm<1> (sign, 1->inf), RowNorm<2> (2->inf), ColNorm<2> (1->2), VectorNorm<2>,
+// SpectralNorm<NewtonSchulz<...>> (see newton_schulz.cuh), each also under MeanNormalized<>.
+#pragma once
+
+#include <vector>
+
+#include "../norms/row_col.hpp"
+#include "reduce.cuh"
+
+namespace steepest {
+namespace cuda {
+namespace detail {
+
+template <class Ws>
+constexpr bool is_context_v = std::is_same_v<std::decay_t<Ws>, Context>;
+
+inline void require_same_shape(Index m, Index n, Index m2, Index n2, const char* what) {
+  if (m != m2 || n != n2)
+    throw shape_error(std::string(what) + ": output is " + shape_string(m2, n2) + ", input is " + shape_string(m, n));
+}
+
+// Host-side reduction of a small device vector (synchronizes: value()/dual() only).
+inline std::vector<float> to_host(const float* d, Index count, Context& ctx) {
+  std::vector<float> h(static_cast<std::size_t>(count));
+  if (count == 0) return h;
+  check(cudaMemcpyAsync(h.data(), d, sizeof(float) * std::size_t(count), cudaMemcpyDeviceToHost, ctx.stream()),
+        "cudaMemcpyAsync");
+  check(cudaStreamSynchronize(ctx.stream()), "cudaStreamSynchronize");
+  return h;
+}
+
+// Row norms (p = 1, 2, or 0 for inf) of an m x n device matrix, or of its transpose's rows
+// (columns; p = 2 only) when cols = true.
+template <class S>
+std::vector<float> vector_norms(const DeviceMatrix<S>& A, int p, bool cols, Context& ctx) {
+  if (!cols) {
+    float* out = ctx.scratch_f32[3].reserve(std::size_t(A.m));
+    kernels::row_norms<<<unsigned(A.m), kernels::kRowThreads, 0, ctx.stream()>>>(A.data, A.m, A.n, p, out);
+    check_launch("row_norms");
+    return to_host(out, A.m, ctx);
+  }
+  float* out = ctx.scratch_f32[3].reserve(std::size_t(A.n));
+  check(cudaMemsetAsync(out, 0, sizeof(float) * std::size_t(A.n), ctx.stream()), "cudaMemsetAsync");
+  const Index rows_per_block = 256;
+  dim3 grid(unsigned((A.n + 31) / 32), unsigned((A.m + rows_per_block - 1) / rows_per_block));
+  kernels::col_sumsq<<<grid, 1024, 0, ctx.stream()>>>(A.data, A.m, A.n, rows_per_block, out);
+  check_launch("col_sumsq");
+  std::vector<float> h = to_host(out, A.n, ctx);
+  for (float& x : h) x = std::sqrt(x);
+  return h;
+}
+
+inline double max_of(const std::vector<float>& v) {
+  double m = 0;
+  for (float x : v) m = std::max(m, double(x));
+  return m;
+}
+inline double sum_of(const std::vector<float>& v) {
+  double s = 0;
+  for (float x : v) s += double(x);
+  return s;
+}
+
+}  // namespace detail
+}  // namespace cuda
+
+// ---- 1 -> inf (sign) and 2 -> inf (row normalization) ----------------------------------------
+template <int P>
+struct NormKernel<RowNorm<P>, CudaBackend> {
+  static_assert(P == 1 || P == 2, "steepest: the CUDA backend implements RowNorm<1> and RowNorm<2>");
+  // ||W||_{p->inf} = max_i ||W_i||_{p*}: p = 1 -> max |w_ij|, p = 2 -> max row 2-norm.
+  template <class S>
+  static double value(const cuda::DeviceMatrix<S>& W, cuda::Context& ctx) {
+    if (W.size() == 0) return 0.0;
+    return cuda::detail::max_of(cuda::detail::vector_norms(W, P == 1 ? 0 : 2, false, ctx));
+  }
+  template <class S>
+  static double dual(const cuda::DeviceMatrix<S>& G, cuda::Context& ctx) {
+    if (G.size() == 0) return 0.0;
+    return cuda::detail::sum_of(cuda::detail::vector_norms(G, P, false, ctx));
+  }
+  template <class S>
+  static double value(const cuda::DeviceMatrix<S>& W) {
+    cuda::Context ctx;
+    return value(W, ctx);
+  }
+  template <class S>
+  static double dual(const cuda::DeviceMatrix<S>& G) {
+    cuda::Context ctx;
+    return dual(G, ctx);
+  }
+  template <class S, class Ws>
+  static void dualize(const cuda::DeviceMatrix<S>& G, const cuda::DeviceMatrix<S>& out, Ws& ctx) {
+    static_assert(cuda::detail::is_context_v<Ws>,
+                  "steepest: on the CUDA backend, pass a steepest::cuda::Context as the workspace");
+    cuda::detail::require_same_shape(G.m, G.n, out.m, out.n, "RowNorm::dualize (CUDA)");
+    if (G.size() == 0) return;
+    if (P == 1) {
+      cuda::kernels::sign_scale<<<cuda::kernels::grid_for(G.size()), 256, 0, ctx.stream()>>>(G.data, G.size(), 1.0f,
+                                                                                            out.data);
+    } else {
+      cuda::kernels::row_normalize<<<unsigned(G.m), cuda::kernels::kRowThreads, 0, ctx.stream()>>>(G.data, G.m, G.n,
+                                                                                                  1.0f, out.data);
+    }
+    cuda::check_launch("RowNorm::dualize");
+  }
+};
+
+// ---- 1 -> 2 (column normalization) ------------------------------------------------------------
+template <int Q>
+struct NormKernel<ColNorm<Q>, CudaBackend> {
+  static_assert(Q == 2, "steepest: the CUDA backend implements ColNorm<2>");
+  template <class S>
+  static double value(const cuda::DeviceMatrix<S>& W, cuda::Context& ctx) {
+    if (W.size() == 0) return 0.0;
+    return cuda::detail::max_of(cuda::detail::vector_norms(W, 2, true, ctx));
+  }
+  template <class S>
+  static double dual(const cuda::DeviceMatrix<S>& G, cuda::Context& ctx) {
+    if (G.size() == 0) return 0.0;
+    return cuda::detail::sum_of(cuda::detail::vector_norms(G, 2, true, ctx));
+  }
+  template <class S>
+  static double value(const cuda::DeviceMatrix<S>& W) {
+    cuda::Context ctx;
+    return value(W, ctx);
+  }
+  template <class S>
+  static double dual(const cuda::DeviceMatrix<S>& G) {
+    cuda::Context ctx;
+    return dual(G, ctx);
+  }
+  /// Two passes: column sums of squares (tiles + one atomic per column), then the scaling.
+  template <class S, class Ws>
+  static void dualize(const cuda::DeviceMatrix<S>& G, const cuda::DeviceMatrix<S>& out, Ws& ctx) {
+    static_assert(cuda::detail::is_context_v<Ws>,
+                  "steepest: on the CUDA backend, pass a steepest::cuda::Context as the workspace");
+    cuda::detail::require_same_shape(G.m, G.n, out.m, out.n, "ColNorm::dualize (CUDA)");
+    if (G.size() == 0) return;
+    float* colsq = ctx.scratch_f32[3].reserve(std::size_t(G.n));
+    cuda::check(cudaMemsetAsync(colsq, 0, sizeof(float) * std::size_t(G.n), ctx.stream()), "cudaMemsetAsync");
+    const Index rows_per_block = 256;
+    dim3 grid(unsigned((G.n + 31) / 32), unsigned((G.m + rows_per_block - 1) / rows_per_block));
+    cuda::kernels::col_sumsq<<<grid, 1024, 0, ctx.stream()>>>(G.data, G.m, G.n, rows_per_block, colsq);
+    cuda::check_launch("col_sumsq");
+    cuda::kernels::col_scale<<<cuda::kernels::grid_for(G.size()), 256, 0, ctx.stream()>>>(G.data, G.m, G.n, colsq,
+                                                                                        1.0f, out.data);
+    cuda::check_launch("col_scale");
+  }
+};
+
+// ---- a whole tensor as one l2 vector (biases, gains) ------------------------------------------
+template <int Q>
+struct NormKernel<VectorNorm<Q>, CudaBackend> {
+  static_assert(Q == 2, "steepest: the CUDA backend implements VectorNorm<2>");
+  template <class S>
+  static double norm(const cuda::DeviceMatrix<S>& A, cuda::Context& ctx) {
+    if (A.size() == 0) return 0.0;
+    float* acc = ctx.scratch_f32[3].reserve(1);
+    cuda::check(cudaMemsetAsync(acc, 0, sizeof(float), ctx.stream()), "cudaMemsetAsync");
+    cuda::kernels::sumsq<<<cuda::kernels::grid_for(A.size()), 256, 0, ctx.stream()>>>(A.data, A.size(), acc);
+    cuda::check_launch("sumsq");
+    return std::sqrt(double(cuda::detail::to_host(acc, 1, ctx)[0]));
+  }
+  template <class S>
+  static double value(const cuda::DeviceMatrix<S>& W, cuda::Context& ctx) { return norm(W, ctx); }
+  template <class S>
+  static double dual(const cuda::DeviceMatrix<S>& G, cuda::Context& ctx) { return norm(G, ctx); }
+  template <class S>
+  static double value(const cuda::DeviceMatrix<S>& W) {
+    cuda::Context ctx;
+    return norm(W, ctx);
+  }
+  template <class S>
+  static double dual(const cuda::DeviceMatrix<S>& G) {
+    cuda::Context ctx;
+    return norm(G, ctx);
+  }
+  template <class S, class Ws>
+  static void dualize(const cuda::DeviceMatrix<S>& G, const cuda::DeviceMatrix<S>& out, Ws& ctx) {
+    static_assert(cuda::detail::is_context_v<Ws>,
+                  "steepest: on the CUDA backend, pass a steepest::cuda::Context as the workspace");
+    cuda::detail::require_same_shape(G.m, G.n, out.m, out.n, "VectorNorm::dualize (CUDA)");
+    if (G.size() == 0) return;
+    float* acc = ctx.scratch_f32[3].reserve(1);
+    cuda::check(cudaMemsetAsync(acc, 0, sizeof(float), ctx.stream()), "cudaMemsetAsync");
+    cuda::kernels::sumsq<<<cuda::kernels::grid_for(G.size()), 256, 0, ctx.stream()>>>(G.data, G.size(), acc);
+    cuda::check_launch("sumsq");
+    cuda::kernels::scale_by_inv_norm<<<cuda::kernels::grid_for(G.size()), 256, 0, ctx.stream()>>>(
+        G.data, G.size(), acc, 1.0f, 0.0f, out.data);
+    cuda::check_launch("scale_by_inv_norm");
+  }
+};
+
+}  // namespace steepest

@@ -1,0 +1,388 @@
+// steepest/cuda/optimizers.cuh -- fused optimizer steps on the GPU.
+//
+// The same rules and the same Hyper as the CPU optimizers (optim/optimizers.hpp), with fp32
+// parameters, gradients and state in device memory:
+//   AdamW, Lion, sign descent   one pass over (w, g, state) for *many tensors per launch*
+//                               (multi-tensor apply: a launch table of up to 32 tensors and
+//                               224 chunks of 64 Ki elements, passed by value as the kernel's
+//                               parameter, so there is no host->device copy per step)
+//   MOGA-row                    one block per row: row norm, normalize, Adam, scale, step in
+//                               one kernel (the row is re-read from L1/L2, not DRAM)
+//   Muon                        momentum kernel -> Newton-Schulz on cuBLAS -> step kernel
+//
+// No host synchronization inside a step: the step counter lives on the device, and with
+// NonFinitePolicy::Skip a check kernel sets a device flag that every update kernel reads (a
+// flagged step changes nothing, including the counter). NonFinitePolicy::Error cannot throw
+// without synchronizing, so on the GPU it behaves as Skip and `nonfinite_seen()` (which does
+// synchronize) reports it. Unchecked skips the check pass.
+#pragma once
+
+#include <vector>
+
+#include "../optim/hyper.hpp"
+#include "../polar/coefficients.hpp"
+#include "newton_schulz.cuh"
+
+namespace steepest {
+namespace cuda {
+
+/// One parameter tensor on the device: w and g are rows x cols row-major fp32.
+struct Tensor {
+  float* w;
+  const float* g;
+  Index rows, cols;
+  Index size() const { return rows * cols; }
+};
+
+namespace kernels {
+
+constexpr int kMaxTensors = 32;
+constexpr int kMaxBlocks = 224;
+constexpr Index kChunk = 65536;
+constexpr int kMtThreads = 512;
+
+struct MultiTensorTable {
+  float* w[kMaxTensors];
+  const float* g[kMaxTensors];
+  float* s0[kMaxTensors];  // first state buffer (Adam m, Lion m), or null
+  float* s1[kMaxTensors];  // second state buffer (Adam v), or null
+  Index n[kMaxTensors];
+  unsigned char block_tensor[kMaxBlocks];
+  int block_chunk[kMaxBlocks];
+};
+
+struct StepScalars {
+  float lr, wd, b1, b2, eps;
+  const long long* t;     // device step counter (steps taken so far)
+  const int* skip;        // device flag: nonzero = skip this step
+};
+
+enum class Rule { AdamW, Lion, Sign };
+
+// The per-element update of each rule. Plain scalar code on purpose: the loop is memory-bound,
+// and the compiler keeps it to one load and one store per stream.
+template <Rule R>
+__device__ __forceinline__ void update(float& w, float g, float* m, float* v, const StepScalars& p, float bc1,
+                                       float bc2) {
+  float u;
+  if (R == Rule::AdamW) {
+    const float mm = p.b1 * *m + (1.0f - p.b1) * g;
+    const float vv = p.b2 * *v + (1.0f - p.b2) * g * g;
+    *m = mm, *v = vv;
+    u = (mm / bc1) / (sqrtf(vv / bc2) + p.eps);
+  } else if (R == Rule::Lion) {
+    const float c = p.b1 * *m + (1.0f - p.b1) * g;
+    u = c > 0.0f ? 1.0f : (c < 0.0f ? -1.0f : 0.0f);
+    *m = p.b2 * *m + (1.0f - p.b2) * g;
+  } else {
+    u = g > 0.0f ? 1.0f : (g < 0.0f ? -1.0f : 0.0f);
+  }
+  w = w * (1.0f - p.lr * p.wd) - p.lr * u;
+}
+
+template <Rule R>
+__global__ void __launch_bounds__(kMtThreads) multi_tensor_step(MultiTensorTable tab, StepScalars p) {
+  if (*p.skip) return;
+  const int ti = tab.block_tensor[blockIdx.x];
+  const Index begin = Index(tab.block_chunk[blockIdx.x]) * kChunk;
+  const Index n = tab.n[ti];
+  const Index end = begin + kChunk < n ? begin + kChunk : n;
+  // Bias corrections in double, as the CPU path computes them (1 - beta^t loses digits in fp32).
+  const double t = double(*p.t + 1);
+  const float bc1 = float(1.0 - pow(double(p.b1), t)), bc2 = float(1.0 - pow(double(p.b2), t));
+  float* __restrict__ w = tab.w[ti];
+  const float* __restrict__ g = tab.g[ti];
+  float* __restrict__ m = tab.s0[ti];
+  float* __restrict__ v = tab.s1[ti];
+  float dummy0 = 0.0f, dummy1 = 0.0f;
+  for (Index i = begin + threadIdx.x; i < end; i += kMtThreads) {
+    float wi = w[i];
+    update<R>(wi, g[i], m ? m + i : &dummy0, v ? v + i : &dummy1, p, bc1, bc2);
+    w[i] = wi;
+  }
+}
+
+/// Sets *flag when any entry of any tensor in the table is NaN or Inf.
+__global__ void __launch_bounds__(kMtThreads) multi_tensor_check(MultiTensorTable tab, int* flag) {
+  const int ti = tab.block_tensor[blockIdx.x];
+  const Index begin = Index(tab.block_chunk[blockIdx.x]) * kChunk;
+  const Index n = tab.n[ti];
+  const Index end = begin + kChunk < n ? begin + kChunk : n;
+  bool bad = false;
+  for (Index i = begin + threadIdx.x; i < end; i += kMtThreads) bad |= !isfinite(tab.g[ti][i]);
+  if (__syncthreads_or(bad) && threadIdx.x == 0) atomicExch(flag, 1);
+}
+
+/// After a step: t += 1 unless skipped; the flag is left for the caller to read and is cleared
+/// at the start of the next step.
+__global__ void finish_step(long long* t, const int* skip) {
+  if (!*skip) *t += 1;
+}
+
+/// MOGA-row (normalize, then Adam, then s(m, n), then the decoupled step), one block per row.
+__global__ void __launch_bounds__(kRowThreads) moga_row_step(float* __restrict__ w, const float* __restrict__ g,
+                                                             float* __restrict__ m, float* __restrict__ v, Index rows,
+                                                             Index cols, float scale, StepScalars p) {
+  if (*p.skip) return;
+  const Index r = blockIdx.x;
+  if (r >= rows) return;
+  const Index off = r * cols;
+  float acc = 0.0f;
+  for (Index j = threadIdx.x; j < cols; j += blockDim.x) acc = fmaf(g[off + j], g[off + j], acc);
+  acc = block_sum(acc);
+  const float inv = acc > 0.0f ? rsqrtf(acc) : 0.0f;
+  const double t = double(*p.t + 1);
+  const float bc1 = float(1.0 - pow(double(p.b1), t)), bc2 = float(1.0 - pow(double(p.b2), t));
+  StepScalars q = p;
+  q.lr = p.lr * scale;  // s(m, n) scales the update, not the decay: w(1 - lr wd) - lr s u
+  q.wd = scale > 0.0f ? p.wd / scale : 0.0f;
+  for (Index j = threadIdx.x; j < cols; j += blockDim.x) {
+    float wi = w[off + j];
+    update<Rule::AdamW>(wi, g[off + j] * inv, m + off + j, v + off + j, q, bc1, bc2);
+    w[off + j] = wi;
+  }
+}
+
+/// Muon's Nesterov-EMA momentum: m = b m + (1-b) g; u = (1-b) g + b m.
+__global__ void nesterov_ema(const float* __restrict__ g, float* __restrict__ m, float* __restrict__ u, Index count,
+                             float b, const int* skip) {
+  if (*skip) return;
+  for (Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += Index(gridDim.x) * blockDim.x) {
+    const float mm = b * m[i] + (1.0f - b) * g[i];
+    m[i] = mm;
+    u[i] = (1.0f - b) * g[i] + b * mm;
+  }
+}
+
+/// w = w (1 - lr wd) - lr s d.
+__global__ void apply_direction(float* __restrict__ w, const float* __restrict__ d, Index count, float lr, float wd,
+                                float s, const int* skip) {
+  if (*skip) return;
+  for (Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += Index(gridDim.x) * blockDim.x)
+    w[i] = w[i] * (1.0f - lr * wd) - lr * s * d[i];
+}
+
+}  // namespace kernels
+
+/// State of a device optimizer: per-tensor buffers, the step counter and the skip flag, all in
+/// device memory, allocated by init() and never afterwards.
+class DeviceState {
+ public:
+  std::vector<Buffer<float>> s0, s1, scratch;
+  Buffer<long long> t;
+  Buffer<int> skip;
+  std::vector<std::pair<Index, Index>> shapes;
+  /// Steps taken (synchronizes the stream: for logging and tests, not inside a training step).
+  long long steps(Context& ctx) {
+    long long h = 0;
+    check(cudaMemcpyAsync(&h, t.get(), sizeof h, cudaMemcpyDeviceToHost, ctx.stream()), "cudaMemcpyAsync");
+    check(cudaStreamSynchronize(ctx.stream()), "cudaStreamSynchronize");
+    return h;
+  }
+  /// Whether the last step was skipped for a non-finite gradient (synchronizes).
+  bool nonfinite_seen(Context& ctx) {
+    int h = 0;
+    check(cudaMemcpyAsync(&h, skip.get(), sizeof h, cudaMemcpyDeviceToHost, ctx.stream()), "cudaMemcpyAsync");
+    check(cudaStreamSynchronize(ctx.stream()), "cudaStreamSynchronize");
+    return h != 0;
+  }
+};
+
+namespace detail {
+
+inline void init_state(DeviceState& st, const std::vector<Tensor>& ts, int buffers, bool scratch, Context& ctx) {
+  st.s0.clear(), st.s1.clear(), st.scratch.clear(), st.shapes.clear();
+  for (const Tensor& x : ts) {
+    st.shapes.emplace_back(x.rows, x.cols);
+    const std::size_t n = std::size_t(x.size());
+    st.s0.emplace_back(), st.s1.emplace_back(), st.scratch.emplace_back();
+    if (buffers >= 1 && n) {
+      check(cudaMemsetAsync(st.s0.back().reserve(n), 0, n * sizeof(float), ctx.stream()), "cudaMemsetAsync");
+    }
+    if (buffers >= 2 && n) {
+      check(cudaMemsetAsync(st.s1.back().reserve(n), 0, n * sizeof(float), ctx.stream()), "cudaMemsetAsync");
+    }
+    if (scratch && n) st.scratch.back().reserve(n);
+  }
+  check(cudaMemsetAsync(st.t.reserve(1), 0, sizeof(long long), ctx.stream()), "cudaMemsetAsync");
+  check(cudaMemsetAsync(st.skip.reserve(1), 0, sizeof(int), ctx.stream()), "cudaMemsetAsync");
+}
+
+inline void validate(const DeviceState& st, const std::vector<Tensor>& ts, const char* who) {
+  if (ts.size() != st.shapes.size())
+    throw shape_error(std::string(who) + ": " + std::to_string(ts.size()) + " tensors, state has " +
+                      std::to_string(st.shapes.size()));
+  for (std::size_t i = 0; i < ts.size(); ++i)
+    if (ts[i].rows != st.shapes[i].first || ts[i].cols != st.shapes[i].second)
+      throw shape_error(std::string(who) + ": tensor " + std::to_string(i) + " is " + shape_string(ts[i].rows, ts[i].cols) +
+                        ", state has " + shape_string(st.shapes[i].first, st.shapes[i].second));
+}
+
+// Enqueues `launch(table, blocks)` for successive batches of (tensor, chunk) pairs.
+template <class F>
+void for_each_table(const std::vector<Tensor>& ts, DeviceState& st, F&& launch) {
+  kernels::MultiTensorTable tab{};
+  int nt = 0, nb = 0;
+  auto flush = [&] {
+    if (nb) launch(tab, nb);
+    nt = 0, nb = 0;
+  };
+  for (std::size_t i = 0; i < ts.size(); ++i) {
+    const Index n = ts[i].size();
+    if (n == 0) continue;
+    if (nt == kernels::kMaxTensors) flush();
+    tab.w[nt] = ts[i].w, tab.g[nt] = ts[i].g, tab.n[nt] = n;
+    tab.s0[nt] = st.s0[i].get(), tab.s1[nt] = st.s1[i].get();
+    const Index chunks = (n + kernels::kChunk - 1) / kernels::kChunk;
+    for (Index c = 0; c < chunks; ++c) {
+      if (nb == kernels::kMaxBlocks) {
+        // The current tensor continues in the next launch: re-register it as entry 0.
+        launch(tab, nb);
+        tab.w[0] = tab.w[nt], tab.g[0] = tab.g[nt], tab.n[0] = tab.n[nt];
+        tab.s0[0] = tab.s0[nt], tab.s1[0] = tab.s1[nt];
+        nt = 0, nb = 0;
+      }
+      tab.block_tensor[nb] = static_cast<unsigned char>(nt);
+      tab.block_chunk[nb] = int(c);
+      ++nb;
+    }
+    ++nt;
+  }
+  flush();
+}
+
+inline kernels::StepScalars scalars(const Hyper& hp, DeviceState& st) {
+  return {float(hp.lr), float(hp.weight_decay), float(hp.beta1), float(hp.beta2), float(hp.eps), st.t.get(),
+          st.skip.get()};
+}
+
+// Clears the flag and, unless Unchecked, runs the non-finite check over all gradients.
+inline void begin_step(const Hyper& hp, const std::vector<Tensor>& ts, DeviceState& st, Context& ctx) {
+  check(cudaMemsetAsync(st.skip.get(), 0, sizeof(int), ctx.stream()), "cudaMemsetAsync");
+  if (hp.on_non_finite == NonFinitePolicy::Unchecked) return;
+  for_each_table(ts, st, [&](const kernels::MultiTensorTable& tab, int blocks) {
+    kernels::multi_tensor_check<<<unsigned(blocks), kernels::kMtThreads, 0, ctx.stream()>>>(tab, st.skip.get());
+    check_launch("multi_tensor_check");
+  });
+}
+
+inline void end_step(DeviceState& st, Context& ctx) {
+  kernels::finish_step<<<1, 1, 0, ctx.stream()>>>(st.t.get(), st.skip.get());
+  check_launch("finish_step");
+}
+
+template <kernels::Rule R>
+void elementwise_step(const Hyper& hp, const std::vector<Tensor>& ts, DeviceState& st, Context& ctx, const char* who) {
+  validate(st, ts, who);
+  begin_step(hp, ts, st, ctx);
+  const kernels::StepScalars p = scalars(hp, st);
+  for_each_table(ts, st, [&](const kernels::MultiTensorTable& tab, int blocks) {
+    kernels::multi_tensor_step<R><<<unsigned(blocks), kernels::kMtThreads, 0, ctx.stream()>>>(tab, p);
+    check_launch(who);
+  });
+  end_step(st, ctx);
+}
+
+}  // namespace detail
+
+/// AdamW on the GPU: the CPU `steepest::adamw(hp)` rule (bias-corrected Adam, decoupled decay).
+struct AdamW {
+  Hyper hp;
+  DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
+    DeviceState st;
+    detail::init_state(st, ts, 2, false, ctx);
+    return st;
+  }
+  void step(const std::vector<Tensor>& ts, DeviceState& st, Context& ctx) const {
+    detail::elementwise_step<kernels::Rule::AdamW>(hp, ts, st, ctx, "cuda::AdamW::step");
+  }
+};
+
+/// Lion on the GPU (steepest::lion): u = sign(b1 m + (1-b1) g); m = b2 m + (1-b2) g.
+struct Lion {
+  Hyper hp;
+  DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
+    DeviceState st;
+    detail::init_state(st, ts, 1, false, ctx);
+    return st;
+  }
+  void step(const std::vector<Tensor>& ts, DeviceState& st, Context& ctx) const {
+    detail::elementwise_step<kernels::Rule::Lion>(hp, ts, st, ctx, "cuda::Lion::step");
+  }
+};
+
+/// Sign descent on the GPU (steepest::sign_descent without the mean-normalized scale).
+struct SignDescent {
+  Hyper hp;
+  DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
+    DeviceState st;
+    detail::init_state(st, ts, 0, false, ctx);
+    return st;
+  }
+  void step(const std::vector<Tensor>& ts, DeviceState& st, Context& ctx) const {
+    detail::elementwise_step<kernels::Rule::Sign>(hp, ts, st, ctx, "cuda::SignDescent::step");
+  }
+};
+
+/// MOGA-row on the GPU, matrices only (steepest::moga_row's rule for hidden layers):
+/// row-normalize g, Adam moments, times s(m, n) = n^{-1/2}, decoupled step.
+struct MogaRow {
+  Hyper hp;
+  DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
+    DeviceState st;
+    detail::init_state(st, ts, 2, false, ctx);
+    return st;
+  }
+  void step(const std::vector<Tensor>& ts, DeviceState& st, Context& ctx) const {
+    detail::validate(st, ts, "cuda::MogaRow::step");
+    detail::begin_step(hp, ts, st, ctx);
+    const kernels::StepScalars p = detail::scalars(hp, st);
+    for (std::size_t i = 0; i < ts.size(); ++i) {
+      const Tensor& x = ts[i];
+      if (x.size() == 0) continue;
+      const float s = float(RowNorm<2>::mean_normalized_scale(x.rows, x.cols));
+      kernels::moga_row_step<<<unsigned(x.rows), kernels::kRowThreads, 0, ctx.stream()>>>(
+          x.w, x.g, st.s0[i].get(), st.s1[i].get(), x.rows, x.cols, s, p);
+      check_launch("moga_row_step");
+    }
+    detail::end_step(st, ctx);
+  }
+};
+
+/// Muon on the GPU for hidden matrices (steepest::muon's hidden-layer rule): Nesterov-EMA
+/// momentum (hp.beta1), the polar factor by Newton-Schulz with `Schedule`, the shape factor
+/// hp.shape_factor, decoupled weight decay.
+template <class Schedule = QuinticSchedule, int Steps = Schedule::default_steps>
+struct Muon {
+  Hyper hp;
+  Muon() { hp.shape_factor = ShapeFactor::MuonMax1; }
+  explicit Muon(Hyper h) : hp(h) {}
+  DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
+    DeviceState st;
+    detail::init_state(st, ts, 1, true, ctx);
+    return st;
+  }
+  void step(const std::vector<Tensor>& ts, DeviceState& st, Context& ctx) const {
+    detail::validate(st, ts, "cuda::Muon::step");
+    detail::begin_step(hp, ts, st, ctx);
+    for (std::size_t i = 0; i < ts.size(); ++i) {
+      const Tensor& x = ts[i];
+      if (x.size() == 0) continue;
+      float* u = st.scratch[i].get();
+      kernels::nesterov_ema<<<kernels::grid_for(x.size()), 256, 0, ctx.stream()>>>(x.g, st.s0[i].get(), u, x.size(),
+                                                                                  float(hp.beta1), st.skip.get());
+      check_launch("nesterov_ema");
+      // A skipped step still runs the GEMMs on stale data (their result is discarded below):
+      // reading the flag on the host would need a synchronization.
+      newton_schulz<Schedule>(view(u, x.rows, x.cols), view(u, x.rows, x.cols), Steps, ctx);
+      const float s = float(shape_factor_value(hp.shape_factor, double(x.rows), double(x.cols)));
+      kernels::apply_direction<<<kernels::grid_for(x.size()), 256, 0, ctx.stream()>>>(
+          x.w, u, x.size(), float(hp.lr), float(hp.weight_decay), s, st.skip.get());
+      check_launch("apply_direction");
+    }
+    detail::end_step(st, ctx);
+  }
+};
+
+}  // namespace cuda
+}  // namespace steepest
