@@ -2,6 +2,7 @@
 // Without a CUDA device the binary prints why and exits with 77, which CTest reports as skipped.
 #include <steepest/steepest.hpp>
 #include <steepest/cuda/cuda.cuh>
+#include <steepest/cuda/exact_polar.cuh>
 
 #include <cmath>
 #include <cstdio>
@@ -141,6 +142,35 @@ int main() {
     check_dualize<st::Spectral>("Spectral NS (fp32 GEMM)", m, n, 2e-4, exact);
     check_dualize<st::SpectralPolarExpress>("Polar Express (fp32 GEMM)", m, n, 2e-4, exact);
     check_dualize<st::Spectral>("Spectral NS (tf32 GEMM)", m, n, 3e-2, fast);
+  }
+  {  // exact polar factor (cuSOLVER) against the CPU's exact polar factor (Eigen SVD)
+    for (auto [m, n] : std::vector<std::pair<Index, Index>>{{40, 90}, {90, 40}, {64, 64}}) {
+      const RowMat g = random(m, n, 77u + unsigned(m));
+      RowMat ref(m, n);
+      st::SpectralExact::dualize(g, ref);
+      Dev dg(g), dout(RowMat::Zero(m, n));
+      sc::exact_polar(dg.view(), dout.view(), exact);
+      const double e = rel(dout.host(), ref);
+      EXPECT(e < 1e-4, "exact_polar %ldx%ld: %.3g", long(m), long(n), e);
+      // Newton-Schulz (Polar Express, 8 steps, fp32 GEMMs) lands near the exact factor.
+      Dev dns(RowMat::Zero(m, n));
+      sc::newton_schulz<st::PolarExpressSchedule>(dg.view(), dns.view(), 8, exact);
+      const double e2 = rel(dns.host(), ref);
+      EXPECT(e2 < 2e-2, "Polar Express x8 vs exact polar %ldx%ld: %.3g", long(m), long(n), e2);
+    }
+  }
+  {  // batched Newton-Schulz == one call per matrix (each with its own norm)
+    const Index b = 5, m = 48, n = 80;
+    RowMat all = random(b * m, n, 123);
+    for (Index i = 0; i < b; ++i) all.middleRows(i * m, m) *= float(1 + 3 * i);  // different scales
+    Dev dall(all), dout(RowMat::Zero(b * m, n)), done(RowMat::Zero(m, n));
+    sc::newton_schulz_batched<st::QuinticSchedule>(dall.p, dout.p, b, m, n, 5, exact);
+    const RowMat batched = dout.host();
+    for (Index i = 0; i < b; ++i) {
+      sc::newton_schulz<st::QuinticSchedule>(sc::view(dall.p + i * m * n, m, n), done.view(), 5, exact);
+      const double e = rel(batched.middleRows(i * m, m), done.host());
+      EXPECT(e < 1e-5, "batched NS matrix %ld: %.3g", long(i), e);
+    }
   }
   {  // values and duals against the CPU
     const RowMat a = random(129, 77, 3);

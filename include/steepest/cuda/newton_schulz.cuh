@@ -84,6 +84,61 @@ void newton_schulz(const DeviceMatrix<float>& G, const DeviceMatrix<float>& out,
         "cudaMemcpyAsync");
 }
 
+/// Batched Newton-Schulz: `batch` same-shape m x n matrices stored back to back (attention heads,
+/// MoE experts, a `[b, m, n]` weight). Every GEMM is one strided-batched cuBLAS call, and each
+/// matrix is normalized by its own Frobenius norm (one block per matrix), so the result equals
+/// `batch` separate calls. out may alias G.
+template <class Schedule>
+void newton_schulz_batched(const float* G, float* out, Index batch, Index m, Index n, int steps, Context& ctx) {
+  if (batch < 0 || m < 0 || n < 0) throw shape_error("newton_schulz_batched: negative shape");
+  if (steps < 0) throw std::invalid_argument("newton_schulz: steps must be >= 0");
+  if (batch == 0 || m == 0 || n == 0) return;
+  const Index size = m * n;
+  const bool tall = m > n;
+  const int k = int(tall ? n : m), ld = int(n);
+  const long long sx = size, sa = (long long)k * k;
+  float* X = ctx.scratch_f32[0].reserve(std::size_t(batch * size));
+  float* Xn = ctx.scratch_f32[1].reserve(std::size_t(batch * size));
+  float* A = ctx.scratch_f32[2].reserve(std::size_t(2 * batch * sa + batch));
+  float* B = A + batch * sa;
+  float* nrm = B + batch * sa;  // batch floats: ||G_b||_F^2
+  const cudaStream_t st = ctx.stream();
+  check(cudaMemsetAsync(nrm, 0, sizeof(float) * std::size_t(batch), st), "cudaMemsetAsync");
+  for (Index b = 0; b < batch; ++b) {
+    // One reduction and one scaling launch per matrix: cheap next to the GEMMs (O(mn) vs O(k^2 l)).
+    kernels::sumsq<<<kernels::grid_for(size), 256, 0, st>>>(G + b * size, size, nrm + b);
+    kernels::scale_by_inv_norm<<<kernels::grid_for(size), 256, 0, st>>>(
+        G + b * size, size, nrm + b, 1.0f, float(Schedule::normalization_safety) - 1.0f, X + b * size);
+  }
+  check_launch("batched normalization");
+  auto gemm = [&](cublasOperation_t ta, cublasOperation_t tb, int M, int N, int K, float alpha, const float* a,
+                  int lda, long long stra, const float* bb, int ldb, long long strb, float beta, float* c, int ldc,
+                  long long strc) {
+    check(cublasSgemmStridedBatched(ctx.blas(), ta, tb, M, N, K, &alpha, a, lda, stra, bb, ldb, strb, &beta, c, ldc,
+                                    strc, int(batch)),
+          "cublasSgemmStridedBatched");
+  };
+  for (int s = 0; s < steps; ++s) {
+    const PolarCoefficients c = Schedule::at(s, steps);
+    if (!tall)
+      gemm(CUBLAS_OP_T, CUBLAS_OP_N, k, k, int(n), 1.0f, X, ld, sx, X, ld, sx, 0.0f, A, k, sa);
+    else
+      gemm(CUBLAS_OP_N, CUBLAS_OP_T, k, k, int(m), 1.0f, X, ld, sx, X, ld, sx, 0.0f, A, k, sa);
+    check(cudaMemcpyAsync(B, A, sizeof(float) * std::size_t(batch * sa), cudaMemcpyDeviceToDevice, st),
+          "cudaMemcpyAsync");
+    gemm(CUBLAS_OP_N, CUBLAS_OP_N, k, k, k, float(c.c), A, k, sa, A, k, sa, float(c.b), B, k, sa);
+    check(cudaMemcpyAsync(Xn, X, sizeof(float) * std::size_t(batch * size), cudaMemcpyDeviceToDevice, st),
+          "cudaMemcpyAsync");
+    if (!tall)
+      gemm(CUBLAS_OP_N, CUBLAS_OP_N, int(n), int(m), k, 1.0f, X, ld, sx, B, k, sa, float(c.a), Xn, ld, sx);
+    else
+      gemm(CUBLAS_OP_N, CUBLAS_OP_N, int(n), int(m), k, 1.0f, B, k, sa, X, ld, sx, float(c.a), Xn, ld, sx);
+    std::swap(X, Xn);
+  }
+  check(cudaMemcpyAsync(out, X, sizeof(float) * std::size_t(batch * size), cudaMemcpyDeviceToDevice, st),
+        "cudaMemcpyAsync");
+}
+
 }  // namespace cuda
 
 template <class Schedule, int Steps>
