@@ -269,7 +269,7 @@ int main() {
                       h.shape_factor = st::ShapeFactor::MuonMax1;
                       return h;
                     }()},
-                    {{64, 64}, {96, 32}, {32, 160}}, 3, exact);
+                    {{64, 64}, {96, 32}, {32, 160}, {64, 64}, {96, 32}, {64, 64}}, 3, exact);  // groups of 3, 2, 1
   EXPECT(e < 1e-4, "Muon (fp32 GEMM): %.3g", e);
 
   {  // sign descent against a plain loop

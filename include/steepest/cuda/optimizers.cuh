@@ -188,6 +188,10 @@ __global__ void apply_direction(float* __restrict__ w, const float* __restrict__
 class DeviceState {
  public:
   std::vector<Buffer<float>> s0, s1, scratch;
+  // Muon: tensors grouped by shape (indices into the tensor list) and one contiguous buffer of
+  // directions per group, so each group's Newton-Schulz is one batched call.
+  std::vector<std::vector<std::size_t>> groups;
+  std::vector<Buffer<float>> group_u;
   Buffer<long long> t;
   Buffer<int> skip;
   std::vector<std::pair<Index, Index>> shapes;
@@ -210,7 +214,7 @@ class DeviceState {
 namespace detail {
 
 inline void init_state(DeviceState& st, const std::vector<Tensor>& ts, int buffers, bool scratch, Context& ctx) {
-  st.s0.clear(), st.s1.clear(), st.scratch.clear(), st.shapes.clear();
+  st.s0.clear(), st.s1.clear(), st.scratch.clear(), st.shapes.clear(), st.groups.clear(), st.group_u.clear();
   for (const Tensor& x : ts) {
     st.shapes.emplace_back(x.rows, x.cols);
     const std::size_t n = std::size_t(x.size());
@@ -370,7 +374,9 @@ struct MogaRow {
 
 /// Muon on the GPU for hidden matrices (steepest::muon's hidden-layer rule): Nesterov-EMA
 /// momentum (hp.beta1), the polar factor by Newton-Schulz with `Schedule`, the shape factor
-/// hp.shape_factor, decoupled weight decay.
+/// hp.shape_factor, decoupled weight decay. Tensors of the same shape are grouped at init and
+/// each group's polar factors are one batched Newton-Schulz (a transformer's 12 or 48 blocks of
+/// identical matrices become a few strided-batched GEMM sequences instead of hundreds of calls).
 template <class Schedule = QuinticSchedule, int Steps = Schedule::default_steps>
 struct Muon {
   Hyper hp;
@@ -378,25 +384,47 @@ struct Muon {
   explicit Muon(Hyper h) : hp(h) {}
   DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
     DeviceState st;
-    detail::init_state(st, ts, 1, true, ctx);
+    detail::init_state(st, ts, 1, false, ctx);
+    for (std::size_t i = 0; i < ts.size(); ++i) {
+      if (ts[i].size() == 0) continue;
+      bool placed = false;
+      for (auto& g : st.groups)
+        if (ts[g.front()].rows == ts[i].rows && ts[g.front()].cols == ts[i].cols) {
+          g.push_back(i);
+          placed = true;
+          break;
+        }
+      if (!placed) st.groups.push_back({i});
+    }
+    for (const auto& g : st.groups) {
+      st.group_u.emplace_back();
+      st.group_u.back().reserve(g.size() * std::size_t(ts[g.front()].size()));
+    }
     return st;
   }
   void step(const std::vector<Tensor>& ts, DeviceState& st, Context& ctx) const {
     detail::validate(st, ts, "cuda::Muon::step");
     detail::begin_step(hp, ts, st, ctx);
-    for (std::size_t i = 0; i < ts.size(); ++i) {
-      const Tensor& x = ts[i];
-      if (x.size() == 0) continue;
-      float* u = st.scratch[i].get();
-      kernels::nesterov_ema<<<kernels::grid_for(x.size()), 256, 0, ctx.stream()>>>(x.g, st.s0[i].get(), u, x.size(),
-                                                                                  float(hp.beta1), st.skip.get());
+    for (std::size_t gi = 0; gi < st.groups.size(); ++gi) {
+      const auto& group = st.groups[gi];
+      const Tensor& first = ts[group.front()];
+      const Index m = first.rows, n = first.cols, size = first.size();
+      float* u = st.group_u[gi].get();
+      for (std::size_t j = 0; j < group.size(); ++j) {
+        const Tensor& x = ts[group[j]];
+        kernels::nesterov_ema<<<kernels::grid_for(size), 256, 0, ctx.stream()>>>(
+            x.g, st.s0[group[j]].get(), u + Index(j) * size, size, float(hp.beta1), st.skip.get());
+      }
       check_launch("nesterov_ema");
       // A skipped step still runs the GEMMs on stale data (their result is discarded below):
       // reading the flag on the host would need a synchronization.
-      newton_schulz<Schedule>(view(u, x.rows, x.cols), view(u, x.rows, x.cols), Steps, ctx);
-      const float s = float(shape_factor_value(hp.shape_factor, double(x.rows), double(x.cols)));
-      kernels::apply_direction<<<kernels::grid_for(x.size()), 256, 0, ctx.stream()>>>(
-          x.w, u, x.size(), float(hp.lr), float(hp.weight_decay), s, st.skip.get());
+      newton_schulz_batched<Schedule>(u, u, Index(group.size()), m, n, Steps, ctx);
+      const float s = float(shape_factor_value(hp.shape_factor, double(m), double(n)));
+      for (std::size_t j = 0; j < group.size(); ++j) {
+        const Tensor& x = ts[group[j]];
+        kernels::apply_direction<<<kernels::grid_for(size), 256, 0, ctx.stream()>>>(
+            x.w, u + Index(j) * size, size, float(hp.lr), float(hp.weight_decay), s, st.skip.get());
+      }
       check_launch("apply_direction");
     }
     detail::end_step(st, ctx);
