@@ -75,6 +75,7 @@ int main() {
     run("Lion", sc::Lion{hp}, 5.0 * 4 * double(N));
     run("sign descent", sc::SignDescent{hp}, 3.0 * 4 * double(N));
     run("MOGA-row (one pass per row)", sc::MogaRow{hp}, 7.0 * 4 * double(N));
+    run("MOGA-col (two passes)", sc::MogaCol{hp}, 7.0 * 4 * double(N));  // bytes of one pass
     cudaFree(w), cudaFree(g), cudaFree(buf);
   }
 

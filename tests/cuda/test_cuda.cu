@@ -262,6 +262,8 @@ int main() {
   // mean-normalized 1/n, the device rule is the plain 1->inf sign.)
   e = compare_steps(st::moga_row(hp), sc::MogaRow{hp}, many, 4, exact);
   EXPECT(e < 1e-5, "MOGA-row: %.3g", e);
+  e = compare_steps(st::moga_col(hp), sc::MogaCol{hp}, many, 4, exact);
+  EXPECT(e < 1e-5, "MOGA-col: %.3g", e);
   st::Hyper mh;
   mh.lr = 2e-2, mh.beta1 = 0.95, mh.weight_decay = 0.01;
   e = compare_steps(st::muon(mh), sc::Muon<>{[&] {

@@ -99,8 +99,9 @@ class Buffer {
 
 /// Where GEMMs' products are computed. TF32 tensor cores by default (fp32 storage and
 /// accumulation, 10-bit-mantissa inputs): Newton-Schulz only needs ~1e-3 relative accuracy per
-/// product, and its fp32 normalization keeps the input scale exact.
-enum class GemmPrecision { FP32, TF32, BF16x3 };
+/// product, and its fp32 normalization keeps the input scale exact. (BF16 products are not
+/// implemented yet.)
+enum class GemmPrecision { FP32, TF32 };
 
 /// Per-stream context: the stream every call is enqueued on, a cuBLAS handle bound to it, and
 /// scratch buffers reused across calls. One Context per stream; not thread-safe.

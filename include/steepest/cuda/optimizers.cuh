@@ -6,6 +6,7 @@
 //                               (multi-tensor apply: a launch table of up to 32 tensors and
 //                               320 chunks of 64 Ki elements, passed by value as the kernel's
 //                               parameter, so there is no host->device copy per step)
+//   MOGA-col                    column sums of squares, then one fused pass
 //   MOGA-row                    one block per row: row norm, normalize, Adam, scale, step in
 //                               one kernel (the row is re-read from L1/L2, not DRAM)
 //   Muon                        momentum kernel -> Newton-Schulz on cuBLAS -> step kernel
@@ -159,6 +160,27 @@ __global__ void __launch_bounds__(kRowThreads) moga_row_step(float* __restrict__
     float wi = w[off + j];
     update<Rule::AdamW>(wi, g[off + j] * inv, m + off + j, v + off + j, q, bc1, bc2);
     w[off + j] = wi;
+  }
+}
+
+/// MOGA-col's second pass: normalize each column by its norm (from the first pass), Adam,
+/// s(m, n), decoupled step; elementwise over the whole matrix.
+__global__ void moga_col_step(float* __restrict__ w, const float* __restrict__ g, float* __restrict__ m,
+                              float* __restrict__ v, Index rows, Index cols, const float* __restrict__ colsq,
+                              float scale, StepScalars p) {
+  if (*p.skip) return;
+  const double t = double(*p.t + 1);
+  const float bc1 = float(1.0 - pow(double(p.b1), t)), bc2 = float(1.0 - pow(double(p.b2), t));
+  StepScalars q = p;
+  q.lr = p.lr * scale;
+  q.wd = scale > 0.0f ? p.wd / scale : 0.0f;
+  const Index count = rows * cols;
+  for (Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += Index(gridDim.x) * blockDim.x) {
+    const float c = colsq[i % cols];
+    const float inv = c > 0.0f ? rsqrtf(c) : 0.0f;
+    float wi = w[i];
+    update<Rule::AdamW>(wi, g[i] * inv, m + i, v + i, q, bc1, bc2);
+    w[i] = wi;
   }
 }
 
@@ -367,6 +389,40 @@ struct MogaRow {
       kernels::moga_row_step<<<unsigned(x.rows), kernels::kRowThreads, 0, ctx.stream()>>>(
           x.w, x.g, st.s0[i].get(), st.s1[i].get(), x.rows, x.cols, s, p);
       check_launch("moga_row_step");
+    }
+    detail::end_step(st, ctx);
+  }
+};
+
+/// MOGA-col on the GPU, matrices only (steepest::moga_col's rule): column-normalize g, Adam
+/// moments, times s(m, n) = sqrt(m)/n, decoupled step. Two passes: the column sums of squares
+/// (tiles, one atomic per column per tile), then one fused elementwise pass.
+struct MogaCol {
+  Hyper hp;
+  DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
+    DeviceState st;
+    detail::init_state(st, ts, 2, false, ctx);
+    Index widest = 1;
+    for (const Tensor& x : ts) widest = std::max(widest, x.cols);
+    ctx.scratch_f32[3].reserve(std::size_t(widest));  // column norms: allocated here, not in step
+    return st;
+  }
+  void step(const std::vector<Tensor>& ts, DeviceState& st, Context& ctx) const {
+    detail::validate(st, ts, "cuda::MogaCol::step");
+    detail::begin_step(hp, ts, st, ctx);
+    const kernels::StepScalars p = detail::scalars(hp, st);
+    for (std::size_t i = 0; i < ts.size(); ++i) {
+      const Tensor& x = ts[i];
+      if (x.size() == 0) continue;
+      float* colsq = ctx.scratch_f32[3].reserve(std::size_t(x.cols));
+      check(cudaMemsetAsync(colsq, 0, sizeof(float) * std::size_t(x.cols), ctx.stream()), "cudaMemsetAsync");
+      const Index rows_per_block = 256;
+      dim3 grid(unsigned((x.cols + 31) / 32), unsigned((x.rows + rows_per_block - 1) / rows_per_block));
+      kernels::col_sumsq<<<grid, 1024, 0, ctx.stream()>>>(x.g, x.rows, x.cols, rows_per_block, colsq);
+      const float s = float(ColNorm<2>::mean_normalized_scale(x.rows, x.cols));
+      kernels::moga_col_step<<<kernels::grid_for(x.size()), 256, 0, ctx.stream()>>>(
+          x.w, x.g, st.s0[i].get(), st.s1[i].get(), x.rows, x.cols, colsq, s, p);
+      check_launch("moga_col_step");
     }
     detail::end_step(st, ctx);
   }
