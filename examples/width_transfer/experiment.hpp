@@ -206,7 +206,7 @@ inline RunResult run(const RunConfig& cfg, const Corpus& corpus) {
     return train(opt, cfg, corpus);
   }
   if (o == "scion") {
-    // Radii chosen once at the narrowest width (docs/TRANSFER.md) and fixed across widths.
+    // Radii set by hand before any sweep (docs/TRANSFER.md says how) and fixed across widths.
     st::ScionRadii radii;
     radii.hidden = 3.0;
     radii.embedding = 1.0;  // times n_in (see embedding_input_factor): entries of size ~1
