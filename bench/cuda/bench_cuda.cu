@@ -54,7 +54,8 @@ int main() {
   hp.on_non_finite = st::NonFinitePolicy::Unchecked;
 
   std::printf("%-28s %12s %10s %10s %8s\n", "rule", "shape", "ms", "GB/s", "vs copy");
-  for (auto [m, n] : std::vector<std::pair<long, long>>{{4096, 4096}, {8192, 4096}, {16384, 4096}}) {
+  for (const auto& shape : std::vector<std::pair<long, long>>{{4096, 4096}, {8192, 4096}, {16384, 4096}}) {
+    const long m = shape.first, n = shape.second;  // plain variables: lambdas capture them below
     const std::size_t N = std::size_t(m) * std::size_t(n);
     float *w = alloc(N), *g = alloc(N), *buf = alloc(2 * N);
     // Reference: copy as many bytes as AdamW moves (read w g m v, write w m v = 7 x 4 B).
@@ -80,7 +81,8 @@ int main() {
   }
 
   std::printf("\n%-28s %12s %10s %10s %8s\n", "Newton-Schulz (5 steps)", "shape", "ms", "GFLOP/s", "vs GEMM");
-  for (auto [m, n] : std::vector<std::pair<long, long>>{{1024, 1024}, {1024, 4096}, {4096, 4096}}) {
+  for (const auto& shape : std::vector<std::pair<long, long>>{{1024, 1024}, {1024, 4096}, {4096, 4096}}) {
+    const long m = shape.first, n = shape.second;
     const long k = std::min(m, n), l = std::max(m, n);
     float *G = alloc(std::size_t(m * n)), *D = alloc(std::size_t(m * n)), *A = alloc(std::size_t(k * k));
     const float gemm_ms = median_ms(

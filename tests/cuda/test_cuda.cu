@@ -142,7 +142,7 @@ void check_launch_tables() {
       // Distinct fake addresses; nothing is dereferenced on the host.
       ts.push_back({reinterpret_cast<float*>(std::uintptr_t(4096 * (i + 1))),
                     reinterpret_cast<const float*>(std::uintptr_t(4096 * (i + 1) + 8)), cs.sizes[i], 1});
-      st.s0.emplace_back(), st.s1.emplace_back(), st.scratch.emplace_back();
+      st.s0.emplace_back(), st.s1.emplace_back();
     }
     std::map<std::pair<std::size_t, Index>, int> seen;  // (tensor, chunk) -> times launched
     bool ok = true;

@@ -51,9 +51,7 @@ void newton_schulz(const DeviceMatrix<float>& G, const DeviceMatrix<float>& out,
   float* nrm = B + std::size_t(k) * std::size_t(k);  // one float: ||G||_F^2
   const cudaStream_t st = ctx.stream();
 
-  check(cudaMemsetAsync(nrm, 0, sizeof(float), st), "cudaMemsetAsync");
-  kernels::sumsq<<<kernels::grid_for(size), 256, 0, st>>>(G.data, size, nrm);
-  check_launch("sumsq");
+  enqueue_sumsq(G.data, size, nrm, st);
   // X0 = G / (safety ||G||_F); a zero G gives a zero X0 and so a zero output (no eps to tune).
   const float safety = float(Schedule::normalization_safety);
   kernels::scale_by_inv_norm<<<kernels::grid_for(size), 256, 0, st>>>(G.data, size, nrm, 1.0f, safety - 1.0f, X);

@@ -47,11 +47,7 @@ std::vector<float> vector_norms(const DeviceMatrix<S>& A, int p, bool cols, Cont
     return to_host(out, A.m, ctx);
   }
   float* out = ctx.scratch_f32[3].reserve(std::size_t(A.n));
-  check(cudaMemsetAsync(out, 0, sizeof(float) * std::size_t(A.n), ctx.stream()), "cudaMemsetAsync");
-  const Index rows_per_block = 256;
-  dim3 grid(unsigned((A.n + 31) / 32), unsigned((A.m + rows_per_block - 1) / rows_per_block));
-  kernels::col_sumsq<<<grid, 1024, 0, ctx.stream()>>>(A.data, A.m, A.n, rows_per_block, out);
-  check_launch("col_sumsq");
+  enqueue_col_sumsq(A.data, A.m, A.n, out, ctx.stream());
   std::vector<float> h = to_host(out, A.n, ctx);
   for (float& x : h) x = std::sqrt(x);
   return h;
@@ -68,12 +64,28 @@ inline double sum_of(const std::vector<float>& v) {
   return s;
 }
 
+// value(W) and dual(G) without a caller's Context (what KernelPolicy forwards to): each makes a
+// temporary Context (a cuBLAS handle) and calls the kernel's Context overload. Diagnostics only.
+template <class Kernel>
+struct OwnContext {
+  template <class S>
+  static double value(const DeviceMatrix<S>& W) {
+    Context ctx;
+    return Kernel::value(W, ctx);
+  }
+  template <class S>
+  static double dual(const DeviceMatrix<S>& G) {
+    Context ctx;
+    return Kernel::dual(G, ctx);
+  }
+};
+
 }  // namespace detail
 }  // namespace cuda
 
 // ---- 1 -> inf (sign) and 2 -> inf (row normalization) ----------------------------------------
 template <int P>
-struct NormKernel<RowNorm<P>, CudaBackend> {
+struct NormKernel<RowNorm<P>, CudaBackend> : cuda::detail::OwnContext<NormKernel<RowNorm<P>, CudaBackend>> {
   static_assert(P == 1 || P == 2, "steepest: the CUDA backend implements RowNorm<1> and RowNorm<2>");
   // ||W||_{p->inf} = max_i ||W_i||_{p*}: p = 1 -> max |w_ij|, p = 2 -> max row 2-norm.
   template <class S>
@@ -86,16 +98,8 @@ struct NormKernel<RowNorm<P>, CudaBackend> {
     if (G.size() == 0) return 0.0;
     return cuda::detail::sum_of(cuda::detail::vector_norms(G, P, false, ctx));
   }
-  template <class S>
-  static double value(const cuda::DeviceMatrix<S>& W) {
-    cuda::Context ctx;
-    return value(W, ctx);
-  }
-  template <class S>
-  static double dual(const cuda::DeviceMatrix<S>& G) {
-    cuda::Context ctx;
-    return dual(G, ctx);
-  }
+  using cuda::detail::OwnContext<NormKernel>::value;
+  using cuda::detail::OwnContext<NormKernel>::dual;
   template <class S, class Ws>
   static void dualize(const cuda::DeviceMatrix<S>& G, const cuda::DeviceMatrix<S>& out, Ws& ctx) {
     static_assert(cuda::detail::is_context_v<Ws>,
@@ -115,7 +119,7 @@ struct NormKernel<RowNorm<P>, CudaBackend> {
 
 // ---- 1 -> 2 (column normalization) ------------------------------------------------------------
 template <int Q>
-struct NormKernel<ColNorm<Q>, CudaBackend> {
+struct NormKernel<ColNorm<Q>, CudaBackend> : cuda::detail::OwnContext<NormKernel<ColNorm<Q>, CudaBackend>> {
   static_assert(Q == 2, "steepest: the CUDA backend implements ColNorm<2>");
   template <class S>
   static double value(const cuda::DeviceMatrix<S>& W, cuda::Context& ctx) {
@@ -127,16 +131,8 @@ struct NormKernel<ColNorm<Q>, CudaBackend> {
     if (G.size() == 0) return 0.0;
     return cuda::detail::sum_of(cuda::detail::vector_norms(G, 2, true, ctx));
   }
-  template <class S>
-  static double value(const cuda::DeviceMatrix<S>& W) {
-    cuda::Context ctx;
-    return value(W, ctx);
-  }
-  template <class S>
-  static double dual(const cuda::DeviceMatrix<S>& G) {
-    cuda::Context ctx;
-    return dual(G, ctx);
-  }
+  using cuda::detail::OwnContext<NormKernel>::value;
+  using cuda::detail::OwnContext<NormKernel>::dual;
   /// Two passes: column sums of squares (tiles + one atomic per column), then the scaling.
   template <class S, class Ws>
   static void dualize(const cuda::DeviceMatrix<S>& G, const cuda::DeviceMatrix<S>& out, Ws& ctx) {
@@ -145,11 +141,7 @@ struct NormKernel<ColNorm<Q>, CudaBackend> {
     cuda::detail::require_same_shape(G.m, G.n, out.m, out.n, "ColNorm::dualize (CUDA)");
     if (G.size() == 0) return;
     float* colsq = ctx.scratch_f32[3].reserve(std::size_t(G.n));
-    cuda::check(cudaMemsetAsync(colsq, 0, sizeof(float) * std::size_t(G.n), ctx.stream()), "cudaMemsetAsync");
-    const Index rows_per_block = 256;
-    dim3 grid(unsigned((G.n + 31) / 32), unsigned((G.m + rows_per_block - 1) / rows_per_block));
-    cuda::kernels::col_sumsq<<<grid, 1024, 0, ctx.stream()>>>(G.data, G.m, G.n, rows_per_block, colsq);
-    cuda::check_launch("col_sumsq");
+    cuda::enqueue_col_sumsq(G.data, G.m, G.n, colsq, ctx.stream());
     cuda::kernels::col_scale<<<cuda::kernels::grid_for(G.size()), 256, 0, ctx.stream()>>>(G.data, G.m, G.n, colsq,
                                                                                         1.0f, out.data);
     cuda::check_launch("col_scale");
@@ -158,31 +150,22 @@ struct NormKernel<ColNorm<Q>, CudaBackend> {
 
 // ---- a whole tensor as one l2 vector (biases, gains) ------------------------------------------
 template <int Q>
-struct NormKernel<VectorNorm<Q>, CudaBackend> {
+struct NormKernel<VectorNorm<Q>, CudaBackend>
+    : cuda::detail::OwnContext<NormKernel<VectorNorm<Q>, CudaBackend>> {
   static_assert(Q == 2, "steepest: the CUDA backend implements VectorNorm<2>");
   template <class S>
   static double norm(const cuda::DeviceMatrix<S>& A, cuda::Context& ctx) {
     if (A.size() == 0) return 0.0;
     float* acc = ctx.scratch_f32[3].reserve(1);
-    cuda::check(cudaMemsetAsync(acc, 0, sizeof(float), ctx.stream()), "cudaMemsetAsync");
-    cuda::kernels::sumsq<<<cuda::kernels::grid_for(A.size()), 256, 0, ctx.stream()>>>(A.data, A.size(), acc);
-    cuda::check_launch("sumsq");
+    cuda::enqueue_sumsq(A.data, A.size(), acc, ctx.stream());
     return std::sqrt(double(cuda::detail::to_host(acc, 1, ctx)[0]));
   }
   template <class S>
   static double value(const cuda::DeviceMatrix<S>& W, cuda::Context& ctx) { return norm(W, ctx); }
   template <class S>
   static double dual(const cuda::DeviceMatrix<S>& G, cuda::Context& ctx) { return norm(G, ctx); }
-  template <class S>
-  static double value(const cuda::DeviceMatrix<S>& W) {
-    cuda::Context ctx;
-    return norm(W, ctx);
-  }
-  template <class S>
-  static double dual(const cuda::DeviceMatrix<S>& G) {
-    cuda::Context ctx;
-    return norm(G, ctx);
-  }
+  using cuda::detail::OwnContext<NormKernel>::value;
+  using cuda::detail::OwnContext<NormKernel>::dual;
   template <class S, class Ws>
   static void dualize(const cuda::DeviceMatrix<S>& G, const cuda::DeviceMatrix<S>& out, Ws& ctx) {
     static_assert(cuda::detail::is_context_v<Ws>,
@@ -190,9 +173,7 @@ struct NormKernel<VectorNorm<Q>, CudaBackend> {
     cuda::detail::require_same_shape(G.m, G.n, out.m, out.n, "VectorNorm::dualize (CUDA)");
     if (G.size() == 0) return;
     float* acc = ctx.scratch_f32[3].reserve(1);
-    cuda::check(cudaMemsetAsync(acc, 0, sizeof(float), ctx.stream()), "cudaMemsetAsync");
-    cuda::kernels::sumsq<<<cuda::kernels::grid_for(G.size()), 256, 0, ctx.stream()>>>(G.data, G.size(), acc);
-    cuda::check_launch("sumsq");
+    cuda::enqueue_sumsq(G.data, G.size(), acc, ctx.stream());
     cuda::kernels::scale_by_inv_norm<<<cuda::kernels::grid_for(G.size()), 256, 0, ctx.stream()>>>(
         G.data, G.size(), acc, 1.0f, 0.0f, out.data);
     cuda::check_launch("scale_by_inv_norm");

@@ -147,9 +147,7 @@ __global__ void __launch_bounds__(kRowThreads) moga_row_step(float* __restrict__
   const Index r = blockIdx.x;
   if (r >= rows) return;
   const Index off = r * cols;
-  float acc = 0.0f;
-  for (Index j = threadIdx.x; j < cols; j += blockDim.x) acc = fmaf(g[off + j], g[off + j], acc);
-  acc = block_sum(acc);
+  const float acc = block_row_sumsq(g + off, cols);
   const float inv = acc > 0.0f ? rsqrtf(acc) : 0.0f;
   const double t = double(*p.t + 1);
   const float bc1 = float(1.0 - pow(double(p.b1), t)), bc2 = float(1.0 - pow(double(p.b2), t));
@@ -209,7 +207,7 @@ __global__ void apply_direction(float* __restrict__ w, const float* __restrict__
 /// device memory, allocated by init() and never afterwards.
 class DeviceState {
  public:
-  std::vector<Buffer<float>> s0, s1, scratch;
+  std::vector<Buffer<float>> s0, s1;
   // Muon: tensors grouped by shape (indices into the tensor list) and one contiguous buffer of
   // directions per group, so each group's Newton-Schulz is one batched call.
   std::vector<std::vector<std::size_t>> groups;
@@ -235,19 +233,18 @@ class DeviceState {
 
 namespace detail {
 
-inline void init_state(DeviceState& st, const std::vector<Tensor>& ts, int buffers, bool scratch, Context& ctx) {
-  st.s0.clear(), st.s1.clear(), st.scratch.clear(), st.shapes.clear(), st.groups.clear(), st.group_u.clear();
+inline void init_state(DeviceState& st, const std::vector<Tensor>& ts, int buffers, Context& ctx) {
+  st.s0.clear(), st.s1.clear(), st.shapes.clear(), st.groups.clear(), st.group_u.clear();
   for (const Tensor& x : ts) {
     st.shapes.emplace_back(x.rows, x.cols);
     const std::size_t n = std::size_t(x.size());
-    st.s0.emplace_back(), st.s1.emplace_back(), st.scratch.emplace_back();
+    st.s0.emplace_back(), st.s1.emplace_back();
     if (buffers >= 1 && n) {
       check(cudaMemsetAsync(st.s0.back().reserve(n), 0, n * sizeof(float), ctx.stream()), "cudaMemsetAsync");
     }
     if (buffers >= 2 && n) {
       check(cudaMemsetAsync(st.s1.back().reserve(n), 0, n * sizeof(float), ctx.stream()), "cudaMemsetAsync");
     }
-    if (scratch && n) st.scratch.back().reserve(n);
   }
   check(cudaMemsetAsync(st.t.reserve(1), 0, sizeof(long long), ctx.stream()), "cudaMemsetAsync");
   check(cudaMemsetAsync(st.skip.reserve(1), 0, sizeof(int), ctx.stream()), "cudaMemsetAsync");
@@ -330,44 +327,31 @@ void elementwise_step(const Hyper& hp, const std::vector<Tensor>& ts, DeviceStat
 
 }  // namespace detail
 
+/// The elementwise rules as optimizers: one multi-tensor pass per step. The number of state
+/// buffers follows from the rule (Adam: m and v; Lion: m; sign: none).
+template <kernels::Rule R>
+struct ElementwiseOptimizer {
+  Hyper hp;
+  static constexpr int state_buffers = R == kernels::Rule::AdamW ? 2 : (R == kernels::Rule::Lion ? 1 : 0);
+  DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
+    DeviceState st;
+    detail::init_state(st, ts, state_buffers, ctx);
+    return st;
+  }
+  void step(const std::vector<Tensor>& ts, DeviceState& st, Context& ctx) const {
+    detail::elementwise_step<R>(hp, ts, st, ctx,
+                                R == kernels::Rule::AdamW ? "cuda::AdamW::step"
+                                : R == kernels::Rule::Lion ? "cuda::Lion::step"
+                                                            : "cuda::SignDescent::step");
+  }
+};
+
 /// AdamW on the GPU: the CPU `steepest::adamw(hp)` rule (bias-corrected Adam, decoupled decay).
-struct AdamW {
-  Hyper hp;
-  DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
-    DeviceState st;
-    detail::init_state(st, ts, 2, false, ctx);
-    return st;
-  }
-  void step(const std::vector<Tensor>& ts, DeviceState& st, Context& ctx) const {
-    detail::elementwise_step<kernels::Rule::AdamW>(hp, ts, st, ctx, "cuda::AdamW::step");
-  }
-};
-
+using AdamW = ElementwiseOptimizer<kernels::Rule::AdamW>;
 /// Lion on the GPU (steepest::lion): u = sign(b1 m + (1-b1) g); m = b2 m + (1-b2) g.
-struct Lion {
-  Hyper hp;
-  DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
-    DeviceState st;
-    detail::init_state(st, ts, 1, false, ctx);
-    return st;
-  }
-  void step(const std::vector<Tensor>& ts, DeviceState& st, Context& ctx) const {
-    detail::elementwise_step<kernels::Rule::Lion>(hp, ts, st, ctx, "cuda::Lion::step");
-  }
-};
-
+using Lion = ElementwiseOptimizer<kernels::Rule::Lion>;
 /// Sign descent on the GPU (steepest::sign_descent without the mean-normalized scale).
-struct SignDescent {
-  Hyper hp;
-  DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
-    DeviceState st;
-    detail::init_state(st, ts, 0, false, ctx);
-    return st;
-  }
-  void step(const std::vector<Tensor>& ts, DeviceState& st, Context& ctx) const {
-    detail::elementwise_step<kernels::Rule::Sign>(hp, ts, st, ctx, "cuda::SignDescent::step");
-  }
-};
+using SignDescent = ElementwiseOptimizer<kernels::Rule::Sign>;
 
 /// MOGA-row on the GPU, matrices only (steepest::moga_row's rule for hidden layers):
 /// row-normalize g, Adam moments, times s(m, n) = n^{-1/2}, decoupled step.
@@ -375,7 +359,7 @@ struct MogaRow {
   Hyper hp;
   DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
     DeviceState st;
-    detail::init_state(st, ts, 2, false, ctx);
+    detail::init_state(st, ts, 2, ctx);
     return st;
   }
   void step(const std::vector<Tensor>& ts, DeviceState& st, Context& ctx) const {
@@ -401,7 +385,7 @@ struct MogaCol {
   Hyper hp;
   DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
     DeviceState st;
-    detail::init_state(st, ts, 2, false, ctx);
+    detail::init_state(st, ts, 2, ctx);
     Index widest = 1;
     for (const Tensor& x : ts) widest = std::max(widest, x.cols);
     ctx.scratch_f32[3].reserve(std::size_t(widest));  // column norms: allocated here, not in step
@@ -415,10 +399,7 @@ struct MogaCol {
       const Tensor& x = ts[i];
       if (x.size() == 0) continue;
       float* colsq = ctx.scratch_f32[3].reserve(std::size_t(x.cols));
-      check(cudaMemsetAsync(colsq, 0, sizeof(float) * std::size_t(x.cols), ctx.stream()), "cudaMemsetAsync");
-      const Index rows_per_block = 256;
-      dim3 grid(unsigned((x.cols + 31) / 32), unsigned((x.rows + rows_per_block - 1) / rows_per_block));
-      kernels::col_sumsq<<<grid, 1024, 0, ctx.stream()>>>(x.g, x.rows, x.cols, rows_per_block, colsq);
+      enqueue_col_sumsq(x.g, x.rows, x.cols, colsq, ctx.stream());
       const float s = float(ColNorm<2>::mean_normalized_scale(x.rows, x.cols));
       kernels::moga_col_step<<<kernels::grid_for(x.size()), 256, 0, ctx.stream()>>>(
           x.w, x.g, st.s0[i].get(), st.s1[i].get(), x.rows, x.cols, colsq, s, p);
@@ -440,7 +421,7 @@ struct Muon {
   explicit Muon(Hyper h) : hp(h) {}
   DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
     DeviceState st;
-    detail::init_state(st, ts, 1, false, ctx);
+    detail::init_state(st, ts, 1, ctx);
     for (std::size_t i = 0; i < ts.size(); ++i) {
       if (ts[i].size() == 0) continue;
       bool placed = false;

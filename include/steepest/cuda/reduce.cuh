@@ -31,6 +31,18 @@ __device__ __forceinline__ float block_sum(float v) {
   return warp_sum(v);
 }
 
+/// Sum of squares of one row, reduced over the block; every thread gets it. Strided by
+/// blockDim.x, so each warp reads consecutive addresses.
+template <class S>
+__device__ __forceinline__ float block_row_sumsq(const S* __restrict__ row, Index n) {
+  float acc = 0.0f;
+  for (Index j = threadIdx.x; j < n; j += blockDim.x) {
+    const float x = float(row[j]);
+    acc = fmaf(x, x, acc);
+  }
+  return block_sum(acc);
+}
+
 /// out[i] = ||row_i||_2 (p = 2) or ||row_i||_1 (p = 1), or max |.| (p = 0 meaning inf).
 template <class S>
 __global__ void row_norms(const S* __restrict__ a, Index m, Index n, int p, float* __restrict__ out) {
@@ -114,12 +126,7 @@ __global__ void row_normalize(const S* __restrict__ g, Index m, Index n, float s
   const Index r = blockIdx.x;
   if (r >= m) return;
   const S* row = g + r * n;
-  float acc = 0.0f;
-  for (Index j = threadIdx.x; j < n; j += blockDim.x) {
-    const float x = float(row[j]);
-    acc = fmaf(x, x, acc);
-  }
-  acc = block_sum(acc);
+  const float acc = block_row_sumsq(row, n);
   const float f = acc > 0.0f ? s * rsqrtf(acc) : 0.0f;  // a zero row has a zero direction
   S* o = out + r * n;
   for (Index j = threadIdx.x; j < n; j += blockDim.x) o[j] = S(float(row[j]) * f);
@@ -158,6 +165,24 @@ inline unsigned grid_for(Index count, int threads = 256) {
 }
 
 }  // namespace kernels
+
+/// Enqueues out[j] = sum_i a[i, j]^2 for an m x n row-major matrix (out zeroed first).
+template <class S>
+void enqueue_col_sumsq(const S* a, Index m, Index n, float* out, cudaStream_t stream) {
+  check(cudaMemsetAsync(out, 0, sizeof(float) * std::size_t(n), stream), "cudaMemsetAsync");
+  const Index rows_per_block = 256;
+  dim3 grid(unsigned((n + 31) / 32), unsigned((m + rows_per_block - 1) / rows_per_block));
+  kernels::col_sumsq<<<grid, 1024, 0, stream>>>(a, m, n, rows_per_block, out);
+  check_launch("col_sumsq");
+}
+
+/// Enqueues *out = sum_i a[i]^2 (out zeroed first).
+template <class S>
+void enqueue_sumsq(const S* a, Index count, float* out, cudaStream_t stream) {
+  check(cudaMemsetAsync(out, 0, sizeof(float), stream), "cudaMemsetAsync");
+  kernels::sumsq<<<kernels::grid_for(count), 256, 0, stream>>>(a, count, out);
+  check_launch("sumsq");
+}
 
 /// MeanNormalized's scaling of a device direction (one extra pass; the fused optimizer kernels
 /// fold the scale in instead).
