@@ -1,6 +1,7 @@
 // CUDA benchmark: each device rule against a reference measured in the same binary.
 //   elementwise / row rules: GB/s against cudaMemcpy device-to-device of the same bytes
-//   Newton-Schulz: GFLOP/s against one cuBLAS SGEMM (TF32) of the NS product shapes
+//   Newton-Schulz: GFLOP/s against one cuBLAS GEMM of the Gram shape in the same precision,
+//                  for each precision (TF32, BF16, FP32), GEMM engine and Gram mode
 // Times are cudaEvent medians of 20 launches after 3 warm-ups. Prints a table; exits 77
 // (skipped) without a device.
 #include <steepest/steepest.hpp>
@@ -80,25 +81,49 @@ int main() {
     cudaFree(w), cudaFree(g), cudaFree(buf);
   }
 
-  std::printf("\n%-28s %12s %10s %10s %8s\n", "Newton-Schulz (5 steps)", "shape", "ms", "GFLOP/s", "vs GEMM");
-  for (const auto& shape : std::vector<std::pair<long, long>>{{1024, 1024}, {1024, 4096}, {4096, 4096}}) {
+  // Newton-Schulz in each product precision, engine and Gram mode, against one cuBLAS GEMM of
+  // the Gram shape (k x k x l) in the same precision: "vs GEMM" is the NS FLOP rate over the
+  // GEMM's. Per NS step: X X^T (2 k^2 l), A A (2 k^3), B X (2 k^2 l).
+  std::printf("\n%-34s %12s %10s %10s %8s\n", "Newton-Schulz (quintic, 5 steps)", "shape", "ms", "GFLOP/s", "vs GEMM");
+  struct Variant {
+    const char* name;
+    sc::GemmPrecision precision;
+    sc::GemmEngine engine;
+    sc::GramProduct gram;
+  };
+  const Variant variants[] = {
+      {"tf32, cuBLASLt epilogues", sc::GemmPrecision::TF32, sc::GemmEngine::Lt, sc::GramProduct::Gemm},
+      {"tf32, classic cuBLAS + copies", sc::GemmPrecision::TF32, sc::GemmEngine::Classic, sc::GramProduct::Gemm},
+      {"tf32, cuBLASLt, syrk Gram", sc::GemmPrecision::TF32, sc::GemmEngine::Lt, sc::GramProduct::Syrk},
+      {"bf16, cuBLASLt epilogues", sc::GemmPrecision::BF16, sc::GemmEngine::Lt, sc::GramProduct::Gemm},
+      {"fp32, cuBLASLt epilogues", sc::GemmPrecision::FP32, sc::GemmEngine::Lt, sc::GramProduct::Gemm},
+  };
+  for (const auto& shape : std::vector<std::pair<long, long>>{{768, 768}, {1024, 4096}, {4096, 4096}}) {
     const long m = shape.first, n = shape.second;
     const long k = std::min(m, n), l = std::max(m, n);
     float *G = alloc(std::size_t(m * n)), *D = alloc(std::size_t(m * n)), *A = alloc(std::size_t(k * k));
-    const float gemm_ms = median_ms(
-        [&] {
-          const float one = 1, zero = 0;
-          cublasSgemm(ctx.blas(), CUBLAS_OP_T, CUBLAS_OP_N, int(k), int(k), int(l), &one, G, int(l), G, int(l), &zero,
-                      A, int(k));
-        },
-        s);
-    const double gemm_flops = 2.0 * double(k) * double(k) * double(l);
-    // Per NS step: X X^T (2 k^2 l), A A (2 k^3), B X (2 k^2 l).
-    const double ns_flops = 5.0 * (4.0 * double(k) * k * l + 2.0 * double(k) * k * k);
-    const float ns_ms = median_ms(
-        [&] { sc::newton_schulz<st::QuinticSchedule>(sc::view(G, m, n), sc::view(D, m, n), 5, ctx); }, s);
-    const double gemm_rate = gemm_flops / (gemm_ms * 1e6), ns_rate = ns_flops / (ns_ms * 1e6);
-    std::printf("%-28s %5ldx%-6ld %10.3f %10.0f %8.2f\n", "quintic (tf32)", m, n, ns_ms, ns_rate, ns_rate / gemm_rate);
+    {  // some data: NS's cost does not depend on the values, but NaNs would slow nothing either
+      std::vector<float> h(std::size_t(m * n));
+      for (std::size_t i = 0; i < h.size(); ++i) h[i] = float((i * 2654435761u) % 1000) / 500.0f - 1.0f;
+      cudaMemcpy(G, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice);
+    }
+    for (const Variant& v : variants) {
+      sc::Context c(s, v.precision);
+      c.engine = v.engine, c.gram = v.gram;
+      const float gemm_ms = median_ms(
+          [&] {
+            const float one = 1, zero = 0;
+            cublasGemmEx(c.blas(), CUBLAS_OP_T, CUBLAS_OP_N, int(k), int(k), int(l), &one, G, CUDA_R_32F, int(l), G,
+                         CUDA_R_32F, int(l), &zero, A, CUDA_R_32F, int(k), c.compute_type(), CUBLAS_GEMM_DEFAULT);
+          },
+          s);
+      const double gemm_rate = 2.0 * double(k) * double(k) * double(l) / (gemm_ms * 1e6);
+      const double ns_flops = 5.0 * (4.0 * double(k) * k * l + 2.0 * double(k) * k * k);
+      const float ns_ms = median_ms(
+          [&] { sc::newton_schulz<st::QuinticSchedule>(sc::view(G, m, n), sc::view(D, m, n), 5, c); }, s);
+      const double ns_rate = ns_flops / (ns_ms * 1e6);
+      std::printf("%-34s %5ldx%-6ld %10.3f %10.0f %8.2f\n", v.name, m, n, ns_ms, ns_rate, ns_rate / gemm_rate);
+    }
     cudaFree(G), cudaFree(D), cudaFree(A);
   }
 
@@ -137,10 +162,13 @@ int main() {
     sc::Muon<> muon{mh};
     auto sm = muon.init(hid, ctx);
     const float muon_ms = median_ms([&] { muon.step(hid, sm, ctx); }, s);
+    sc::Context bf(s, sc::GemmPrecision::BF16);
+    auto sb = muon.init(hid, bf);
+    const float muon_bf_ms = median_ms([&] { muon.step(hid, sb, bf); }, s);
     std::printf("\nGPT-2 small: AdamW step over all %.1fM parameters: %.3f ms (%.0f GB/s)\n", params / 1e6, adam_ms,
                 28.0 * params / (adam_ms * 1e6));
     std::printf("GPT-2 small: Muon step over the %.1fM hidden-matrix parameters (48 matrices, 4 shape groups, "
-                "batched NS): %.3f ms\n", hparams / 1e6, muon_ms);
+                "batched NS): %.3f ms with tf32 products, %.3f ms with bf16\n", hparams / 1e6, muon_ms, muon_bf_ms);
     std::printf("compare: python3 bench/cuda/torch_peer.py (torch.optim.AdamW(fused=True), torch.optim.Muon)\n");
     for (float* p : bufs) cudaFree(p);
   }

@@ -7,12 +7,14 @@
 // enqueues work on the context's stream and returns.
 #pragma once
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
 #include <cstddef>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "../backend/backend.hpp"
 #include "../core/config.hpp"
@@ -97,14 +99,31 @@ class Buffer {
   std::size_t cap_ = 0;
 };
 
-/// Where GEMMs' products are computed. TF32 tensor cores by default (fp32 storage and
-/// accumulation, 10-bit-mantissa inputs): Newton-Schulz only needs ~1e-3 relative accuracy per
-/// product, and its fp32 normalization keeps the input scale exact. (BF16 products are not
-/// implemented yet.)
-enum class GemmPrecision { FP32, TF32 };
+/// Where GEMM products are computed. Operands stay fp32 in memory in every mode; the reduced
+/// modes round them to a narrower format inside the tensor-core kernel and accumulate in fp32:
+///   FP32  plain fp32 products (CUBLAS_COMPUTE_32F): the reference for tests
+///   TF32  10-bit mantissa inputs (CUBLAS_COMPUTE_32F_FAST_TF32): the default
+///   BF16  8-bit mantissa inputs (CUBLAS_COMPUTE_32F_FAST_16BF): twice TF32's tensor-core rate
+/// Newton-Schulz needs only ~1e-2 relative accuracy per product (its iteration is self-correcting
+/// and its fp32 normalization keeps the input scale exact), which is why the reduced modes suit it.
+enum class GemmPrecision { FP32, TF32, BF16 };
 
-/// Per-stream context: the stream every call is enqueued on, a cuBLAS handle bound to it, and
-/// scratch buffers reused across calls. One Context per stream; not thread-safe.
+/// Which cuBLAS interface runs the GEMMs. Lt (cuBLASLt) writes D = alpha A B + beta C with
+/// C != D, so "a X + B X" costs no copy of X; Classic (cublasGemmStridedBatchedEx) is in-place
+/// and copies C into D first. Lt falls back to Classic by itself for a shape it has no algorithm
+/// for; Classic is selectable to compare the two.
+enum class GemmEngine { Lt, Classic };
+
+/// How Newton-Schulz forms its Gram matrix X X^T. Gemm: a full GEMM (tensor cores in every
+/// precision). Syrk: cublasSsyrk computes one triangle (half the flops) and a small kernel
+/// mirrors it. cublasSsyrk runs under the handle's math mode (TF32 allowed unless FP32) and has
+/// no BF16 mode, so with BF16 the Gram product is TF32.
+/// Which is faster depends on the shape and the GPU: steepest_cuda_bench measures both.
+enum class GramProduct { Gemm, Syrk };
+
+/// Per-stream context: the stream every call is enqueued on, cuBLAS and cuBLASLt handles bound to
+/// it, cached GEMM plans and scratch buffers reused across calls. One Context per stream; not
+/// thread-safe. Everything it allocates only grows, so steady-state steps allocate nothing.
 class Context {
  public:
   explicit Context(cudaStream_t stream = nullptr, GemmPrecision precision = GemmPrecision::TF32)
@@ -113,25 +132,61 @@ class Context {
     check(cublasSetStream(blas_, stream_), "cublasSetStream");
     // Scalars (alpha, beta) come from the host: the Newton-Schulz coefficients are constants.
     check(cublasSetPointerMode(blas_, CUBLAS_POINTER_MODE_HOST), "cublasSetPointerMode");
+    // Only cublasSsyrk reads the math mode; the GEMMs pass their compute type explicitly.
     check(cublasSetMathMode(blas_, precision_ == GemmPrecision::FP32 ? CUBLAS_DEFAULT_MATH
                                                                       : CUBLAS_TF32_TENSOR_OP_MATH),
           "cublasSetMathMode");
+    check(cublasLtCreate(&lt_), "cublasLtCreate");
   }
   Context(const Context&) = delete;
   Context& operator=(const Context&) = delete;
-  ~Context() { cublasDestroy(blas_); }
+  ~Context() {
+    for (LtPlan& p : plans) p.release();
+    cublasLtDestroy(lt_);
+    cublasDestroy(blas_);
+  }
 
   cudaStream_t stream() const { return stream_; }
   cublasHandle_t blas() const { return blas_; }
+  cublasLtHandle_t lt() const { return lt_; }
   GemmPrecision precision() const { return precision_; }
+  cublasComputeType_t compute_type() const {
+    return precision_ == GemmPrecision::FP32   ? CUBLAS_COMPUTE_32F
+           : precision_ == GemmPrecision::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
+                                               : CUBLAS_COMPUTE_32F_FAST_16BF;
+  }
+
+  GemmEngine engine = GemmEngine::Lt;  ///< see GemmEngine
+  GramProduct gram = GramProduct::Gemm;  ///< see GramProduct
 
   Buffer<float> scratch_f32[4];   // Newton-Schulz ping-pong and Gram buffers, reductions
   Buffer<double> scratch_f64[1];  // norm accumulators
+  Buffer<unsigned char> lt_workspace;  // cuBLASLt workspace (kLtWorkspaceBytes, allocated once)
+  static constexpr std::size_t kLtWorkspaceBytes = std::size_t(32) << 20;  // NVIDIA's advice for Hopper
+
+  /// A cached cuBLASLt plan: the operation and layout descriptors of one GEMM shape and the
+  /// algorithm the heuristic chose for it (usable = false: no algorithm, use Classic).
+  struct LtPlan {
+    long long key[16] = {};
+    cublasLtMatmulDesc_t op = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+    bool usable = false;
+    void release() {
+      if (a) cublasLtMatrixLayoutDestroy(a);
+      if (b) cublasLtMatrixLayoutDestroy(b);
+      if (c) cublasLtMatrixLayoutDestroy(c);
+      if (op) cublasLtMatmulDescDestroy(op);
+      a = b = c = nullptr, op = nullptr;
+    }
+  };
+  std::vector<LtPlan> plans;  // a handful per model (Newton-Schulz uses three shapes per group)
 
  private:
   cudaStream_t stream_;
   GemmPrecision precision_;
   cublasHandle_t blas_ = nullptr;
+  cublasLtHandle_t lt_ = nullptr;
 };
 
 }  // namespace cuda

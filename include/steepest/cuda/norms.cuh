@@ -175,7 +175,7 @@ struct NormKernel<VectorNorm<Q>, CudaBackend>
     float* acc = ctx.scratch_f32[3].reserve(1);
     cuda::enqueue_sumsq(G.data, G.size(), acc, ctx.stream());
     cuda::kernels::scale_by_inv_norm<<<cuda::kernels::grid_for(G.size()), 256, 0, ctx.stream()>>>(
-        G.data, G.size(), acc, 1.0f, 0.0f, out.data);
+        G.data, G.size(), 0, acc, 1.0f, 0.0f, out.data);
     cuda::check_launch("scale_by_inv_norm");
   }
 };

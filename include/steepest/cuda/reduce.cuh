@@ -96,24 +96,29 @@ __global__ void col_sumsq(const S* __restrict__ a, Index m, Index n, Index rows_
 }
 
 /// Sum of squares of a whole array into *out (zeroed by the caller), fp32 per block then one
-/// atomic per block.
+/// atomic per block. Batched over blockIdx.y: array y starts at a + y * stride and sums into
+/// out[y] (a plain call has gridDim.y = 1).
 template <class S>
-__global__ void sumsq(const S* __restrict__ a, Index count, float* __restrict__ out) {
+__global__ void sumsq(const S* __restrict__ a, Index count, Index stride, float* __restrict__ out) {
+  a += Index(blockIdx.y) * stride;
   float acc = 0.0f;
   for (Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += Index(gridDim.x) * blockDim.x) {
     const float x = float(a[i]);
     acc = fmaf(x, x, acc);
   }
   acc = block_sum(acc);
-  if (threadIdx.x == 0) atomicAdd(out, acc);
+  if (threadIdx.x == 0) atomicAdd(out + blockIdx.y, acc);
 }
 
 /// out = a * s / f(norm) elementwise, where f(norm) = sqrt(*norm_sq) (zero norm -> zero output).
 /// The norm is read on the device: no host round trip between the reduction and the scaling.
+/// Batched over blockIdx.y like sumsq: array y uses norm_sq[y].
 template <class S>
-__global__ void scale_by_inv_norm(const S* __restrict__ a, Index count, const float* __restrict__ norm_sq, float s,
-                                  float eps_rel, S* __restrict__ out) {
-  const float nrm = sqrtf(*norm_sq);
+__global__ void scale_by_inv_norm(const S* __restrict__ a, Index count, Index stride, const float* __restrict__ norm_sq,
+                                  float s, float eps_rel, S* __restrict__ out) {
+  a += Index(blockIdx.y) * stride;
+  out += Index(blockIdx.y) * stride;
+  const float nrm = sqrtf(norm_sq[blockIdx.y]);
   const float f = nrm > 0.0f ? s / (nrm * (1.0f + eps_rel)) : 0.0f;
   for (Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += Index(gridDim.x) * blockDim.x)
     out[i] = S(float(a[i]) * f);
@@ -180,7 +185,7 @@ void enqueue_col_sumsq(const S* a, Index m, Index n, float* out, cudaStream_t st
 template <class S>
 void enqueue_sumsq(const S* a, Index count, float* out, cudaStream_t stream) {
   check(cudaMemsetAsync(out, 0, sizeof(float), stream), "cudaMemsetAsync");
-  kernels::sumsq<<<kernels::grid_for(count), 256, 0, stream>>>(a, count, out);
+  kernels::sumsq<<<kernels::grid_for(count), 256, 0, stream>>>(a, count, 0, out);
   check_launch("sumsq");
 }
 
