@@ -213,13 +213,65 @@ int main() {
     RowMat all = random(b * m, n, 123);
     for (Index i = 0; i < b; ++i) all.middleRows(i * m, m) *= float(1 + 3 * i);  // different scales
     Dev dall(all), dout(RowMat::Zero(b * m, n)), done(RowMat::Zero(m, n));
-    sc::newton_schulz_batched<st::QuinticSchedule>(dall.p, dout.p, b, m, n, 5, exact);
-    const RowMat batched = dout.host();
-    for (Index i = 0; i < b; ++i) {
-      sc::newton_schulz<st::QuinticSchedule>(sc::view(dall.p + i * m * n, m, n), done.view(), 5, exact);
-      const double e = rel(batched.middleRows(i * m, m), done.host());
-      EXPECT(e < 1e-5, "batched NS matrix %ld: %.3g", long(i), e);
+    sc::Context classic(nullptr, sc::GemmPrecision::FP32);
+    classic.engine = sc::GemmEngine::Classic, classic.gram = sc::GramProduct::Syrk;
+    for (sc::Context* c : {&exact, &classic}) {
+      sc::newton_schulz_batched<st::QuinticSchedule>(dall.p, dout.p, b, m, n, 5, *c);
+      const RowMat batched = dout.host();
+      for (Index i = 0; i < b; ++i) {
+        sc::newton_schulz<st::QuinticSchedule>(sc::view(dall.p + i * m * n, m, n), done.view(), 5, *c);
+        const double e = rel(batched.middleRows(i * m, m), done.host());
+        EXPECT(e < 1e-5, "batched NS matrix %ld (%s): %.3g", long(i), c == &exact ? "Lt" : "classic+syrk", e);
+      }
     }
+  }
+  {  // every precision x engine x Gram mode against the CPU's Newton-Schulz (double-checked in
+     // FP32: the engines and Gram modes compute the same products, so they agree to rounding)
+    struct Variant {
+      const char* name;
+      sc::GemmPrecision precision;
+      sc::GemmEngine engine;
+      sc::GramProduct gram;
+      double tol;  // relative Frobenius distance to the CPU result
+    };
+    // BF16 rounds each product's inputs to 8 mantissa bits (2^-9 relative); five quintic steps
+    // amplify that to a few percent, which Newton-Schulz's purpose (a direction) tolerates.
+    const Variant variants[] = {
+        {"fp32 Lt gemm", sc::GemmPrecision::FP32, sc::GemmEngine::Lt, sc::GramProduct::Gemm, 2e-4},
+        {"fp32 classic gemm", sc::GemmPrecision::FP32, sc::GemmEngine::Classic, sc::GramProduct::Gemm, 2e-4},
+        {"fp32 Lt syrk", sc::GemmPrecision::FP32, sc::GemmEngine::Lt, sc::GramProduct::Syrk, 2e-4},
+        {"fp32 classic syrk", sc::GemmPrecision::FP32, sc::GemmEngine::Classic, sc::GramProduct::Syrk, 2e-4},
+        {"tf32 Lt gemm", sc::GemmPrecision::TF32, sc::GemmEngine::Lt, sc::GramProduct::Gemm, 3e-2},
+        {"tf32 classic gemm", sc::GemmPrecision::TF32, sc::GemmEngine::Classic, sc::GramProduct::Gemm, 3e-2},
+        {"tf32 Lt syrk", sc::GemmPrecision::TF32, sc::GemmEngine::Lt, sc::GramProduct::Syrk, 3e-2},
+        {"bf16 Lt gemm", sc::GemmPrecision::BF16, sc::GemmEngine::Lt, sc::GramProduct::Gemm, 1e-1},
+        {"bf16 classic gemm", sc::GemmPrecision::BF16, sc::GemmEngine::Classic, sc::GramProduct::Gemm, 1e-1},
+    };
+    for (const Variant& v : variants) {
+      sc::Context c(nullptr, v.precision);
+      c.engine = v.engine, c.gram = v.gram;
+      for (auto [m, n] : std::vector<std::pair<Index, Index>>{{1, 1}, {5, 1}, {33, 65}, {65, 33}, {256, 256}, {129, 700}}) {
+        const RowMat g = random(m, n, unsigned(5 * m + n));
+        RowMat ref(m, n);
+        st::Spectral::dualize(g, ref);
+        Dev dg(g), dout(RowMat::Zero(m, n));
+        st::Spectral::dualize(dg.view(), dout.view(), c);
+        const double e = rel(dout.host(), ref);
+        EXPECT(e < v.tol, "NS %s %ldx%ld: %.3g (tolerance %.1g)", v.name, long(m), long(n), e, v.tol);
+        // In place (out == G) gives the same result.
+        st::Spectral::dualize(dg.view(), dg.view(), c);
+        EXPECT(rel(dg.host(), dout.host()) < 1e-6, "NS %s in place %ldx%ld", v.name, long(m), long(n));
+      }
+    }
+  }
+  {  // zero steps: the normalized input G / ||G||_F, also in place
+    const RowMat g = random(20, 30, 9);
+    Dev dg(g), dout(RowMat::Zero(20, 30));
+    sc::newton_schulz<st::QuinticSchedule>(dg.view(), dout.view(), 0, exact);
+    const RowMat ref = g / g.norm();
+    EXPECT(rel(dout.host(), ref) < 1e-6, "NS with 0 steps");
+    sc::newton_schulz<st::QuinticSchedule>(dg.view(), dg.view(), 0, exact);
+    EXPECT(rel(dg.host(), ref) < 1e-6, "NS with 0 steps, in place");
   }
   {  // values and duals against the CPU
     const RowMat a = random(129, 77, 3);
@@ -274,6 +326,50 @@ int main() {
                     {{64, 64}, {96, 32}, {32, 160}, {64, 64}, {96, 32}, {64, 64}}, 3, exact);  // groups of 3, 2, 1
   EXPECT(e < 1e-4, "Muon (fp32 GEMM): %.3g", e);
 
+  {  // Muon with TF32 and BF16 products still tracks the CPU (fp64-free fp32 reference) closely
+    st::Hyper h = mh;
+    h.shape_factor = st::ShapeFactor::MuonMax1;
+    for (auto prec : {sc::GemmPrecision::TF32, sc::GemmPrecision::BF16}) {
+      sc::Context c(nullptr, prec);
+      e = compare_steps(st::muon(mh), sc::Muon<>{h}, {{64, 64}, {96, 32}, {64, 64}}, 3, c);
+      // The update is lr * s * NS(.) with lr = 2e-2 on weights of size ~0.1: a few percent of
+      // the direction is ~1e-3 of the weights.
+      EXPECT(e < 5e-3, "Muon (%s GEMM): %.3g", prec == sc::GemmPrecision::TF32 ? "tf32" : "bf16", e);
+    }
+  }
+  {  // no allocation after the first step: scratch, workspace and plans stay as they are
+    st::Hyper h = mh;
+    h.shape_factor = st::ShapeFactor::MuonMax1;
+    sc::Context c;  // default: TF32, cuBLASLt
+    const std::vector<std::pair<Index, Index>> shapes = {{64, 64}, {96, 32}, {32, 160}, {64, 64}};
+    std::vector<std::unique_ptr<Dev>> dw, dg;
+    std::vector<sc::Tensor> ts;
+    for (std::size_t i = 0; i < shapes.size(); ++i) {
+      dw.push_back(std::make_unique<Dev>(random(shapes[i].first, shapes[i].second, unsigned(40 + i))));
+      dg.push_back(std::make_unique<Dev>(random(shapes[i].first, shapes[i].second, unsigned(50 + i))));
+      ts.push_back({dw.back()->p, dg.back()->p, shapes[i].first, shapes[i].second});
+    }
+    sc::Muon<> opt{h};
+    auto state = opt.init(ts, c);
+    opt.step(ts, state, c);
+    auto snapshot = [&] {
+      std::vector<const void*> p;
+      for (auto& b : c.scratch_f32) p.push_back(b.get());
+      p.push_back(c.lt_workspace.get());
+      p.push_back(reinterpret_cast<const void*>(c.plans.size()));
+      return p;
+    };
+    const auto after_first = snapshot();
+    std::size_t free0 = 0, free1 = 0, total = 0;
+    sc::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    sc::check(cudaMemGetInfo(&free0, &total), "cudaMemGetInfo");
+    for (int t = 0; t < 3; ++t) opt.step(ts, state, c);
+    sc::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
+    sc::check(cudaMemGetInfo(&free1, &total), "cudaMemGetInfo");
+    EXPECT(snapshot() == after_first, "Muon: scratch buffers or GEMM plans changed after the first step");
+    EXPECT(free1 == free0, "Muon: device free memory changed after the first step (%zu -> %zu)", free0, free1);
+    EXPECT(state.steps(c) == 4, "Muon: 4 steps counted");
+  }
   {  // sign descent against a plain loop
     RowMat w = random(17, 9, 1), g = random(17, 9, 2);
     Dev dw(w), dg(g);
