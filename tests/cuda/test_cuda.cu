@@ -80,7 +80,8 @@ void check_dualize(const char* name, Index m, Index n, double tol, sc::Context& 
 // gradients; returns the worst relative difference of the parameters.
 template <class CpuOpt, class GpuOpt>
 double compare_steps(CpuOpt cpu, GpuOpt gpu, const std::vector<std::pair<Index, Index>>& shapes, int steps,
-                     sc::Context& ctx, st::Role role = st::Role::Hidden) {
+                     sc::Context& ctx, const std::vector<st::Role>& roles = {}) {
+  auto role_of = [&](std::size_t i) { return roles.empty() ? st::Role::Hidden : roles[i]; };
   std::vector<RowMat> w, g;
   for (std::size_t i = 0; i < shapes.size(); ++i) {
     w.push_back(random(shapes[i].first, shapes[i].second, unsigned(7 + i)) * 0.1f);
@@ -90,7 +91,7 @@ double compare_steps(CpuOpt cpu, GpuOpt gpu, const std::vector<std::pair<Index, 
   st::ParamSet<float> ps;
   st::Gradients<float> gs;
   for (std::size_t i = 0; i < shapes.size(); ++i) {
-    ps.add("p" + std::to_string(i), role, wc[i].data(), shapes[i].first, shapes[i].second);
+    ps.add("p" + std::to_string(i), role_of(i), wc[i].data(), shapes[i].first, shapes[i].second);
     gs.add(g[i].data(), shapes[i].first, shapes[i].second);
   }
   auto cs = cpu.init(ps);
@@ -99,7 +100,7 @@ double compare_steps(CpuOpt cpu, GpuOpt gpu, const std::vector<std::pair<Index, 
   for (std::size_t i = 0; i < shapes.size(); ++i) {
     dw.push_back(std::make_unique<Dev>(w[i]));
     dg.push_back(std::make_unique<Dev>(g[i]));
-    ts.push_back({dw.back()->p, dg.back()->p, shapes[i].first, shapes[i].second});
+    ts.push_back({dw.back()->p, dg.back()->p, shapes[i].first, shapes[i].second, role_of(i)});
   }
   auto gst = gpu.init(ts, ctx);
   for (int t = 0; t < steps; ++t) {
@@ -369,6 +370,21 @@ int main() {
     EXPECT(snapshot() == after_first, "Muon: scratch buffers or GEMM plans changed after the first step");
     EXPECT(free1 == free0, "Muon: device free memory changed after the first step (%zu -> %zu)", free0, free1);
     EXPECT(state.steps(c) == 4, "Muon: 4 steps counted");
+  }
+  {  // Scion (constrained and unconstrained) over every role, hidden tensors batched by shape
+    st::Hyper h;
+    h.lr = 1e-2, h.beta1 = 0.9, h.weight_decay = 0.1;
+    st::ScionRadii r;
+    r.hidden = 3.0, r.embedding = 2.0, r.output = 50.0, r.vector = 1.5;
+    const std::vector<std::pair<Index, Index>> shapes = {{64, 32}, {48, 40}, {64, 32}, {40, 70}, {48, 1}, {1, 48}};
+    const std::vector<st::Role> roles = {st::Role::Hidden, st::Role::Embedding, st::Role::Hidden, st::Role::Output,
+                                         st::Role::Vector, st::Role::Vector};
+    sc::Scion<> gs{h, r, true};
+    e = compare_steps(st::scion(h, r), gs, shapes, 3, exact, roles);
+    EXPECT(e < 1e-4, "Scion constrained (fp32 GEMM): %.3g", e);
+    gs.constrained = false;
+    e = compare_steps(st::scion_unconstrained(h, r), gs, shapes, 3, exact, roles);
+    EXPECT(e < 1e-4, "Scion unconstrained (fp32 GEMM): %.3g", e);
   }
   {  // sign descent against a plain loop
     RowMat w = random(17, 9, 1), g = random(17, 9, 2);

@@ -4,10 +4,13 @@
 //   #include <steepest/cuda/cuda.cuh>
 //
 // Policies called with cuda::DeviceMatrix views run on the GPU (pass a cuda::Context as the
-// workspace); cuda::AdamW / Lion / SignDescent / MogaRow / Muon step device tensors.
+// workspace); cuda::AdamW / Lion / SignDescent / MogaRow / MogaCol / Muon / Scion step device
+// tensors. exact_polar.cuh (cuSOLVER, for tests and references) is not included here: it needs
+// -lcusolver.
 #pragma once
 
 #include "device.hpp"
+#include "gemm.cuh"
 #include "reduce.cuh"
 #include "norms.cuh"
 #include "newton_schulz.cuh"

@@ -9,7 +9,9 @@
 //   MOGA-col                    column sums of squares, then one fused pass
 //   MOGA-row                    one block per row: row norm, normalize, Adam, scale, step in
 //                               one kernel (the row is re-read from L1/L2, not DRAM)
-//   Muon                        momentum kernel -> Newton-Schulz on cuBLAS -> step kernel
+//   Muon                        momentum kernel -> Newton-Schulz on cuBLAS(Lt) -> step kernel
+//   Scion                       per role: EMA -> LMO (batched Newton-Schulz, columns, sign,
+//                               RMS) -> constrained or decoupled step
 //
 // No host synchronization inside a step: the step counter lives on the device, and with
 // NonFinitePolicy::Skip a check kernel sets a device flag that every update kernel reads (a
@@ -21,17 +23,23 @@
 #include <vector>
 
 #include "../optim/hyper.hpp"
+#include "../optim/optimizers.hpp"
+#include "../optim/params.hpp"
+#include "norms.cuh"
 #include "../polar/coefficients.hpp"
 #include "newton_schulz.cuh"
 
 namespace steepest {
 namespace cuda {
 
-/// One parameter tensor on the device: w and g are rows x cols row-major fp32.
+/// One parameter tensor on the device: w and g are rows x cols row-major fp32. `role` matters
+/// to Scion only (it picks the tensor's geometry and radius); the other device optimizers apply
+/// their one rule to every tensor they are given.
 struct Tensor {
   float* w;
   const float* g;
   Index rows, cols;
+  Role role = Role::Hidden;
   Index size() const { return rows * cols; }
 };
 
@@ -182,14 +190,15 @@ __global__ void moga_col_step(float* __restrict__ w, const float* __restrict__ g
   }
 }
 
-/// Muon's Nesterov-EMA momentum: m = b m + (1-b) g; u = (1-b) g + b m.
-__global__ void nesterov_ema(const float* __restrict__ g, float* __restrict__ m, float* __restrict__ u, Index count,
-                             float b, const int* skip) {
+/// EMA momentum m = b m + (1-b) g, and u = (1-b) g + b m (Muon's Nesterov form) or u = m
+/// (Scion's plain EMA); u may be null (the caller reads m itself).
+__global__ void ema_momentum(const float* __restrict__ g, float* __restrict__ m, float* __restrict__ u, Index count,
+                             float b, bool nesterov, const int* skip) {
   if (*skip) return;
   for (Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += Index(gridDim.x) * blockDim.x) {
     const float mm = b * m[i] + (1.0f - b) * g[i];
     m[i] = mm;
-    u[i] = (1.0f - b) * g[i] + b * mm;
+    if (u) u[i] = nesterov ? (1.0f - b) * g[i] + b * mm : mm;
   }
 }
 
@@ -325,6 +334,27 @@ void elementwise_step(const Hyper& hp, const std::vector<Tensor>& ts, DeviceStat
   end_step(st, ctx);
 }
 
+// Groups the tensors that `pick` selects by shape (st.groups, indices into ts) and gives each
+// group one contiguous direction buffer (st.group_u), so its Newton-Schulz is one batched call.
+template <class Pick>
+void group_by_shape(DeviceState& st, const std::vector<Tensor>& ts, Pick pick) {
+  for (std::size_t i = 0; i < ts.size(); ++i) {
+    if (ts[i].size() == 0 || !pick(ts[i])) continue;
+    bool placed = false;
+    for (auto& g : st.groups)
+      if (ts[g.front()].rows == ts[i].rows && ts[g.front()].cols == ts[i].cols) {
+        g.push_back(i);
+        placed = true;
+        break;
+      }
+    if (!placed) st.groups.push_back({i});
+  }
+  for (const auto& g : st.groups) {
+    st.group_u.emplace_back();
+    st.group_u.back().reserve(g.size() * std::size_t(ts[g.front()].size()));
+  }
+}
+
 }  // namespace detail
 
 /// The elementwise rules as optimizers: one multi-tensor pass per step. The number of state
@@ -422,21 +452,7 @@ struct Muon {
   DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
     DeviceState st;
     detail::init_state(st, ts, 1, ctx);
-    for (std::size_t i = 0; i < ts.size(); ++i) {
-      if (ts[i].size() == 0) continue;
-      bool placed = false;
-      for (auto& g : st.groups)
-        if (ts[g.front()].rows == ts[i].rows && ts[g.front()].cols == ts[i].cols) {
-          g.push_back(i);
-          placed = true;
-          break;
-        }
-      if (!placed) st.groups.push_back({i});
-    }
-    for (const auto& g : st.groups) {
-      st.group_u.emplace_back();
-      st.group_u.back().reserve(g.size() * std::size_t(ts[g.front()].size()));
-    }
+    detail::group_by_shape(st, ts, [](const Tensor&) { return true; });
     return st;
   }
   void step(const std::vector<Tensor>& ts, DeviceState& st, Context& ctx) const {
@@ -449,10 +465,10 @@ struct Muon {
       float* u = st.group_u[gi].get();
       for (std::size_t j = 0; j < group.size(); ++j) {
         const Tensor& x = ts[group[j]];
-        kernels::nesterov_ema<<<kernels::grid_for(size), 256, 0, ctx.stream()>>>(
-            x.g, st.s0[group[j]].get(), u + Index(j) * size, size, float(hp.beta1), st.skip.get());
+        kernels::ema_momentum<<<kernels::grid_for(size), 256, 0, ctx.stream()>>>(
+            x.g, st.s0[group[j]].get(), u + Index(j) * size, size, float(hp.beta1), true, st.skip.get());
       }
-      check_launch("nesterov_ema");
+      check_launch("ema_momentum");
       // A skipped step still runs the GEMMs on stale data (their result is discarded below):
       // reading the flag on the host would need a synchronization.
       newton_schulz_batched<Schedule>(u, u, Index(group.size()), m, n, Steps, ctx);
@@ -462,6 +478,95 @@ struct Muon {
         kernels::apply_direction<<<kernels::grid_for(size), 256, 0, ctx.stream()>>>(
             x.w, u + Index(j) * size, size, float(hp.lr), float(hp.weight_decay), s, st.skip.get());
       }
+      check_launch("apply_direction");
+    }
+    detail::end_step(st, ctx);
+  }
+};
+
+/// Scion on the GPU: the CPU steepest::scion (constrained) and steepest::scion_unconstrained
+/// rules. Per tensor, by its role:
+///   M = b M + (1-b) G                     (hp.beta1; plain EMA)
+///   D = the role's LMO of M, mean-normalized:
+///       Hidden     spectral, Newton-Schulz(Schedule, Steps), times sqrt(m/n)
+///       Embedding  column normalization, times sqrt(m)/n
+///       Output     sign, times 1/n
+///       Vector     g / ||g||, times sqrt(mn) (= g / rms(g))
+///   W = (1 - lr) W - lr rho D             (constrained: keeps ||W|| <= rho in the role's norm)
+///   W = (1 - lr wd) W - lr rho D          (constrained = false)
+/// with rho the role's radius (ScionRadii). Same-shape hidden tensors share one batched
+/// Newton-Schulz, as in Muon.
+template <class Schedule = QuinticSchedule, int Steps = Schedule::default_steps>
+struct Scion {
+  Hyper hp;
+  ScionRadii radii{};
+  bool constrained = true;
+
+  DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
+    DeviceState st;
+    detail::init_state(st, ts, 1, ctx);
+    detail::group_by_shape(st, ts, [](const Tensor& x) { return x.role == Role::Hidden; });
+    // The other roles' directions: one buffer per tensor, in the slot of s1 (unused otherwise).
+    for (std::size_t i = 0; i < ts.size(); ++i)
+      if (ts[i].role != Role::Hidden && ts[i].size()) st.s1[i].reserve(std::size_t(ts[i].size()));
+    Index widest = 1;
+    for (const Tensor& x : ts) widest = std::max(widest, x.cols);
+    ctx.scratch_f32[3].reserve(std::size_t(widest));  // column norms / global norm scratch
+    return st;
+  }
+
+  double radius(Role r) const {
+    return r == Role::Hidden ? radii.hidden
+           : r == Role::Embedding ? radii.embedding
+           : r == Role::Output    ? radii.output
+                                  : radii.vector;
+  }
+
+  void step(const std::vector<Tensor>& ts, DeviceState& st, Context& ctx) const {
+    detail::validate(st, ts, "cuda::Scion::step");
+    detail::begin_step(hp, ts, st, ctx);
+    const float lr = float(hp.lr), b = float(hp.beta1);
+    // Constrained: w (1 - lr) = w (1 - lr wd) with wd = 1.
+    const float wd = constrained ? 1.0f : float(hp.weight_decay);
+    const cudaStream_t s = ctx.stream();
+    for (std::size_t gi = 0; gi < st.groups.size(); ++gi) {  // hidden matrices, batched by shape
+      const auto& group = st.groups[gi];
+      const Index m = ts[group.front()].rows, n = ts[group.front()].cols, size = m * n;
+      float* u = st.group_u[gi].get();
+      for (std::size_t j = 0; j < group.size(); ++j)
+        kernels::ema_momentum<<<kernels::grid_for(size), 256, 0, s>>>(ts[group[j]].g, st.s0[group[j]].get(),
+                                                                       u + Index(j) * size, size, b, false,
+                                                                       st.skip.get());
+      check_launch("ema_momentum");
+      newton_schulz_batched<Schedule>(u, u, Index(group.size()), m, n, Steps, ctx);
+      const float scale = float(radius(Role::Hidden) * SpectralNorm<>::mean_normalized_scale(m, n));
+      for (std::size_t j = 0; j < group.size(); ++j)
+        kernels::apply_direction<<<kernels::grid_for(size), 256, 0, s>>>(ts[group[j]].w, u + Index(j) * size, size,
+                                                                         lr, wd, scale, st.skip.get());
+      check_launch("apply_direction");
+    }
+    for (std::size_t i = 0; i < ts.size(); ++i) {  // the other roles, one tensor at a time
+      const Tensor& x = ts[i];
+      if (x.role == Role::Hidden || x.size() == 0) continue;
+      float* mom = st.s0[i].get();
+      float* d = st.s1[i].get();
+      kernels::ema_momentum<<<kernels::grid_for(x.size()), 256, 0, s>>>(x.g, mom, nullptr, x.size(), b, false,
+                                                                        st.skip.get());
+      check_launch("ema_momentum");
+      const DeviceMatrix<float> M = view(mom, x.rows, x.cols), D = view(d, x.rows, x.cols);
+      double geo = 1.0;
+      if (x.role == Role::Embedding) {
+        ColNormalize::dualize(M, D, ctx);
+        geo = ColNormalize::mean_normalized_scale(x.rows, x.cols);
+      } else if (x.role == Role::Output) {
+        SignNorm::dualize(M, D, ctx);
+        geo = SignNorm::mean_normalized_scale(x.rows, x.cols);
+      } else {
+        VectorNorm<2>::dualize(M, D, ctx);
+        geo = VectorNorm<2>::mean_normalized_scale(x.rows, x.cols);
+      }
+      kernels::apply_direction<<<kernels::grid_for(x.size()), 256, 0, s>>>(x.w, d, x.size(), lr, wd,
+                                                                           float(radius(x.role) * geo), st.skip.get());
       check_launch("apply_direction");
     }
     detail::end_step(st, ctx);
