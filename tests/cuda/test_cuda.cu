@@ -371,7 +371,7 @@ int main() {
     EXPECT(free1 == free0, "Muon: device free memory changed after the first step (%zu -> %zu)", free0, free1);
     EXPECT(state.steps(c) == 4, "Muon: 4 steps counted");
   }
-  {  // Scion (constrained and unconstrained) over every role, hidden tensors batched by shape
+  {  // Muon and Scion (constrained and unconstrained) over every role, hidden tensors batched by shape
     st::Hyper h;
     h.lr = 1e-2, h.beta1 = 0.9, h.weight_decay = 0.1;
     st::ScionRadii r;
@@ -379,6 +379,12 @@ int main() {
     const std::vector<std::pair<Index, Index>> shapes = {{64, 32}, {48, 40}, {64, 32}, {40, 70}, {48, 1}, {1, 48}};
     const std::vector<st::Role> roles = {st::Role::Hidden, st::Role::Embedding, st::Role::Hidden, st::Role::Output,
                                          st::Role::Vector, st::Role::Vector};
+    st::Hyper mh2 = h;
+    mh2.beta1 = 0.95;
+    st::Hyper mh2_gpu = mh2;
+    mh2_gpu.shape_factor = st::ShapeFactor::MuonMax1;
+    e = compare_steps(st::muon(mh2), sc::Muon<>{mh2_gpu}, shapes, 3, exact, roles);
+    EXPECT(e < 1e-4, "Muon over every role (fp32 GEMM): %.3g", e);
     sc::Scion<> gs{h, r, true};
     e = compare_steps(st::scion(h, r), gs, shapes, 3, exact, roles);
     EXPECT(e < 1e-4, "Scion constrained (fp32 GEMM): %.3g", e);

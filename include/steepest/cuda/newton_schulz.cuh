@@ -72,14 +72,9 @@ void newton_schulz_batched(const float* G, float* out, Index batch, Index m, Ind
   check(cudaMemsetAsync(nrm, 0, sizeof(float) * std::size_t(batch), st), "cudaMemsetAsync");
   const dim3 grid(std::max(1u, std::min(kernels::grid_for(size), unsigned(8192 / batch))), unsigned(batch));
   kernels::sumsq<<<grid, 256, 0, st>>>(G, size, size, nrm);
-  // (The scaling's input and output are __restrict__: with no steps and out == G it goes through X.)
-  const bool direct = steps == 0 && out != G;
   kernels::scale_by_inv_norm<<<grid, 256, 0, st>>>(G, size, size, nrm, 1.0f,
-                                                   float(Schedule::normalization_safety) - 1.0f, direct ? out : X);
+                                                   float(Schedule::normalization_safety) - 1.0f, steps ? X : out);
   check_launch("Newton-Schulz normalization");
-  if (steps == 0 && !direct)
-    check(cudaMemcpyAsync(out, X, sizeof(float) * std::size_t(batch * size), cudaMemcpyDeviceToDevice, st),
-          "cudaMemcpyAsync");
 
   for (int s = 0; s < steps; ++s) {
     const PolarCoefficients c = Schedule::at(s, steps);

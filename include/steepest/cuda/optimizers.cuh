@@ -439,48 +439,105 @@ struct MogaCol {
   }
 };
 
-/// Muon on the GPU for hidden matrices (steepest::muon's hidden-layer rule): Nesterov-EMA
-/// momentum (hp.beta1), the polar factor by Newton-Schulz with `Schedule`, the shape factor
-/// hp.shape_factor, decoupled weight decay. Tensors of the same shape are grouped at init and
-/// each group's polar factors are one batched Newton-Schulz (a transformer's 12 or 48 blocks of
-/// identical matrices become a few strided-batched GEMM sequences instead of hundreds of calls).
+namespace detail {
+
+// State of the role-aware optimizers (Muon, Scion): one momentum buffer per tensor (s0); hidden
+// tensors grouped by shape with one contiguous direction buffer per group (batched Newton-
+// Schulz); every other tensor a direction buffer of its own (s1).
+inline DeviceState init_roles(const std::vector<Tensor>& ts, Context& ctx) {
+  DeviceState st;
+  init_state(st, ts, 1, ctx);
+  group_by_shape(st, ts, [](const Tensor& x) { return x.role == Role::Hidden; });
+  Index widest = 1;
+  for (std::size_t i = 0; i < ts.size(); ++i) {
+    if (ts[i].role != Role::Hidden && ts[i].size()) st.s1[i].reserve(std::size_t(ts[i].size()));
+    widest = std::max(widest, ts[i].cols);
+  }
+  ctx.scratch_f32[3].reserve(std::size_t(widest));  // column norms / global norm of the policies
+  return st;
+}
+
+// One step of momentum -> per-role direction -> step, shared by Muon and Scion:
+//   M = b M + (1-b) G;  U = (1-b) G + b M (nesterov) or U = M
+//   D = Newton-Schulz(U) for hidden tensors (batched by shape), times hidden_scale(m, n);
+//       otherwise the role's mean-normalized LMO of U: columns (embedding), sign (output),
+//       g / ||g|| (vector), times its s(m, n) and other_radius(role)
+//   W = W (1 - lr wd) - lr D
+template <class Schedule, int Steps, class HiddenScale, class OtherRadius>
+void role_step(const Hyper& hp, bool nesterov, float wd, HiddenScale hidden_scale, OtherRadius other_radius,
+               const std::vector<Tensor>& ts, DeviceState& st, Context& ctx, const char* who) {
+  validate(st, ts, who);
+  begin_step(hp, ts, st, ctx);
+  const float lr = float(hp.lr), b = float(hp.beta1);
+  const cudaStream_t s = ctx.stream();
+  for (std::size_t gi = 0; gi < st.groups.size(); ++gi) {  // hidden matrices, batched by shape
+    const auto& group = st.groups[gi];
+    const Index m = ts[group.front()].rows, n = ts[group.front()].cols, size = m * n;
+    float* u = st.group_u[gi].get();
+    for (std::size_t j = 0; j < group.size(); ++j)
+      kernels::ema_momentum<<<kernels::grid_for(size), 256, 0, s>>>(ts[group[j]].g, st.s0[group[j]].get(),
+                                                                     u + Index(j) * size, size, b, nesterov,
+                                                                     st.skip.get());
+    check_launch("ema_momentum");
+    // A skipped step still runs the GEMMs on stale data (their result is discarded below):
+    // reading the flag on the host would need a synchronization.
+    newton_schulz_batched<Schedule>(u, u, Index(group.size()), m, n, Steps, ctx);
+    const float scale = float(hidden_scale(m, n));
+    for (std::size_t j = 0; j < group.size(); ++j)
+      kernels::apply_direction<<<kernels::grid_for(size), 256, 0, s>>>(ts[group[j]].w, u + Index(j) * size, size, lr,
+                                                                       wd, scale, st.skip.get());
+    check_launch("apply_direction");
+  }
+  for (std::size_t i = 0; i < ts.size(); ++i) {  // the other roles, one tensor at a time
+    const Tensor& x = ts[i];
+    if (x.role == Role::Hidden || x.size() == 0) continue;
+    float* d = st.s1[i].get();
+    // Nesterov needs U apart from M, so it goes to d and the policy runs in place on d; plain
+    // EMA reads M directly.
+    float* mom = st.s0[i].get();
+    kernels::ema_momentum<<<kernels::grid_for(x.size()), 256, 0, s>>>(x.g, mom, nesterov ? d : nullptr, x.size(), b,
+                                                                      nesterov, st.skip.get());
+    check_launch("ema_momentum");
+    const DeviceMatrix<float> U = view(nesterov ? d : mom, x.rows, x.cols), D = view(d, x.rows, x.cols);
+    double geo = 1.0;
+    if (x.role == Role::Embedding) {
+      ColNormalize::dualize(U, D, ctx);
+      geo = ColNormalize::mean_normalized_scale(x.rows, x.cols);
+    } else if (x.role == Role::Output) {
+      SignNorm::dualize(U, D, ctx);
+      geo = SignNorm::mean_normalized_scale(x.rows, x.cols);
+    } else {
+      VectorNorm<2>::dualize(U, D, ctx);
+      geo = VectorNorm<2>::mean_normalized_scale(x.rows, x.cols);
+    }
+    kernels::apply_direction<<<kernels::grid_for(x.size()), 256, 0, s>>>(x.w, d, x.size(), lr, wd,
+                                                                         float(other_radius(x.role) * geo),
+                                                                         st.skip.get());
+    check_launch("apply_direction");
+  }
+  end_step(st, ctx);
+}
+
+}  // namespace detail
+
+/// Muon on the GPU: the CPU steepest::muon rule for every role. Nesterov-EMA momentum
+/// (hp.beta1); hidden tensors get the polar factor by Newton-Schulz with `Schedule` times the
+/// shape factor hp.shape_factor (original Muon's sqrt(max(1, m/n)) by default); embeddings,
+/// heads and vectors get Scion's mean-normalized geometries (columns, sign, RMS); decoupled
+/// weight decay. Hidden tensors of the same shape are grouped at init and each group's polar
+/// factors are one batched Newton-Schulz (a transformer's 12 or 48 blocks of identical
+/// matrices become a few strided-batched GEMM sequences instead of hundreds of calls).
 template <class Schedule = QuinticSchedule, int Steps = Schedule::default_steps>
 struct Muon {
   Hyper hp;
   Muon() { hp.shape_factor = ShapeFactor::MuonMax1; }
   explicit Muon(Hyper h) : hp(h) {}
-  DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
-    DeviceState st;
-    detail::init_state(st, ts, 1, ctx);
-    detail::group_by_shape(st, ts, [](const Tensor&) { return true; });
-    return st;
-  }
+  DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const { return detail::init_roles(ts, ctx); }
   void step(const std::vector<Tensor>& ts, DeviceState& st, Context& ctx) const {
-    detail::validate(st, ts, "cuda::Muon::step");
-    detail::begin_step(hp, ts, st, ctx);
-    for (std::size_t gi = 0; gi < st.groups.size(); ++gi) {
-      const auto& group = st.groups[gi];
-      const Tensor& first = ts[group.front()];
-      const Index m = first.rows, n = first.cols, size = first.size();
-      float* u = st.group_u[gi].get();
-      for (std::size_t j = 0; j < group.size(); ++j) {
-        const Tensor& x = ts[group[j]];
-        kernels::ema_momentum<<<kernels::grid_for(size), 256, 0, ctx.stream()>>>(
-            x.g, st.s0[group[j]].get(), u + Index(j) * size, size, float(hp.beta1), true, st.skip.get());
-      }
-      check_launch("ema_momentum");
-      // A skipped step still runs the GEMMs on stale data (their result is discarded below):
-      // reading the flag on the host would need a synchronization.
-      newton_schulz_batched<Schedule>(u, u, Index(group.size()), m, n, Steps, ctx);
-      const float s = float(shape_factor_value(hp.shape_factor, double(m), double(n)));
-      for (std::size_t j = 0; j < group.size(); ++j) {
-        const Tensor& x = ts[group[j]];
-        kernels::apply_direction<<<kernels::grid_for(size), 256, 0, ctx.stream()>>>(
-            x.w, u + Index(j) * size, size, float(hp.lr), float(hp.weight_decay), s, st.skip.get());
-      }
-      check_launch("apply_direction");
-    }
-    detail::end_step(st, ctx);
+    detail::role_step<Schedule, Steps>(
+        hp, true, float(hp.weight_decay),
+        [&](Index m, Index n) { return shape_factor_value(hp.shape_factor, double(m), double(n)); },
+        [](Role) { return 1.0; }, ts, st, ctx, "cuda::Muon::step");
   }
 };
 
@@ -502,74 +559,19 @@ struct Scion {
   ScionRadii radii{};
   bool constrained = true;
 
-  DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
-    DeviceState st;
-    detail::init_state(st, ts, 1, ctx);
-    detail::group_by_shape(st, ts, [](const Tensor& x) { return x.role == Role::Hidden; });
-    // The other roles' directions: one buffer per tensor, in the slot of s1 (unused otherwise).
-    for (std::size_t i = 0; i < ts.size(); ++i)
-      if (ts[i].role != Role::Hidden && ts[i].size()) st.s1[i].reserve(std::size_t(ts[i].size()));
-    Index widest = 1;
-    for (const Tensor& x : ts) widest = std::max(widest, x.cols);
-    ctx.scratch_f32[3].reserve(std::size_t(widest));  // column norms / global norm scratch
-    return st;
-  }
-
   double radius(Role r) const {
     return r == Role::Hidden ? radii.hidden
            : r == Role::Embedding ? radii.embedding
            : r == Role::Output    ? radii.output
                                   : radii.vector;
   }
-
+  DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const { return detail::init_roles(ts, ctx); }
   void step(const std::vector<Tensor>& ts, DeviceState& st, Context& ctx) const {
-    detail::validate(st, ts, "cuda::Scion::step");
-    detail::begin_step(hp, ts, st, ctx);
-    const float lr = float(hp.lr), b = float(hp.beta1);
-    // Constrained: w (1 - lr) = w (1 - lr wd) with wd = 1.
-    const float wd = constrained ? 1.0f : float(hp.weight_decay);
-    const cudaStream_t s = ctx.stream();
-    for (std::size_t gi = 0; gi < st.groups.size(); ++gi) {  // hidden matrices, batched by shape
-      const auto& group = st.groups[gi];
-      const Index m = ts[group.front()].rows, n = ts[group.front()].cols, size = m * n;
-      float* u = st.group_u[gi].get();
-      for (std::size_t j = 0; j < group.size(); ++j)
-        kernels::ema_momentum<<<kernels::grid_for(size), 256, 0, s>>>(ts[group[j]].g, st.s0[group[j]].get(),
-                                                                       u + Index(j) * size, size, b, false,
-                                                                       st.skip.get());
-      check_launch("ema_momentum");
-      newton_schulz_batched<Schedule>(u, u, Index(group.size()), m, n, Steps, ctx);
-      const float scale = float(radius(Role::Hidden) * SpectralNorm<>::mean_normalized_scale(m, n));
-      for (std::size_t j = 0; j < group.size(); ++j)
-        kernels::apply_direction<<<kernels::grid_for(size), 256, 0, s>>>(ts[group[j]].w, u + Index(j) * size, size,
-                                                                         lr, wd, scale, st.skip.get());
-      check_launch("apply_direction");
-    }
-    for (std::size_t i = 0; i < ts.size(); ++i) {  // the other roles, one tensor at a time
-      const Tensor& x = ts[i];
-      if (x.role == Role::Hidden || x.size() == 0) continue;
-      float* mom = st.s0[i].get();
-      float* d = st.s1[i].get();
-      kernels::ema_momentum<<<kernels::grid_for(x.size()), 256, 0, s>>>(x.g, mom, nullptr, x.size(), b, false,
-                                                                        st.skip.get());
-      check_launch("ema_momentum");
-      const DeviceMatrix<float> M = view(mom, x.rows, x.cols), D = view(d, x.rows, x.cols);
-      double geo = 1.0;
-      if (x.role == Role::Embedding) {
-        ColNormalize::dualize(M, D, ctx);
-        geo = ColNormalize::mean_normalized_scale(x.rows, x.cols);
-      } else if (x.role == Role::Output) {
-        SignNorm::dualize(M, D, ctx);
-        geo = SignNorm::mean_normalized_scale(x.rows, x.cols);
-      } else {
-        VectorNorm<2>::dualize(M, D, ctx);
-        geo = VectorNorm<2>::mean_normalized_scale(x.rows, x.cols);
-      }
-      kernels::apply_direction<<<kernels::grid_for(x.size()), 256, 0, s>>>(x.w, d, x.size(), lr, wd,
-                                                                           float(radius(x.role) * geo), st.skip.get());
-      check_launch("apply_direction");
-    }
-    detail::end_step(st, ctx);
+    // Constrained: W (1 - lr) is the decoupled step's W (1 - lr wd) with wd = 1.
+    detail::role_step<Schedule, Steps>(
+        hp, false, constrained ? 1.0f : float(hp.weight_decay),
+        [&](Index m, Index n) { return radii.hidden * SpectralNorm<>::mean_normalized_scale(m, n); },
+        [&](Role r) { return radius(r); }, ts, st, ctx, "cuda::Scion::step");
   }
 };
 

@@ -3,6 +3,10 @@
 // Sums of squares accumulate in fp32 per thread and are combined with warp shuffles (a tree:
 // error grows like log(n), not n). Row kernels use one block per row, so a row is read from
 // DRAM once and its second read (the scaling pass) hits L1/L2 for rows up to the cache size.
+//
+// The direction kernels (scale_by_inv_norm, row_normalize, col_scale, sign_scale) accept
+// out == input, as the CPU policies do, so their input/output pair is not __restrict__: each
+// thread reads element i and then writes element i, which is safe in place.
 #pragma once
 
 #include "device.hpp"
@@ -34,7 +38,7 @@ __device__ __forceinline__ float block_sum(float v) {
 /// Sum of squares of one row, reduced over the block; every thread gets it. Strided by
 /// blockDim.x, so each warp reads consecutive addresses.
 template <class S>
-__device__ __forceinline__ float block_row_sumsq(const S* __restrict__ row, Index n) {
+__device__ __forceinline__ float block_row_sumsq(const S* row, Index n) {
   float acc = 0.0f;
   for (Index j = threadIdx.x; j < n; j += blockDim.x) {
     const float x = float(row[j]);
@@ -114,8 +118,8 @@ __global__ void sumsq(const S* __restrict__ a, Index count, Index stride, float*
 /// The norm is read on the device: no host round trip between the reduction and the scaling.
 /// Batched over blockIdx.y like sumsq: array y uses norm_sq[y].
 template <class S>
-__global__ void scale_by_inv_norm(const S* __restrict__ a, Index count, Index stride, const float* __restrict__ norm_sq,
-                                  float s, float eps_rel, S* __restrict__ out) {
+__global__ void scale_by_inv_norm(const S* a, Index count, Index stride, const float* __restrict__ norm_sq, float s,
+                                  float eps_rel, S* out) {
   a += Index(blockIdx.y) * stride;
   out += Index(blockIdx.y) * stride;
   const float nrm = sqrtf(norm_sq[blockIdx.y]);
@@ -127,7 +131,7 @@ __global__ void scale_by_inv_norm(const S* __restrict__ a, Index count, Index st
 /// Row p-normalization in one block per row: the norm reduction and the scaling in one kernel.
 /// p = 2: d = g / ||g||_2 (2->inf); p = 1 is handled by the sign kernel instead.
 template <class S>
-__global__ void row_normalize(const S* __restrict__ g, Index m, Index n, float s, S* __restrict__ out) {
+__global__ void row_normalize(const S* g, Index m, Index n, float s, S* out) {
   const Index r = blockIdx.x;
   if (r >= m) return;
   const S* row = g + r * n;
@@ -139,8 +143,7 @@ __global__ void row_normalize(const S* __restrict__ g, Index m, Index n, float s
 
 /// out[i, j] = g[i, j] * s / sqrt(colsq[j]) (zero column -> zero).
 template <class S>
-__global__ void col_scale(const S* __restrict__ g, Index m, Index n, const float* __restrict__ colsq, float s,
-                          S* __restrict__ out) {
+__global__ void col_scale(const S* g, Index m, Index n, const float* __restrict__ colsq, float s, S* out) {
   const Index count = m * n;
   for (Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += Index(gridDim.x) * blockDim.x) {
     const float c = colsq[i % n];
@@ -150,7 +153,7 @@ __global__ void col_scale(const S* __restrict__ g, Index m, Index n, const float
 
 /// out = s * sign(g) (sign(0) = 0): the 1->inf direction.
 template <class S>
-__global__ void sign_scale(const S* __restrict__ g, Index count, float s, S* __restrict__ out) {
+__global__ void sign_scale(const S* g, Index count, float s, S* out) {
   for (Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += Index(gridDim.x) * blockDim.x) {
     const float x = float(g[i]);
     out[i] = S(x > 0.0f ? s : (x < 0.0f ? -s : 0.0f));
