@@ -105,7 +105,9 @@ double compare_steps(CpuOpt cpu, GpuOpt gpu, const std::vector<std::pair<Index, 
   auto gst = gpu.init(ts, ctx);
   for (int t = 0; t < steps; ++t) {
     for (std::size_t i = 0; i < shapes.size(); ++i) {
-      g[i] = random(shapes[i].first, shapes[i].second, unsigned(1000 * t + i));
+      // Copy into the existing storage: a move assignment would swap buffers and leave the CPU
+      // optimizer's Gradients pointing at freed memory.
+      g[i].noalias() = random(shapes[i].first, shapes[i].second, unsigned(1000 * t + i));
       sc::check(cudaMemcpyAsync(dg[i]->p, g[i].data(), sizeof(float) * std::size_t(g[i].size()),
                                 cudaMemcpyHostToDevice, ctx.stream()),
                 "cudaMemcpyAsync");
@@ -165,8 +167,63 @@ void check_launch_tables() {
   }
 }
 
+// Host-only: the device rules' per-element math -- the same __host__ __device__ functions the
+// kernels run (bias_corrections, with_scale, rsqrt_or_zero, update<Rule>) -- driven by plain
+// loops over one tensor, against the CPU optimizers. Runs without a GPU, so CI checks the
+// device formulas even where the kernels cannot run.
+void check_rule_math() {
+  namespace k = sc::kernels;
+  const Index m = 6, n = 10;
+  st::Hyper hp;
+  hp.lr = 1e-2, hp.beta1 = 0.9, hp.beta2 = 0.99, hp.weight_decay = 0.1;
+  const k::StepScalars p{float(hp.lr), float(hp.weight_decay), float(hp.beta1), float(hp.beta2), float(hp.eps),
+                         nullptr, nullptr};
+  // kind: 0 elementwise AdamW, 1 Lion, 2 MOGA-row, 3 MOGA-col
+  auto run = [&](auto cpu, int kind, const char* name) {
+    RowMat w = random(m, n, 11) * 0.1f, g(m, n);
+    g.row(2).setZero();  // a zero row (MOGA-row's zero direction)
+    RowMat wc = w, mom = RowMat::Zero(m, n), var = RowMat::Zero(m, n);
+    st::ParamSet<float> ps;
+    st::Gradients<float> gs;
+    ps.add("w", st::Role::Hidden, wc.data(), m, n);
+    gs.add(g.data(), m, n);
+    auto cs = cpu.init(ps);
+    for (long long t = 1; t <= 3; ++t) {
+      g.noalias() = random(m, n, unsigned(100 + t));  // in place: gs holds g's data pointer
+      g.row(2).setZero();
+      cpu.step(ps, gs, cs);
+      float bc1, bc2;
+      k::bias_corrections(p, t, bc1, bc2);
+      RowMat factor = RowMat::Ones(m, n);  // the normalization of MOGA's gradient
+      float s = 1.0f;
+      if (kind == 2) {
+        for (Index i = 0; i < m; ++i) factor.row(i).setConstant(k::rsqrt_or_zero(g.row(i).squaredNorm()));
+        s = float(st::RowNormalize::mean_normalized_scale(m, n));
+      } else if (kind == 3) {
+        for (Index j = 0; j < n; ++j) factor.col(j).setConstant(k::rsqrt_or_zero(g.col(j).squaredNorm()));
+        s = float(st::ColNormalize::mean_normalized_scale(m, n));
+      }
+      const k::StepScalars q = kind >= 2 ? k::with_scale(p, s) : p;
+      for (Index i = 0; i < w.size(); ++i) {
+        const float gi = g.data()[i] * factor.data()[i];
+        if (kind == 1)
+          k::update<k::Rule::Lion>(w.data()[i], gi, mom.data() + i, var.data() + i, q, bc1, bc2);
+        else
+          k::update<k::Rule::AdamW>(w.data()[i], gi, mom.data() + i, var.data() + i, q, bc1, bc2);
+      }
+    }
+    const double e = rel(w, wc);
+    EXPECT(e < 2e-6, "device rule math on the host, %s: relative difference %.3g from the CPU optimizer", name, e);
+  };
+  run(st::adamw(hp), 0, "AdamW");
+  run(st::lion(hp), 1, "Lion");
+  run(st::moga_row(hp), 2, "MOGA-row");
+  run(st::moga_col(hp), 3, "MOGA-col");
+}
+
 int main() {
   check_launch_tables();
+  check_rule_math();
   std::printf("host-side checks: %d, failures %d\n", checks, failures);
   if (failures) return 1;
   const int devices = sc::device_count();
