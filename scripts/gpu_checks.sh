@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Every GPU check of the CUDA backend in one command, for a machine with a CUDA device:
+#   1. build the CUDA tests, example and benchmark (Release, sm_90 unless CUDA_ARCH says otherwise)
+#   2. steepest_cuda_tests        every device rule against the CPU backend
+#   3. compute-sanitizer          memcheck, racecheck and initcheck over the tests
+#   4. cuda_quickstart            the README example
+#   5. steepest_cuda_bench        GB/s vs a device-to-device copy, Newton-Schulz vs a GEMM,
+#                                 GPT-2-small AdamW and Muon steps
+#   6. bench/cuda/torch_peer.py   the PyTorch peer on the same shapes, when torch is installed
+# Writes each output to ${OUT:-gpu-results}/ and prints a summary. Needs cmake, a C++ compiler,
+# Eigen (scripts/deps.sh installs it) and nvcc.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-gpu-results}
+mkdir -p "$out"
+nvcc_bin=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+sanitizer=$(command -v compute-sanitizer || echo "$(dirname "$nvcc_bin")/compute-sanitizer")
+status=0
+step() {  # step NAME COMMAND...: runs it, keeps its output, records pass/fail
+  local name=$1
+  shift
+  echo "== $name"
+  if "$@" >"$out/$name.txt" 2>&1; then echo "   ok"; else echo "   FAILED (rc $?): see $out/$name.txt"; status=1; fi
+  tail -n 40 "$out/$name.txt"
+}
+step build bash -c "cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DSTEEPEST_ENABLE_CUDA=ON \
+  -DCMAKE_CUDA_COMPILER=$nvcc_bin -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCH:-90} -DSTEEPEST_BUILD_TESTS=ON \
+  -DSTEEPEST_BUILD_EXAMPLES=ON -DSTEEPEST_INSTALL=OFF && \
+  cmake --build build-gpu -j\$(nproc) --target steepest_cuda_tests steepest_cuda_bench cuda_quickstart"
+step tests ./build-gpu/steepest_cuda_tests
+for tool in memcheck racecheck initcheck; do
+  step "sanitizer-$tool" "$sanitizer" --tool "$tool" --error-exitcode 1 ./build-gpu/steepest_cuda_tests
+done
+step quickstart ./build-gpu/cuda_quickstart
+step bench ./build-gpu/steepest_cuda_bench
+if python3 -c "import torch; assert torch.cuda.is_available()" >/dev/null 2>&1; then
+  step torch_peer python3 bench/cuda/torch_peer.py
+else
+  echo "== torch_peer: skipped (no PyTorch with CUDA here)"
+fi
+exit $status
