@@ -464,6 +464,21 @@ int main() {
     }
     EXPECT(rel(dw.host(), ref) < 1e-6, "sign descent vs plain loop");
   }
+  {  // bad tensor descriptions are refused at init with a clear error
+    sc::AdamW opt{hp};
+    bool neg = false, null = false;
+    try {
+      opt.init({{nullptr, nullptr, -1, 3}}, exact);
+    } catch (const st::shape_error&) {
+      neg = true;
+    }
+    try {
+      opt.init({{nullptr, nullptr, 2, 3}}, exact);
+    } catch (const std::invalid_argument&) {
+      null = true;
+    }
+    EXPECT(neg && null, "init: negative shape -> shape_error, null pointers -> invalid_argument");
+  }
   {  // a NaN gradient: the step is skipped on the device, nothing changes, the flag is readable
     RowMat w = random(8, 8, 5), g = random(8, 8, 6);
     g(3, 4) = std::nanf("");

@@ -303,6 +303,15 @@ class DeviceState {
 namespace detail {
 
 inline void init_state(DeviceState& st, const std::vector<Tensor>& ts, int buffers, Context& ctx) {
+  // Bad tensor descriptions are refused before anything is allocated.
+  for (std::size_t i = 0; i < ts.size(); ++i) {
+    if (ts[i].rows < 0 || ts[i].cols < 0)
+      throw shape_error("cuda optimizer init: tensor " + std::to_string(i) + " has negative shape " +
+                        shape_string(ts[i].rows, ts[i].cols));
+    if (ts[i].size() > 0 && (ts[i].w == nullptr || ts[i].g == nullptr))
+      throw std::invalid_argument("cuda optimizer init: tensor " + std::to_string(i) +
+                                  " has a null parameter or gradient pointer");
+  }
   st.s0.clear(), st.s1.clear(), st.shapes.clear(), st.groups.clear(), st.group_u.clear();
   for (const Tensor& x : ts) {
     st.shapes.emplace_back(x.rows, x.cols);
