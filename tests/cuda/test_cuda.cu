@@ -137,34 +137,47 @@ void check_launch_tables() {
       {{C * 330 + 7}},                                      // one tensor over two tables
       {{C * 100, C * 200 + 1, 5, C * 320, C * 320 + 1}},   // mixed splits
   };
-  for (const Case& cs : cases) {
-    std::vector<float> fake(1);
-    std::vector<sc::Tensor> ts;
-    sc::DeviceState st;
-    for (std::size_t i = 0; i < cs.sizes.size(); ++i) {
-      // Distinct fake addresses; nothing is dereferenced on the host.
-      ts.push_back({reinterpret_cast<float*>(std::uintptr_t(4096 * (i + 1))),
-                    reinterpret_cast<const float*>(std::uintptr_t(4096 * (i + 1) + 8)), cs.sizes[i], 1});
-      st.s0.emplace_back(), st.s1.emplace_back();
-    }
-    std::map<std::pair<std::size_t, Index>, int> seen;  // (tensor, chunk) -> times launched
-    bool ok = true;
-    sc::detail::for_each_table(ts, st, [&](const sc::kernels::MultiTensorTable& tab, int blocks) {
-      ok = ok && blocks > 0 && blocks <= sc::kernels::kMaxBlocks;
-      for (int b = 0; b < blocks; ++b) {
-        const int t = tab.block_tensor[b];
-        ok = ok && t < sc::kernels::kMaxTensors;
-        const std::size_t i = std::size_t(reinterpret_cast<std::uintptr_t>(tab.w[t]) / 4096 - 1);
-        ok = ok && i < ts.size() && tab.g[t] == ts[i].g && tab.n[t] == ts[i].size();
-        ++seen[{i, tab.block_chunk[b]}];
+  // Each case twice: all tensors with factor 1, and only the odd-indexed ones (the others
+  // filtered out, as MOGA's vectors-only AdamW pass does) with factor = index + 0.5.
+  for (const Case& cs : cases)
+    for (bool filtered : {false, true}) {
+      std::vector<sc::Tensor> ts;
+      sc::DeviceState st;
+      for (std::size_t i = 0; i < cs.sizes.size(); ++i) {
+        // Distinct fake addresses; nothing is dereferenced on the host.
+        ts.push_back({reinterpret_cast<float*>(std::uintptr_t(4096 * (i + 1))),
+                      reinterpret_cast<const float*>(std::uintptr_t(4096 * (i + 1) + 8)), cs.sizes[i], 1});
+        st.s0.emplace_back(), st.s1.emplace_back();
       }
-    });
-    std::size_t expected = 0;
-    for (std::size_t i = 0; i < ts.size(); ++i)
-      for (Index c = 0; c < (cs.sizes[i] + C - 1) / C; ++c, ++expected) ok = ok && seen[{i, c}] == 1;
-    EXPECT(ok && seen.size() == expected, "launch tables for %zu tensors: %zu chunks launched, %zu expected",
-           ts.size(), seen.size(), expected);
-  }
+      auto index_of = [&](const sc::Tensor& x) { return std::size_t(reinterpret_cast<std::uintptr_t>(x.w) / 4096 - 1); };
+      auto pick = [&](const sc::Tensor& x) { return !filtered || index_of(x) % 2 == 1; };
+      auto scale_of = [&](const sc::Tensor& x) { return filtered ? double(index_of(x)) + 0.5 : 1.0; };
+      std::map<std::pair<std::size_t, Index>, int> seen;  // (tensor, chunk) -> times launched
+      bool ok = true;
+      auto launch = [&](const sc::kernels::MultiTensorTable& tab, int blocks) {
+        ok = ok && blocks > 0 && blocks <= sc::kernels::kMaxBlocks;
+        for (int b = 0; b < blocks; ++b) {
+          const int t = tab.block_tensor[b];
+          ok = ok && t < sc::kernels::kMaxTensors;
+          const std::size_t i = std::size_t(reinterpret_cast<std::uintptr_t>(tab.w[t]) / 4096 - 1);
+          ok = ok && i < ts.size() && tab.g[t] == ts[i].g && tab.n[t] == ts[i].size() &&
+               tab.scale[t] == float(scale_of(ts[i]));
+          ++seen[{i, tab.block_chunk[b]}];
+        }
+      };
+      if (filtered)
+        sc::detail::for_each_table(ts, st, launch, pick, scale_of);
+      else
+        sc::detail::for_each_table(ts, st, launch);
+      std::size_t expected = 0;
+      for (std::size_t i = 0; i < ts.size(); ++i) {
+        if (filtered && i % 2 == 0) continue;
+        for (Index c = 0; c < (cs.sizes[i] + C - 1) / C; ++c, ++expected) ok = ok && seen[{i, c}] == 1;
+      }
+      EXPECT(ok && seen.size() == expected,
+             "launch tables for %zu tensors%s: %zu chunks launched, %zu expected", ts.size(),
+             filtered ? " (odd ones, scaled)" : "", seen.size(), expected);
+    }
 }
 
 // Host-only: the device rules' per-element math -- the same __host__ __device__ functions the
@@ -374,6 +387,17 @@ int main() {
   EXPECT(e < 1e-5, "MOGA-row: %.3g", e);
   e = compare_steps(st::moga_col(hp), sc::MogaCol{hp}, many, 4, exact);
   EXPECT(e < 1e-5, "MOGA-col: %.3g", e);
+  {  // role-aware rules: rescaled AdamW (1/n on hidden and output), MOGA with AdamW on vectors
+    const std::vector<std::pair<Index, Index>> shapes = {{64, 32}, {48, 40}, {40, 70}, {48, 1}, {1, 48}};
+    const std::vector<st::Role> roles = {st::Role::Hidden, st::Role::Embedding, st::Role::Output, st::Role::Vector,
+                                         st::Role::Vector};
+    e = compare_steps(st::adamw_rescaled(hp), sc::AdamWRescaled{hp}, shapes, 3, exact, roles);
+    EXPECT(e < 1e-5, "rescaled AdamW (roles): %.3g", e);
+    e = compare_steps(st::moga_row(hp), sc::MogaRow{hp}, shapes, 3, exact, roles);
+    EXPECT(e < 1e-5, "MOGA-row (roles): %.3g", e);
+    e = compare_steps(st::moga_col(hp), sc::MogaCol{hp}, shapes, 3, exact, roles);
+    EXPECT(e < 1e-5, "MOGA-col (roles): %.3g", e);
+  }
   st::Hyper mh;
   mh.lr = 2e-2, mh.beta1 = 0.95, mh.weight_decay = 0.01;
   e = compare_steps(st::muon(mh), sc::Muon<>{[&] {

@@ -58,9 +58,13 @@ struct MultiTensorTable {
   float* s0[kMaxTensors];  // first state buffer (Adam m, Lion m), or null
   float* s1[kMaxTensors];  // second state buffer (Adam v), or null
   Index n[kMaxTensors];
+  float scale[kMaxTensors];  // width-aware factor s(m, n) of each tensor's update (1: none)
   unsigned char block_tensor[kMaxBlocks];
   int block_chunk[kMaxBlocks];
 };
+
+// The table travels as a kernel parameter; 4 KiB is the limit on every CUDA version and GPU.
+static_assert(sizeof(MultiTensorTable) + 64 <= 4096, "steepest: the multi-tensor table must fit the 4 KiB kernel parameter space");
 
 struct StepScalars {
   float lr, wd, b1, b2, eps;
@@ -131,6 +135,7 @@ __global__ void __launch_bounds__(kMtThreads) multi_tensor_step(MultiTensorTable
   const Index end = begin + kChunk < n ? begin + kChunk : n;
   float bc1, bc2;
   bias_corrections(p, *p.t + 1, bc1, bc2);
+  const StepScalars q = with_scale(p, tab.scale[ti]);  // scale 1 leaves lr and wd as they are
   float* __restrict__ w = tab.w[ti];
   const float* __restrict__ g = tab.g[ti];
   float* __restrict__ m = tab.s0[ti];
@@ -158,10 +163,10 @@ __global__ void __launch_bounds__(kMtThreads) multi_tensor_step(MultiTensorTable
       for (int j = 0; j < kIlp; ++j) {
         const Index i = base + Index(j) * kMtThreads * 4;
         if (i >= vend) continue;
-        update<R>(wr[j].x, gr[j].x, &mr[j].x, &vr[j].x, p, bc1, bc2);
-        update<R>(wr[j].y, gr[j].y, &mr[j].y, &vr[j].y, p, bc1, bc2);
-        update<R>(wr[j].z, gr[j].z, &mr[j].z, &vr[j].z, p, bc1, bc2);
-        update<R>(wr[j].w, gr[j].w, &mr[j].w, &vr[j].w, p, bc1, bc2);
+        update<R>(wr[j].x, gr[j].x, &mr[j].x, &vr[j].x, q, bc1, bc2);
+        update<R>(wr[j].y, gr[j].y, &mr[j].y, &vr[j].y, q, bc1, bc2);
+        update<R>(wr[j].z, gr[j].z, &mr[j].z, &vr[j].z, q, bc1, bc2);
+        update<R>(wr[j].w, gr[j].w, &mr[j].w, &vr[j].w, q, bc1, bc2);
         *reinterpret_cast<float4*>(w + i) = wr[j];
         if (m) *reinterpret_cast<float4*>(m + i) = mr[j];
         if (v) *reinterpret_cast<float4*>(v + i) = vr[j];
@@ -187,7 +192,7 @@ __global__ void __launch_bounds__(kMtThreads) multi_tensor_step(MultiTensorTable
     for (int j = 0; j < kIlp; ++j) {
       const Index i = base + Index(j) * kMtThreads;
       if (i >= end) continue;
-      update<R>(wr[j], gr[j], &mr[j], &vr[j], p, bc1, bc2);
+      update<R>(wr[j], gr[j], &mr[j], &vr[j], q, bc1, bc2);
       w[i] = wr[j];
       if (m) m[i] = mr[j];
       if (v) v[i] = vr[j];
@@ -338,9 +343,10 @@ inline void validate(const DeviceState& st, const std::vector<Tensor>& ts, const
                         ", state has " + shape_string(st.shapes[i].first, st.shapes[i].second));
 }
 
-// Enqueues `launch(table, blocks)` for successive batches of (tensor, chunk) pairs.
-template <class F>
-void for_each_table(const std::vector<Tensor>& ts, DeviceState& st, F&& launch) {
+// Enqueues `launch(table, blocks)` for successive batches of (tensor, chunk) pairs, over the
+// tensors `pick` selects, each with its update factor scale_of(tensor).
+template <class F, class Pick, class ScaleOf>
+void for_each_table(const std::vector<Tensor>& ts, DeviceState& st, F&& launch, Pick pick, ScaleOf scale_of) {
   kernels::MultiTensorTable tab{};
   int nt = 0, nb = 0;
   auto flush = [&] {
@@ -349,17 +355,18 @@ void for_each_table(const std::vector<Tensor>& ts, DeviceState& st, F&& launch) 
   };
   for (std::size_t i = 0; i < ts.size(); ++i) {
     const Index n = ts[i].size();
-    if (n == 0) continue;
+    if (n == 0 || !pick(ts[i])) continue;
     if (nt == kernels::kMaxTensors) flush();
     tab.w[nt] = ts[i].w, tab.g[nt] = ts[i].g, tab.n[nt] = n;
     tab.s0[nt] = st.s0[i].get(), tab.s1[nt] = st.s1[i].get();
+    tab.scale[nt] = float(scale_of(ts[i]));
     const Index chunks = (n + kernels::kChunk - 1) / kernels::kChunk;
     for (Index c = 0; c < chunks; ++c) {
       if (nb == kernels::kMaxBlocks) {
         // The current tensor continues in the next launch: re-register it as entry 0.
         launch(tab, nb);
         tab.w[0] = tab.w[nt], tab.g[0] = tab.g[nt], tab.n[0] = tab.n[nt];
-        tab.s0[0] = tab.s0[nt], tab.s1[0] = tab.s1[nt];
+        tab.s0[0] = tab.s0[nt], tab.s1[0] = tab.s1[nt], tab.scale[0] = tab.scale[nt];
         nt = 0, nb = 0;
       }
       tab.block_tensor[nb] = static_cast<unsigned char>(nt);
@@ -369,6 +376,13 @@ void for_each_table(const std::vector<Tensor>& ts, DeviceState& st, F&& launch) 
     ++nt;
   }
   flush();
+}
+
+/// Every tensor, factor 1.
+template <class F>
+void for_each_table(const std::vector<Tensor>& ts, DeviceState& st, F&& launch) {
+  for_each_table(ts, st, std::forward<F>(launch), [](const Tensor&) { return true; },
+                 [](const Tensor&) { return 1.0; });
 }
 
 inline kernels::StepScalars scalars(const Hyper& hp, DeviceState& st) {
@@ -391,16 +405,19 @@ inline void end_step(DeviceState& st, Context& ctx) {
   check_launch("finish_step");
 }
 
-template <kernels::Rule R>
-void elementwise_step(const Hyper& hp, const std::vector<Tensor>& ts, DeviceState& st, Context& ctx, const char* who) {
-  validate(st, ts, who);
-  begin_step(hp, ts, st, ctx);
+// Enqueues the elementwise rule R over the tensors `pick` selects (no begin/end: the caller's
+// step brackets it).
+template <kernels::Rule R, class Pick, class ScaleOf>
+void enqueue_elementwise(const Hyper& hp, const std::vector<Tensor>& ts, DeviceState& st, Context& ctx,
+                         const char* who, Pick pick, ScaleOf scale_of) {
   const kernels::StepScalars p = scalars(hp, st);
-  for_each_table(ts, st, [&](const kernels::MultiTensorTable& tab, int blocks) {
-    kernels::multi_tensor_step<R><<<unsigned(blocks), kernels::kMtThreads, 0, ctx.stream()>>>(tab, p);
-    check_launch(who);
-  });
-  end_step(st, ctx);
+  for_each_table(
+      ts, st,
+      [&](const kernels::MultiTensorTable& tab, int blocks) {
+        kernels::multi_tensor_step<R><<<unsigned(blocks), kernels::kMtThreads, 0, ctx.stream()>>>(tab, p);
+        check_launch(who);
+      },
+      pick, scale_of);
 }
 
 // Groups the tensors that `pick` selects by shape (st.groups, indices into ts) and gives each
@@ -427,33 +444,47 @@ void group_by_shape(DeviceState& st, const std::vector<Tensor>& ts, Pick pick) {
 }  // namespace detail
 
 /// The elementwise rules as optimizers: one multi-tensor pass per step. The number of state
-/// buffers follows from the rule (Adam: m and v; Lion: m; sign: none).
-template <kernels::Rule R>
+/// buffers follows from the rule (Adam: m and v; Lion: m; sign: none). With Rescaled, hidden and
+/// output tensors' updates are multiplied by s(m, n) = 1/n (fan-in; steepest::adamw_rescaled),
+/// embeddings and vectors by 1.
+template <kernels::Rule R, bool Rescaled = false>
 struct ElementwiseOptimizer {
   Hyper hp;
   static constexpr int state_buffers = R == kernels::Rule::AdamW ? 2 : (R == kernels::Rule::Lion ? 1 : 0);
+  static constexpr const char* name = R == kernels::Rule::AdamW ? (Rescaled ? "cuda::AdamWRescaled" : "cuda::AdamW")
+                                      : R == kernels::Rule::Lion ? "cuda::Lion"
+                                                                 : "cuda::SignDescent";
+  static double scale_of(const Tensor& x) {
+    return Rescaled && (x.role == Role::Hidden || x.role == Role::Output)
+               ? SignNorm::mean_normalized_scale(x.rows, x.cols)
+               : 1.0;
+  }
   DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
     DeviceState st;
     detail::init_state(st, ts, state_buffers, ctx);
     return st;
   }
   void step(const std::vector<Tensor>& ts, DeviceState& st, Context& ctx) const {
-    detail::elementwise_step<R>(hp, ts, st, ctx,
-                                R == kernels::Rule::AdamW ? "cuda::AdamW::step"
-                                : R == kernels::Rule::Lion ? "cuda::Lion::step"
-                                                            : "cuda::SignDescent::step");
+    detail::validate(st, ts, name);
+    detail::begin_step(hp, ts, st, ctx);
+    detail::enqueue_elementwise<R>(hp, ts, st, ctx, name, [](const Tensor&) { return true; }, scale_of);
+    detail::end_step(st, ctx);
   }
 };
 
 /// AdamW on the GPU: the CPU `steepest::adamw(hp)` rule (bias-corrected Adam, decoupled decay).
 using AdamW = ElementwiseOptimizer<kernels::Rule::AdamW>;
+/// Rescaled AdamW on the GPU (steepest::adamw_rescaled, Adam's muP rule): AdamW with hidden and
+/// output updates times 1/fan-in, by each Tensor's role.
+using AdamWRescaled = ElementwiseOptimizer<kernels::Rule::AdamW, true>;
 /// Lion on the GPU (steepest::lion): u = sign(b1 m + (1-b1) g); m = b2 m + (1-b2) g.
 using Lion = ElementwiseOptimizer<kernels::Rule::Lion>;
 /// Sign descent on the GPU (steepest::sign_descent without the mean-normalized scale).
 using SignDescent = ElementwiseOptimizer<kernels::Rule::Sign>;
 
-/// MOGA-row on the GPU, matrices only (steepest::moga_row's rule for hidden layers):
-/// row-normalize g, Adam moments, times s(m, n) = n^{-1/2}, decoupled step.
+/// MOGA-row on the GPU (steepest::moga_row): for matrices (every role but Vector) row-normalize
+/// g, Adam moments, times s(m, n) = n^{-1/2}, decoupled step; Vector-role tensors get plain
+/// AdamW, as on the CPU.
 struct MogaRow {
   Hyper hp;
   DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
@@ -465,9 +496,12 @@ struct MogaRow {
     detail::validate(st, ts, "cuda::MogaRow::step");
     detail::begin_step(hp, ts, st, ctx);
     const kernels::StepScalars p = detail::scalars(hp, st);
+    detail::enqueue_elementwise<kernels::Rule::AdamW>(
+        hp, ts, st, ctx, "cuda::MogaRow::step (vectors)", [](const Tensor& x) { return x.role == Role::Vector; },
+        [](const Tensor&) { return 1.0; });
     for (std::size_t i = 0; i < ts.size(); ++i) {
       const Tensor& x = ts[i];
-      if (x.size() == 0) continue;
+      if (x.size() == 0 || x.role == Role::Vector) continue;
       const float s = float(RowNorm<2>::mean_normalized_scale(x.rows, x.cols));
       kernels::moga_row_step<<<unsigned(x.rows), kernels::kRowThreads, 0, ctx.stream()>>>(
           x.w, x.g, st.s0[i].get(), st.s1[i].get(), x.rows, x.cols, s, p);
@@ -477,9 +511,10 @@ struct MogaRow {
   }
 };
 
-/// MOGA-col on the GPU, matrices only (steepest::moga_col's rule): column-normalize g, Adam
-/// moments, times s(m, n) = sqrt(m)/n, decoupled step. Two passes: the column sums of squares
-/// (tiles, one atomic per column per tile), then one fused elementwise pass.
+/// MOGA-col on the GPU (steepest::moga_col): for matrices (every role but Vector) column-
+/// normalize g, Adam moments, times s(m, n) = sqrt(m)/n, decoupled step; Vector-role tensors get
+/// plain AdamW, as on the CPU. Two passes per matrix: the column sums of squares (tiles, one
+/// atomic per column per tile), then one fused elementwise pass.
 struct MogaCol {
   Hyper hp;
   DeviceState init(const std::vector<Tensor>& ts, Context& ctx) const {
@@ -494,9 +529,12 @@ struct MogaCol {
     detail::validate(st, ts, "cuda::MogaCol::step");
     detail::begin_step(hp, ts, st, ctx);
     const kernels::StepScalars p = detail::scalars(hp, st);
+    detail::enqueue_elementwise<kernels::Rule::AdamW>(
+        hp, ts, st, ctx, "cuda::MogaCol::step (vectors)", [](const Tensor& x) { return x.role == Role::Vector; },
+        [](const Tensor&) { return 1.0; });
     for (std::size_t i = 0; i < ts.size(); ++i) {
       const Tensor& x = ts[i];
-      if (x.size() == 0) continue;
+      if (x.size() == 0 || x.role == Role::Vector) continue;
       float* colsq = ctx.scratch_f32[3].reserve(std::size_t(x.cols));
       enqueue_col_sumsq(x.g, x.rows, x.cols, colsq, ctx.stream());
       const float s = float(ColNorm<2>::mean_normalized_scale(x.rows, x.cols));
