@@ -329,9 +329,12 @@ int main() {
         st::Spectral::dualize(dg.view(), dout.view(), c);
         const double e = rel(dout.host(), ref);
         EXPECT(e < v.tol, "NS %s %ldx%ld: %.3g (tolerance %.1g)", v.name, long(m), long(n), e, v.tol);
-        // In place (out == G) gives the same result.
+        // In place (out == G) gives the same result, up to the run-to-run rounding of the
+        // atomic norm reduction (which can flip a TF32/BF16 input rounding here and there).
+        const double tol_inplace = v.precision == sc::GemmPrecision::FP32 ? 1e-5 : 0.1 * v.tol;
         st::Spectral::dualize(dg.view(), dg.view(), c);
-        EXPECT(rel(dg.host(), dout.host()) < 1e-6, "NS %s in place %ldx%ld", v.name, long(m), long(n));
+        const double e2 = rel(dg.host(), dout.host());
+        EXPECT(e2 < tol_inplace, "NS %s in place %ldx%ld: %.3g", v.name, long(m), long(n), e2);
       }
     }
   }
