@@ -417,9 +417,10 @@ int main() {
     for (auto prec : {sc::GemmPrecision::TF32, sc::GemmPrecision::BF16}) {
       sc::Context c(nullptr, prec);
       e = compare_steps(st::muon(mh), sc::Muon<>{h}, {{64, 64}, {96, 32}, {64, 64}}, 3, c);
-      // The update is lr * s * NS(.) with lr = 2e-2 on weights of size ~0.1: a few percent of
-      // the direction is ~1e-3 of the weights.
-      EXPECT(e < 5e-3, "Muon (%s GEMM): %.3g", prec == sc::GemmPrecision::TF32 ? "tf32" : "bf16", e);
+      // Three updates lr * s * NS(.) (lr = 2e-2) add up to ~0.1 of the weights' norm here, so
+      // NS's relative error (tolerances 3e-2 TF32, 1e-1 BF16 above) shows at ~0.1 of that.
+      const double tol = prec == sc::GemmPrecision::TF32 ? 5e-3 : 1.5e-2;
+      EXPECT(e < tol, "Muon (%s GEMM): %.3g", prec == sc::GemmPrecision::TF32 ? "tf32" : "bf16", e);
     }
   }
   {  // no allocation after the first step: scratch, workspace and plans stay as they are
