@@ -8,7 +8,13 @@ easy and, without a GPU, invisible. This script replays the exact same sequence 
 the same (transa, transb, M, N, K, lda, stride, ...) arguments, on flat buffers with cuBLAS's
 column-major semantics emulated in numpy -- and compares the result with a plain row-major
 Newton-Schulz written from the formula. Run: python3 scripts/cuda_ns_model.py
+
+With --precision it instead estimates how far TF32 and BF16 products take Newton-Schulz from the
+exact-arithmetic result (inputs of every product rounded to 10 or 7 mantissa bits, to nearest
+or truncated, fp32 elsewhere) on the shapes of the GPU test; the GPU test's tolerances are set
+from these figures.
 """
+import sys
 import numpy as np
 
 QUINTIC = (3.4445, -4.7750, 2.0315)
@@ -124,5 +130,37 @@ def main():
           f"x 3 step counts (worst abs error {worst:.2g})")
 
 
+def reduce_mantissa(x, keep, truncate):
+    """fp32 -> `keep` mantissa bits (TF32: 10, BF16: 7), to nearest even or truncated."""
+    b = np.asarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    drop = 23 - keep
+    if not truncate:
+        b = b + (1 << (drop - 1)) - 1 + ((b >> drop) & 1)
+    return ((b >> drop) << drop).astype(np.uint32).view(np.float32).astype(np.float64)
+
+
+def ns_reduced(G, keep, truncate, steps=5, coeffs=QUINTIC):
+    a, b, c = coeffs
+    X = (G / np.linalg.norm(G)).astype(np.float32)
+    tall = X.shape[0] > X.shape[1]
+    X = X.T if tall else X
+    r = (lambda M: M.astype(np.float64)) if keep is None else (lambda M: reduce_mantissa(M, keep, truncate))
+    for _ in range(steps):
+        A = (r(X) @ r(X).T).astype(np.float32)
+        B = (b * A + c * (r(A) @ r(A))).astype(np.float32)
+        X = (a * X + r(B) @ r(X)).astype(np.float32)
+    return X.T if tall else X
+
+
+def precision():
+    rng = np.random.default_rng(1)
+    print("shape      tf32-nearest tf32-trunc  bf16-nearest bf16-trunc   (relative Frobenius distance)")
+    for m, n in [(1, 1), (5, 1), (33, 65), (65, 33), (256, 256), (129, 700)]:
+        G = rng.standard_normal((m, n))
+        ref = reference(G[None], 5)[0]
+        errs = [np.linalg.norm(ns_reduced(G, k, t) - ref) / np.linalg.norm(ref) for k in (10, 7) for t in (False, True)]
+        print(f"{f'{m}x{n}':<10}" + "".join(f"{e:12.2e}" for e in errs))
+
+
 if __name__ == "__main__":
-    main()
+    precision() if "--precision" in sys.argv else main()

@@ -305,8 +305,10 @@ int main() {
       sc::GramProduct gram;
       double tol;  // relative Frobenius distance to the CPU result
     };
-    // BF16 rounds each product's inputs to 8 mantissa bits (2^-9 relative); five quintic steps
-    // amplify that to a few percent, which Newton-Schulz's purpose (a direction) tolerates.
+    // Expected distances, from a host emulation of reduced-precision products
+    // (scripts/cuda_ns_model.py --precision, these shapes): TF32 <= 7.4e-3, BF16 <= 4.8e-2 with
+    // round-to-nearest inputs and <= 8.8e-2 if the hardware truncates. The tolerances leave ~2x
+    // on top; a direction is all Newton-Schulz has to deliver.
     const Variant variants[] = {
         {"fp32 Lt gemm", sc::GemmPrecision::FP32, sc::GemmEngine::Lt, sc::GramProduct::Gemm, 2e-4},
         {"fp32 classic gemm", sc::GemmPrecision::FP32, sc::GemmEngine::Classic, sc::GramProduct::Gemm, 2e-4},
@@ -315,8 +317,8 @@ int main() {
         {"tf32 Lt gemm", sc::GemmPrecision::TF32, sc::GemmEngine::Lt, sc::GramProduct::Gemm, 3e-2},
         {"tf32 classic gemm", sc::GemmPrecision::TF32, sc::GemmEngine::Classic, sc::GramProduct::Gemm, 3e-2},
         {"tf32 Lt syrk", sc::GemmPrecision::TF32, sc::GemmEngine::Lt, sc::GramProduct::Syrk, 3e-2},
-        {"bf16 Lt gemm", sc::GemmPrecision::BF16, sc::GemmEngine::Lt, sc::GramProduct::Gemm, 1e-1},
-        {"bf16 classic gemm", sc::GemmPrecision::BF16, sc::GemmEngine::Classic, sc::GramProduct::Gemm, 1e-1},
+        {"bf16 Lt gemm", sc::GemmPrecision::BF16, sc::GemmEngine::Lt, sc::GramProduct::Gemm, 1.5e-1},
+        {"bf16 classic gemm", sc::GemmPrecision::BF16, sc::GemmEngine::Classic, sc::GramProduct::Gemm, 1.5e-1},
     };
     for (const Variant& v : variants) {
       sc::Context c(nullptr, v.precision);
@@ -418,8 +420,9 @@ int main() {
       sc::Context c(nullptr, prec);
       e = compare_steps(st::muon(mh), sc::Muon<>{h}, {{64, 64}, {96, 32}, {64, 64}}, 3, c);
       // Three updates lr * s * NS(.) (lr = 2e-2) add up to ~0.1 of the weights' norm here, so
-      // NS's relative error (tolerances 3e-2 TF32, 1e-1 BF16 above) shows at ~0.1 of that.
-      const double tol = prec == sc::GemmPrecision::TF32 ? 5e-3 : 1.5e-2;
+      // NS's relative error (expected <= 7.4e-3 TF32, <= 8.8e-2 BF16, see above) shows at ~0.1
+      // of that.
+      const double tol = prec == sc::GemmPrecision::TF32 ? 5e-3 : 2e-2;
       EXPECT(e < tol, "Muon (%s GEMM): %.3g", prec == sc::GemmPrecision::TF32 ? "tf32" : "bf16", e);
     }
   }
