@@ -169,6 +169,18 @@ int main() {
                 28.0 * params / (adam_ms * 1e6));
     std::printf("GPT-2 small: Muon step over the %.1fM hidden-matrix parameters (48 matrices, 4 shape groups, "
                 "batched NS): %.3f ms with tf32 products, %.3f ms with bf16\n", hparams / 1e6, muon_ms, muon_bf_ms);
+    // The whole model under the role-aware rules: the embeddings as Embedding, the vectors as
+    // Vector (GPT-2 ties the head to the token embedding, so there is no separate Output).
+    std::vector<sc::Tensor> roled = all;
+    for (std::size_t i = hid.size(); i < roled.size(); ++i)  // after the 48 hidden matrices
+      roled[i].role = roled[i].cols == 1 ? st::Role::Vector : st::Role::Embedding;
+    sc::MogaRow moga{hp};
+    auto sg = moga.init(roled, ctx);
+    const float moga_ms = median_ms([&] { moga.step(roled, sg, ctx); }, s);
+    auto smf = muon.init(roled, ctx);
+    const float muon_full_ms = median_ms([&] { muon.step(roled, smf, ctx); }, s);
+    std::printf("GPT-2 small, every parameter by role: MOGA-row step %.3f ms (%.0f GB/s), Muon step %.3f ms\n",
+                moga_ms, 28.0 * params / (moga_ms * 1e6), muon_full_ms);
     std::printf("compare: python3 bench/cuda/torch_peer.py (torch.optim.AdamW(fused=True), torch.optim.Muon)\n");
     for (float* p : bufs) cudaFree(p);
   }
