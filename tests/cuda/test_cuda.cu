@@ -191,7 +191,7 @@ void check_rule_math() {
   hp.lr = 1e-2, hp.beta1 = 0.9, hp.beta2 = 0.99, hp.weight_decay = 0.1;
   const k::StepScalars p{float(hp.lr), float(hp.weight_decay), float(hp.beta1), float(hp.beta2), float(hp.eps),
                          nullptr, nullptr};
-  // kind: 0 elementwise AdamW, 1 Lion, 2 MOGA-row, 3 MOGA-col
+  // kind: 0 elementwise AdamW, 1 Lion, 2 MOGA-row, 3 MOGA-col, 4 sign descent
   auto run = [&](auto cpu, int kind, const char* name) {
     RowMat w = random(m, n, 11) * 0.1f, g(m, n);
     g.row(2).setZero();  // a zero row (MOGA-row's zero direction)
@@ -216,11 +216,13 @@ void check_rule_math() {
         for (Index j = 0; j < n; ++j) factor.col(j).setConstant(k::rsqrt_or_zero(g.col(j).squaredNorm()));
         s = float(st::ColNormalize::mean_normalized_scale(m, n));
       }
-      const k::StepScalars q = kind >= 2 ? k::with_scale(p, s) : p;
+      const k::StepScalars q = kind == 2 || kind == 3 ? k::with_scale(p, s) : p;
       for (Index i = 0; i < w.size(); ++i) {
         const float gi = g.data()[i] * factor.data()[i];
         if (kind == 1)
           k::update<k::Rule::Lion>(w.data()[i], gi, mom.data() + i, var.data() + i, q, bc1, bc2);
+        else if (kind == 4)
+          k::update<k::Rule::Sign>(w.data()[i], gi, mom.data() + i, var.data() + i, q, bc1, bc2);
         else
           k::update<k::Rule::AdamW>(w.data()[i], gi, mom.data() + i, var.data() + i, q, bc1, bc2);
       }
@@ -232,6 +234,7 @@ void check_rule_math() {
   run(st::lion(hp), 1, "Lion");
   run(st::moga_row(hp), 2, "MOGA-row");
   run(st::moga_col(hp), 3, "MOGA-col");
+  run(st::sign_descent(hp), 4, "sign descent");
 }
 
 int main() {
@@ -386,8 +389,9 @@ int main() {
   EXPECT(e < 1e-5, "Lion: %.3g", e);
   st::Hyper sh = hp;
   sh.lr = 1e-3;
-  // (Sign descent is checked against a plain loop below: the CPU sign_descent applies the
-  // mean-normalized 1/n, the device rule is the plain 1->inf sign.)
+  // The CPU sign_descent is the plain (not mean-normalized) sign step for matrices and vectors.
+  e = compare_steps(st::sign_descent(sh), sc::SignDescent{sh}, many, 4, exact);
+  EXPECT(e < 1e-6, "sign descent: %.3g", e);
   e = compare_steps(st::moga_row(hp), sc::MogaRow{hp}, many, 4, exact);
   EXPECT(e < 1e-5, "MOGA-row: %.3g", e);
   e = compare_steps(st::moga_col(hp), sc::MogaCol{hp}, many, 4, exact);

@@ -479,7 +479,7 @@ using AdamW = ElementwiseOptimizer<kernels::Rule::AdamW>;
 using AdamWRescaled = ElementwiseOptimizer<kernels::Rule::AdamW, true>;
 /// Lion on the GPU (steepest::lion): u = sign(b1 m + (1-b1) g); m = b2 m + (1-b2) g.
 using Lion = ElementwiseOptimizer<kernels::Rule::Lion>;
-/// Sign descent on the GPU (steepest::sign_descent without the mean-normalized scale).
+/// Sign descent on the GPU (steepest::sign_descent): W <- (1 - lr wd) W - lr sign(G).
 using SignDescent = ElementwiseOptimizer<kernels::Rule::Sign>;
 
 /// MOGA-row on the GPU (steepest::moga_row): for matrices (every role but Vector) row-normalize
