@@ -345,8 +345,10 @@ int main(int argc, char** argv) {
       }
       double best = std::numeric_limits<double>::infinity(), best_lr = 0;
       for (const auto& [lr, v] : by_lr) {
-        std::printf("  MOGA-row, %d steps, lr 2^%.0f: %s\n", c.steps, std::log2(lr),
-                    eq_div[lr] ? "diverged" : std::to_string(mean(v)).substr(0, 6).c_str());
+        // Rounded like the summary line below (to_string + substr truncated: 2.17865 -> "2.1786").
+        char val[32];
+        std::snprintf(val, sizeof val, "%.4f", mean(v));
+        std::printf("  MOGA-row, %d steps, lr 2^%.0f: %s\n", c.steps, std::log2(lr), eq_div[lr] ? "diverged" : val);
         if (!eq_div[lr] && mean(v) < best) best = mean(v), best_lr = lr;
       }
       std::printf("equal wall time (MOGA-row for %d steps, best of the grid above: lr 2^%.0f): val %.4f vs %.4f\n",
