@@ -59,6 +59,17 @@ struct Dev {
   }
 };
 
+// Whether f() throws an E.
+template <class E, class F>
+bool throws(F&& f) {
+  try {
+    f();
+  } catch (const E&) {
+    return true;
+  }
+  return false;
+}
+
 double rel(const RowMat& a, const RowMat& b) {
   const double d = (a - b).norm(), s = b.norm();
   return s > 0 ? d / s : d;
@@ -149,7 +160,8 @@ void check_launch_tables() {
                       reinterpret_cast<const float*>(std::uintptr_t(4096 * (i + 1) + 8)), cs.sizes[i], 1});
         st.s0.emplace_back(), st.s1.emplace_back();
       }
-      auto index_of = [&](const sc::Tensor& x) { return std::size_t(reinterpret_cast<std::uintptr_t>(x.w) / 4096 - 1); };
+      auto index_of_w = [](const float* w) { return std::size_t(reinterpret_cast<std::uintptr_t>(w) / 4096 - 1); };
+      auto index_of = [&](const sc::Tensor& x) { return index_of_w(x.w); };
       auto pick = [&](const sc::Tensor& x) { return !filtered || index_of(x) % 2 == 1; };
       auto scale_of = [&](const sc::Tensor& x) { return filtered ? double(index_of(x)) + 0.5 : 1.0; };
       std::map<std::pair<std::size_t, Index>, int> seen;  // (tensor, chunk) -> times launched
@@ -159,7 +171,7 @@ void check_launch_tables() {
         for (int b = 0; b < blocks; ++b) {
           const int t = tab.block_tensor[b];
           ok = ok && t < sc::kernels::kMaxTensors;
-          const std::size_t i = std::size_t(reinterpret_cast<std::uintptr_t>(tab.w[t]) / 4096 - 1);
+          const std::size_t i = index_of_w(tab.w[t]);
           ok = ok && i < ts.size() && tab.g[t] == ts[i].g && tab.n[t] == ts[i].size() &&
                tab.scale[t] == float(scale_of(ts[i]));
           ++seen[{i, tab.block_chunk[b]}];
@@ -364,13 +376,8 @@ int main() {
   }
   {  // shape errors
     Dev a(RowMat::Zero(3, 4)), b(RowMat::Zero(4, 3));
-    bool thrown = false;
-    try {
-      st::RowNormalize::dualize(a.view(), b.view(), exact);
-    } catch (const st::shape_error&) {
-      thrown = true;
-    }
-    EXPECT(thrown, "shape mismatch must throw shape_error");
+    EXPECT(throws<st::shape_error>([&] { st::RowNormalize::dualize(a.view(), b.view(), exact); }),
+           "shape mismatch must throw shape_error");
   }
 
   // ---- optimizers: device steps == CPU steps ----
@@ -501,18 +508,10 @@ int main() {
   }
   {  // bad tensor descriptions are refused at init with a clear error
     sc::AdamW opt{hp};
-    bool neg = false, null = false;
-    try {
-      opt.init({{nullptr, nullptr, -1, 3}}, exact);
-    } catch (const st::shape_error&) {
-      neg = true;
-    }
-    try {
-      opt.init({{nullptr, nullptr, 2, 3}}, exact);
-    } catch (const std::invalid_argument&) {
-      null = true;
-    }
-    EXPECT(neg && null, "init: negative shape -> shape_error, null pointers -> invalid_argument");
+    EXPECT(throws<st::shape_error>([&] { opt.init({{nullptr, nullptr, -1, 3}}, exact); }),
+           "init: a negative shape must throw shape_error");
+    EXPECT(throws<std::invalid_argument>([&] { opt.init({{nullptr, nullptr, 2, 3}}, exact); }),
+           "init: null pointers must throw invalid_argument");
   }
   {  // a NaN gradient: the step is skipped on the device, nothing changes, the flag is readable
     RowMat w = random(8, 8, 5), g = random(8, 8, 6);

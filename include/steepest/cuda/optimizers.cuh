@@ -378,11 +378,15 @@ void for_each_table(const std::vector<Tensor>& ts, DeviceState& st, F&& launch, 
   flush();
 }
 
+// Tensor filters and update factors for for_each_table.
+inline bool every_tensor(const Tensor&) { return true; }
+inline bool vectors_only(const Tensor& x) { return x.role == Role::Vector; }
+inline double unit_factor(const Tensor&) { return 1.0; }
+
 /// Every tensor, factor 1.
 template <class F>
 void for_each_table(const std::vector<Tensor>& ts, DeviceState& st, F&& launch) {
-  for_each_table(ts, st, std::forward<F>(launch), [](const Tensor&) { return true; },
-                 [](const Tensor&) { return 1.0; });
+  for_each_table(ts, st, std::forward<F>(launch), every_tensor, unit_factor);
 }
 
 inline kernels::StepScalars scalars(const Hyper& hp, DeviceState& st) {
@@ -467,7 +471,7 @@ struct ElementwiseOptimizer {
   void step(const std::vector<Tensor>& ts, DeviceState& st, Context& ctx) const {
     detail::validate(st, ts, name);
     detail::begin_step(hp, ts, st, ctx);
-    detail::enqueue_elementwise<R>(hp, ts, st, ctx, name, [](const Tensor&) { return true; }, scale_of);
+    detail::enqueue_elementwise<R>(hp, ts, st, ctx, name, detail::every_tensor, scale_of);
     detail::end_step(st, ctx);
   }
 };
@@ -496,9 +500,8 @@ struct MogaRow {
     detail::validate(st, ts, "cuda::MogaRow::step");
     detail::begin_step(hp, ts, st, ctx);
     const kernels::StepScalars p = detail::scalars(hp, st);
-    detail::enqueue_elementwise<kernels::Rule::AdamW>(
-        hp, ts, st, ctx, "cuda::MogaRow::step (vectors)", [](const Tensor& x) { return x.role == Role::Vector; },
-        [](const Tensor&) { return 1.0; });
+    detail::enqueue_elementwise<kernels::Rule::AdamW>(hp, ts, st, ctx, "cuda::MogaRow::step (vectors)",
+                                                      detail::vectors_only, detail::unit_factor);
     for (std::size_t i = 0; i < ts.size(); ++i) {
       const Tensor& x = ts[i];
       if (x.size() == 0 || x.role == Role::Vector) continue;
@@ -529,9 +532,8 @@ struct MogaCol {
     detail::validate(st, ts, "cuda::MogaCol::step");
     detail::begin_step(hp, ts, st, ctx);
     const kernels::StepScalars p = detail::scalars(hp, st);
-    detail::enqueue_elementwise<kernels::Rule::AdamW>(
-        hp, ts, st, ctx, "cuda::MogaCol::step (vectors)", [](const Tensor& x) { return x.role == Role::Vector; },
-        [](const Tensor&) { return 1.0; });
+    detail::enqueue_elementwise<kernels::Rule::AdamW>(hp, ts, st, ctx, "cuda::MogaCol::step (vectors)",
+                                                      detail::vectors_only, detail::unit_factor);
     for (std::size_t i = 0; i < ts.size(); ++i) {
       const Tensor& x = ts[i];
       if (x.size() == 0 || x.role == Role::Vector) continue;
