@@ -287,10 +287,10 @@ TEST_CASE("Muon (exact-SVD path) matches a scalar reference; NS path within the 
     for (double& x : d) x *= std::sqrt(std::max(1.0, 7.0 / 5.0));
     return d;
   });
-  check_same(run_lib(st::muon(hp, st::ShapeFactor::MuonMax1, st::Geometry::SpectralExact), 5), ref, 1e-10);
+  check_same(run_lib(st::muon(hp, st::ShapeFactor::MuonMax1, st::geometry<st::SpectralExact>()), 5), ref, 1e-10);
   // Quintic NS: the Muon direction of one step vs the SVD polar factor of the same momentum.
   const Model ns = run_lib(st::muon(hp), 1);
-  const Model ex = run_lib(st::muon(hp, st::ShapeFactor::MuonMax1, st::Geometry::SpectralExact), 1);
+  const Model ex = run_lib(st::muon(hp, st::ShapeFactor::MuonMax1, st::geometry<st::SpectralExact>()), 1);
   Model init;
   Vec dn(35), de(35);
   for (std::size_t i = 0; i < 35; ++i) {
@@ -322,7 +322,7 @@ TEST_CASE("Scion matches a scalar reference and keeps ||W|| <= radius over 100 s
     radii.hidden = 2.0;
     radii.vector = 3.0;
     auto opt = st::scion(hp, radii);
-    opt.roles[0].geometry = {st::Geometry::SpectralExact, true};
+    opt.roles[0].geometry = st::geometry<st::MeanNormalized<st::SpectralExact>>();
     check_same(run_lib(opt, 5), ref, 1e-10);
   }
   // The constraint, in float with both the exact LMO and quintic Newton-Schulz.
@@ -334,7 +334,7 @@ TEST_CASE("Scion matches a scalar reference and keeps ||W|| <= radius over 100 s
     st::ScionRadii radii;
     radii.hidden = 5.0;
     auto opt = st::scion(hp, radii);
-    if (exact) opt.roles[0].geometry = {st::Geometry::SpectralExact, true};
+    if (exact) opt.roles[0].geometry = st::geometry<st::MeanNormalized<st::SpectralExact>>();
     st::norm_matched_init(P, opt, 1);
     const double rho = 5.0;
     CHECK(st::MeanNormalized<st::SpectralExact>::value(P[0].matrix()) == doctest::Approx(rho).epsilon(1e-5));
@@ -628,12 +628,12 @@ TEST_CASE("parameter sets: roles pick geometries, overrides win, norms list the 
   CHECK(P.at("conv").cols == 27);
   CHECK(P.at("attn[2]").data == heads.data() + 16);
   auto opt = st::scion();
-  CHECK(opt.geometry_of(P.at("h0")).kind == st::Geometry::Spectral);
-  CHECK(opt.geometry_of(P.at("embed")).kind == st::Geometry::ColNormalize);
-  CHECK(opt.geometry_of(P.at("head")).kind == st::Geometry::Sign);
-  CHECK(opt.geometry_of(P.at("ln.g")).kind == st::Geometry::VectorRMS);
-  P.at("h0").geometry = st::LayerGeometry{st::Geometry::RowNormalize, true};
-  CHECK(opt.geometry_of(P.at("h0")).kind == st::Geometry::RowNormalize);
+  CHECK(opt.geometry_of(P.at("h0")) == st::geometry<st::MeanNormalized<st::Spectral>>());
+  CHECK(opt.geometry_of(P.at("embed")) == st::geometry<st::MeanNormalized<st::ColNormalize>>());
+  CHECK(opt.geometry_of(P.at("head")) == st::geometry<st::MeanNormalized<st::SignNorm>>());
+  CHECK(opt.geometry_of(P.at("ln.g")) == st::geometry<st::VectorRMS>());
+  P.at("h0").geometry = st::geometry<st::MeanNormalized<st::RowNormalize>>();
+  CHECK(opt.geometry_of(P.at("h0")) == st::geometry<st::MeanNormalized<st::RowNormalize>>());
   st::norm_matched_init(P, opt, 7);
   const auto norms = opt.operator_norms(P);
   REQUIRE(norms.size() == 8);
@@ -687,4 +687,97 @@ TEST_CASE("the per-layer update scratch is allocated only by the transform-by-tr
   adam.fuse = false;  // the slow path sizes it as needed
   REQUIRE(adam.step(ps, gs, sa));
   CHECK(sa.update[0].size() == 12 * 8);
+}
+
+namespace {
+// A geometry defined here, not in the library: the Frobenius norm (self-dual, direction
+// G / ||G||_F), with a workspace type of its own that counts calls, so the test also sees that
+// a user's workspace is created once per layer and kept across steps.
+struct UserFrobenius {
+  static constexpr double p = 2.0, q = 2.0;
+  struct Counter {
+    int calls = 0;
+  };
+  template <class S>
+  using Workspace = Counter;
+  static std::string name() { return "user-frobenius"; }
+  static double scale(st::Index, st::Index) { return 1.0; }
+  /// Its mean-normalized version is the RMS geometry: s(m, n) = sqrt(m n).
+  static double mean_normalized_scale(st::Index m, st::Index n) { return std::sqrt(double(m) * double(n)); }
+  template <class M>
+  static double value(const M& W) { return double(W.norm()); }
+  template <class M>
+  static double dual(const M& G) { return double(G.norm()); }
+  template <class M, class O>
+  static void dualize(const M& G, const O& out, Counter& c) {
+    ++c.calls;
+    const double n = double(G.norm());
+    st::writable(out) = n > 0 ? (G / typename M::Scalar(n)).eval() : (G * 0).eval();
+  }
+  template <class M, class O>
+  static void dualize(const M& G, const O& out) {
+    Counter c;
+    dualize(G, out, c);
+  }
+};
+}  // namespace
+
+TEST_CASE("a user-defined policy is one layer's geometry at run time (plain and mean-normalized)") {
+  static_assert(st::is_norm_policy_v<UserFrobenius>);
+  for (int mean = 0; mean < 2; ++mean) {
+    CAPTURE(mean);
+    const st::Geometry g = mean ? st::geometry<st::MeanNormalized<UserFrobenius>>() : st::geometry<UserFrobenius>();
+    CHECK(g == (mean ? st::geometry<st::MeanNormalized<UserFrobenius>>() : st::geometry<UserFrobenius>()));
+    CHECK(g != st::geometry<st::VectorRMS>());  // same math as the built-in, another policy
+    CHECK(g.fused() == st::FusedForm::None);    // unknown to the fused kernels: runs as a chain
+    // Sign descent's chain (geometry, then step), with the hidden layer switched to the user's
+    // geometry and the vector left at the optimizer's sign.
+    const auto hp = hyper(0.05, 0.0, 0.0, 0.1);
+    auto opt = st::sign_descent(hp);
+    const double s = mean ? std::sqrt(35.0) : 1.0;
+    const Model ref = run_ref(4, hp.lr, hp.weight_decay, [&](int k, const Vec& gr, int) {
+      Vec u(gr.size());
+      double nrm = 0;
+      for (double x : gr) nrm += x * x;
+      nrm = std::sqrt(nrm);
+      for (std::size_t i = 0; i < gr.size(); ++i) u[i] = k == 0 ? gr[i] / nrm : sgn(gr[i]);
+      return u;
+    });
+    Model md;
+    md.params.at("h").geometry = g;
+    auto state = opt.init(md.params);
+    for (int t = 1; t <= 4; ++t) {
+      const Vec gw = grad_at(md.w.size(), t, 0.0), gb = grad_at(md.b.size(), t, 2.0);
+      st::Gradients<double> G;
+      G.add(gw.data(), md.m, md.n);
+      G.add_vector(gb.data(), md.m);
+      REQUIRE(opt.step(md.params, G, state));
+    }
+    // The sign-descent chain has no GeometryScale, so the mean-normalized handle gives the same
+    // direction; its norm report is the mean-normalized one, ||W||_F / sqrt(mn).
+    check_same(md, ref);
+    REQUIRE(state.workspace[0].other != nullptr);
+    CHECK(static_cast<UserFrobenius::Counter*>(state.workspace[0].other.get())->calls == 4);
+    const auto norms = opt.operator_norms(md.params);
+    double fro = 0;
+    for (double x : md.w) fro += x * x;
+    CHECK(norms[0].geometry == (mean ? "mean(user-frobenius)" : "user-frobenius"));
+    CHECK(norms[0].value == doctest::Approx(std::sqrt(fro) / s));
+  }
+  // With the width scale applied (Scion's unconstrained chain: EMA, geometry, s(m, n), step).
+  auto hp = hyper(0.01, 0.0, 0.0, 0.0);  // beta1 = 0: the EMA is the gradient
+  auto opt = st::scion_unconstrained(hp, {1, 1, 1, 1});
+  Model md;
+  const Vec w0 = md.w;
+  md.params.at("h").geometry = st::geometry<st::MeanNormalized<UserFrobenius>>();
+  auto state = opt.init(md.params);
+  const Vec gw = grad_at(md.w.size(), 1, 0.0), gb = grad_at(md.b.size(), 1, 2.0);
+  st::Gradients<double> G;
+  G.add(gw.data(), md.m, md.n);
+  G.add_vector(gb.data(), md.m);
+  REQUIRE(opt.step(md.params, G, state));
+  double nrm = 0;
+  for (double x : gw) nrm += x * x;
+  for (std::size_t i = 0; i < 35; ++i)
+    CHECK(md.w[i] == doctest::Approx(w0[i] - 0.01 * std::sqrt(35.0) * gw[i] / std::sqrt(nrm)).epsilon(1e-12));
 }

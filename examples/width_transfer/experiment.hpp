@@ -104,16 +104,8 @@ struct Setup {
 /// mean-normalized geometries the input norm is taken as the plain l_p norm, which multiplies
 /// the embedding's update by n_in^{1/p} (n_in = k V, fixed across widths). Scion applies the
 /// same factor to the embedding's radius instead, since its lr is also its decay rate.
-inline double embedding_input_factor(st::Geometry g, double n_in) {
-  switch (g) {
-    case st::Geometry::Sign:
-    case st::Geometry::ColNormalize: return n_in;                          // p = 1
-    case st::Geometry::RowNormalize:
-    case st::Geometry::Spectral:
-    case st::Geometry::SpectralPolarExpress:
-    case st::Geometry::SpectralExact: return std::sqrt(n_in);              // p = 2
-    default: return 1.0;
-  }
+inline double embedding_input_factor(const st::Geometry& g, double n_in) {
+  return std::pow(n_in, 1.0 / g.p());  // p = 1: sign, columns; p = 2: rows, spectral
 }
 
 template <class Opt>
@@ -131,8 +123,8 @@ RunResult train(Opt opt, const RunConfig& cfg, const Corpus& corpus, bool scion_
   for (auto& l : ps) {
     if (l.role != st::Role::Embedding) continue;
     const auto g = opt.geometry_of(l);
-    if (!g.mean_normalized) continue;
-    const double f = embedding_input_factor(g.kind, n_in);
+    if (!g.mean_normalized()) continue;
+    const double f = embedding_input_factor(g, n_in);
     if (scion_radius)
       l.radius = opt.radius_of(l) * f;
     else
@@ -202,7 +194,7 @@ inline RunResult run(const RunConfig& cfg, const Corpus& corpus) {
     auto opt = st::muon(Setup::momentum(lr, 0.95),
                         o == "muon" ? st::ShapeFactor::MuonMax1 : st::ShapeFactor::SpectralMuP);
     // The head is a matrix like the hidden ones: Newton-Schulz and the same shape factor.
-    opt.roles[std::size_t(st::Role::Output)].geometry = {st::Geometry::Spectral, false};
+    opt.roles[std::size_t(st::Role::Output)].geometry = st::geometry<st::Spectral>();
     return train(opt, cfg, corpus);
   }
   if (o == "scion") {

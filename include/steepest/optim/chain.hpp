@@ -29,14 +29,15 @@ struct has_elem<T, S, std::void_t<typename T::template Elem<S>>> : std::true_typ
 template <class T, class S>
 bool elem_fusable(const Ctx<S>& ctx, std::size_t position) {
   if constexpr (std::is_same_v<T, LayerDualize>) {
-    return position == 0 ? LayerDualize::fusable(ctx) : LayerDualize::pointwise(ctx.geometry.kind);
+    return position == 0 ? LayerDualize::fusable(ctx.geometry.fused())
+                         : LayerDualize::pointwise(ctx.geometry.fused());
   } else {
     return true;
   }
 }
 template <class T>
-bool elem_needs_rows(Geometry k) {
-  if constexpr (std::is_same_v<T, LayerDualize>) return LayerDualize::needs_rows(k);
+bool elem_needs_rows(FusedForm f) {
+  if constexpr (std::is_same_v<T, LayerDualize>) return LayerDualize::needs_rows(f);
   else return false;
 }
 
@@ -124,7 +125,7 @@ struct Chain {
   static void fused_impl(Ctx<S>& ctx, Tuple& st, std::index_sequence<I...> seq) {
     auto ks = std::make_tuple(Ts::elem(ctx, std::get<I>(st))...);
     const Index rows = ctx.w.rows(), cols = ctx.w.cols(), size = rows * cols;
-    const bool by_rows = (detail::elem_needs_rows<Ts>(ctx.geometry.kind) || ...);
+    const bool by_rows = (detail::elem_needs_rows<Ts>(ctx.geometry.fused()) || ...);
     const S* g = ctx.grad;
     // Blocks of whole rows (by_rows) or of ~16K entries: big enough to amortize, small enough
     // to balance two threads.

@@ -1,119 +1,200 @@
-// steepest/optim/geometry.hpp -- choosing a norm policy per layer at run time.
+// steepest/optim/geometry.hpp -- a layer's norm geometry chosen at run time, from any policy.
 //
-// Norm policies are compile-time types; a model's layers pick theirs by role when the parameter
-// set is built. `Geometry` names the built-in policies and `dualize_layer` dispatches once per
-// layer to the compiled policy, so the per-entry work is the policy's own kernel.
+// Norm policies are compile-time types. A model picks one per layer when its parameter set is
+// built (by role, by route, or per layer), so the choice has to be a value: `Geometry` is a
+// handle to a table of functions instantiated from the policy type,
+//
+//   st::Geometry g = st::geometry<st::MeanNormalized<st::RowNorm<3>>>();
+//
+// and any type that satisfies the norm-policy contract (norms/traits.hpp) works, including a
+// user's own: there is no central list to edit. The table is built once per policy type (an
+// inline variable: one address per program, so handles compare by identity), and the per-entry
+// work is still the policy's own compiled kernel: dispatch happens once per layer and step.
+//
+// How a handle splits a policy for the optimizer chains:
+//   MeanNormalized<B>   direction = B's direction D_B, scale = s(m, n) of B      (p̄ -> q̄)
+//   any other N         direction = N's direction,    scale = 1
+// so LayerDualize applies the direction and GeometryScale the width-aware scale, and a chain can
+// place moments between the two (MOGA). The default handle is the identity: D(G) = G.
 #pragma once
 
+#include <Eigen/Core>
+
+#include <memory>
 #include <string>
+#include <type_traits>
 
 #include "../norms/operator_norm.hpp"
 
 namespace steepest {
 
-/// The built-in geometries, by the policy they dispatch to.
-enum class Geometry {
-  Identity,              ///< no geometry: D(G) = G (plain SGD / AdamW update)
-  Sign,                  ///< SignNorm, 1 -> inf
-  RowNormalize,          ///< RowNorm<2>, 2 -> inf
-  ColNormalize,          ///< ColNorm<2>, 1 -> 2
-  Spectral,              ///< SpectralNorm, quintic Newton-Schulz x5
-  SpectralPolarExpress,  ///< SpectralNorm, Polar Express schedule x5
-  SpectralExact,         ///< SpectralNorm, exact SVD polar factor
-  VectorRMS,             ///< VectorNorm<2>: g / ||g|| (mean-normalized: g / rms(g))
-  VectorSign,            ///< VectorNorm<Inf>: sign(g)
-};
+template <class Scalar>
+using RowMatrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
-/// A geometry and whether its mean-normalized (width-aware) version is used.
-struct LayerGeometry {
-  Geometry kind = Geometry::Identity;
-  bool mean_normalized = true;
-};
+/// A read-only row-major view with a row stride: parameters may be logical blocks of a larger
+/// buffer (params.hpp), so norms are taken through this type.
+template <class Scalar>
+using ConstRowView = Eigen::Ref<const RowMatrix<Scalar>, 0, Eigen::OuterStride<>>;
 
-inline std::string geometry_name(LayerGeometry g) {
-  static const char* names[] = {"identity", "sign",     "row",    "col",       "spectral",
-                                "spectral-pe", "spectral-svd", "vector-rms", "vector-sign"};
-  return std::string(g.mean_normalized && g.kind != Geometry::Identity ? "mean " : "") +
-         names[static_cast<int>(g.kind)];
-}
-
-/// Scratch for every built-in geometry, reused across steps.
+/// Scratch for a layer's geometry, reused across steps. The built-in workspaces have slots; a
+/// user policy's own Workspace type is created on first use and kept in `other`.
 template <class Scalar>
 struct LayerWorkspace {
   eigen_detail::VectorwiseWorkspace<Scalar> vec;
   NewtonSchulzWorkspace<Scalar> ns;
+  std::shared_ptr<void> other;
+  const void* other_type = nullptr;
 };
 
+/// How the fused one-pass kernels (optim/chain.hpp) can apply a geometry's direction: pointwise
+/// (Identity, Sign) or one factor per row, per column or for the whole matrix computed from the
+/// gradient in a first read pass. None: the direction needs the whole matrix (spectral, or a
+/// user policy the fused kernels know nothing about), so the layer runs transform by transform.
+enum class FusedForm { None, Identity, Sign, Row2, Col2, Global2 };
+
+/// The fused form of a policy, from its type. A user policy is None unless it specializes this.
+template <class N>
+struct fused_form_of : std::integral_constant<FusedForm, FusedForm::None> {};
+template <>
+struct fused_form_of<RowNorm<1>> : std::integral_constant<FusedForm, FusedForm::Sign> {};
+template <>
+struct fused_form_of<ColNorm<Inf>> : std::integral_constant<FusedForm, FusedForm::Sign> {};
+template <>
+struct fused_form_of<VectorNorm<Inf>> : std::integral_constant<FusedForm, FusedForm::Sign> {};
+template <>
+struct fused_form_of<RowNorm<2>> : std::integral_constant<FusedForm, FusedForm::Row2> {};
+template <>
+struct fused_form_of<ColNorm<2>> : std::integral_constant<FusedForm, FusedForm::Col2> {};
+template <>
+struct fused_form_of<VectorNorm<2>> : std::integral_constant<FusedForm, FusedForm::Global2> {};
+
+template <class N>
+struct is_spectral_policy : std::false_type {};
+template <class Polar>
+struct is_spectral_policy<SpectralNorm<Polar>> : std::true_type {};
+
 namespace detail {
-template <class Fn>
-decltype(auto) with_policy(Geometry g, Fn&& fn) {
-  switch (g) {
-    case Geometry::Sign: return fn(static_cast<SignNorm*>(nullptr));
-    case Geometry::RowNormalize: return fn(static_cast<RowNormalize*>(nullptr));
-    case Geometry::ColNormalize: return fn(static_cast<ColNormalize*>(nullptr));
-    case Geometry::Spectral: return fn(static_cast<steepest::Spectral*>(nullptr));
-    case Geometry::SpectralPolarExpress:
-      return fn(static_cast<steepest::SpectralPolarExpress*>(nullptr));
-    case Geometry::SpectralExact: return fn(static_cast<steepest::SpectralExact*>(nullptr));
-    case Geometry::VectorRMS: return fn(static_cast<VectorNorm<2>*>(nullptr));
-    case Geometry::VectorSign: return fn(static_cast<VectorNorm<Inf>*>(nullptr));
-    case Geometry::Identity: break;
-  }
-  return fn(static_cast<void*>(nullptr));
-}
+template <class N>
+struct mean_split {  // a plain policy: its own direction, no separate scale
+  using base = N;
+  static constexpr bool mean = false;
+};
+template <class B>
+struct mean_split<MeanNormalized<B>> {
+  using base = B;
+  static constexpr bool mean = true;
+};
+
+template <class T>
+inline constexpr char type_key = 0;  // one address per type: identifies `other` workspaces
 
 template <class N, class S>
 auto& pick_workspace(LayerWorkspace<S>& ws) {
-  if constexpr (std::is_same_v<workspace_t<N, S>, NewtonSchulzWorkspace<S>>) {
+  using W = workspace_t<N, S>;
+  if constexpr (std::is_same_v<W, NewtonSchulzWorkspace<S>>) {
     return ws.ns;
-  } else if constexpr (std::is_same_v<workspace_t<N, S>, NoWorkspace>) {
-    static thread_local NoWorkspace none;
-    return none;
-  } else {
+  } else if constexpr (std::is_same_v<W, eigen_detail::VectorwiseWorkspace<S>>) {
     return ws.vec;
+  } else {
+    if (ws.other_type != &type_key<W>) {
+      ws.other = std::make_shared<W>();
+      ws.other_type = &type_key<W>;
+    }
+    return *static_cast<W*>(ws.other.get());
   }
 }
 }  // namespace detail
 
-/// The width-aware scale s(m, n) of the layer's geometry (1 when not mean-normalized or Identity).
-inline double layer_scale(LayerGeometry g, Index m, Index n) {
-  return detail::with_policy(g.kind, [&](auto* tag) -> double {
-    using N = std::remove_pointer_t<decltype(tag)>;
-    if constexpr (std::is_void_v<N>) {
-      return 1.0;
-    } else {
-      return g.mean_normalized ? N::mean_normalized_scale(m, n) : 1.0;
-    }
-  });
+/// The function table behind a Geometry handle (one per policy type).
+struct GeometryOps {
+  std::string (*name)();
+  double p, q;              ///< operator-norm exponents p -> q of the policy
+  bool mean_normalized;     ///< MeanNormalized<B>: the scale below is B's s(m, n)
+  bool spectral;            ///< the direction is a polar factor (Muon's shape factors apply)
+  FusedForm fused;
+  double (*scale)(Index m, Index n);  ///< the factor GeometryScale applies (1 if not mean)
+  void (*dualize_f)(RowMatrix<float>& u, LayerWorkspace<float>& ws);    ///< u <- D(u), in place
+  void (*dualize_d)(RowMatrix<double>& u, LayerWorkspace<double>& ws);
+  double (*value_f)(const ConstRowView<float>& W);  ///< ||W|| in the (mean-normalized) norm
+  double (*value_d)(const ConstRowView<double>& W);
+};
+
+namespace detail {
+template <class N>
+struct GeometryTable {
+  static_assert(is_norm_policy_v<N>,
+                "steepest::geometry<N>(): N must be a norm policy (RowNorm<P>, ColNorm<Q>, "
+                "VectorNorm<Q>, SpectralNorm<...>, MeanNormalized<...>, or a type with the "
+                "interface in norms/traits.hpp)");
+  using split = mean_split<N>;
+  using B = typename split::base;
+  template <class S>
+  static void dualize(RowMatrix<S>& u, LayerWorkspace<S>& ws) {
+    B::dualize(u, u, pick_workspace<B>(ws));
+  }
+  template <class S>
+  static double value(const ConstRowView<S>& W) { return N::value(W); }
+  static double scale(Index m, Index n) {
+    if constexpr (split::mean) return B::mean_normalized_scale(m, n);
+    else return 1.0;
+  }
+  static constexpr GeometryOps ops{&N::name,        N::p,          N::q,
+                                   split::mean,     is_spectral_policy<B>::value,
+                                   fused_form_of<B>::value,
+                                   &scale,          &dualize<float>, &dualize<double>,
+                                   &value<float>,   &value<double>};
+};
+}  // namespace detail
+
+/// A layer's geometry: a handle to the policy it was made from, or the identity (D(G) = G).
+class Geometry {
+ public:
+  /// The identity geometry: no direction map, scale 1, Frobenius norm for reporting.
+  constexpr Geometry() = default;
+  constexpr explicit Geometry(const GeometryOps* ops) : ops_(ops) {}
+
+  bool is_identity() const { return ops_ == nullptr; }
+  std::string name() const { return ops_ ? ops_->name() : "identity"; }
+  double p() const { return ops_ ? ops_->p : 2.0; }
+  double q() const { return ops_ ? ops_->q : 2.0; }
+  bool mean_normalized() const { return ops_ && ops_->mean_normalized; }
+  bool spectral() const { return ops_ && ops_->spectral; }
+  FusedForm fused() const { return ops_ ? ops_->fused : FusedForm::Identity; }
+  /// The width-aware factor s(m, n) of a mean-normalized geometry; 1 otherwise.
+  double scale(Index m, Index n) const { return ops_ ? ops_->scale(m, n) : 1.0; }
+
+  /// u <- D(u) in place (without the width-aware scale: see the file comment).
+  template <class S>
+  void dualize(RowMatrix<S>& u, LayerWorkspace<S>& ws) const {
+    static_assert(std::is_same_v<S, float> || std::is_same_v<S, double>,
+                  "steepest::Geometry: run-time geometries serve float and double parameters");
+    if (!ops_) return;
+    if constexpr (std::is_same_v<S, float>) ops_->dualize_f(u, ws);
+    else ops_->dualize_d(u, ws);
+  }
+  /// ||W|| in this geometry (mean-normalized when it is); the Frobenius norm for the identity.
+  template <class M>
+  double value(const M& W) const {
+    using S = typename M::Scalar;
+    if (!ops_) return double(W.norm());
+    if constexpr (std::is_same_v<S, float>) return ops_->value_f(W);
+    else return ops_->value_d(W);
+  }
+
+  friend bool operator==(Geometry a, Geometry b) { return a.ops_ == b.ops_; }
+  friend bool operator!=(Geometry a, Geometry b) { return a.ops_ != b.ops_; }
+
+ private:
+  const GeometryOps* ops_ = nullptr;
+};
+
+/// The run-time handle of norm policy N: `st::geometry<st::MeanNormalized<st::RowNorm<2>>>()`.
+template <class N>
+constexpr Geometry geometry() {
+  return Geometry(&detail::GeometryTable<N>::ops);
 }
 
-/// u <- D_{p->q}(u) in the layer's geometry, in place. The width-aware factor s(m, n) of a
-/// mean-normalized geometry is applied separately (GeometryScale), so a chain can place
-/// moments between the direction and the scale.
-template <class Mat, class S>
-void dualize_layer(LayerGeometry g, Mat& u, LayerWorkspace<S>& ws) {
-  detail::with_policy(g.kind, [&](auto* tag) {
-    using N = std::remove_pointer_t<decltype(tag)>;
-    if constexpr (!std::is_void_v<N>) N::dualize(u, u, detail::pick_workspace<N>(ws));
-  });
-}
-
-inline bool is_spectral(Geometry g) {
-  return g == Geometry::Spectral || g == Geometry::SpectralPolarExpress ||
-         g == Geometry::SpectralExact;
-}
-
-/// ||W|| in the layer's geometry (mean-normalized when the layer is); Frobenius for Identity.
-template <class Mat>
-double layer_norm(LayerGeometry g, const Mat& W) {
-  return detail::with_policy(g.kind, [&](auto* tag) -> double {
-    using N = std::remove_pointer_t<decltype(tag)>;
-    if constexpr (std::is_void_v<N>) {
-      return double(W.norm());
-    } else {
-      return g.mean_normalized ? MeanNormalized<N>::value(W) : N::value(W);
-    }
-  });
-}
+/// The identity geometry (plain SGD / AdamW updates).
+constexpr Geometry identity_geometry() { return Geometry(); }
 
 }  // namespace steepest

@@ -28,7 +28,7 @@ class non_finite_error : public std::runtime_error {
 
 /// Geometry, radius and learning-rate multiplier an optimizer gives a role by default.
 struct RoleDefaults {
-  LayerGeometry geometry;
+  Geometry geometry;
   double radius = 1.0;
   double lr_scale = 1.0;
 };
@@ -83,7 +83,7 @@ class Optimizer {
   static std::string name() { return ChainT::name(); }
 
   template <class S>
-  LayerGeometry geometry_of(const Layer<S>& l) const {
+  Geometry geometry_of(const Layer<S>& l) const {
     return l.geometry ? *l.geometry : roles[std::size_t(l.role)].geometry;
   }
   template <class S>
@@ -149,10 +149,8 @@ class Optimizer {
     for (int pass = 0; pass < 2; ++pass)
       for (const auto& l : params)
         if ((l.role == Role::Output) == (pass == 0)) {
-          const LayerGeometry g = geometry_of(l);
-          LayerGeometry value_geometry = g;
-          if (g.kind == Geometry::Identity) value_geometry = {Geometry::Identity, false};
-          out.push_back({l.name, l.role, geometry_name(g), layer_norm(value_geometry, l.matrix())});
+          const Geometry g = geometry_of(l);
+          out.push_back({l.name, l.role, g.name(), g.value(l.matrix())});
         }
     return out;
   }

@@ -25,11 +25,11 @@
 namespace steepest {
 
 namespace detail {
-inline std::array<RoleDefaults, 4> all_roles(LayerGeometry matrices, LayerGeometry vectors) {
+inline std::array<RoleDefaults, 4> all_roles(Geometry matrices, Geometry vectors) {
   return {RoleDefaults{matrices}, RoleDefaults{matrices}, RoleDefaults{matrices},
           RoleDefaults{vectors}};
 }
-inline constexpr LayerGeometry kIdentity{Geometry::Identity, false};
+inline constexpr Geometry kIdentity{};
 }  // namespace detail
 
 using SGDChain = Chain<Momentum<MomentumKind::HeavyBall>, DecoupledStep>;
@@ -59,13 +59,13 @@ inline Optimizer<AdamWChain> adamw(Hyper hp = {}) {
 /// AdamW with the 1̄->inf width-aware scale: hidden and output matrices' updates are multiplied
 /// by s(m, n) = 1/n (fan-in), Adam's muP rule; embeddings and vectors are left at scale 1.
 inline Optimizer<RescaledAdamWChain> adamw_rescaled(Hyper hp = {}) {
-  auto r = detail::all_roles({Geometry::Sign, true}, detail::kIdentity);
+  auto r = detail::all_roles(geometry<MeanNormalized<SignNorm>>(), detail::kIdentity);
   r[std::size_t(Role::Embedding)].geometry = detail::kIdentity;
   return {hp, r};
 }
 /// Sign descent: W <- (1 - lr wd) W - lr sign(G) (the 1->inf steepest direction, no scale).
 inline Optimizer<SignDescentChain> sign_descent(Hyper hp = {}) {
-  return {hp, detail::all_roles({Geometry::Sign, false}, {Geometry::VectorSign, false})};
+  return {hp, detail::all_roles(geometry<SignNorm>(), geometry<VectorSign>())};
 }
 /// Lion (Chen et al., 2023): u = sign(b1 m + (1-b1) g), m = b2 m + (1-b2) g. Its usual defaults
 /// are lr 1e-4, betas (0.9, 0.99): set them in hp.
@@ -93,12 +93,12 @@ using MogaChain = std::conditional_t<
 /// MOGA-row: row normalization 2̄->inf (scale n^{-1/2}) with AdamW's hyper-parameters only.
 template <MogaOrder O = MogaOrder::NormalizeThenAdam>
 Optimizer<MogaChain<O>> moga_row(Hyper hp = {}) {
-  return {hp, detail::all_roles({Geometry::RowNormalize, true}, detail::kIdentity)};
+  return {hp, detail::all_roles(geometry<MeanNormalized<RowNormalize>>(), detail::kIdentity)};
 }
 /// MOGA-col: column normalization 1̄->2̄ (scale sqrt(m)/n) with AdamW's hyper-parameters only.
 template <MogaOrder O = MogaOrder::NormalizeThenAdam>
 Optimizer<MogaChain<O>> moga_col(Hyper hp = {}) {
-  return {hp, detail::all_roles({Geometry::ColNormalize, true}, detail::kIdentity)};
+  return {hp, detail::all_roles(geometry<MeanNormalized<ColNormalize>>(), detail::kIdentity)};
 }
 
 /// Muon: Nesterov-EMA momentum (hp.beta1), the polar factor of the momentum (quintic Newton-
@@ -107,13 +107,15 @@ Optimizer<MogaChain<O>> moga_col(Hyper hp = {}) {
 /// Hidden matrices only are spectral; embeddings, heads and vectors get Scion's geometries
 /// (mean column normalization, mean sign, RMS) so one optimizer steps the whole model.
 inline Optimizer<MuonChain> muon(Hyper hp = {}, ShapeFactor shape = ShapeFactor::MuonMax1,
-                                 Geometry polar = Geometry::Spectral) {
-  if (!is_spectral(polar)) throw std::invalid_argument("muon: polar must be a spectral geometry");
+                                 Geometry polar = geometry<Spectral>()) {
+  if (!polar.spectral() || polar.mean_normalized())
+    throw std::invalid_argument("muon: polar must be a plain spectral geometry, e.g. "
+                                "st::geometry<st::SpectralExact>()");
   hp.shape_factor = shape;
-  std::array<RoleDefaults, 4> r{RoleDefaults{{polar, false}},
-                                RoleDefaults{{Geometry::ColNormalize, true}},
-                                RoleDefaults{{Geometry::Sign, true}},
-                                RoleDefaults{{Geometry::VectorRMS, true}}};
+  std::array<RoleDefaults, 4> r{RoleDefaults{polar},
+                                RoleDefaults{geometry<MeanNormalized<ColNormalize>>()},
+                                RoleDefaults{geometry<MeanNormalized<SignNorm>>()},
+                                RoleDefaults{geometry<VectorRMS>()}};
   return {hp, r};
 }
 
@@ -125,10 +127,10 @@ struct ScionRadii {
 
 namespace detail {
 inline std::array<RoleDefaults, 4> scion_roles(ScionRadii r) {
-  return {RoleDefaults{{Geometry::Spectral, true}, r.hidden},
-          RoleDefaults{{Geometry::ColNormalize, true}, r.embedding},
-          RoleDefaults{{Geometry::Sign, true}, r.output},
-          RoleDefaults{{Geometry::VectorRMS, true}, r.vector}};
+  return {RoleDefaults{geometry<MeanNormalized<Spectral>>(), r.hidden},
+          RoleDefaults{geometry<MeanNormalized<ColNormalize>>(), r.embedding},
+          RoleDefaults{geometry<MeanNormalized<SignNorm>>(), r.output},
+          RoleDefaults{geometry<VectorRMS>(), r.vector}};
 }
 }  // namespace detail
 
@@ -154,12 +156,12 @@ void norm_matched_init(ParamSet<S>& params, const Optimizer<ChainT>& opt, unsign
   for (auto& l : params) {
     auto W = l.matrix();
     for (Index i = 0; i < W.size(); ++i) W.data()[i] = static_cast<S>(nd(rng));
-    const LayerGeometry g = opt.geometry_of(l);
-    if (g.kind == Geometry::Identity) {
+    const Geometry g = opt.geometry_of(l);
+    if (g.is_identity()) {
       W *= static_cast<S>(1.0 / std::sqrt(double(std::max<Index>(1, l.cols))));
       continue;
     }
-    const double v = layer_norm(g, W);
+    const double v = g.value(W);
     if (v > 0) W *= static_cast<S>(opt.radius_of(l) / v);
   }
 }

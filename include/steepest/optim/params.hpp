@@ -39,15 +39,12 @@ inline const char* role_name(Role r) {
 }
 
 template <class Scalar>
-using RowMatrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-
-template <class Scalar>
 struct Layer {
   std::string name;
   Role role;
   Scalar* data;
   Index rows, cols;
-  std::optional<LayerGeometry> geometry;  ///< overrides the optimizer's choice for this role
+  std::optional<Geometry> geometry;         ///< overrides the optimizer's choice for this role
   double lr_scale = 1.0;                  ///< per-layer (or per-group) learning-rate multiplier
   std::optional<double> radius;           ///< overrides the optimizer's radius for this role
 

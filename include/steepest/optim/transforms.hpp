@@ -33,7 +33,7 @@ struct Ctx {
   Eigen::Map<RowMatrix<S>> w;           ///< the parameter
   const Hyper& hp;
   long long t;                          ///< step number, 1-based
-  LayerGeometry geometry;               ///< resolved geometry of the layer
+  Geometry geometry;                    ///< resolved geometry of the layer
   bool is_matrix;                       ///< false for Role::Vector
   double lr;                            ///< hp.lr times the layer's lr_scale
   double radius;                        ///< resolved radius of the layer
@@ -235,22 +235,12 @@ struct LayerDualize {
   using State = NoState;
   static void init(NoState&, Index, Index) {}
   template <class S>
-  static void apply(Ctx<S>& ctx, NoState&) { dualize_layer(ctx.geometry, ctx.u, ctx.ws); }
+  static void apply(Ctx<S>& ctx, NoState&) { ctx.geometry.dualize(ctx.u, ctx.ws); }
 
   /// Fusable geometries: identity, sign, and row / column / vector 2-normalization, whose
   /// per-row, per-column or global factors 1/||g|| are computed in a first (read-only) pass.
-  template <class S>
-  static bool fusable(const Ctx<S>& ctx) {
-    switch (ctx.geometry.kind) {
-      case Geometry::Identity: case Geometry::Sign: case Geometry::VectorSign:
-      case Geometry::RowNormalize: case Geometry::ColNormalize: case Geometry::VectorRMS:
-        return true;
-      default: return false;
-    }
-  }
-  static bool pointwise(Geometry k) {
-    return k == Geometry::Identity || k == Geometry::Sign || k == Geometry::VectorSign;
-  }
+  static bool fusable(FusedForm f) { return f != FusedForm::None; }
+  static bool pointwise(FusedForm f) { return f == FusedForm::Identity || f == FusedForm::Sign; }
   enum class Mode { Identity, Sign, Row, Col, Global };
   template <class S>
   struct Elem {
@@ -276,10 +266,10 @@ struct LayerDualize {
     const Eigen::Map<const RowMatrix<S>> g(ctx.grad, ctx.w.rows(), ctx.w.cols());
     auto& a = ctx.ws.vec.a;
     auto inv = [](S v) { return v > S(0) ? S(1) / v : S(0); };
-    switch (ctx.geometry.kind) {
-      case Geometry::Identity: return {Mode::Identity, nullptr, S(1)};
-      case Geometry::Sign: case Geometry::VectorSign: return {Mode::Sign, nullptr, S(1)};
-      case Geometry::RowNormalize: {
+    switch (ctx.geometry.fused()) {
+      case FusedForm::Identity: return {Mode::Identity, nullptr, S(1)};
+      case FusedForm::Sign: return {Mode::Sign, nullptr, S(1)};
+      case FusedForm::Row2: {
         a.resize(g.rows());
         // Contiguous rows: one vectorized read pass, split over threads when allowed.
         const Index rows = g.rows();
@@ -289,7 +279,7 @@ struct LayerDualize {
         for (Index r = 0; r < rows; ++r) a(r) = inv(g.row(r).norm());
         return {Mode::Row, a.data(), S(1)};
       }
-      case Geometry::ColNormalize:
+      case FusedForm::Col2:
         a.resize(g.cols());
         a.setZero();
         // Sum of squares per column, row by row: contiguous, vectorized reads of g.
@@ -300,9 +290,7 @@ struct LayerDualize {
         return {Mode::Global, nullptr, inv(g.norm())};
     }
   }
-  static constexpr bool needs_rows(Geometry k) {
-    return k == Geometry::RowNormalize || k == Geometry::ColNormalize;
-  }
+  static constexpr bool needs_rows(FusedForm f) { return f == FusedForm::Row2 || f == FusedForm::Col2; }
   static const char* name() { return "geometry"; }
 };
 
@@ -332,8 +320,7 @@ struct GeometryScale {
   static void init(NoState&, Index, Index) {}
   template <class S>
   static void apply(Ctx<S>& ctx, NoState&) {
-    if (!ctx.geometry.mean_normalized) return;
-    const double s = layer_scale(ctx.geometry, ctx.w.rows(), ctx.w.cols());
+    const double s = ctx.geometry.scale(ctx.w.rows(), ctx.w.cols());
     if (s != 1.0) ctx.u *= static_cast<S>(s);
   }
   template <class S>
@@ -345,9 +332,7 @@ struct GeometryScale {
   };
   template <class S>
   static Elem<S> elem(Ctx<S>& ctx, NoState&) {
-    const double s = ctx.geometry.mean_normalized
-                         ? layer_scale(ctx.geometry, ctx.w.rows(), ctx.w.cols()) : 1.0;
-    return {static_cast<S>(s)};
+    return {static_cast<S>(ctx.geometry.scale(ctx.w.rows(), ctx.w.cols()))};
   }
   static const char* name() { return "geometry-scale"; }
 };
@@ -360,7 +345,7 @@ struct ShapeScale {
   static void init(NoState&, Index, Index) {}
   template <class S>
   static void apply(Ctx<S>& ctx, NoState&) {
-    if (!is_spectral(ctx.geometry.kind) || ctx.hp.shape_factor == ShapeFactor::None) return;
+    if (!ctx.geometry.spectral() || ctx.hp.shape_factor == ShapeFactor::None) return;
     ctx.u *= static_cast<S>(
         shape_factor_value(ctx.hp.shape_factor, double(ctx.w.rows()), double(ctx.w.cols())));
   }
@@ -368,7 +353,7 @@ struct ShapeScale {
   using Elem = typename GeometryScale::template Elem<S>;
   template <class S>
   static Elem<S> elem(Ctx<S>& ctx, NoState&) {
-    if (!is_spectral(ctx.geometry.kind) || ctx.hp.shape_factor == ShapeFactor::None) return {S(1)};
+    if (!ctx.geometry.spectral() || ctx.hp.shape_factor == ShapeFactor::None) return {S(1)};
     return {static_cast<S>(
         shape_factor_value(ctx.hp.shape_factor, double(ctx.w.rows()), double(ctx.w.cols())))};
   }
