@@ -217,7 +217,7 @@ void MogaRow(benchmark::State& s) { run_rule(s, [] { return st::moga_row(hp()); 
 void MogaCol(benchmark::State& s) { run_rule(s, [] { return st::moga_col(hp()); }, 28, false); }
 void MuonQuintic(benchmark::State& s) { run_rule(s, [] { return st::muon(hp()); }, 20, true); }
 void MuonPolarExpress(benchmark::State& s) {
-  run_rule(s, [] { return st::muon(hp(), st::ShapeFactor::MuonMax1, st::geometry<st::SpectralPolarExpress>()); }, 20, true);
+  run_rule(s, [] { return st::muon<st::SpectralPolarExpress>(hp()); }, 20, true);
 }
 void Scion(benchmark::State& s) { run_rule(s, [] { return st::scion(hp()); }, 20, true); }
 

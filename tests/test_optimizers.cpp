@@ -272,25 +272,26 @@ TEST_CASE("MOGA-row and MOGA-col, both orders, match scalar references") {
   }
 }
 
-TEST_CASE("Muon (exact-SVD path) matches a scalar reference; NS path within the measured band") {
+TEST_CASE("Muon (hidden: Muon, exact-SVD path; the rest: AdamW) matches a scalar reference; NS path within the measured band") {
   const auto hp = hyper(0.02, 0.95, 0.0, 0.1);
-  std::vector<Vec> mom{Vec(35, 0.0), Vec(7, 0.0)};
-  const Model ref = run_ref(5, hp.lr, hp.weight_decay, [&](int k, const Vec& g, int) {
-    Vec& m = mom[std::size_t(k)];
+  const auto adam = hyper(0.02, 0.9, 0.99, 0.1);  // same lr and decay: run_ref steps both alike
+  Vec mom(35, 0.0);
+  AdamRef bias(7);
+  const Model ref = run_ref(5, hp.lr, hp.weight_decay, [&](int k, const Vec& g, int t) {
+    if (k == 1) return bias.update(g, t, 0.9, 0.99, 1e-8);  // the vector: plain AdamW
     Vec u(g.size());
     for (std::size_t i = 0; i < g.size(); ++i) {
-      m[i] = 0.95 * m[i] + 0.05 * g[i];
-      u[i] = 0.05 * g[i] + 0.95 * m[i];
+      mom[i] = 0.95 * mom[i] + 0.05 * g[i];
+      u[i] = 0.05 * g[i] + 0.95 * mom[i];
     }
-    if (k == 1) return rms_normalize(u);
     Vec d = polar(u, 7, 5);
     for (double& x : d) x *= std::sqrt(std::max(1.0, 7.0 / 5.0));
     return d;
   });
-  check_same(run_lib(st::muon(hp, st::ShapeFactor::MuonMax1, st::geometry<st::SpectralExact>()), 5), ref, 1e-10);
+  check_same(run_lib(st::muon<st::SpectralExact>(hp, adam), 5), ref, 1e-10);
   // Quintic NS: the Muon direction of one step vs the SVD polar factor of the same momentum.
-  const Model ns = run_lib(st::muon(hp), 1);
-  const Model ex = run_lib(st::muon(hp, st::ShapeFactor::MuonMax1, st::geometry<st::SpectralExact>()), 1);
+  const Model ns = run_lib(st::muon(hp, adam), 1);
+  const Model ex = run_lib(st::muon<st::SpectralExact>(hp, adam), 1);
   Model init;
   Vec dn(35), de(35);
   for (std::size_t i = 0; i < 35; ++i) {
@@ -417,7 +418,8 @@ TEST_CASE("least squares: every optimizer lowers the loss") {
   CHECK(fit(st::lion(hyper(0.005, 0.9, 0.99, 0)), 100) < 0.1);
   CHECK(fit(st::moga_row(hyper(0.05, 0.9, 0.99, 0)), 100) < 0.1);
   CHECK(fit(st::moga_col(hyper(0.05, 0.9, 0.99, 0)), 100) < 0.1);
-  CHECK(fit(st::muon(hyper(0.02, 0.9, 0, 0)), 100) < 0.1);
+  CHECK(fit(st::muon(hyper(0.02, 0.9, 0, 0), hyper(0.02, 0.9, 0.99, 0)), 100) < 0.1);
+  CHECK(fit(st::muon_scion(hyper(0.02, 0.9, 0, 0)), 100) < 0.1);
   CHECK(fit(st::scion_unconstrained(hyper(0.03, 0.9, 0, 0), {1, 1, 1, 1}), 100) < 0.1);
 }
 
@@ -680,10 +682,11 @@ TEST_CASE("the per-layer update scratch is allocated only by the transform-by-tr
   CHECK(sa.update[1].size() == 0);
   auto muon = st::muon();
   auto sm = muon.init(ps);
-  CHECK(sm.update[0].size() == 0);
+  CHECK(sm.part<0>().update[0].size() == 0);
   REQUIRE(muon.step(ps, gs, sm));
-  CHECK(sm.update[0].rows() == 12);
-  CHECK(sm.update[0].cols() == 8);
+  CHECK(sm.part<0>().update[0].rows() == 12);  // the hidden layer's route: Muon
+  CHECK(sm.part<0>().update[0].cols() == 8);
+  CHECK(sm.part<1>().update[0].size() == 0);   // the vector's route: fused AdamW
   adam.fuse = false;  // the slow path sizes it as needed
   REQUIRE(adam.step(ps, gs, sa));
   CHECK(sa.update[0].size() == 12 * 8);

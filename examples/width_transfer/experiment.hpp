@@ -191,9 +191,11 @@ inline RunResult run(const RunConfig& cfg, const Corpus& corpus) {
   if (o == "moga_row_post") return train(st::moga_row<st::MogaOrder::AdamThenNormalize>(Setup::adam(lr)), cfg, corpus);
   if (o == "moga_col_post") return train(st::moga_col<st::MogaOrder::AdamThenNormalize>(Setup::adam(lr)), cfg, corpus);
   if (o == "muon" || o == "muon_mup") {
-    auto opt = st::muon(Setup::momentum(lr, 0.95),
-                        o == "muon" ? st::ShapeFactor::MuonMax1 : st::ShapeFactor::SpectralMuP);
-    // The head is a matrix like the hidden ones: Newton-Schulz and the same shape factor.
+    // Muon's chain on every layer (not st::muon's AdamW for the rest): the head is a matrix like
+    // the hidden ones (Newton-Schulz and the same shape factor), the embedding gets Scion's mean
+    // column geometry and the vectors RMS (st::muon_scion's roles).
+    auto opt = st::muon_scion(Setup::momentum(lr, 0.95),
+                              o == "muon" ? st::ShapeFactor::MuonMax1 : st::ShapeFactor::SpectralMuP);
     opt.roles[std::size_t(st::Role::Output)].geometry = st::geometry<st::Spectral>();
     return train(opt, cfg, corpus);
   }

@@ -17,5 +17,6 @@
 #include "optim/transforms.hpp"
 #include "optim/chain.hpp"
 #include "optim/optimizer.hpp"
+#include "optim/routing.hpp"
 #include "optim/optimizers.hpp"
 #include "optim/state_io.hpp"

@@ -416,7 +416,7 @@ int main() {
   }
   st::Hyper mh;
   mh.lr = 2e-2, mh.beta1 = 0.95, mh.weight_decay = 0.01;
-  e = compare_steps(st::muon(mh), sc::Muon<>{[&] {
+  e = compare_steps(st::muon_scion(mh), sc::Muon<>{[&] {
                       st::Hyper h = mh;
                       h.shape_factor = st::ShapeFactor::MuonMax1;
                       return h;
@@ -429,7 +429,7 @@ int main() {
     h.shape_factor = st::ShapeFactor::MuonMax1;
     for (auto prec : {sc::GemmPrecision::TF32, sc::GemmPrecision::BF16}) {
       sc::Context c(nullptr, prec);
-      e = compare_steps(st::muon(mh), sc::Muon<>{h}, {{64, 64}, {96, 32}, {64, 64}}, 3, c);
+      e = compare_steps(st::muon_scion(mh), sc::Muon<>{h}, {{64, 64}, {96, 32}, {64, 64}}, 3, c);
       // Three updates lr * s * NS(.) (lr = 2e-2) add up to ~0.1 of the weights' norm here, so
       // NS's relative error (expected <= 7.4e-3 TF32, <= 8.8e-2 BF16, see above) shows at ~0.1
       // of that.
@@ -482,7 +482,7 @@ int main() {
     mh2.beta1 = 0.95;
     st::Hyper mh2_gpu = mh2;
     mh2_gpu.shape_factor = st::ShapeFactor::MuonMax1;
-    e = compare_steps(st::muon(mh2), sc::Muon<>{mh2_gpu}, shapes, 3, exact, roles);
+    e = compare_steps(st::muon_scion(mh2), sc::Muon<>{mh2_gpu}, shapes, 3, exact, roles);
     EXPECT(e < 1e-4, "Muon over every role (fp32 GEMM): %.3g", e);
     sc::Scion<> gs{h, r, true};
     e = compare_steps(st::scion(h, r), gs, shapes, 3, exact, roles);

@@ -1,18 +1,23 @@
 // steepest/optim/optimizer.hpp -- Optimizer<Chain>: one call steps every layer of a ParamSet.
 //
-//   auto opt = steepest::moga_row(hp);          // or muon(...), scion(...), adamw(...), ...
+//   auto opt = steepest::moga_row(hp);          // or adamw(...), scion(...), ...
 //   auto state = opt.init(params);              // plain data: step counter + per-layer buffers
 //   opt.step(params, grads, state);             // all layers; returns false when skipped
 //
+// An Optimizer is one chain with its hyper-parameters and a geometry per role. A model whose
+// layers need different chains (Muon on hidden matrices, AdamW on the rest) routes them with
+// `routed(...)` (optim/routing.hpp); both kinds share the checks and the per-layer loop here.
+//
 // Checks before anything is written (so a refused step changes nothing):
-//   - the number of gradients and of state layers equals the number of parameters, and every
-//     gradient and state layer has its parameter's shape (steepest::shape_error names the layer
-//     and both shapes);
+//   - one gradient per tensor of the parameter set, with the tensor's shape, and one state layer
+//     per layer with the layer's name and shape (steepest::shape_error names the layer and both
+//     shapes);
 //   - every gradient entry is finite; otherwise hp.on_non_finite decides: Error throws
 //     steepest::non_finite_error, Skip returns false. Either way the step counter is unchanged.
 #pragma once
 
 #include <array>
+#include <numeric>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -36,7 +41,10 @@ struct RoleDefaults {
 /// Per-layer state of an optimizer: what `init` returns and `save`/`load` persist.
 template <class S, class ChainT>
 struct OptimizerState {
+  using chain_type = ChainT;
+  using scalar_type = S;
   long long step = 0;  ///< completed steps
+  std::vector<std::size_t> index;  ///< the parameter-set layer each state layer belongs to
   std::vector<std::string> names;
   std::vector<std::pair<Index, Index>> shapes;
   std::vector<typename ChainT::template LayerState<S>> layers;
@@ -52,6 +60,13 @@ struct OptimizerState {
     for (auto& l : layers) ChainT::visit(l, [&](auto& buf) { b += sizeof(S) * std::size_t(buf.size()); });
     return b;
   }
+  /// f(name, rows, cols, visit) for each layer in order; visit(g) calls g(buffer) per buffer.
+  template <class F>
+  void for_each_layer(F&& f) {
+    for (std::size_t i = 0; i < layers.size(); ++i)
+      f(names[i], shapes[i].first, shapes[i].second, [&](auto&& g) { ChainT::visit(layers[i], g); });
+  }
+  void set_step(long long t) { step = t; }
 };
 
 /// One layer's operator norm in its geometry, as reported by operator_norms().
@@ -61,6 +76,52 @@ struct LayerNorm {
   std::string geometry;
   double value;
 };
+
+namespace detail {
+
+/// The checks every optimizer runs before a step that do not depend on its chain: one gradient
+/// per tensor, each with its tensor's shape.
+template <class S>
+void check_gradients(const ParamSet<S>& params, const Gradients<S>& grads) {
+  const auto& ts = params.tensors();
+  if (grads.size() != ts.size())
+    throw shape_error("step: " + std::to_string(grads.size()) + " gradients for " + std::to_string(ts.size()) +
+                      " parameters");
+  for (std::size_t i = 0; i < ts.size(); ++i)
+    if (grads[i].rows() != ts[i].rows || grads[i].cols() != ts[i].cols)
+      throw shape_error("parameter '" + ts[i].name + "': gradient is " +
+                        shape_string(grads[i].rows(), grads[i].cols()) + " but the weight is " +
+                        shape_string(ts[i].rows, ts[i].cols));
+}
+
+/// True when every gradient is finite; otherwise throws (Error) or returns false (Skip).
+/// One contiguous read pass per tensor (Unchecked: none).
+template <class S>
+bool gradients_finite(const ParamSet<S>& params, const Gradients<S>& grads, NonFinitePolicy policy) {
+  if (policy == NonFinitePolicy::Unchecked) return true;
+  for (std::size_t i = 0; i < grads.size(); ++i) {
+    if (simd::all_finite(grads[i].data(), grads[i].size())) continue;
+    if (policy == NonFinitePolicy::Skip) return false;
+    throw non_finite_error("parameter '" + params.tensors()[i].name +
+                           "': gradient has NaN or Inf entries; step refused, nothing changed");
+  }
+  return true;
+}
+
+/// Each layer's norm in the geometry `geo(layer)` gives it, output heads first.
+template <class S, class GeometryOf>
+std::vector<LayerNorm> operator_norms(const ParamSet<S>& params, GeometryOf geo) {
+  std::vector<LayerNorm> out;
+  for (int pass = 0; pass < 2; ++pass)
+    for (const auto& l : params)
+      if ((l.role == Role::Output) == (pass == 0)) {
+        const Geometry g = geo(l);
+        out.push_back({l.name, l.role, g.name(), g.value(l.matrix())});
+      }
+  return out;
+}
+
+}  // namespace detail
 
 template <class ChainT>
 class Optimizer {
@@ -93,13 +154,22 @@ class Optimizer {
 
   template <class S>
   State<S> init(const ParamSet<S>& params) const {
+    std::vector<std::size_t> all(params.size());
+    std::iota(all.begin(), all.end(), std::size_t(0));
+    return init_layers(params, all);
+  }
+  /// State for the given layers of `params` only (what a route of a routed optimizer owns).
+  template <class S>
+  State<S> init_layers(const ParamSet<S>& params, const std::vector<std::size_t>& index) const {
     State<S> st;
-    for (const auto& l : params) {
+    st.index = index;
+    for (std::size_t k : index) {
+      const Layer<S>& l = params[k];
       st.names.push_back(l.name);
       st.shapes.emplace_back(l.rows, l.cols);
       st.layers.emplace_back();
       ChainT::init(st.layers.back(), l.rows, l.cols);
-      st.update.emplace_back();  // sized lazily by `u = grads[k]` in step()
+      st.update.emplace_back();  // sized lazily by `u = grads.of(l)` in run()
       st.workspace.emplace_back();
     }
     return st;
@@ -108,36 +178,14 @@ class Optimizer {
   /// Steps every layer. Returns true when taken, false when skipped (NonFinitePolicy::Skip).
   template <class S>
   bool step(ParamSet<S>& params, const Gradients<S>& grads, State<S>& st) const {
-    validate(params, grads, st);
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      if (hp.on_non_finite == NonFinitePolicy::Unchecked) break;
-      if (!simd::all_finite(grads[i].data(), grads[i].size())) {
-        if (hp.on_non_finite == NonFinitePolicy::Skip) return false;
-        throw non_finite_error("parameter '" + params[i].name +
-                               "': gradient has NaN or Inf entries; step refused, nothing changed");
-      }
-    }
-    const long long t = st.step + 1;
-    const std::size_t n = params.size();
-    // Layers run one after another; the work inside a layer is what runs in parallel (the fused
-    // kernels' OpenMP blocks, Eigen's GEMMs). An OpenMP loop over layers made every inner region
-    // a nested one, which libgomp serves with a fresh team: ~0.1 ms per layer per step measured
-    // on 256x256 at 2 threads, 5-10x the step itself.
-    for (std::ptrdiff_t i = 0; i < std::ptrdiff_t(n); ++i) {
-      const auto k = std::size_t(i);
-      const Layer<S>& l = params[k];
-      RowMatrix<S>& u = st.update[k];
-      const double lr = hp.lr * l.lr_scale * roles[std::size_t(l.role)].lr_scale;
-      Ctx<S> ctx{u, l.matrix(), hp, t, geometry_of(l), l.role != Role::Vector, lr, radius_of(l),
-                 st.workspace[k], grads[k].data()};
-      if (fuse && ChainT::can_fuse(ctx)) {
-        ChainT::fused(ctx, st.layers[k]);  // one pass: u is not used
-      } else {
-        u = grads[k];
-        ChainT::apply(ctx, st.layers[k]);
-      }
-    }
-    st.step = t;
+    detail::check_gradients(params, grads);
+    if (st.layers.size() != params.size())
+      throw shape_error("step: optimizer state has " + std::to_string(st.layers.size()) +
+                        " layers but there are " + std::to_string(params.size()) +
+                        " parameters (state from another model?)");
+    check_state(params, st);
+    if (!detail::gradients_finite(params, grads, hp.on_non_finite)) return false;
+    run(params, grads, st, st.step + 1, fuse);
     return true;
   }
 
@@ -145,43 +193,56 @@ class Optimizer {
   /// output head(s) first, then the others in insertion order.
   template <class S>
   std::vector<LayerNorm> operator_norms(const ParamSet<S>& params) const {
-    std::vector<LayerNorm> out;
-    for (int pass = 0; pass < 2; ++pass)
-      for (const auto& l : params)
-        if ((l.role == Role::Output) == (pass == 0)) {
-          const Geometry g = geometry_of(l);
-          out.push_back({l.name, l.role, g.name(), g.value(l.matrix())});
-        }
-    return out;
+    return detail::operator_norms(params, [&](const Layer<S>& l) { return geometry_of(l); });
   }
 
- private:
+  // ---- the parts of a step, shared with routed optimizers ----------------------------------
+
+  /// Every state layer belongs to the layer of `params` it was made for (name and shape).
   template <class S>
-  void validate(const ParamSet<S>& params, const Gradients<S>& grads, const State<S>& st) const {
-    if (grads.size() != params.size())
-      throw shape_error("step: " + std::to_string(grads.size()) + " gradients for " +
-                        std::to_string(params.size()) + " parameters");
-    if (st.layers.size() != params.size())
-      throw shape_error("step: optimizer state has " + std::to_string(st.layers.size()) +
-                        " layers but there are " + std::to_string(params.size()) +
-                        " parameters (state from another model?)");
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      const auto& l = params[i];
-      if (grads[i].rows() != l.rows || grads[i].cols() != l.cols)
-        throw shape_error("parameter '" + l.name + "': gradient is " +
-                          shape_string(grads[i].rows(), grads[i].cols()) + " but the weight is " +
-                          shape_string(l.rows, l.cols));
-      if (st.shapes[i] != std::make_pair(l.rows, l.cols) || st.names[i] != l.name)
+  void check_state(const ParamSet<S>& params, const State<S>& st) const {
+    for (std::size_t j = 0; j < st.layers.size(); ++j) {
+      const std::size_t k = st.index[j];
+      if (k >= params.size())
+        throw shape_error("step: optimizer state layer '" + st.names[j] + "' has no parameter (state from another model?)");
+      const auto& l = params[k];
+      if (st.shapes[j] != std::make_pair(l.rows, l.cols) || st.names[j] != l.name)
         throw shape_error("parameter '" + l.name + "' (" + shape_string(l.rows, l.cols) +
-                          "): optimizer state layer " + std::to_string(i) + " is '" + st.names[i] +
-                          "' " + shape_string(st.shapes[i].first, st.shapes[i].second));
+                          "): optimizer state layer " + std::to_string(j) + " is '" + st.names[j] +
+                          "' " + shape_string(st.shapes[j].first, st.shapes[j].second));
     }
+  }
+
+  /// Step t (1-based) of every layer the state owns; no checks (step() and routed optimizers
+  /// check first). `lr_factor` multiplies every layer's learning rate.
+  template <class S>
+  void run(ParamSet<S>& params, const Gradients<S>& grads, State<S>& st, long long t, bool fused,
+           double lr_factor = 1.0) const {
+    // Layers run one after another; the work inside a layer is what runs in parallel (the fused
+    // kernels' OpenMP blocks, Eigen's GEMMs). An OpenMP loop over layers made every inner region
+    // a nested one, which libgomp serves with a fresh team: ~0.1 ms per layer per step measured
+    // on 256x256 at 2 threads, 5-10x the step itself.
+    for (std::size_t j = 0; j < st.layers.size(); ++j) {
+      const Layer<S>& l = params[st.index[j]];
+      RowMatrix<S>& u = st.update[j];
+      const double lr = hp.lr * lr_factor * l.lr_scale * roles[std::size_t(l.role)].lr_scale;
+      const auto g = grads.of(l);
+      Ctx<S> ctx{u, l.matrix(), hp, t, geometry_of(l), l.role != Role::Vector, lr, radius_of(l),
+                 st.workspace[j], l.contiguous() ? g.data() : nullptr};
+      if (fused && l.contiguous() && ChainT::can_fuse(ctx)) {
+        ChainT::fused(ctx, st.layers[j]);  // one pass: u is not used
+      } else {
+        u = g;  // a strided block is gathered here; the step writes W through its view
+        ChainT::apply(ctx, st.layers[j]);
+      }
+    }
+    st.step = t;
   }
 };
 
-/// Free-function spelling of Optimizer::operator_norms.
-template <class ChainT, class S>
-std::vector<LayerNorm> operator_norms(const ParamSet<S>& params, const Optimizer<ChainT>& opt) {
+/// Free-function spelling of operator_norms, for any optimizer (plain or routed).
+template <class Opt, class S>
+std::vector<LayerNorm> operator_norms(const ParamSet<S>& params, const Opt& opt) {
   return opt.operator_norms(params);
 }
 

@@ -1,7 +1,8 @@
 // steepest/optim/optimizers.hpp -- the named optimizers: each is a chain and a role table.
 //
 // Every function takes a Hyper (fields not set keep Hyper's AdamW defaults: lr 1e-3,
-// betas 0.9/0.999, eps 1e-8, no weight decay) and returns an Optimizer<Chain>. Per-layer
+// betas 0.9/0.999, eps 1e-8, no weight decay) and returns an Optimizer<Chain>, or for muon a
+// routed optimizer (optim/routing.hpp) of two. Per-layer
 // overrides (geometry, radius, lr_scale) live on the ParamSet's layers.
 //
 // | name            | chain                                             | matrices          | vectors |
@@ -14,13 +15,14 @@
 // | lion            | Lion moment + sign, step                          | (sign)            | (sign)  |
 // | moga_row        | row-normalize, Adam, s = n^{-1/2}, step           | 2̄->inf           | identity|
 // | moga_col        | column-normalize, Adam, s = sqrt(m)/n, step       | 1̄->2̄            | identity|
-// | muon            | Nesterov-EMA, Newton-Schulz, shape factor, step   | spectral (hidden) | RMS     |
+// | muon            | routed: hidden -> Muon chain; the rest -> AdamW   | spectral (hidden) | AdamW   |
+// | muon_scion      | Nesterov-EMA, Newton-Schulz, shape factor, step   | spectral (hidden) | RMS     |
 // | scion           | EMA, LMO, s(m,n), constrained step with radius    | per role          | RMS     |
 #pragma once
 
 #include <random>
 
-#include "optimizer.hpp"
+#include "routing.hpp"
 
 namespace steepest {
 
@@ -101,22 +103,46 @@ Optimizer<MogaChain<O>> moga_col(Hyper hp = {}) {
   return {hp, detail::all_roles(geometry<MeanNormalized<ColNormalize>>(), detail::kIdentity)};
 }
 
-/// Muon: Nesterov-EMA momentum (hp.beta1), the polar factor of the momentum (quintic Newton-
-/// Schulz by default; Geometry::SpectralPolarExpress or ::SpectralExact for the others), the
-/// shape factor (original Muon's sqrt(max(1, m/n)) by default), decoupled weight decay.
-/// Hidden matrices only are spectral; embeddings, heads and vectors get Scion's geometries
-/// (mean column normalization, mean sign, RMS) so one optimizer steps the whole model.
-inline Optimizer<MuonChain> muon(Hyper hp = {}, ShapeFactor shape = ShapeFactor::MuonMax1,
-                                 Geometry polar = geometry<Spectral>()) {
-  if (!polar.spectral() || polar.mean_normalized())
-    throw std::invalid_argument("muon: polar must be a plain spectral geometry, e.g. "
-                                "st::geometry<st::SpectralExact>()");
+/// The Muon chain (Nesterov-EMA momentum, polar factor, shape factor, decoupled step) with the
+/// polar method `Polar` on every role: what muon() routes hidden matrices to.
+template <class Polar = Spectral>
+Optimizer<MuonChain> muon_chain(Hyper hp = {}, ShapeFactor shape = ShapeFactor::MuonMax1) {
+  static_assert(is_spectral_policy<Polar>::value,
+                "steepest::muon: Polar must be a spectral policy (Spectral, SpectralPolarExpress, "
+                "SpectralExact, or SpectralNorm<NewtonSchulz<Schedule, Steps>>)");
   hp.shape_factor = shape;
-  std::array<RoleDefaults, 4> r{RoleDefaults{polar},
-                                RoleDefaults{geometry<MeanNormalized<ColNormalize>>()},
-                                RoleDefaults{geometry<MeanNormalized<SignNorm>>()},
-                                RoleDefaults{geometry<VectorRMS>()}};
-  return {hp, r};
+  const Geometry polar = geometry<Polar>();
+  return {hp, {RoleDefaults{polar}, RoleDefaults{polar}, RoleDefaults{polar}, RoleDefaults{polar}}};
+}
+
+/// What muon() returns: route 0 the Muon chain (hidden), route 1 AdamW (the rest).
+using MuonOptimizer = Routed<Optimizer<MuonChain>, Optimizer<AdamWChain>>;
+
+/// Muon as it is used in practice (torch.optim.Muon with an AdamW group, the Muon papers):
+/// hidden matrices (Role::Hidden: also conv kernels and batched heads) get Muon -- Nesterov-EMA
+/// momentum (hp.beta1), the polar factor by `Polar` (quintic Newton-Schulz x5 by default;
+/// SpectralPolarExpress, SpectralExact), the shape factor `shape` (original Muon's
+/// sqrt(max(1, m/n)) by default), decoupled weight decay hp.weight_decay. Embeddings, output
+/// heads and vectors get AdamW with `adamw_hp` (AdamW's defaults unless given). One step
+/// counter and one non-finite policy (hp.on_non_finite) for the whole model.
+/// Hyper-parameters afterwards: opt.optimizer<0>().hp (Muon), opt.optimizer<1>().hp (AdamW).
+template <class Polar = Spectral>
+MuonOptimizer muon(Hyper hp = {}, Hyper adamw_hp = {}, ShapeFactor shape = ShapeFactor::MuonMax1) {
+  adamw_hp.on_non_finite = hp.on_non_finite;
+  return routed(route(roles({Role::Hidden}), muon_chain<Polar>(hp, shape)),
+                route(everything(), adamw(adamw_hp)));
+}
+
+/// Muon's chain on every layer, with Scion's mean-normalized geometries for the roles that are
+/// not hidden (embeddings: columns sqrt(m)/n, output: sign 1/n, vectors: RMS), so one chain and
+/// one set of hyper-parameters step the whole model; the hidden geometry is `Polar`'s.
+template <class Polar = Spectral>
+Optimizer<MuonChain> muon_scion(Hyper hp = {}, ShapeFactor shape = ShapeFactor::MuonMax1) {
+  auto opt = muon_chain<Polar>(hp, shape);
+  opt.roles[std::size_t(Role::Embedding)].geometry = geometry<MeanNormalized<ColNormalize>>();
+  opt.roles[std::size_t(Role::Output)].geometry = geometry<MeanNormalized<SignNorm>>();
+  opt.roles[std::size_t(Role::Vector)].geometry = geometry<VectorRMS>();
+  return opt;
 }
 
 /// Per-role radii of Scion (defaults: its example's 50 for hidden/embedding/vectors, 3000 for
@@ -149,13 +175,14 @@ inline Optimizer<ScionUnconstrainedChain> scion_unconstrained(Hyper hp = {}, Sci
 
 /// Norm-matched initialization: each layer gets Gaussian entries rescaled so that its norm in the
 /// optimizer's geometry for it equals its radius (Identity geometries: entries N(0, 1/fan_in)).
-template <class ChainT, class S>
-void norm_matched_init(ParamSet<S>& params, const Optimizer<ChainT>& opt, unsigned seed) {
+template <class Opt, class S>
+void norm_matched_init(ParamSet<S>& params, const Opt& opt, unsigned seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<double> nd;
   for (auto& l : params) {
     auto W = l.matrix();
-    for (Index i = 0; i < W.size(); ++i) W.data()[i] = static_cast<S>(nd(rng));
+    for (Index r = 0; r < W.rows(); ++r)  // a layer may be a strided block of its tensor
+      for (Index c = 0; c < W.cols(); ++c) W(r, c) = static_cast<S>(nd(rng));
     const Geometry g = opt.geometry_of(l);
     if (g.is_identity()) {
       W *= static_cast<S>(1.0 / std::sqrt(double(std::max<Index>(1, l.cols))));

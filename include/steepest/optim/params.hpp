@@ -1,12 +1,19 @@
 // steepest/optim/params.hpp -- a model's parameters as the optimizers see them.
 //
-// The model owns its memory; a ParamSet records, per layer, a pointer into it, the shape, a
-// role and optional per-layer overrides. Buffers are row-major m x n (fan_out x fan_in, y = W x),
-// the layout of PyTorch-style weights; every access is an Eigen::Map, never a copy.
-// Shapes of other tensors map onto matrices:
-//   vector (bias, gain) of length d      -> d x 1
-//   conv kernel [out, in, kh, kw]        -> out x (in*kh*kw)
-//   batched [b, m, n] (heads, experts)   -> b layers "name[i]" of m x n over the same buffer
+// The model owns its memory. A ParamSet records its *tensors* (a pointer, a shape) and the
+// *layers* the optimizer steps: logical row-major m x n matrices (fan_out x fan_in, y = W x)
+// viewing a tensor in place, each with a role, its own geometry, state and optional overrides.
+// Every access is an Eigen::Map (with a row stride), never a copy. Most tensors are one layer:
+//   matrix m x n                          -> one layer
+//   vector (bias, gain) of length d       -> d x 1
+//   conv kernel [out, in, kh, kw]         -> out x (in*kh*kw)
+// Fused weights are one tensor and several layers (add_blocks), each block its own matrix:
+//   fused QKV [3d, d], Blocks::rows(3)             -> "qkv[0..2]", d x d each (contiguous)
+//   output projection [d, h*dh], Blocks::cols(h)   -> per-head d x dh blocks (row stride h*dh)
+//   interleaved gate/up [2f, d], Blocks::interleaved_rows(2) -> rows 0,2,4.. and 1,3,5.. (f x d)
+//   batched experts [b, m, n] (add_batched)        -> b layers of m x n
+// Gradients are given per tensor (Gradients, in the order the tensors were added), and each
+// layer reads its block of its tensor's gradient through the same view.
 #pragma once
 
 #include <Eigen/Core>
@@ -38,17 +45,47 @@ inline const char* role_name(Role r) {
   return "?";
 }
 
+/// A row-major view with a row stride: a whole tensor (stride = cols) or one block of it.
+template <class Scalar>
+using RowView = Eigen::Map<RowMatrix<Scalar>, 0, Eigen::OuterStride<>>;
+template <class Scalar>
+using ConstRowMap = Eigen::Map<const RowMatrix<Scalar>, 0, Eigen::OuterStride<>>;
+
 template <class Scalar>
 struct Layer {
   std::string name;
   Role role;
-  Scalar* data;
+  Scalar* data;          ///< first entry of the layer (inside its tensor)
   Index rows, cols;
-  std::optional<Geometry> geometry;         ///< overrides the optimizer's choice for this role
-  double lr_scale = 1.0;                  ///< per-layer (or per-group) learning-rate multiplier
-  std::optional<double> radius;           ///< overrides the optimizer's radius for this role
+  Index stride;          ///< entries between the starts of consecutive rows (cols when contiguous)
+  std::size_t tensor;    ///< the tensor (and gradient) this layer views
+  Index offset;          ///< where the layer starts in its tensor, in entries
+  std::optional<Geometry> geometry;  ///< overrides the optimizer's choice for this role
+  double lr_scale = 1.0;             ///< per-layer (or per-group) learning-rate multiplier
+  std::optional<double> radius;      ///< overrides the optimizer's radius for this role
 
-  Eigen::Map<RowMatrix<Scalar>> matrix() const { return {data, rows, cols}; }
+  RowView<Scalar> matrix() const { return {data, rows, cols, Eigen::OuterStride<>(stride)}; }
+  /// True when the rows follow each other in memory (the fused one-pass kernels need that).
+  bool contiguous() const { return stride == cols || rows <= 1; }
+};
+
+/// How a tensor splits into logical matrices (ParamSet::add_blocks).
+struct Blocks {
+  enum class Kind { Rows, Cols, InterleavedRows };
+  Kind kind;
+  Index count;
+  /// `k` equal blocks of consecutive rows (fused QKV: [3d, d] -> three d x d).
+  static Blocks rows(Index k) { return {Kind::Rows, k}; }
+  /// `k` equal blocks of consecutive columns (an output projection's per-head inputs).
+  static Blocks cols(Index k) { return {Kind::Cols, k}; }
+  /// Row i belongs to block i mod k (interleaved gate/up halves of a gated MLP).
+  static Blocks interleaved_rows(Index k) { return {Kind::InterleavedRows, k}; }
+};
+
+/// A physical tensor of the model: what a gradient is given for.
+struct TensorInfo {
+  std::string name;
+  Index rows, cols;
 };
 
 template <class Scalar = float>
@@ -56,14 +93,10 @@ class ParamSet {
  public:
   using scalar_type = Scalar;
 
-  /// A matrix parameter m x n over `data` (row-major).
+  /// A matrix parameter m x n over `data` (row-major): one tensor, one layer.
   Layer<Scalar>& add(std::string name, Role role, Scalar* data, Index m, Index n) {
-    if (m < 0 || n < 0) throw shape_error("parameter '" + name + "': negative shape");
-    if (data == nullptr && m * n > 0) throw std::invalid_argument("parameter '" + name + "': null data");
-    for (const auto& l : layers_)
-      if (l.name == name) throw std::invalid_argument("parameter '" + name + "' added twice");
-    layers_.push_back(Layer<Scalar>{std::move(name), role, data, m, n, std::nullopt, 1.0, std::nullopt});
-    return layers_.back();
+    const std::size_t t = add_tensor(name, data, m, n);
+    return add_layer(std::move(name), role, data, m, n, n, t, 0);
   }
   /// A vector parameter of length d (stored as d x 1).
   Layer<Scalar>& add_vector(std::string name, Scalar* data, Index d) {
@@ -73,12 +106,35 @@ class ParamSet {
   Layer<Scalar>& add_conv(std::string name, Scalar* data, Index out, Index in, Index kh, Index kw) {
     return add(std::move(name), Role::Hidden, data, out, in * kh * kw);
   }
-  /// A batch [b, m, n] of same-shape matrices: b layers named "name[i]".
+  /// One m x n tensor stepped as `b.count` logical matrices "name[i]", each with its own
+  /// geometry and state (see the file comment). Its gradient is given once, as m x n.
+  void add_blocks(const std::string& name, Role role, Scalar* data, Index m, Index n, Blocks b) {
+    if (b.count < 1) throw shape_error("parameter '" + name + "': the block count must be >= 1");
+    const bool by_rows = b.kind != Blocks::Kind::Cols;
+    if ((by_rows ? m : n) % b.count != 0)
+      throw shape_error("parameter '" + name + "' (" + shape_string(m, n) + "): " +
+                        std::to_string(by_rows ? m : n) + (by_rows ? " rows" : " columns") +
+                        " do not split into " + std::to_string(b.count) + " equal blocks");
+    for (Index i = 0; i < b.count; ++i) require_unique(name + "[" + std::to_string(i) + "]");
+    const std::size_t t = add_tensor(name, data, m, n);
+    for (Index i = 0; i < b.count; ++i) {
+      Index off = 0, rows = m, cols = n, stride = n;
+      switch (b.kind) {
+        case Blocks::Kind::Rows: rows = m / b.count, off = i * rows * n; break;
+        case Blocks::Kind::Cols: cols = n / b.count, off = i * cols; break;
+        case Blocks::Kind::InterleavedRows: rows = m / b.count, off = i * n, stride = b.count * n; break;
+      }
+      add_layer(name + "[" + std::to_string(i) + "]", role, data + off, rows, cols, stride, t, off);
+    }
+  }
+  /// A batch [b, m, n] of same-shape matrices (attention heads, experts): b layers "name[i]".
+  /// Its gradient is one [b, m, n] buffer (Gradients::add_batched).
   void add_batched(const std::string& name, Role role, Scalar* data, Index b, Index m, Index n) {
-    for (Index i = 0; i < b; ++i)
-      add(name + "[" + std::to_string(i) + "]", role, data + i * m * n, m, n);
+    if (b < 1 || m < 0) throw shape_error("parameter '" + name + "': batch count must be >= 1, rows >= 0");
+    add_blocks(name, role, data, b * m, n, Blocks::rows(b));
   }
 
+  /// Number of layers (logical matrices).
   std::size_t size() const { return layers_.size(); }
   Layer<Scalar>& operator[](std::size_t i) { return layers_[i]; }
   const Layer<Scalar>& operator[](std::size_t i) const { return layers_[i]; }
@@ -96,21 +152,53 @@ class ParamSet {
     for (const auto& l : layers_) s += l.rows * l.cols;
     return s;
   }
+  /// The physical tensors, in the order added: gradients are given for these.
+  const std::vector<TensorInfo>& tensors() const { return tensors_; }
 
  private:
+  std::size_t add_tensor(const std::string& name, Scalar* data, Index m, Index n) {
+    if (m < 0 || n < 0) throw shape_error("parameter '" + name + "': negative shape");
+    if (data == nullptr && m * n > 0) throw std::invalid_argument("parameter '" + name + "': null data");
+    require_unique(name);
+    tensors_.push_back({name, m, n});
+    return tensors_.size() - 1;
+  }
+  Layer<Scalar>& add_layer(std::string name, Role role, Scalar* data, Index m, Index n, Index stride,
+                           std::size_t tensor, Index offset) {
+    layers_.push_back(Layer<Scalar>{std::move(name), role, data, m, n, stride, tensor, offset,
+                                    std::nullopt, 1.0, std::nullopt});
+    return layers_.back();
+  }
+
+  // Names are unique across tensors and layers, checked before anything is added.
+  void require_unique(const std::string& name) const {
+    for (const auto& t : tensors_)
+      if (t.name == name) throw std::invalid_argument("parameter '" + name + "' added twice");
+    for (const auto& l : layers_)
+      if (l.name == name) throw std::invalid_argument("parameter '" + name + "' added twice");
+  }
+
+  std::vector<TensorInfo> tensors_;
   std::vector<Layer<Scalar>> layers_;
 };
 
-/// Gradients in the order their parameters were added; each knows its own shape so a mismatch
-/// is caught with both shapes in the message.
+/// Gradients in the order their tensors were added to the ParamSet; each knows its own shape
+/// so a mismatch is caught with both shapes in the message.
 template <class Scalar = float>
 class Gradients {
  public:
   void add(const Scalar* data, Index m, Index n) { grads_.push_back({data, m, n}); }
   void add_vector(const Scalar* data, Index d) { add(data, d, 1); }
+  /// The gradient of a batched [b, m, n] tensor (ParamSet::add_batched).
+  void add_batched(const Scalar* data, Index b, Index m, Index n) { add(data, b * m, n); }
   std::size_t size() const { return grads_.size(); }
+  /// Tensor i's gradient as a contiguous rows x cols matrix.
   Eigen::Map<const RowMatrix<Scalar>> operator[](std::size_t i) const {
     return {grads_[i].data, grads_[i].rows, grads_[i].cols};
+  }
+  /// The block of its tensor's gradient that layer `l` steps (same offset and row stride).
+  ConstRowMap<Scalar> of(const Layer<Scalar>& l) const {
+    return {grads_[l.tensor].data + l.offset, l.rows, l.cols, Eigen::OuterStride<>(l.stride)};
   }
 
  private:

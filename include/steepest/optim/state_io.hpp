@@ -2,7 +2,7 @@
 //
 // File format (little-endian as written by this machine; version 1):
 //   "STEEPEST" (8 bytes) | u32 version = 1 | u32 sizeof(Scalar)
-//   u64 length + bytes: the optimizer's chain name (e.g. "adam+step")
+//   u64 length + bytes: the optimizer's name (its chain, e.g. "adam+step", or its routes)
 //   i64 step | u64 number of layers
 //   per layer: u64 length + name bytes | i64 rows | i64 cols | u64 number of buffers
 //              per buffer: i64 rows | i64 cols | rows*cols Scalars (row-major)
@@ -11,6 +11,7 @@
 // leaves either the old file or the new one. load() reads and checks the whole file into a
 // fresh state first (magic, version, scalar size, chain, layer names and shapes, buffer shapes,
 // size, checksum) and only then replaces the caller's state: a refused file changes nothing.
+// Layers are stored in parameter-set order, for plain and routed optimizers alike.
 #pragma once
 
 #include <cstdint>
@@ -76,30 +77,31 @@ struct Reader {
 };
 }  // namespace detail
 
-/// Writes `st` (the state of optimizer `opt`) to `path` atomically.
-template <class ChainT, class S>
-void save(const Optimizer<ChainT>& opt, OptimizerState<S, ChainT>& st, const std::string& path) {
-  (void)opt;
+/// Writes `st` (the state of optimizer `opt`, plain or routed) to `path` atomically.
+template <class Opt, class State>
+void save(const Opt& opt, State& st, const std::string& path) {
   std::string out;
   out.append("STEEPEST", 8);
   detail::put(out, kStateFileVersion);
-  detail::put(out, std::uint32_t(sizeof(S)));
-  detail::put_string(out, ChainT::name());
+  detail::put(out, std::uint32_t(sizeof(typename State::scalar_type)));
+  detail::put_string(out, opt.name());
   detail::put(out, std::int64_t(st.step));
-  detail::put(out, std::uint64_t(st.layers.size()));
-  for (std::size_t i = 0; i < st.layers.size(); ++i) {
-    detail::put_string(out, st.names[i]);
-    detail::put(out, std::int64_t(st.shapes[i].first));
-    detail::put(out, std::int64_t(st.shapes[i].second));
+  std::uint64_t nlayers = 0;
+  st.for_each_layer([&](const std::string&, Index, Index, auto&&) { ++nlayers; });
+  detail::put(out, nlayers);
+  st.for_each_layer([&](const std::string& name, Index rows, Index cols, auto&& visit) {
+    detail::put_string(out, name);
+    detail::put(out, std::int64_t(rows));
+    detail::put(out, std::int64_t(cols));
     std::uint64_t nbuf = 0;
-    ChainT::visit(st.layers[i], [&](auto&) { ++nbuf; });
+    visit([&](auto&) { ++nbuf; });
     detail::put(out, nbuf);
-    ChainT::visit(st.layers[i], [&](auto& b) {
+    visit([&](auto& b) {
       detail::put(out, std::int64_t(b.rows()));
       detail::put(out, std::int64_t(b.cols()));
-      out.append(reinterpret_cast<const char*>(b.data()), sizeof(S) * std::size_t(b.size()));
+      out.append(reinterpret_cast<const char*>(b.data()), sizeof(b.data()[0]) * std::size_t(b.size()));
     });
-  }
+  });
   detail::put(out, detail::fnv1a(out));
 
   std::random_device rd;
@@ -120,12 +122,12 @@ void save(const Optimizer<ChainT>& opt, OptimizerState<S, ChainT>& st, const std
   }
 }
 
-/// Replaces `st` with the state stored in `path`, which must have been saved by the same chain
-/// for the same layers (names and shapes) and scalar type. Throws state_file_error otherwise,
-/// leaving `st` unchanged.
-template <class ChainT, class S>
-void load(const Optimizer<ChainT>& opt, OptimizerState<S, ChainT>& st, const std::string& path) {
-  (void)opt;
+/// Replaces `st` with the state stored in `path`, which must have been saved by the same
+/// optimizer (chain names, routes) for the same layers (names and shapes) and scalar type.
+/// Throws state_file_error otherwise, leaving `st` unchanged.
+template <class Opt, class State>
+void load(const Opt& opt, State& st, const std::string& path) {
+  using S = typename State::scalar_type;
   std::ifstream f(path, std::ios::binary);
   if (!f) throw state_file_error("cannot open state file '" + path + "'");
   std::stringstream ss;
@@ -149,28 +151,29 @@ void load(const Optimizer<ChainT>& opt, OptimizerState<S, ChainT>& st, const std
   if (scalar != sizeof(S))
     fail("scalar size " + std::to_string(scalar) + " bytes, expected " + std::to_string(sizeof(S)));
   const std::string chain = r.get_string();
-  if (chain != ChainT::name()) fail("saved by optimizer '" + chain + "', not '" + ChainT::name() + "'");
+  if (chain != opt.name()) fail("saved by optimizer '" + chain + "', not '" + opt.name() + "'");
 
-  OptimizerState<S, ChainT> fresh;
-  fresh.step = r.get<std::int64_t>();
+  // Read into a copy of the state (same layers, same buffer shapes); commit only when the whole
+  // file has been checked.
+  State fresh = st;
+  const auto step = r.get<std::int64_t>();
+  if (step < 0) fail("negative step count");
+  std::uint64_t expected = 0;
+  st.for_each_layer([&](const std::string&, Index, Index, auto&&) { ++expected; });
   const auto nlayers = r.get<std::uint64_t>();
-  if (nlayers != st.layers.size())
-    fail(std::to_string(nlayers) + " layers, the model has " + std::to_string(st.layers.size()));
-  for (std::size_t i = 0; i < nlayers; ++i) {
+  if (nlayers != expected)
+    fail(std::to_string(nlayers) + " layers, the model has " + std::to_string(expected));
+  std::size_t i = 0;
+  fresh.for_each_layer([&](const std::string& want, Index want_rows, Index want_cols, auto&& visit) {
     const std::string name = r.get_string();
     const auto rows = r.get<std::int64_t>(), cols = r.get<std::int64_t>();
-    if (name != st.names[i] || rows != st.shapes[i].first || cols != st.shapes[i].second)
+    if (name != want || rows != want_rows || cols != want_cols)
       fail("layer " + std::to_string(i) + " is '" + name + "' " + shape_string(rows, cols) +
-           ", the model's is '" + st.names[i] + "' " +
-           shape_string(st.shapes[i].first, st.shapes[i].second));
-    fresh.names.push_back(name);
-    fresh.shapes.emplace_back(rows, cols);
-    fresh.layers.emplace_back();
-    ChainT::init(fresh.layers.back(), rows, cols);
+           ", the model's is '" + want + "' " + shape_string(want_rows, want_cols));
     std::uint64_t nbuf = 0;
-    ChainT::visit(fresh.layers.back(), [&](auto&) { ++nbuf; });
+    visit([&](auto&) { ++nbuf; });
     if (r.get<std::uint64_t>() != nbuf) fail("layer '" + name + "': wrong number of buffers");
-    ChainT::visit(fresh.layers.back(), [&](auto& b) {
+    visit([&](auto& b) {
       const auto br = r.get<std::int64_t>(), bc = r.get<std::int64_t>();
       if (br != b.rows() || bc != b.cols())
         fail("layer '" + name + "': buffer is " + shape_string(br, bc) + ", expected " +
@@ -180,11 +183,11 @@ void load(const Optimizer<ChainT>& opt, OptimizerState<S, ChainT>& st, const std
       std::memcpy(b.data(), buf.data() + r.pos, bytes);
       r.pos += bytes;
     });
-  }
+    ++i;
+  });
   if (r.pos != buf.size() - 8) fail("trailing bytes");
-  // Everything checked: commit. Scratch buffers are kept (same shapes).
-  st.step = fresh.step;
-  st.layers = std::move(fresh.layers);
+  fresh.set_step(step);
+  st = std::move(fresh);  // everything checked: commit
 }
 
 }  // namespace steepest

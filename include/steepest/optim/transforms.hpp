@@ -30,7 +30,7 @@ namespace steepest {
 template <class S>
 struct Ctx {
   RowMatrix<S>& u;                      ///< running update, in place
-  Eigen::Map<RowMatrix<S>> w;           ///< the parameter
+  RowView<S> w;                         ///< the parameter (a layer may be a strided block)
   const Hyper& hp;
   long long t;                          ///< step number, 1-based
   Geometry geometry;                    ///< resolved geometry of the layer
@@ -38,7 +38,7 @@ struct Ctx {
   double lr;                            ///< hp.lr times the layer's lr_scale
   double radius;                        ///< resolved radius of the layer
   LayerWorkspace<S>& ws;
-  const S* grad = nullptr;              ///< the raw gradient (set on the fused path)
+  const S* grad = nullptr;              ///< the raw gradient (contiguous layers; the fused path)
 };
 
 template <class S>

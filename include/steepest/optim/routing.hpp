@@ -1,0 +1,283 @@
+// steepest/optim/routing.hpp -- a model's optimizer as a table of routes: each layer to a chain.
+//
+//   auto opt = st::routed(st::route(st::roles({st::Role::Hidden}), muon_part),   // first match wins
+//                         st::route(st::name_glob("*.bias"), sgd_part),
+//                         st::route(st::everything(), st::adamw(adam_hp)));
+//   auto state = opt.init(params);      // each route's own state for the layers it took
+//   opt.step(params, grads, state);     // one check of everything, then every route's layers
+//
+// Like optax's multi_transform or PyTorch's parameter groups: each route is a whole Optimizer
+// (its chain, hyper-parameters, role geometries and state), and a layer goes to the first route
+// whose selector takes it: by role, by a name pattern, or by any predicate. A layer that no route
+// takes is an error at init (end with `everything()` to catch the rest). The step is all-or-
+// nothing across routes: shapes and finiteness of every gradient are checked before any layer
+// is written, and the step counter is one for the whole model.
+#pragma once
+
+#include <functional>
+#include <initializer_list>
+#include <string>
+#include <tuple>
+#include <utility>
+#include <vector>
+
+#include "optimizer.hpp"
+
+namespace steepest {
+
+/// What a route's selector sees of a layer.
+struct LayerInfo {
+  const std::string& name;
+  Role role;
+  Index rows, cols;
+};
+
+/// Which layers a route takes: a predicate with a description (used in names and messages).
+struct Selector {
+  std::string what;
+  std::function<bool(const LayerInfo&)> takes;
+};
+
+/// Layers whose role is one of `rs`.
+inline Selector roles(std::initializer_list<Role> rs) {
+  std::vector<Role> v(rs);
+  std::string what = "role=";
+  for (std::size_t i = 0; i < v.size(); ++i) what += (i ? "|" : "") + std::string(role_name(v[i]));
+  return {what, [v](const LayerInfo& l) {
+            for (Role r : v)
+              if (l.role == r) return true;
+            return false;
+          }};
+}
+
+namespace detail {
+// Whole-string glob match: '*' any run of characters (also none), '?' any one character.
+inline bool glob_match(const char* p, const char* s) {
+  const char* star = nullptr;
+  const char* mark = nullptr;
+  while (*s) {
+    if (*p == '?' || (*p != '*' && *p == *s)) {
+      ++p, ++s;
+    } else if (*p == '*') {
+      star = p++, mark = s;
+    } else if (star) {
+      p = star + 1, s = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (*p == '*') ++p;
+  return *p == '\0';
+}
+}  // namespace detail
+
+/// Layers whose whole name matches the glob `pattern` ('*' any run, '?' one character), e.g.
+/// "blocks.*.attn.qkv[*]" or "*.bias".
+inline Selector name_glob(std::string pattern) {
+  return {"name=" + pattern,
+          [pattern](const LayerInfo& l) { return detail::glob_match(pattern.c_str(), l.name.c_str()); }};
+}
+
+/// Layers for which `pred(LayerInfo)` is true; `what` describes them in names and messages.
+inline Selector where(std::string what, std::function<bool(const LayerInfo&)> pred) {
+  return {std::move(what), std::move(pred)};
+}
+
+/// Every layer: the last route's selector, for "the rest".
+inline Selector everything() {
+  return {"*", [](const LayerInfo&) { return true; }};
+}
+
+template <class Opt>
+struct Route {
+  Selector select;
+  Opt opt;
+};
+
+/// A route: the layers `select` takes are stepped by `opt` (an Optimizer<Chain>).
+template <class Opt>
+Route<Opt> route(Selector select, Opt opt) {
+  return {std::move(select), std::move(opt)};
+}
+
+/// State of a routed optimizer: the step counter, which route each layer took, and each route's
+/// own optimizer state for its layers.
+template <class S, class... Opts>
+struct RoutedState {
+  using scalar_type = S;
+  long long step = 0;
+  std::vector<std::size_t> route;  ///< route of each layer of the parameter set
+  std::vector<std::size_t> local;  ///< its position in that route's state
+  std::tuple<typename Opts::template State<S>...> parts;
+
+  template <std::size_t I>
+  auto& part() { return std::get<I>(parts); }
+
+  std::size_t state_bytes() {
+    std::size_t b = 0;
+    std::apply([&](auto&... p) { ((b += p.state_bytes()), ...); }, parts);
+    return b;
+  }
+  /// f(name, rows, cols, visit) for each layer in parameter-set order.
+  template <class F>
+  void for_each_layer(F&& f) {
+    for (std::size_t k = 0; k < route.size(); ++k)
+      with_part(route[k], [&](auto& p) {
+        const std::size_t j = local[k];
+        using P = std::decay_t<decltype(p)>;
+        f(p.names[j], p.shapes[j].first, p.shapes[j].second, [&, j](auto&& g) {
+          P::chain_type::visit(p.layers[j], g);
+        });
+      });
+  }
+  void set_step(long long t) {
+    step = t;
+    std::apply([&](auto&... p) { ((p.step = t), ...); }, parts);
+  }
+  /// Calls f(part r).
+  template <class F>
+  void with_part(std::size_t r, F&& f) {
+    with_part_impl(r, f, std::index_sequence_for<Opts...>{});
+  }
+
+ private:
+  template <class F, std::size_t... I>
+  void with_part_impl(std::size_t r, F& f, std::index_sequence<I...>) {
+    ((r == I ? (f(std::get<I>(parts)), 0) : 0), ...);
+  }
+};
+
+/// An optimizer made of routes (see the file comment). Opts are Optimizer<Chain> types.
+template <class... Opts>
+class Routed {
+  static_assert(sizeof...(Opts) > 0, "steepest::routed needs at least one route");
+
+ public:
+  template <class S>
+  using State = RoutedState<S, Opts...>;
+
+  std::tuple<Route<Opts>...> routes;
+  /// What a step does on a non-finite gradient, for the whole model (taken from the first
+  /// route's hyper-parameters at construction).
+  NonFinitePolicy on_non_finite;
+  /// Use the fused one-pass kernels where a route's chain allows (and the route's own `fuse`).
+  bool fuse = true;
+  /// Multiplies every route's learning rate (a schedule's factor), on top of each route's hp.lr.
+  double lr_factor = 1.0;
+
+  explicit Routed(Route<Opts>... r)
+      : routes(std::move(r)...), on_non_finite(std::get<0>(routes).opt.hp.on_non_finite) {}
+
+  /// Route I's optimizer (its hp, roles, fuse flag).
+  template <std::size_t I>
+  auto& optimizer() { return std::get<I>(routes).opt; }
+  template <std::size_t I>
+  const auto& optimizer() const { return std::get<I>(routes).opt; }
+  /// Calls f(route's optimizer) for every route.
+  template <class F>
+  void for_each_optimizer(F&& f) {
+    std::apply([&](auto&... r) { (f(r.opt), ...); }, routes);
+  }
+
+  std::string name() const {
+    std::string s = "routed(";
+    std::size_t i = 0;
+    std::apply([&](const auto&... r) { ((s += (i++ ? "; " : "") + r.select.what + ": " + r.opt.name()), ...); },
+               routes);
+    return s + ")";
+  }
+
+  /// The index of the route that takes layer l; throws when none does.
+  template <class S>
+  std::size_t route_of(const Layer<S>& l) const {
+    const LayerInfo info{l.name, l.role, l.rows, l.cols};
+    std::size_t found = sizeof...(Opts), i = 0;
+    std::apply([&](const auto&... r) { ((found == sizeof...(Opts) && r.select.takes(info) ? (found = i) : 0, ++i), ...); },
+               routes);
+    if (found == sizeof...(Opts))
+      throw std::invalid_argument("routed optimizer: no route takes parameter '" + l.name + "' (" +
+                                  role_name(l.role) + ", " + shape_string(l.rows, l.cols) +
+                                  "); end the routes with st::everything() to catch the rest");
+    return found;
+  }
+  template <class S>
+  Geometry geometry_of(const Layer<S>& l) const {
+    Geometry g;
+    with_route(route_of(l), [&](const auto& r) { g = r.opt.geometry_of(l); });
+    return g;
+  }
+  template <class S>
+  double radius_of(const Layer<S>& l) const {
+    double v = 1.0;
+    with_route(route_of(l), [&](const auto& r) { v = r.opt.radius_of(l); });
+    return v;
+  }
+
+  template <class S>
+  State<S> init(const ParamSet<S>& params) const {
+    State<S> st;
+    std::vector<std::vector<std::size_t>> taken(sizeof...(Opts));
+    for (std::size_t k = 0; k < params.size(); ++k) {
+      const std::size_t r = route_of(params[k]);
+      st.route.push_back(r);
+      st.local.push_back(taken[r].size());
+      taken[r].push_back(k);
+    }
+    init_parts(params, taken, st, std::index_sequence_for<Opts...>{});
+    return st;
+  }
+
+  /// Steps every layer by its route. Returns true when taken, false when skipped
+  /// (NonFinitePolicy::Skip); nothing is written unless every check passes.
+  template <class S>
+  bool step(ParamSet<S>& params, const Gradients<S>& grads, State<S>& st) const {
+    detail::check_gradients(params, grads);
+    if (st.route.size() != params.size())
+      throw shape_error("step: optimizer state has " + std::to_string(st.route.size()) +
+                        " layers but there are " + std::to_string(params.size()) +
+                        " parameters (state from another model?)");
+    check_parts(params, st, std::index_sequence_for<Opts...>{});
+    if (!detail::gradients_finite(params, grads, on_non_finite)) return false;
+    const long long t = st.step + 1;
+    run_parts(params, grads, st, t, std::index_sequence_for<Opts...>{});
+    st.step = t;
+    return true;
+  }
+
+  /// Each layer's operator norm in its route's geometry for it, output heads first.
+  template <class S>
+  std::vector<LayerNorm> operator_norms(const ParamSet<S>& params) const {
+    return detail::operator_norms(params, [&](const Layer<S>& l) { return geometry_of(l); });
+  }
+
+ private:
+  template <class F>
+  void with_route(std::size_t r, F&& f) const {
+    std::size_t i = 0;
+    std::apply([&](const auto&... x) { ((i++ == r ? (f(x), 0) : 0), ...); }, routes);
+  }
+  template <class S, std::size_t... I>
+  void init_parts(const ParamSet<S>& params, const std::vector<std::vector<std::size_t>>& taken, State<S>& st,
+                  std::index_sequence<I...>) const {
+    ((std::get<I>(st.parts) = std::get<I>(routes).opt.init_layers(params, taken[I])), ...);
+  }
+  template <class S, std::size_t... I>
+  void check_parts(const ParamSet<S>& params, const State<S>& st, std::index_sequence<I...>) const {
+    (std::get<I>(routes).opt.check_state(params, std::get<I>(st.parts)), ...);
+  }
+  template <class S, std::size_t... I>
+  void run_parts(ParamSet<S>& params, const Gradients<S>& grads, State<S>& st, long long t,
+                 std::index_sequence<I...>) const {
+    ((std::get<I>(routes).opt.run(params, grads, std::get<I>(st.parts), t, fuse && std::get<I>(routes).opt.fuse,
+                                  lr_factor)),
+     ...);
+  }
+};
+
+/// The routed optimizer of `routes...` (first matching route wins).
+template <class... Opts>
+Routed<Opts...> routed(Route<Opts>... routes) {
+  return Routed<Opts...>(std::move(routes)...);
+}
+
+}  // namespace steepest
