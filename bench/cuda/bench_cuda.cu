@@ -15,21 +15,25 @@
 namespace sc = steepest::cuda;
 namespace st = steepest;
 
+// Every CUDA call here is checked where it is made, so an error names the call that failed (an
+// unchecked call's error would otherwise surface in the next check, under another name).
 static float median_ms(const std::function<void()>& f, cudaStream_t s) {
   cudaEvent_t a, b;
-  cudaEventCreate(&a), cudaEventCreate(&b);
+  sc::check(cudaEventCreate(&a), "cudaEventCreate");
+  sc::check(cudaEventCreate(&b), "cudaEventCreate");
   for (int i = 0; i < 3; ++i) f();
   std::vector<float> t;
   for (int i = 0; i < 20; ++i) {
-    cudaEventRecord(a, s);
+    sc::check(cudaEventRecord(a, s), "cudaEventRecord");
     f();
-    cudaEventRecord(b, s);
-    cudaEventSynchronize(b);
+    sc::check(cudaEventRecord(b, s), "cudaEventRecord");
+    sc::check(cudaEventSynchronize(b), "cudaEventSynchronize");
     float ms = 0;
-    cudaEventElapsedTime(&ms, a, b);
+    sc::check(cudaEventElapsedTime(&ms, a, b), "cudaEventElapsedTime");
     t.push_back(ms);
   }
-  cudaEventDestroy(a), cudaEventDestroy(b);
+  sc::check(cudaEventDestroy(a), "cudaEventDestroy");
+  sc::check(cudaEventDestroy(b), "cudaEventDestroy");
   std::sort(t.begin(), t.end());
   return t[t.size() / 2];
 }
@@ -47,7 +51,7 @@ int main() {
     return 77;
   }
   cudaDeviceProp prop{};
-  cudaGetDeviceProperties(&prop, 0);
+  sc::check(cudaGetDeviceProperties(&prop, 0), "cudaGetDeviceProperties");
   std::printf("device: %s\n\n", prop.name);
   sc::Context ctx;
   const cudaStream_t s = ctx.stream();
@@ -58,11 +62,18 @@ int main() {
   for (const auto& shape : std::vector<std::pair<long, long>>{{4096, 4096}, {8192, 4096}, {16384, 4096}}) {
     const long m = shape.first, n = shape.second;  // plain variables: lambdas capture them below
     const std::size_t N = std::size_t(m) * std::size_t(n);
-    float *w = alloc(N), *g = alloc(N), *buf = alloc(2 * N);
-    // Reference: copy as many bytes as AdamW moves (read w g m v, write w m v = 7 x 4 B).
+    float *w = alloc(N), *g = alloc(N);
+    // Reference: copy as many bytes as AdamW moves (read w g m v, write w m v = 7 x 4 B): a copy
+    // of B bytes moves 2B, so 14N bytes from one buffer of that size into another.
     const double adam_bytes = 7.0 * 4.0 * double(N);
+    const std::size_t copy_floats = 7 * N / 2;
+    float *src = alloc(copy_floats), *dst = alloc(copy_floats);
     const float copy_ms = median_ms(
-        [&] { cudaMemcpyAsync(buf, w, std::size_t(adam_bytes / 2), cudaMemcpyDeviceToDevice, s); }, s);
+        [&] {
+          sc::check(cudaMemcpyAsync(dst, src, copy_floats * sizeof(float), cudaMemcpyDeviceToDevice, s),
+                    "cudaMemcpyAsync (reference copy)");
+        },
+        s);
     // cudaMemcpy of B bytes moves 2B (read + write).
     const double copy_gbs = adam_bytes / (copy_ms * 1e6);
     std::vector<sc::Tensor> ts{{w, g, m, n}};
@@ -78,7 +89,7 @@ int main() {
     run("sign descent", sc::SignDescent{hp}, 3.0 * 4 * double(N));
     run("MOGA-row (one pass per row)", sc::MogaRow{hp}, 7.0 * 4 * double(N));
     run("MOGA-col (two passes)", sc::MogaCol{hp}, 7.0 * 4 * double(N));  // bytes of one pass
-    cudaFree(w), cudaFree(g), cudaFree(buf);
+    for (float* p : {w, g, src, dst}) sc::check(cudaFree(p), "cudaFree");
   }
 
   // Newton-Schulz in each product precision, engine and Gram mode, against one cuBLAS GEMM of
@@ -105,7 +116,7 @@ int main() {
     {  // some data: NS's cost does not depend on the values, but NaNs would slow nothing either
       std::vector<float> h(std::size_t(m * n));
       for (std::size_t i = 0; i < h.size(); ++i) h[i] = float((i * 2654435761u) % 1000) / 500.0f - 1.0f;
-      cudaMemcpy(G, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice);
+      sc::check(cudaMemcpy(G, h.data(), h.size() * sizeof(float), cudaMemcpyHostToDevice), "cudaMemcpy");
     }
     for (const Variant& v : variants) {
       sc::Context c(s, v.precision);
@@ -113,8 +124,10 @@ int main() {
       const float gemm_ms = median_ms(
           [&] {
             const float one = 1, zero = 0;
-            cublasGemmEx(c.blas(), CUBLAS_OP_T, CUBLAS_OP_N, int(k), int(k), int(l), &one, G, CUDA_R_32F, int(l), G,
-                         CUDA_R_32F, int(l), &zero, A, CUDA_R_32F, int(k), c.compute_type(), CUBLAS_GEMM_DEFAULT);
+            sc::check(cublasGemmEx(c.blas(), CUBLAS_OP_T, CUBLAS_OP_N, int(k), int(k), int(l), &one, G, CUDA_R_32F,
+                                   int(l), G, CUDA_R_32F, int(l), &zero, A, CUDA_R_32F, int(k), c.compute_type(),
+                                   CUBLAS_GEMM_DEFAULT),
+                      "cublasGemmEx (reference GEMM)");
           },
           s);
       const double gemm_rate = 2.0 * double(k) * double(k) * double(l) / (gemm_ms * 1e6);
@@ -124,7 +137,7 @@ int main() {
       const double ns_rate = ns_flops / (ns_ms * 1e6);
       std::printf("%-34s %5ldx%-6ld %10.3f %10.0f %8.2f\n", v.name, m, n, ns_ms, ns_rate, ns_rate / gemm_rate);
     }
-    cudaFree(G), cudaFree(D), cudaFree(A);
+    for (float* p : {G, D, A}) sc::check(cudaFree(p), "cudaFree");
   }
 
   // GPT-2 small (124M parameters): a whole optimizer step over the model's tensors.
@@ -182,7 +195,7 @@ int main() {
     std::printf("GPT-2 small, every parameter by role: MOGA-row step %.3f ms (%.0f GB/s), Muon step %.3f ms\n",
                 moga_ms, 28.0 * params / (moga_ms * 1e6), muon_full_ms);
     std::printf("compare: python3 bench/cuda/torch_peer.py (torch.optim.AdamW(fused=True), torch.optim.Muon)\n");
-    for (float* p : bufs) cudaFree(p);
+    for (float* p : bufs) sc::check(cudaFree(p), "cudaFree");
   }
   return 0;
 }

@@ -39,6 +39,16 @@ inline void check(cublasStatus_t e, const char* what) {
 /// Checks the last kernel launch (launch errors only: no synchronization).
 inline void check_launch(const char* what) { check(cudaGetLastError(), what); }
 
+/// Refuses to start `what` while an error from an earlier CUDA call is pending: an unchecked call
+/// of the caller's would otherwise be reported by steepest's next launch check under its own
+/// name (as "cuda::AdamW: invalid argument" for a failed cudaMemcpyAsync before it).
+inline void check_pending(const char* what) {
+  const cudaError_t e = cudaPeekAtLastError();
+  if (e != cudaSuccess)
+    throw cuda_error(std::string("steepest::cuda: ") + what + ": a CUDA error from an earlier call was pending (" +
+                     cudaGetErrorString(e) + "); check the return value of every CUDA call before this one");
+}
+
 /// Number of usable CUDA devices; 0 when there is no device or no driver (never throws).
 inline int device_count() {
   int n = 0;

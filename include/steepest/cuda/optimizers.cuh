@@ -334,6 +334,7 @@ inline void init_state(DeviceState& st, const std::vector<Tensor>& ts, int buffe
 }
 
 inline void validate(const DeviceState& st, const std::vector<Tensor>& ts, const char* who) {
+  check_pending(who);
   if (ts.size() != st.shapes.size())
     throw shape_error(std::string(who) + ": " + std::to_string(ts.size()) + " tensors, state has " +
                       std::to_string(st.shapes.size()));

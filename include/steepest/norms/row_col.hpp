@@ -131,19 +131,20 @@ struct NormKernel<ColNorm<Q>, EigenBackend> {
 
 template <int Q>
 struct NormKernel<VectorNorm<Q>, EigenBackend> {
-  // The whole matrix as one row of length m*n (Eigen 3.4 reshaped views: no copy).
+  // The whole matrix as one row of length m*n (Eigen 3.4 reshaped views: no copy), read in
+  // storage order (AutoOrder): contiguous for a contiguous matrix, whatever its layout.
   template <class D>
   static double value(const Eigen::MatrixBase<D>& W) {
     if (W.size() == 0) return 0.0;
     typename VectorNorm<Q>::template Workspace<typename D::Scalar> ws;
-    eigen_detail::row_norms(W.reshaped(1, W.size()), VectorNorm<Q>::q, ws.a);
+    eigen_detail::row_norms(W.template reshaped<Eigen::AutoOrder>(1, W.size()), VectorNorm<Q>::q, ws.a);
     return static_cast<double>(ws.a(0));
   }
   template <class D>
   static double dual(const Eigen::MatrixBase<D>& G) {
     if (G.size() == 0) return 0.0;
     typename VectorNorm<Q>::template Workspace<typename D::Scalar> ws;
-    eigen_detail::row_norms(G.reshaped(1, G.size()), conjugate(VectorNorm<Q>::q), ws.a);
+    eigen_detail::row_norms(G.template reshaped<Eigen::AutoOrder>(1, G.size()), conjugate(VectorNorm<Q>::q), ws.a);
     return static_cast<double>(ws.a(0));
   }
   template <class D, class O>
@@ -151,8 +152,8 @@ struct NormKernel<VectorNorm<Q>, EigenBackend> {
                       eigen_detail::VectorwiseWorkspace<typename D::Scalar>& ws) {
     require_same_shape(G, out, "VectorNorm::dualize");
     if (G.size() == 0) return;
-    eigen_detail::row_dualize(G.reshaped(1, G.size()), conjugate(VectorNorm<Q>::q),
-                              writable(out).reshaped(1, G.size()), ws);
+    eigen_detail::row_dualize(G.template reshaped<Eigen::AutoOrder>(1, G.size()), conjugate(VectorNorm<Q>::q),
+                              writable(out).template reshaped<Eigen::AutoOrder>(1, G.size()), ws);
   }
 };
 

@@ -20,6 +20,7 @@
 #include <cmath>
 
 #include "../backend/eigen/packet.hpp"
+#include "../backend/eigen/vectorwise.hpp"
 #include "../norms/traits.hpp"
 #include "hyper.hpp"
 #include "params.hpp"
@@ -276,7 +277,7 @@ struct LayerDualize {
 #if defined(_OPENMP)
 #pragma omp parallel for schedule(static) if (g.size() > (Index(1) << 16) && !omp_in_parallel())
 #endif
-        for (Index r = 0; r < rows; ++r) a(r) = inv(g.row(r).norm());
+        for (Index r = 0; r < rows; ++r) a(r) = inv(static_cast<S>(std::sqrt(eigen_detail::row_sumsq(g.row(r)))));
         return {Mode::Row, a.data(), S(1)};
       }
       case FusedForm::Col2:
@@ -286,8 +287,10 @@ struct LayerDualize {
         for (Index r = 0; r < g.rows(); ++r) a.array() += g.row(r).transpose().array().square();
         a = a.unaryExpr([&](S v) { return inv(std::sqrt(v)); });
         return {Mode::Col, a.data(), S(1)};
-      default:
-        return {Mode::Global, nullptr, inv(g.norm())};
+      default: {
+        const Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>> flat(ctx.grad, g.size());
+        return {Mode::Global, nullptr, inv(static_cast<S>(std::sqrt(eigen_detail::row_sumsq(flat))))};
+      }
     }
   }
   static constexpr bool needs_rows(FusedForm f) { return f == FusedForm::Row2 || f == FusedForm::Col2; }
