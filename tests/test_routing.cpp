@@ -303,3 +303,22 @@ TEST_CASE("a routed optimizer saves, loads and continues bit for bit") {
                        st::state_file_error);
   std::remove(path.c_str());
 }
+
+TEST_CASE("a routed optimizer's lr_factor scales every route's learning rate (a schedule)") {
+  // Two SGD routes (beta1 = 0: W <- W - lr g) with different learning rates; lr_factor 0.25.
+  Vec a(4, 1.0), b(3, 1.0);
+  const Vec ga = {1, 2, 3, 4}, gb = {-1, 0, 1};
+  st::ParamSet<double> P;
+  P.add_vector("a", a.data(), 4);
+  P.add_vector("b", b.data(), 3);
+  auto opt = st::routed(st::route(st::name_glob("a"), st::sgd(hyper(0.1, 0.0, 0.0, 0.0))),
+                        st::route(st::everything(), st::sgd(hyper(0.4, 0.0, 0.0, 0.0))));
+  opt.lr_factor = 0.25;
+  auto state = opt.init(P);
+  st::Gradients<double> G;
+  G.add_vector(ga.data(), 4);
+  G.add_vector(gb.data(), 3);
+  REQUIRE(opt.step(P, G, state));
+  for (std::size_t i = 0; i < 4; ++i) CHECK(a[i] == doctest::Approx(1.0 - 0.025 * ga[i]));
+  for (std::size_t i = 0; i < 3; ++i) CHECK(b[i] == doctest::Approx(1.0 - 0.1 * gb[i]));
+}

@@ -191,10 +191,14 @@ class Routed {
   template <class S>
   std::size_t route_of(const Layer<S>& l) const {
     const LayerInfo info{l.name, l.role, l.rows, l.cols};
-    std::size_t found = sizeof...(Opts), i = 0;
-    std::apply([&](const auto&... r) { ((found == sizeof...(Opts) && r.select.takes(info) ? (found = i) : 0, ++i), ...); },
-               routes);
-    if (found == sizeof...(Opts))
+    constexpr std::size_t none = sizeof...(Opts);
+    std::size_t found = none, i = 0;
+    const auto consider = [&](const auto& r) {
+      if (found == none && r.select.takes(info)) found = i;
+      ++i;
+    };
+    std::apply([&](const auto&... r) { (consider(r), ...); }, routes);
+    if (found == none)
       throw std::invalid_argument("routed optimizer: no route takes parameter '" + l.name + "' (" +
                                   role_name(l.role) + ", " + shape_string(l.rows, l.cols) +
                                   "); end the routes with st::everything() to catch the rest");
