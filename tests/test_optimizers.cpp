@@ -5,6 +5,8 @@
 
 #include <steepest/steepest.hpp>
 
+#include "optim_helpers.hpp"
+
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -29,12 +31,8 @@ struct Model {
   }
 };
 
-// Deterministic gradient sequence, different at every step.
-Vec grad_at(std::size_t size, int t, double salt) {
-  Vec g(size);
-  for (std::size_t i = 0; i < size; ++i) g[i] = std::sin(0.37 * double(i * i) + 1.3 * t + salt) + 0.1 * t;  // full rank
-  return g;
-}
+using optim_test::grad_at;
+using optim_test::hyper;
 
 Md as_mat(const Vec& v, int m, int n) {  // row-major buffer -> matrix
   Md A(m, n);
@@ -164,15 +162,6 @@ Model run_ref(int steps, double lr, double wd, F&& update, bool constrained = fa
 void check_same(const Model& lib, const Model& ref, double tol = 1e-12) {
   CHECK(max_rel_diff(lib.w, ref.w) < tol);
   CHECK(max_rel_diff(lib.b, ref.b) < tol);
-}
-
-st::Hyper hyper(double lr, double b1, double b2, double wd) {
-  st::Hyper hp;
-  hp.lr = lr;
-  hp.beta1 = b1;
-  hp.beta2 = b2;
-  hp.weight_decay = wd;
-  return hp;
 }
 
 }  // namespace

@@ -4,6 +4,8 @@
 
 #include <steepest/steepest.hpp>
 
+#include "optim_helpers.hpp"
+
 #include <cmath>
 #include <cstdio>
 #include <vector>
@@ -14,20 +16,8 @@ using Vec = std::vector<double>;
 
 namespace {
 
-st::Hyper hyper(double lr, double b1, double b2, double wd) {
-  st::Hyper hp;
-  hp.lr = lr;
-  hp.beta1 = b1;
-  hp.beta2 = b2;
-  hp.weight_decay = wd;
-  return hp;
-}
-
-Vec grad_at(std::size_t size, int t, double salt) {
-  Vec g(size);
-  for (std::size_t i = 0; i < size; ++i) g[i] = std::sin(0.37 * double(i * i) + 1.3 * t + salt) + 0.1 * t;
-  return g;
-}
+using optim_test::grad_at;
+using optim_test::hyper;
 
 // Independent references: plain loops over row-major buffers.
 struct AdamRef {

@@ -80,9 +80,9 @@ struct LayerNorm {
 namespace detail {
 
 /// The checks every optimizer runs before a step that do not depend on its chain: one gradient
-/// per tensor, each with its tensor's shape.
+/// per tensor, each with its tensor's shape, and a state made for as many layers as there are.
 template <class S>
-void check_gradients(const ParamSet<S>& params, const Gradients<S>& grads) {
+void check_step_inputs(const ParamSet<S>& params, const Gradients<S>& grads, std::size_t state_layers) {
   const auto& ts = params.tensors();
   if (grads.size() != ts.size())
     throw shape_error("step: " + std::to_string(grads.size()) + " gradients for " + std::to_string(ts.size()) +
@@ -92,6 +92,9 @@ void check_gradients(const ParamSet<S>& params, const Gradients<S>& grads) {
       throw shape_error("parameter '" + ts[i].name + "': gradient is " +
                         shape_string(grads[i].rows(), grads[i].cols()) + " but the weight is " +
                         shape_string(ts[i].rows, ts[i].cols));
+  if (state_layers != params.size())
+    throw shape_error("step: optimizer state has " + std::to_string(state_layers) + " layers but there are " +
+                      std::to_string(params.size()) + " parameters (state from another model?)");
 }
 
 /// True when every gradient is finite; otherwise throws (Error) or returns false (Skip).
@@ -178,11 +181,7 @@ class Optimizer {
   /// Steps every layer. Returns true when taken, false when skipped (NonFinitePolicy::Skip).
   template <class S>
   bool step(ParamSet<S>& params, const Gradients<S>& grads, State<S>& st) const {
-    detail::check_gradients(params, grads);
-    if (st.layers.size() != params.size())
-      throw shape_error("step: optimizer state has " + std::to_string(st.layers.size()) +
-                        " layers but there are " + std::to_string(params.size()) +
-                        " parameters (state from another model?)");
+    detail::check_step_inputs(params, grads, st.layers.size());
     check_state(params, st);
     if (!detail::gradients_finite(params, grads, hp.on_non_finite)) return false;
     run(params, grads, st, st.step + 1, fuse);

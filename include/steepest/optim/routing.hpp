@@ -235,11 +235,7 @@ class Routed {
   /// (NonFinitePolicy::Skip); nothing is written unless every check passes.
   template <class S>
   bool step(ParamSet<S>& params, const Gradients<S>& grads, State<S>& st) const {
-    detail::check_gradients(params, grads);
-    if (st.route.size() != params.size())
-      throw shape_error("step: optimizer state has " + std::to_string(st.route.size()) +
-                        " layers but there are " + std::to_string(params.size()) +
-                        " parameters (state from another model?)");
+    detail::check_step_inputs(params, grads, st.route.size());
     check_parts(params, st, std::index_sequence_for<Opts...>{});
     if (!detail::gradients_finite(params, grads, on_non_finite)) return false;
     const long long t = st.step + 1;
