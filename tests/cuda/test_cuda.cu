@@ -162,6 +162,46 @@ double compare_steps(CpuOpt cpu, GpuOpt gpu, const std::vector<std::pair<Index, 
 
 // Host-only: the multi-tensor launch tables cover every (tensor, chunk) pair exactly once, with
 // the right pointers, across table splits (too many tensors, too many chunks). Runs without a GPU.
+// ---- every chain's per-element rule, compiled as device code ---------------------------------
+// A chain's fused form is a tuple of its transforms' Elem kernels (optim/transforms.hpp), which
+// Chain::fused runs over SIMD packets on the CPU. With P = float the same kernels are plain
+// STEEPEST_HD code; this is their device form, one thread per element. Taking each named
+// optimizer's instantiation below makes nvcc compile its rule for the GPU in CI (no GPU needed):
+// the rule the CPU tests check is the one a device kernel runs, not a second copy.
+template <class... E>
+__global__ void chain_elementwise(const float* g, Index count, Index cols, E... es) {
+  for (Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += Index(gridDim.x) * blockDim.x) {
+    (es.begin_row(i / cols), ...);
+    float u = g[i];
+    ((u = es.template apply<float>(u, i, i % cols)), ...);
+  }
+}
+
+template <class ChainT>
+struct DeviceForm;
+template <class... Ts>
+struct DeviceForm<st::Chain<Ts...>> {
+  static constexpr auto kernel = &chain_elementwise<typename Ts::template Elem<float>...>;
+};
+
+template <class... Chains>
+int count_device_forms() {
+  const void* kernels[] = {reinterpret_cast<const void*>(DeviceForm<Chains>::kernel)...};
+  int n = 0;
+  for (const void* k : kernels) n += k != nullptr;
+  return n;
+}
+
+void check_device_forms() {
+  // Every named optimizer's chain whose transforms all have an elementwise form (all but the
+  // compile-time Dualize<N>, whose direction needs the whole matrix).
+  const int n = count_device_forms<st::SGDChain, st::SGDNesterovChain, st::AdamWChain, st::RescaledAdamWChain,
+                                   st::SignDescentChain, st::LionChain, st::MogaChain<st::MogaOrder::NormalizeThenAdam>,
+                                   st::MogaChain<st::MogaOrder::AdamThenNormalize>, st::MuonChain, st::ScionChain,
+                                   st::ScionUnconstrainedChain>();
+  EXPECT(n == 11, "device forms compiled: %d of 11", n);
+}
+
 void check_launch_tables() {
   struct Case {
     std::vector<Index> sizes;
@@ -276,6 +316,7 @@ void check_rule_math() {
 }
 
 int main() {
+  check_device_forms();
   check_launch_tables();
   check_rule_math();
   std::printf("host-side checks: %d, failures %d\n", checks, failures);

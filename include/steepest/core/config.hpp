@@ -20,6 +20,15 @@
 #define STEEPEST_RESTRICT
 #endif
 
+/// Marks the per-element code of the optimizer transforms (their `Elem` kernels and the scalar
+/// SIMD helpers) as callable from CUDA device code too, so the one written rule is what both
+/// backends compile. Empty for host compilers.
+#if defined(__CUDACC__)
+#define STEEPEST_HD __host__ __device__
+#else
+#define STEEPEST_HD
+#endif
+
 namespace steepest {
 
 using Index = Eigen::Index;

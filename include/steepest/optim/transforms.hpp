@@ -91,9 +91,9 @@ struct Momentum {
   struct Elem {
     S* STEEPEST_RESTRICT m;
     S b, omb;
-    void begin_row(Index) {}
+    STEEPEST_HD void begin_row(Index) {}
     template <class P>
-    P apply(P u, Index i, Index) const {
+    STEEPEST_HD P apply(P u, Index i, Index) const {
       using namespace simd;
       const P mo = load<P>(m + i), B = set1<P>(b);
       if constexpr (Kind == MomentumKind::HeavyBall) {
@@ -161,9 +161,9 @@ struct AdamMoments {
     S* STEEPEST_RESTRICT m;
     S* STEEPEST_RESTRICT v;
     S b1, omb1, b2, omb2, c1, c2, eps;
-    void begin_row(Index) {}
+    STEEPEST_HD void begin_row(Index) {}
     template <class P>
-    P apply(P u, Index i, Index) const {
+    STEEPEST_HD P apply(P u, Index i, Index) const {
       using namespace simd;
       const P mn = add(mul(set1<P>(b1), load<P>(m + i)), mul(set1<P>(omb1), u));
       const P vn = add(mul(set1<P>(b2), load<P>(v + i)), mul(set1<P>(omb2), mul(u, u)));
@@ -212,9 +212,9 @@ struct LionMoment {
   struct Elem {
     S* STEEPEST_RESTRICT m;
     S b1, omb1, b2, omb2;
-    void begin_row(Index) {}
+    STEEPEST_HD void begin_row(Index) {}
     template <class P>
-    P apply(P g, Index i, Index) const {
+    STEEPEST_HD P apply(P g, Index i, Index) const {
       using namespace simd;
       const P mo = load<P>(m + i);
       const P c = add(mul(set1<P>(b1), mo), mul(set1<P>(omb1), g));
@@ -248,11 +248,11 @@ struct LayerDualize {
     Mode mode;
     const S* factors;  // per row (Row) or per column (Col)
     S f;               // current row's factor, or the global one
-    void begin_row(Index r) {
+    STEEPEST_HD void begin_row(Index r) {
       if (mode == Mode::Row) f = factors[r];
     }
     template <class P>
-    P apply(P u, Index, Index c) const {
+    STEEPEST_HD P apply(P u, Index, Index c) const {
       using namespace simd;
       switch (mode) {
         case Mode::Identity: return u;
@@ -329,9 +329,9 @@ struct GeometryScale {
   template <class S>
   struct Elem {
     S f;
-    void begin_row(Index) {}
+    STEEPEST_HD void begin_row(Index) {}
     template <class P>
-    P apply(P u, Index, Index) const { return simd::mul(u, simd::set1<P>(f)); }
+    STEEPEST_HD P apply(P u, Index, Index) const { return simd::mul(u, simd::set1<P>(f)); }
   };
   template <class S>
   static Elem<S> elem(Ctx<S>& ctx, NoState&) {
@@ -378,9 +378,9 @@ struct DecoupledStep {
   struct Elem {
     S* STEEPEST_RESTRICT w;
     S keep, step;
-    void begin_row(Index) {}
+    STEEPEST_HD void begin_row(Index) {}
     template <class P>
-    P apply(P u, Index i, Index) const {
+    STEEPEST_HD P apply(P u, Index i, Index) const {
       using namespace simd;
       store(w + i, sub(mul(set1<P>(keep), load<P>(w + i)), mul(set1<P>(step), u)));
       return u;

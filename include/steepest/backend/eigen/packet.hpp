@@ -29,29 +29,46 @@ using Packet = typename ei::packet_traits<S>::type;
 template <class S>
 inline constexpr int packet_size = ei::unpacket_traits<Packet<S>>::size;
 
+// Each helper takes the packet type or the scalar (the tail of a loop, and CUDA device code, which
+// runs one element per thread): the scalar branch is plain C++ and STEEPEST_HD, so the transforms'
+// Elem kernels built from these compile for the device unchanged.
 template <class P, class S>
-inline P load(const S* p) {
-  return ei::ploadu<P>(p);
+STEEPEST_HD inline P load(const S* p) {
+  if constexpr (std::is_same_v<P, S>) return *p;
+  else return ei::ploadu<P>(p);
 }
 template <class P, class S>
-inline void store(S* p, const P& v) {
-  ei::pstoreu<S>(p, v);
+STEEPEST_HD inline void store(S* p, const P& v) {
+  if constexpr (std::is_same_v<P, S>) *p = v;
+  else ei::pstoreu<S>(p, v);
 }
 template <class P, class S>
-inline P set1(S v) {
+STEEPEST_HD inline P set1(S v) {
   if constexpr (std::is_same_v<P, S>)
     return v;
   else
     return ei::pset1<P>(v);
 }
 template <class P>
-inline P mul(const P& a, const P& b) { return ei::pmul(a, b); }
+STEEPEST_HD inline P mul(const P& a, const P& b) {
+  if constexpr (std::is_arithmetic_v<P>) return a * b;
+  else return ei::pmul(a, b);
+}
 template <class P>
-inline P add(const P& a, const P& b) { return ei::padd(a, b); }
+STEEPEST_HD inline P add(const P& a, const P& b) {
+  if constexpr (std::is_arithmetic_v<P>) return a + b;
+  else return ei::padd(a, b);
+}
 template <class P>
-inline P sub(const P& a, const P& b) { return ei::psub(a, b); }
+STEEPEST_HD inline P sub(const P& a, const P& b) {
+  if constexpr (std::is_arithmetic_v<P>) return a - b;
+  else return ei::psub(a, b);
+}
 template <class P>
-inline P div(const P& a, const P& b) { return ei::pdiv(a, b); }
+STEEPEST_HD inline P div(const P& a, const P& b) {
+  if constexpr (std::is_arithmetic_v<P>) return a / b;
+  else return ei::pdiv(a, b);
+}
 // Identifies a packet by lane count and scalar type (comparing with __m128 etc. directly
 // trips -Wignored-attributes on GCC).
 template <class P>
@@ -65,9 +82,11 @@ constexpr bool kind(int lanes, bool is_float) {
 /// (EIGEN_FAST_MATH), which costs more instructions than the hardware sqrt in these
 /// memory-bound loops, so the native instruction is used where the packet type is known.
 template <class P>
-inline P sqrt(const P& a) {
-  if constexpr (std::is_arithmetic_v<P>) {
-    return std::sqrt(a);
+STEEPEST_HD inline P sqrt(const P& a) {
+  if constexpr (std::is_same_v<P, float>) {
+    return ::sqrtf(a);  // the C functions exist on the host and in CUDA device code
+  } else if constexpr (std::is_same_v<P, double>) {
+    return ::sqrt(a);
   }
 #if defined(__AVX512F__)
   else if constexpr (kind<P>(16, true)) { return _mm512_sqrt_ps(a); }
@@ -87,7 +106,7 @@ inline P sqrt(const P& a) {
 }
 /// sign(x) in {-1, 0, +1} (0 for 0 and NaN), branch-free on packets.
 template <class P, class S>
-inline P sign(const P& x) {
+STEEPEST_HD inline P sign(const P& x) {
   if constexpr (std::is_same_v<P, S>) {
     return static_cast<S>((x > S(0)) - (x < S(0)));
   } else {
