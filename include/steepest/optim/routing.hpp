@@ -42,7 +42,10 @@ struct Selector {
 inline Selector roles(std::initializer_list<Role> rs) {
   std::vector<Role> v(rs);
   std::string what = "role=";
-  for (std::size_t i = 0; i < v.size(); ++i) what += (i ? "|" : "") + std::string(role_name(v[i]));
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (i) what += '|';
+    what += role_name(v[i]);  // appended piece by piece: `"|" + std::string(...)` trips GCC 12's -Wrestrict in C++20
+  }
   return {what, [v](const LayerInfo& l) {
             for (Role r : v)
               if (l.role == r) return true;
@@ -182,8 +185,13 @@ class Routed {
   std::string name() const {
     std::string s = "routed(";
     std::size_t i = 0;
-    std::apply([&](const auto&... r) { ((s += (i++ ? "; " : "") + r.select.what + ": " + r.opt.name()), ...); },
-               routes);
+    const auto add = [&](const auto& r) {
+      if (i++) s += "; ";
+      s += r.select.what;
+      s += ": ";
+      s += r.opt.name();
+    };
+    std::apply([&](const auto&... r) { (add(r), ...); }, routes);
     return s + ")";
   }
 
