@@ -111,14 +111,15 @@ bool gradients_finite(const ParamSet<S>& params, const Gradients<S>& grads, NonF
   return true;
 }
 
-/// Each layer's norm in the geometry `geo(layer)` gives it, output heads first.
-template <class S, class GeometryOf>
-std::vector<LayerNorm> operator_norms(const ParamSet<S>& params, GeometryOf geo) {
+/// Each layer's norm in the geometry `opt.geometry_of(layer)` gives it (plain or routed
+/// optimizer), output heads first.
+template <class S, class Opt>
+std::vector<LayerNorm> operator_norms(const ParamSet<S>& params, const Opt& opt) {
   std::vector<LayerNorm> out;
   for (int pass = 0; pass < 2; ++pass)
     for (const auto& l : params)
       if ((l.role == Role::Output) == (pass == 0)) {
-        const Geometry g = geo(l);
+        const Geometry g = opt.geometry_of(l);
         out.push_back({l.name, l.role, g.name(), g.value(l.matrix())});
       }
   return out;
@@ -192,7 +193,7 @@ class Optimizer {
   /// output head(s) first, then the others in insertion order.
   template <class S>
   std::vector<LayerNorm> operator_norms(const ParamSet<S>& params) const {
-    return detail::operator_norms(params, [&](const Layer<S>& l) { return geometry_of(l); });
+    return detail::operator_norms(params, *this);
   }
 
   // ---- the parts of a step, shared with routed optimizers ----------------------------------

@@ -72,6 +72,13 @@ inline bool glob_match(const char* p, const char* s) {
   while (*p == '*') ++p;
   return *p == '\0';
 }
+
+/// Calls f(std::get<i>(t)) for a run-time index i (route indices are run-time values).
+template <class Tuple, class F>
+void apply_at(Tuple& t, std::size_t i, F&& f) {
+  std::size_t k = 0;
+  std::apply([&](auto&... x) { ((k++ == i ? (f(x), 0) : 0), ...); }, t);
+}
 }  // namespace detail
 
 /// Layers whose whole name matches the glob `pattern` ('*' any run, '?' one character), e.g.
@@ -125,7 +132,7 @@ struct RoutedState {
   template <class F>
   void for_each_layer(F&& f) {
     for (std::size_t k = 0; k < route.size(); ++k)
-      with_part(route[k], [&](auto& p) {
+      detail::apply_at(parts, route[k], [&](auto& p) {
         const std::size_t j = local[k];
         using P = std::decay_t<decltype(p)>;
         f(p.names[j], p.shapes[j].first, p.shapes[j].second, [&, j](auto&& g) {
@@ -136,17 +143,6 @@ struct RoutedState {
   void set_step(long long t) {
     step = t;
     std::apply([&](auto&... p) { ((p.step = t), ...); }, parts);
-  }
-  /// Calls f(part r).
-  template <class F>
-  void with_part(std::size_t r, F&& f) {
-    with_part_impl(r, f, std::index_sequence_for<Opts...>{});
-  }
-
- private:
-  template <class F, std::size_t... I>
-  void with_part_impl(std::size_t r, F& f, std::index_sequence<I...>) {
-    ((r == I ? (f(std::get<I>(parts)), 0) : 0), ...);
   }
 };
 
@@ -176,11 +172,6 @@ class Routed {
   auto& optimizer() { return std::get<I>(routes).opt; }
   template <std::size_t I>
   const auto& optimizer() const { return std::get<I>(routes).opt; }
-  /// Calls f(route's optimizer) for every route.
-  template <class F>
-  void for_each_optimizer(F&& f) {
-    std::apply([&](auto&... r) { (f(r.opt), ...); }, routes);
-  }
 
   std::string name() const {
     std::string s = "routed(";
@@ -215,13 +206,13 @@ class Routed {
   template <class S>
   Geometry geometry_of(const Layer<S>& l) const {
     Geometry g;
-    with_route(route_of(l), [&](const auto& r) { g = r.opt.geometry_of(l); });
+    detail::apply_at(routes, route_of(l), [&](const auto& r) { g = r.opt.geometry_of(l); });
     return g;
   }
   template <class S>
   double radius_of(const Layer<S>& l) const {
     double v = 1.0;
-    with_route(route_of(l), [&](const auto& r) { v = r.opt.radius_of(l); });
+    detail::apply_at(routes, route_of(l), [&](const auto& r) { v = r.opt.radius_of(l); });
     return v;
   }
 
@@ -255,15 +246,10 @@ class Routed {
   /// Each layer's operator norm in its route's geometry for it, output heads first.
   template <class S>
   std::vector<LayerNorm> operator_norms(const ParamSet<S>& params) const {
-    return detail::operator_norms(params, [&](const Layer<S>& l) { return geometry_of(l); });
+    return detail::operator_norms(params, *this);
   }
 
  private:
-  template <class F>
-  void with_route(std::size_t r, F&& f) const {
-    std::size_t i = 0;
-    std::apply([&](const auto&... x) { ((i++ == r ? (f(x), 0) : 0), ...); }, routes);
-  }
   template <class S, std::size_t... I>
   void init_parts(const ParamSet<S>& params, const std::vector<std::vector<std::size_t>>& taken, State<S>& st,
                   std::index_sequence<I...>) const {
