@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Every GPU check of the CUDA backend in one command, for a machine with a CUDA device:
 #   1. build the CUDA tests, example and benchmark (Release, sm_90 unless CUDA_ARCH says otherwise)
-#   2. steepest_cuda_tests        every device rule against the CPU backend
+#   2. steepest_cuda_tests        the policies' kernels and every optimizer (named, routed, the
+#                                 custom chain) on device memory against the same calls on the
+#                                 host, and GPU <-> CPU state resumes
 #   3. compute-sanitizer          memcheck, racecheck and initcheck over the tests
-#   4. cuda_quickstart            the README example
+#   4. cuda_quickstart, cuda_custom_optimizer   the README example and examples/custom_optimizer's
+#                                 chain on the device
 #   5. steepest_cuda_bench        GB/s vs a device-to-device copy, Newton-Schulz vs a GEMM,
 #                                 GPT-2-small AdamW and Muon steps
 #   6. bench/cuda/torch_peer.py   the PyTorch peer on the same shapes, when torch is installed
@@ -26,12 +29,13 @@ step() {  # step NAME COMMAND...: runs it, keeps its output, records pass/fail
 step build bash -c "cmake -S . -B build-gpu -DCMAKE_BUILD_TYPE=Release -DSTEEPEST_ENABLE_CUDA=ON \
   -DCMAKE_CUDA_COMPILER=$nvcc_bin -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCH:-90} -DSTEEPEST_BUILD_TESTS=ON \
   -DSTEEPEST_BUILD_EXAMPLES=ON -DSTEEPEST_INSTALL=OFF && \
-  cmake --build build-gpu -j\$(nproc) --target steepest_cuda_tests steepest_cuda_bench cuda_quickstart"
+  cmake --build build-gpu -j\$(nproc) --target steepest_cuda_tests steepest_cuda_bench cuda_quickstart cuda_custom_optimizer"
 step tests ./build-gpu/steepest_cuda_tests
 for tool in memcheck racecheck initcheck; do
   step "sanitizer-$tool" "$sanitizer" --tool "$tool" --error-exitcode 1 ./build-gpu/steepest_cuda_tests
 done
 step quickstart ./build-gpu/cuda_quickstart
+step custom_optimizer ./build-gpu/cuda_custom_optimizer
 step bench ./build-gpu/steepest_cuda_bench
 if python3 -c "import torch; assert torch.cuda.is_available()" >/dev/null 2>&1; then
   step torch_peer python3 bench/cuda/torch_peer.py

@@ -667,18 +667,18 @@ TEST_CASE("the per-layer update scratch is allocated only by the transform-by-tr
   auto adam = st::adamw();
   auto sa = adam.init(ps);
   REQUIRE(adam.step(ps, gs, sa));
-  CHECK(sa.update[0].size() == 0);
-  CHECK(sa.update[1].size() == 0);
+  CHECK(sa.scratch.update[0].size() == 0);
+  CHECK(sa.scratch.update[1].size() == 0);
   auto muon = st::muon();
   auto sm = muon.init(ps);
-  CHECK(sm.part<0>().update[0].size() == 0);
+  CHECK(sm.part<0>().scratch.update[0].size() == 0);
   REQUIRE(muon.step(ps, gs, sm));
-  CHECK(sm.part<0>().update[0].rows() == 12);  // the hidden layer's route: Muon
-  CHECK(sm.part<0>().update[0].cols() == 8);
-  CHECK(sm.part<1>().update[0].size() == 0);   // the vector's route: fused AdamW
+  CHECK(sm.part<0>().scratch.update[0].rows() == 12);  // the hidden layer's route: Muon
+  CHECK(sm.part<0>().scratch.update[0].cols() == 8);
+  CHECK(sm.part<1>().scratch.update[0].size() == 0);   // the vector's route: fused AdamW
   adam.fuse = false;  // the slow path sizes it as needed
   REQUIRE(adam.step(ps, gs, sa));
-  CHECK(sa.update[0].size() == 12 * 8);
+  CHECK(sa.scratch.update[0].size() == 12 * 8);
 }
 
 namespace {
@@ -748,8 +748,8 @@ TEST_CASE("a user-defined policy is one layer's geometry at run time (plain and 
     // The sign-descent chain has no GeometryScale, so the mean-normalized handle gives the same
     // direction; its norm report is the mean-normalized one, ||W||_F / sqrt(mn).
     check_same(md, ref);
-    REQUIRE(state.workspace[0].other != nullptr);
-    CHECK(static_cast<UserFrobenius::Counter*>(state.workspace[0].other.get())->calls == 4);
+    REQUIRE(state.scratch.workspace[0].other != nullptr);
+    CHECK(static_cast<UserFrobenius::Counter*>(state.scratch.workspace[0].other.get())->calls == 4);
     const auto norms = opt.operator_norms(md.params);
     double fro = 0;
     for (double x : md.w) fro += x * x;

@@ -76,19 +76,23 @@ int main() {
         s);
     // cudaMemcpy of B bytes moves 2B (read + write).
     const double copy_gbs = adam_bytes / (copy_ms * 1e6);
-    std::vector<sc::Tensor> ts{{w, g, m, n}};
+    st::ParamSet<float, sc::Device> ps(sc::Device{&ctx});
+    st::Gradients<float, sc::Device> gs;
+    ps.add("w", st::Role::Hidden, w, m, n);
+    gs.add(g, m, n);
     auto run = [&](const char* name, auto opt, double bytes) {
-      auto state = opt.init(ts, ctx);
-      const float ms = median_ms([&] { opt.step(ts, state, ctx); }, s);
+      auto state = opt.init(ps);
+      const float ms = median_ms([&] { opt.step(ps, gs, state); }, s);
       const double gbs = bytes / (ms * 1e6);
       std::printf("%-28s %5ldx%-6ld %10.3f %10.1f %8.2f\n", name, m, n, ms, gbs, gbs / copy_gbs);
     };
     std::printf("%-28s %5ldx%-6ld %10.3f %10.1f %8.2f\n", "memcpy D2D (reference)", m, n, copy_ms, copy_gbs, 1.0);
-    run("AdamW (multi-tensor)", sc::AdamW{hp}, 7.0 * 4 * double(N));
-    run("Lion", sc::Lion{hp}, 5.0 * 4 * double(N));
-    run("sign descent", sc::SignDescent{hp}, 3.0 * 4 * double(N));
-    run("MOGA-row (one pass per row)", sc::MogaRow{hp}, 7.0 * 4 * double(N));
-    run("MOGA-col (two passes)", sc::MogaCol{hp}, 7.0 * 4 * double(N));  // bytes of one pass
+    run("AdamW", st::adamw(hp), 7.0 * 4 * double(N));
+    run("rescaled AdamW", st::adamw_rescaled(hp), 7.0 * 4 * double(N));
+    run("Lion", st::lion(hp), 5.0 * 4 * double(N));
+    run("sign descent", st::sign_descent(hp), 3.0 * 4 * double(N));
+    run("MOGA-row (row-norm prepass)", st::moga_row(hp), 7.0 * 4 * double(N));  // bytes of the main pass
+    run("MOGA-col (col-norm prepass)", st::moga_col(hp), 7.0 * 4 * double(N));
     for (float* p : {w, g, src, dst}) sc::check(cudaFree(p), "cudaFree");
   }
 
@@ -151,48 +155,58 @@ int main() {
     }
     other.insert(other.end(), {{50257, 768}, {1024, 768}, {768, 1}, {768, 1}});
     std::vector<float*> bufs;
-    auto make = [&](const std::vector<std::pair<long, long>>& shapes) {
-      std::vector<sc::Tensor> ts;
+    // The model as a training program would hand it over: one parameter set, roles by kind.
+    st::ParamSet<float, sc::Device> ps(sc::Device{&ctx});
+    st::Gradients<float, sc::Device> gs;
+    double params = 0, hparams = 0;
+    auto add = [&](const std::vector<std::pair<long, long>>& shapes, bool is_hidden) {
       for (auto [m, n] : shapes) {
         float* w = alloc(std::size_t(m * n));
         float* g = alloc(std::size_t(m * n));
         bufs.push_back(w), bufs.push_back(g);
-        ts.push_back({w, g, m, n});
+        // GPT-2 ties the head to the token embedding, so there is no separate Output.
+        const st::Role role = is_hidden ? st::Role::Hidden : n == 1 ? st::Role::Vector : st::Role::Embedding;
+        ps.add("t" + std::to_string(ps.size()), role, w, m, n);
+        gs.add(g, m, n);
+        params += double(m * n);
+        if (is_hidden) hparams += double(m * n);
       }
-      return ts;
     };
-    std::vector<sc::Tensor> all = make(hidden), rest = make(other);
-    std::vector<sc::Tensor> hid = all;
-    all.insert(all.end(), rest.begin(), rest.end());
-    double params = 0, hparams = 0;
-    for (auto& t : all) params += double(t.size());
-    for (auto& t : hid) hparams += double(t.size());
-    sc::AdamW adam{hp};
-    auto sa = adam.init(all, ctx);
-    const float adam_ms = median_ms([&] { adam.step(all, sa, ctx); }, s);
+    add(hidden, true);
+    add(other, false);
+    auto adam = st::adamw(hp);
+    auto sa = adam.init(ps);
+    const float adam_ms = median_ms([&] { adam.step(ps, gs, sa); }, s);
     st::Hyper mh = hp;
-    mh.lr = 0.02, mh.beta1 = 0.95, mh.shape_factor = st::ShapeFactor::MuonMax1;
-    sc::Muon<> muon{mh};
-    auto sm = muon.init(hid, ctx);
-    const float muon_ms = median_ms([&] { muon.step(hid, sm, ctx); }, s);
+    mh.lr = 0.02, mh.beta1 = 0.95;
+    // Muon's hidden-matrix part alone: the routes' first optimizer over a set of the hidden
+    // matrices (the same 48 tensors, the same pointers).
+    st::ParamSet<float, sc::Device> hid(sc::Device{&ctx});
+    st::Gradients<float, sc::Device> hgs;
+    for (std::size_t i = 0; i < hidden.size(); ++i) {
+      hid.add(ps[i].name, st::Role::Hidden, ps[i].data, ps[i].rows, ps[i].cols);
+      hgs.add(gs.data(i), ps[i].rows, ps[i].cols);
+    }
+    auto muon_hidden = st::muon_chain(mh);
+    auto sm = muon_hidden.init(hid);
+    const float muon_ms = median_ms([&] { muon_hidden.step(hid, hgs, sm); }, s);
     sc::Context bf(s, sc::GemmPrecision::BF16);
-    auto sb = muon.init(hid, bf);
-    const float muon_bf_ms = median_ms([&] { muon.step(hid, sb, bf); }, s);
+    st::ParamSet<float, sc::Device> hid_bf(sc::Device{&bf});
+    for (std::size_t i = 0; i < hidden.size(); ++i)
+      hid_bf.add(ps[i].name, st::Role::Hidden, ps[i].data, ps[i].rows, ps[i].cols);
+    auto sb = muon_hidden.init(hid_bf);
+    const float muon_bf_ms = median_ms([&] { muon_hidden.step(hid_bf, hgs, sb); }, s);
     std::printf("\nGPT-2 small: AdamW step over all %.1fM parameters: %.3f ms (%.0f GB/s)\n", params / 1e6, adam_ms,
                 28.0 * params / (adam_ms * 1e6));
     std::printf("GPT-2 small: Muon step over the %.1fM hidden-matrix parameters (48 matrices, 4 shape groups, "
                 "batched NS): %.3f ms with tf32 products, %.3f ms with bf16\n", hparams / 1e6, muon_ms, muon_bf_ms);
-    // The whole model under the role-aware rules: the embeddings as Embedding, the vectors as
-    // Vector (GPT-2 ties the head to the token embedding, so there is no separate Output).
-    std::vector<sc::Tensor> roled = all;
-    for (std::size_t i = hid.size(); i < roled.size(); ++i)  // after the 48 hidden matrices
-      roled[i].role = roled[i].cols == 1 ? st::Role::Vector : st::Role::Embedding;
-    sc::MogaRow moga{hp};
-    auto sg = moga.init(roled, ctx);
-    const float moga_ms = median_ms([&] { moga.step(roled, sg, ctx); }, s);
-    auto smf = muon.init(roled, ctx);
-    const float muon_full_ms = median_ms([&] { muon.step(roled, smf, ctx); }, s);
-    std::printf("GPT-2 small, every parameter by role: MOGA-row step %.3f ms (%.0f GB/s), Muon step %.3f ms\n",
+    auto moga = st::moga_row(hp);
+    auto sg = moga.init(ps);
+    const float moga_ms = median_ms([&] { moga.step(ps, gs, sg); }, s);
+    auto muon = st::muon(mh, hp);  // Muon on the hidden matrices, AdamW on the rest
+    auto smf = muon.init(ps);
+    const float muon_full_ms = median_ms([&] { muon.step(ps, gs, smf); }, s);
+    std::printf("GPT-2 small, every parameter by role: MOGA-row step %.3f ms (%.0f GB/s), Muon + AdamW step %.3f ms\n",
                 moga_ms, 28.0 * params / (moga_ms * 1e6), muon_full_ms);
     std::printf("compare: python3 bench/cuda/torch_peer.py (torch.optim.AdamW(fused=True), torch.optim.Muon)\n");
     for (float* p : bufs) sc::check(cudaFree(p), "cudaFree");

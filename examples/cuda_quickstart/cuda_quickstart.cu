@@ -1,5 +1,5 @@
-// The README's CUDA example, runnable: norm policies on device matrices, then AdamW over two
-// tensors in one launch and Muon over same-shape hidden matrices, all on a user stream.
+// The README's CUDA example, runnable: norm policies on device matrices, then the same
+// optimizers as on the CPU stepping device memory (AdamW, then Muon + AdamW), on a user stream.
 // Prints what it did; exits 77 (skipped) when no CUDA device is visible.
 #include <steepest/steepest.hpp>
 #include <steepest/cuda/cuda.cuh>
@@ -48,29 +48,36 @@ int main() {
               st::MeanNormalized<st::RowNormalize>::scale(m, n));
   st::Spectral::dualize(sc::view(d_g, m, n), sc::view(d_dir, m, n), ctx);
 
-  // AdamW over two tensors in one multi-tensor launch.
-  st::Hyper hp;
-  hp.lr = 3e-4;
-  sc::AdamW opt{hp};
+  // The optimizers of the CPU, on device memory: the parameter set says where its memory is.
   std::vector<float> hb(n, 0.0f);
   float *d_b = device_copy(hb), *d_gb = device_copy(std::vector<float>(std::size_t(n), 1.0f));
-  std::vector<sc::Tensor> params = {{d_w, d_g, m, n}, {d_b, d_gb, 1, n}};
-  auto state = opt.init(params, ctx);
-  for (int t = 0; t < 3; ++t) opt.step(params, state, ctx);
-  std::printf("AdamW: %lld steps taken on the device\n", state.steps(ctx));  // synchronizes (logging only)
+  st::ParamSet<float, sc::Device> params(sc::Device{&ctx});
+  params.add("w", st::Role::Hidden, d_w, m, n);
+  params.add_vector("b", d_b, n);
+  st::Gradients<float, sc::Device> grads;
+  grads.add(d_g, m, n);
+  grads.add_vector(d_gb, n);
+
+  st::Hyper hp;
+  hp.lr = 3e-4;
+  auto opt = st::adamw(hp);          // one pass over (g, m, v, w), many layers per launch
+  auto state = opt.init(params);     // state buffers in device memory
+  for (int t = 0; t < 3; ++t) opt.step(params, grads, state);
+  std::printf("AdamW: %lld steps taken on the device\n", state.step);
   const std::vector<float> b = host_copy(d_b, std::size_t(n));
   std::printf("AdamW: bias entry after 3 steps of a constant gradient 1: %.6f (expected -3 lr = %.6f)\n", b[0],
               -3 * hp.lr);
 
-  // Muon over hidden matrices: same-shape tensors share one batched Newton-Schulz.
+  // Muon on the hidden matrix (batched Newton-Schulz on cuBLAS), AdamW on the bias.
   st::Hyper mh;
   mh.lr = 0.02, mh.beta1 = 0.95;
-  sc::Muon<> muon{mh};
-  std::vector<sc::Tensor> hidden = {{d_w, d_g, m, n}};
-  auto ms = muon.init(hidden, ctx);
-  muon.step(hidden, ms, ctx);
+  auto muon = st::muon(mh, hp);
+  auto ms = muon.init(params);
+  muon.step(params, grads, ms);
+  st::save(muon, ms, "cuda_quickstart.state");  // the same file format as on the CPU
   sc::check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
-  std::printf("Muon: %lld step taken\n", ms.steps(ctx));
+  std::printf("Muon + AdamW: %lld step taken; state saved to cuda_quickstart.state\n", ms.step);
+  std::remove("cuda_quickstart.state");
 
   cudaFree(d_g), cudaFree(d_dir), cudaFree(d_w), cudaFree(d_b), cudaFree(d_gb);
   cudaStreamDestroy(stream);

@@ -1,4 +1,5 @@
-// CUDA backend tests: every device rule against the CPU backend on the same data.
+// CUDA backend tests: the policies' device kernels and every optimizer on device memory,
+// against the host backend on the same data, through the one optimizer API.
 // Without a CUDA device the binary prints why and exits with 77, which CTest reports as skipped.
 #include <steepest/steepest.hpp>
 #include <steepest/cuda/cuda.cuh>
@@ -16,6 +17,10 @@
 
 namespace st = steepest;
 namespace sc = steepest::cuda;
+
+// examples/custom_optimizer's chain: it runs on the device unchanged.
+using NesterovRows = st::Chain<st::Momentum<st::MomentumKind::Nesterov>,
+                               st::Dualize<st::MeanNormalized<st::RowNorm<2>>>, st::DecoupledStep>;
 using RowMat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 using st::Index;
 
@@ -113,55 +118,117 @@ void check_dualize(const char* name, Index m, Index n, double tol, sc::Context& 
   EXPECT(e < tol, "%s %ldx%ld: relative difference %.3g (tolerance %.1g)", name, long(m), long(n), e, tol);
 }
 
-// Runs `steps` steps of a CPU optimizer and of its device twin on the same tensors and
-// gradients; returns the worst relative difference of the parameters.
-template <class CpuOpt, class GpuOpt>
-double compare_steps(CpuOpt cpu, GpuOpt gpu, const std::vector<std::pair<Index, Index>>& shapes, int steps,
-                     sc::Context& ctx, const std::vector<st::Role>& roles = {}) {
-  auto role_of = [&](std::size_t i) { return roles.empty() ? st::Role::Hidden : roles[i]; };
-  std::vector<RowMat> w, g;
-  for (std::size_t i = 0; i < shapes.size(); ++i) {
-    w.push_back(random(shapes[i].first, shapes[i].second, unsigned(7 + i)) * 0.1f);
-    g.push_back(RowMat(shapes[i].first, shapes[i].second));
+// ---- one API on both backends ------------------------------------------------------------------
+// A small model with every kind of layer: hidden matrices of repeated and distinct shapes (Muon's
+// batched groups), an embedding, a head, two vectors, a fused QKV split by rows (contiguous
+// blocks), an output projection split by columns (strided blocks), and an empty tensor.
+struct ModelSpec {
+  std::string name;
+  st::Role role;
+  Index m, n;
+  int blocks = 0;  // >0: add_blocks, rows(k) if by_rows else cols(k)
+  bool by_rows = true;
+};
+const std::vector<ModelSpec>& model_spec() {
+  static const std::vector<ModelSpec> spec = {
+      {"h0", st::Role::Hidden, 64, 32},      {"h1", st::Role::Hidden, 64, 32},
+      {"h2", st::Role::Hidden, 32, 160},     {"emb", st::Role::Embedding, 48, 40},
+      {"head", st::Role::Output, 40, 70},    {"bias", st::Role::Vector, 48, 1},
+      {"gain", st::Role::Vector, 1, 48},     {"qkv", st::Role::Hidden, 96, 32, 3, true},
+      {"proj", st::Role::Hidden, 32, 96, 3, false}, {"none", st::Role::Hidden, 0, 7},
+  };
+  return spec;
+}
+
+template <class S, class Space>
+void add_model(st::ParamSet<S, Space>& ps, st::Gradients<S, Space>& gs, const std::vector<float*>& w,
+               const std::vector<float*>& g) {
+  const auto& spec = model_spec();
+  for (std::size_t i = 0; i < spec.size(); ++i) {
+    const ModelSpec& s = spec[i];
+    if (s.blocks)
+      ps.add_blocks(s.name, s.role, w[i], s.m, s.n, s.by_rows ? st::Blocks::rows(s.blocks) : st::Blocks::cols(s.blocks));
+    else
+      ps.add(s.name, s.role, w[i], s.m, s.n);
+    gs.add(g[i], s.m, s.n);
   }
-  std::vector<RowMat> wc = w;
-  st::ParamSet<float> ps;
-  st::Gradients<float> gs;
-  for (std::size_t i = 0; i < shapes.size(); ++i) {
-    ps.add("p" + std::to_string(i), role_of(i), wc[i].data(), shapes[i].first, shapes[i].second);
-    gs.add(g[i].data(), shapes[i].first, shapes[i].second);
-  }
-  auto cs = cpu.init(ps);
-  std::vector<std::unique_ptr<Dev>> dw, dg;
-  std::vector<sc::Tensor> ts;
-  for (std::size_t i = 0; i < shapes.size(); ++i) {
-    dw.push_back(std::make_unique<Dev>(w[i]));
-    dg.push_back(std::make_unique<Dev>(g[i]));
-    ts.push_back({dw.back()->p, dg.back()->p, shapes[i].first, shapes[i].second, role_of(i)});
-  }
-  auto gst = gpu.init(ts, ctx);
-  for (int t = 0; t < steps; ++t) {
-    for (std::size_t i = 0; i < shapes.size(); ++i) {
-      // Copy into the existing storage: a move assignment would swap buffers and leave the CPU
-      // optimizer's Gradients pointing at freed memory.
-      g[i].noalias() = random(shapes[i].first, shapes[i].second, unsigned(1000 * t + i));
-      sc::check(cudaMemcpyAsync(dg[i]->p, g[i].data(), sizeof(float) * std::size_t(g[i].size()),
-                                cudaMemcpyHostToDevice, ctx.stream()),
-                "cudaMemcpyAsync");
+}
+
+/// The model on the host and on the device, with the same weights.
+struct TwoBackends {
+  std::vector<RowMat> w, g;                       // host weights and gradients
+  std::vector<std::unique_ptr<Dev>> dw, dg;       // device copies
+  st::ParamSet<float> hp;
+  st::Gradients<float> hg;
+  st::ParamSet<float, sc::Device> dp;
+  st::Gradients<float, sc::Device> dgs;
+  explicit TwoBackends(sc::Context& ctx) : dp(sc::Device{&ctx}) {
+    const auto& spec = model_spec();
+    std::vector<float*> hw, hgp, dwp, dgp;
+    for (std::size_t i = 0; i < spec.size(); ++i) {
+      w.push_back(random(spec[i].m, spec[i].n, unsigned(7 + i)) * 0.1f);
+      g.push_back(RowMat::Zero(spec[i].m, spec[i].n));
     }
-    cpu.step(ps, gs, cs);
-    gpu.step(ts, gst, ctx);
+    for (std::size_t i = 0; i < spec.size(); ++i) {
+      dw.push_back(std::make_unique<Dev>(w[i]));
+      dg.push_back(std::make_unique<Dev>(g[i]));
+      hw.push_back(w[i].data()), hgp.push_back(g[i].data()), dwp.push_back(dw[i]->p), dgp.push_back(dg[i]->p);
+    }
+    add_model(hp, hg, hw, hgp);
+    add_model(dp, dgs, dwp, dgp);
   }
-  double worst = 0;
-  for (std::size_t i = 0; i < shapes.size(); ++i) worst = std::max(worst, rel(dw[i]->host(), wc[i]));
-  EXPECT(gst.steps(ctx) == steps, "device step counter %lld, expected %d", gst.steps(ctx), steps);
-  return worst;
+  /// New gradients for step t, on both backends.
+  void gradients(int t, float poison = 0.0f) {
+    for (std::size_t i = 0; i < g.size(); ++i) {
+      g[i].noalias() = random(g[i].rows(), g[i].cols(), unsigned(1000 * t + i));  // in place: hg holds the pointer
+      if (i == 2 && poison != 0.0f) g[i](1, 1) = poison;
+      sc::check(cudaMemcpy(dg[i]->p, g[i].data(), sizeof(float) * std::size_t(g[i].size()), cudaMemcpyHostToDevice),
+                "cudaMemcpy");
+    }
+  }
+  double difference() const {
+    double worst = 0;
+    for (std::size_t i = 0; i < w.size(); ++i)
+      if (w[i].size()) worst = std::max(worst, rel(dw[i]->host(), w[i]));
+    return worst;
+  }
+};
+
+/// `steps` steps of `opt` on both backends; then the device state is saved and loaded on the
+/// host, the host state on the device, and both continue: every leg must stay together.
+template <class Opt>
+void check_backends(const char* name, Opt opt, sc::Context& ctx, double tol, int steps = 3) {
+  TwoBackends mb(ctx);
+  auto hs = opt.init(mb.hp);
+  auto ds = opt.init(mb.dp);
+  for (int t = 0; t < steps; ++t) {
+    mb.gradients(t);
+    opt.step(mb.hp, mb.hg, hs);
+    opt.step(mb.dp, mb.dgs, ds);
+  }
+  const double e = mb.difference();
+  EXPECT(e < tol, "%s: device vs host after %d steps: %.3g (tolerance %.1g)", name, steps, e, tol);
+  EXPECT(ds.step == steps, "%s: device step counter %lld", name, ds.step);
+  // GPU -> CPU and CPU -> GPU resumes: swap the states through files and continue.
+  const std::string fd = "/tmp/steepest_cuda_test_device.state", fh = "/tmp/steepest_cuda_test_host.state";
+  st::save(opt, ds, fd);
+  st::save(opt, hs, fh);
+  auto hs2 = opt.init(mb.hp);
+  auto ds2 = opt.init(mb.dp);
+  st::load(opt, hs2, fd);
+  st::load(opt, ds2, fh);
+  for (int t = steps; t < steps + 2; ++t) {
+    mb.gradients(t);
+    opt.step(mb.hp, mb.hg, hs2);
+    opt.step(mb.dp, mb.dgs, ds2);
+  }
+  const double e2 = mb.difference();
+  EXPECT(e2 < 2 * tol, "%s: after swapping states across backends and 2 more steps: %.3g", name, e2);
+  std::remove(fd.c_str()), std::remove(fh.c_str());
 }
 
 }  // namespace
 
-// Host-only: the multi-tensor launch tables cover every (tensor, chunk) pair exactly once, with
-// the right pointers, across table splits (too many tensors, too many chunks). Runs without a GPU.
 // ---- every chain's per-element rule, compiled as device code ---------------------------------
 // A chain's fused form is a tuple of its transforms' Elem kernels (optim/transforms.hpp), which
 // Chain::fused runs over SIMD packets on the CPU. With P = float the same kernels are plain
@@ -202,123 +269,104 @@ void check_device_forms() {
   EXPECT(n == 11, "device forms compiled: %d of 11", n);
 }
 
-void check_launch_tables() {
-  struct Case {
-    std::vector<Index> sizes;
-  };
-  const Index C = sc::kernels::kChunk;
-  const std::vector<Case> cases = {
-      {{1}},
-      {{0, 5, 0}},
-      {std::vector<Index>(70, 3)},                          // > kMaxTensors tensors
-      {{C * 330 + 7}},                                      // one tensor over two tables
-      {{C * 100, C * 200 + 1, 5, C * 320, C * 320 + 1}},   // mixed splits
-  };
-  // Each case twice: all tensors with factor 1, and only the odd-indexed ones (the others
-  // filtered out, as MOGA's vectors-only AdamW pass does) with factor = index + 0.5.
-  for (const Case& cs : cases)
-    for (bool filtered : {false, true}) {
-      std::vector<sc::Tensor> ts;
-      sc::DeviceState st;
-      for (std::size_t i = 0; i < cs.sizes.size(); ++i) {
-        // Distinct fake addresses; nothing is dereferenced on the host.
-        ts.push_back({reinterpret_cast<float*>(std::uintptr_t(4096 * (i + 1))),
-                      reinterpret_cast<const float*>(std::uintptr_t(4096 * (i + 1) + 8)), cs.sizes[i], 1});
-        st.s0.emplace_back(), st.s1.emplace_back();
-      }
-      auto index_of_w = [](const float* w) { return std::size_t(reinterpret_cast<std::uintptr_t>(w) / 4096 - 1); };
-      auto index_of = [&](const sc::Tensor& x) { return index_of_w(x.w); };
-      auto pick = [&](const sc::Tensor& x) { return !filtered || index_of(x) % 2 == 1; };
-      auto scale_of = [&](const sc::Tensor& x) { return filtered ? double(index_of(x)) + 0.5 : 1.0; };
-      std::map<std::pair<std::size_t, Index>, int> seen;  // (tensor, chunk) -> times launched
-      bool ok = true;
-      auto launch = [&](const sc::kernels::MultiTensorTable& tab, int blocks) {
-        ok = ok && blocks > 0 && blocks <= sc::kernels::kMaxBlocks;
-        for (int b = 0; b < blocks; ++b) {
-          const int t = tab.block_tensor[b];
-          ok = ok && t < sc::kernels::kMaxTensors;
-          const std::size_t i = index_of_w(tab.w[t]);
-          ok = ok && i < ts.size() && tab.g[t] == ts[i].g && tab.n[t] == ts[i].size() &&
-               tab.scale[t] == float(scale_of(ts[i]));
-          ++seen[{i, tab.block_chunk[b]}];
-        }
-      };
-      if (filtered)
-        sc::detail::for_each_table(ts, st, launch, pick, scale_of);
-      else
-        sc::detail::for_each_table(ts, st, launch);
-      std::size_t expected = 0;
-      for (std::size_t i = 0; i < ts.size(); ++i) {
-        if (filtered && i % 2 == 0) continue;
-        for (Index c = 0; c < (cs.sizes[i] + C - 1) / C; ++c, ++expected) ok = ok && seen[{i, c}] == 1;
-      }
-      EXPECT(ok && seen.size() == expected,
-             "launch tables for %zu tensors%s: %zu chunks launched, %zu expected", ts.size(),
-             filtered ? " (odd ones, scaled)" : "", seen.size(), expected);
-    }
+// Host-only: the device executor's one-pass form of every fusable chain -- its launch tables
+// (layers split over tables and chunks, whole rows per chunk when a factor is per row) and its
+// per-block body `chain_block`, run here over host memory for every block and thread index --
+// against the CPU optimizer. Runs without a GPU, so CI checks the executor's indexing and the
+// device arithmetic (the same Elem code) where the kernels cannot run.
+template <class ChainT, std::size_t... I>
+auto host_pack(st::Ctx<float>& ctx, typename ChainT::template LayerState<float>& ls, std::index_sequence<I...>) {
+  using Info = sc::detail::ChainInfo<ChainT>;
+  return sc::kernels::make_pack(Info::template at<I>::elem(ctx, std::get<I>(ls))...);
 }
 
-// Host-only: the device rules' per-element math -- the same __host__ __device__ functions the
-// kernels run (bias_corrections, with_scale, rsqrt_or_zero, update<Rule>) -- driven by plain
-// loops over one tensor, against the CPU optimizers. Runs without a GPU, so CI checks the
-// device formulas even where the kernels cannot run.
-void check_rule_math() {
-  namespace k = sc::kernels;
-  const Index m = 6, n = 10;
+template <class Opt>
+void check_executor_on_host(const char* name, Opt opt) {
+  using ChainT = typename Opt::chain;
+  using Info = sc::detail::ChainInfo<ChainT>;
+  // Shapes: a long row (several chunks of whole rows), many small layers (> one table), one
+  // layer over two tables, a vector.
+  std::vector<std::pair<Index, Index>> shapes = {{3, 70000}, {300, 129}, {1, 1}, {2600, 2600}, {48, 1}};
+  for (int i = 0; i < 70; ++i) shapes.push_back({3 + i % 4, 5});
+  std::vector<RowMat> w, g;
+  for (std::size_t i = 0; i < shapes.size(); ++i) {
+    w.push_back(random(shapes[i].first, shapes[i].second, unsigned(3 + i)) * 0.1f);
+    g.push_back(RowMat(shapes[i].first, shapes[i].second));
+  }
+  std::vector<RowMat> we = w;  // stepped by the emulated executor
+  st::ParamSet<float> pc, pe;
+  st::Gradients<float> gs;
+  for (std::size_t i = 0; i < shapes.size(); ++i) {
+    const st::Role role = shapes[i].second == 1 ? st::Role::Vector : st::Role::Hidden;
+    pc.add("p" + std::to_string(i), role, w[i].data(), shapes[i].first, shapes[i].second);
+    pe.add("p" + std::to_string(i), role, we[i].data(), shapes[i].first, shapes[i].second);
+    gs.add(g[i].data(), shapes[i].first, shapes[i].second);
+  }
+  auto sc_ = opt.init(pc);
+  auto se = opt.init(pe);
+  bool tables_ok = true;
+  int launches = 0;
+  for (long long t = 1; t <= 3; ++t) {
+    for (std::size_t i = 0; i < g.size(); ++i) {
+      g[i].noalias() = random(g[i].rows(), g[i].cols(), unsigned(100 * t + i));
+      if (g[i].rows() > 2) g[i].row(1).setZero();  // a zero row: zero direction
+    }
+    opt.step(pc, gs, sc_);
+    using Pack = decltype(host_pack<ChainT>(std::declval<st::Ctx<float>&>(), se.layers[0],
+                                            std::make_index_sequence<Info::size>{}));
+    auto launch = [&](const sc::kernels::ChainTable<float, Pack>& tab, int blocks) {
+      ++launches;
+      tables_ok = tables_ok && blocks > 0 && blocks <= sc::kernels::kChainBlocks;
+      for (int b = 0; b < blocks; ++b) {
+        tables_ok = tables_ok && tab.block_layer[b] < sc::kernels::ChainTable<float, Pack>::kMax;
+        for (Index tid = 0; tid < sc::kernels::kChainThreads; ++tid)
+          sc::kernels::chain_block(tab, b, tid, Index(sc::kernels::kChainThreads));
+      }
+    };
+    sc::kernels::TableBuilder<float, Pack, decltype(launch)> builder(launch);
+    for (std::size_t j = 0; j < pe.size(); ++j) {
+      const auto& l = pe[j];
+      st::Ctx<float> ctx{se.scratch.update[j], l.matrix(), opt.hp, t, opt.geometry_of(l), l.role != st::Role::Vector,
+                         opt.lr_of(l, 1.0), opt.radius_of(l), se.scratch.workspace[j], g[j].data()};
+      if (!ChainT::template can_fuse<float>(ctx.geometry)) {
+        tables_ok = false;  // every layer of these chains fuses
+        continue;
+      }
+      const st::FusedForm form = ctx.geometry.fused();
+      const bool by_rows = Info::has_layer_dualize && (form == st::FusedForm::Row2 || form == st::FusedForm::Col2);
+      builder.add(host_pack<ChainT>(ctx, se.layers[j], std::make_index_sequence<Info::size>{}), g[j].data(), nullptr,
+                  l.rows * l.cols, l.cols, by_rows);
+    }
+    builder.flush();
+  }
+  double worst = 0;
+  for (std::size_t i = 0; i < w.size(); ++i) worst = std::max(worst, rel(we[i], w[i]));
+  EXPECT(tables_ok && launches > 3, "%s: executor tables (%d launches)", name, launches);
+  EXPECT(worst < 1e-6, "%s: executor's one-pass form on the host vs the CPU optimizer: %.3g", name, worst);
+}
+
+void check_executor_on_host() {
   st::Hyper hp;
   hp.lr = 1e-2, hp.beta1 = 0.9, hp.beta2 = 0.99, hp.weight_decay = 0.1;
-  const k::StepScalars p{float(hp.lr), float(hp.weight_decay), float(hp.beta1), float(hp.beta2), float(hp.eps),
-                         nullptr, nullptr};
-  // kind: 0 elementwise AdamW, 1 Lion, 2 MOGA-row, 3 MOGA-col, 4 sign descent
-  auto run = [&](auto cpu, int kind, const char* name) {
-    RowMat w = random(m, n, 11) * 0.1f, g(m, n);
-    g.row(2).setZero();  // a zero row (MOGA-row's zero direction)
-    RowMat wc = w, mom = RowMat::Zero(m, n), var = RowMat::Zero(m, n);
-    st::ParamSet<float> ps;
-    st::Gradients<float> gs;
-    ps.add("w", st::Role::Hidden, wc.data(), m, n);
-    gs.add(g.data(), m, n);
-    auto cs = cpu.init(ps);
-    for (long long t = 1; t <= 3; ++t) {
-      g.noalias() = random(m, n, unsigned(100 + t));  // in place: gs holds g's data pointer
-      g.row(2).setZero();
-      cpu.step(ps, gs, cs);
-      float bc1, bc2;
-      k::bias_corrections(p, t, bc1, bc2);
-      RowMat factor = RowMat::Ones(m, n);  // the normalization of MOGA's gradient
-      float s = 1.0f;
-      if (kind == 2) {
-        for (Index i = 0; i < m; ++i) factor.row(i).setConstant(k::rsqrt_or_zero(g.row(i).squaredNorm()));
-        s = float(st::RowNormalize::mean_normalized_scale(m, n));
-      } else if (kind == 3) {
-        for (Index j = 0; j < n; ++j) factor.col(j).setConstant(k::rsqrt_or_zero(g.col(j).squaredNorm()));
-        s = float(st::ColNormalize::mean_normalized_scale(m, n));
-      }
-      const k::StepScalars q = kind == 2 || kind == 3 ? k::with_scale(p, s) : p;
-      for (Index i = 0; i < w.size(); ++i) {
-        const float gi = g.data()[i] * factor.data()[i];
-        if (kind == 1)
-          k::update<k::Rule::Lion>(w.data()[i], gi, mom.data() + i, var.data() + i, q, bc1, bc2);
-        else if (kind == 4)
-          k::update<k::Rule::Sign>(w.data()[i], gi, mom.data() + i, var.data() + i, q, bc1, bc2);
-        else
-          k::update<k::Rule::AdamW>(w.data()[i], gi, mom.data() + i, var.data() + i, q, bc1, bc2);
-      }
-    }
-    const double e = rel(w, wc);
-    EXPECT(e < 2e-6, "device rule math on the host, %s: relative difference %.3g from the CPU optimizer", name, e);
-  };
-  run(st::adamw(hp), 0, "AdamW");
-  run(st::lion(hp), 1, "Lion");
-  run(st::moga_row(hp), 2, "MOGA-row");
-  run(st::moga_col(hp), 3, "MOGA-col");
-  run(st::sign_descent(hp), 4, "sign descent");
+  check_executor_on_host("SGD", st::sgd(hp));
+  check_executor_on_host("SGD Nesterov", st::sgd_nesterov(hp));
+  check_executor_on_host("AdamW", st::adamw(hp));
+  check_executor_on_host("rescaled AdamW", st::adamw_rescaled(hp));
+  check_executor_on_host("sign descent", st::sign_descent(hp));
+  check_executor_on_host("Lion", st::lion(hp));
+  check_executor_on_host("MOGA-row", st::moga_row(hp));
+  check_executor_on_host("MOGA-col", st::moga_col(hp));
+  // Every vector by the whole-vector 2-normalization (the Global2 factor).
+  auto sgd_l2 = st::sign_descent(hp);
+  sgd_l2.roles[std::size_t(st::Role::Vector)].geometry = st::geometry<st::VectorNorm<2>>();
+  sgd_l2.roles[std::size_t(st::Role::Hidden)].geometry = st::geometry<st::VectorNorm<2>>();
+  check_executor_on_host("2-normalized SGD", sgd_l2);
 }
+
 
 int main() {
   check_device_forms();
-  check_launch_tables();
-  check_rule_math();
+  check_executor_on_host();
   std::printf("host-side checks: %d, failures %d\n", checks, failures);
   if (failures) return 1;
   const int devices = sc::device_count();
@@ -447,152 +495,96 @@ int main() {
            "shape mismatch must throw shape_error");
   }
 
-  // ---- optimizers: device steps == CPU steps ----
+  // ---- optimizers: one API, both backends (device steps == host steps, resumes across) ----
   st::Hyper hp;
   hp.lr = 1e-2, hp.beta1 = 0.9, hp.beta2 = 0.99, hp.weight_decay = 0.1;
-  // Several tensors in one launch, one that spans two launch tables (> 320 chunks of 64 Ki).
-  const std::vector<std::pair<Index, Index>> many = {{7, 5}, {64, 64}, {1, 1000}, {300, 129}};
-  const std::vector<std::pair<Index, Index>> huge = {{22000, 1000}, {5, 3}};
-  double e = compare_steps(st::adamw(hp), sc::AdamW{hp}, many, 4, exact);
-  EXPECT(e < 1e-5, "AdamW (many tensors): %.3g", e);
-  e = compare_steps(st::adamw(hp), sc::AdamW{hp}, huge, 2, exact);
-  EXPECT(e < 1e-5, "AdamW (two launch tables): %.3g", e);
   st::Hyper lh = hp;
-  lh.lr = 1e-3, lh.beta2 = 0.99;
-  e = compare_steps(st::lion(lh), sc::Lion{lh}, many, 4, exact);
-  EXPECT(e < 1e-5, "Lion: %.3g", e);
-  st::Hyper sh = hp;
-  sh.lr = 1e-3;
-  // The CPU sign_descent is the plain (not mean-normalized) sign step for matrices and vectors.
-  e = compare_steps(st::sign_descent(sh), sc::SignDescent{sh}, many, 4, exact);
-  EXPECT(e < 1e-6, "sign descent: %.3g", e);
-  e = compare_steps(st::moga_row(hp), sc::MogaRow{hp}, many, 4, exact);
-  EXPECT(e < 1e-5, "MOGA-row: %.3g", e);
-  e = compare_steps(st::moga_col(hp), sc::MogaCol{hp}, many, 4, exact);
-  EXPECT(e < 1e-5, "MOGA-col: %.3g", e);
-  {  // role-aware rules: rescaled AdamW (1/n on hidden and output), MOGA with AdamW on vectors
-    const std::vector<std::pair<Index, Index>> shapes = {{64, 32}, {48, 40}, {40, 70}, {48, 1}, {1, 48}};
-    const std::vector<st::Role> roles = {st::Role::Hidden, st::Role::Embedding, st::Role::Output, st::Role::Vector,
-                                         st::Role::Vector};
-    e = compare_steps(st::adamw_rescaled(hp), sc::AdamWRescaled{hp}, shapes, 3, exact, roles);
-    EXPECT(e < 1e-5, "rescaled AdamW (roles): %.3g", e);
-    e = compare_steps(st::moga_row(hp), sc::MogaRow{hp}, shapes, 3, exact, roles);
-    EXPECT(e < 1e-5, "MOGA-row (roles): %.3g", e);
-    e = compare_steps(st::moga_col(hp), sc::MogaCol{hp}, shapes, 3, exact, roles);
-    EXPECT(e < 1e-5, "MOGA-col (roles): %.3g", e);
-  }
+  lh.lr = 1e-3;
+  check_backends("SGD", st::sgd(hp), exact, 1e-5);
+  check_backends("SGD Nesterov", st::sgd_nesterov(hp), exact, 1e-5);
+  check_backends("AdamW", st::adamw(hp), exact, 1e-5);
+  check_backends("rescaled AdamW", st::adamw_rescaled(hp), exact, 1e-5);
+  check_backends("sign descent", st::sign_descent(lh), exact, 1e-6);
+  check_backends("Lion", st::lion(lh), exact, 1e-5);
+  check_backends("MOGA-row", st::moga_row(hp), exact, 1e-5);
+  check_backends("MOGA-col", st::moga_col(hp), exact, 1e-5);
+  check_backends("MOGA-row (Adam first)", st::moga_row<st::MogaOrder::AdamThenNormalize>(hp), exact, 1e-5);
+  check_backends("MOGA-col (Adam first)", st::moga_col<st::MogaOrder::AdamThenNormalize>(hp), exact, 1e-5);
   st::Hyper mh;
   mh.lr = 2e-2, mh.beta1 = 0.95, mh.weight_decay = 0.01;
-  e = compare_steps(st::muon_scion(mh), sc::Muon<>{[&] {
-                      st::Hyper h = mh;
-                      h.shape_factor = st::ShapeFactor::MuonMax1;
-                      return h;
-                    }()},
-                    {{64, 64}, {96, 32}, {32, 160}, {64, 64}, {96, 32}, {64, 64}}, 3, exact);  // groups of 3, 2, 1
-  EXPECT(e < 1e-4, "Muon (fp32 GEMM): %.3g", e);
-
-  {  // Muon with TF32 and BF16 products still tracks the CPU (fp64-free fp32 reference) closely
-    st::Hyper h = mh;
-    h.shape_factor = st::ShapeFactor::MuonMax1;
-    for (auto prec : {sc::GemmPrecision::TF32, sc::GemmPrecision::BF16}) {
-      sc::Context c(nullptr, prec);
-      e = compare_steps(st::muon_scion(mh), sc::Muon<>{h}, {{64, 64}, {96, 32}, {64, 64}}, 3, c);
-      // Three updates lr * s * NS(.) (lr = 2e-2) add up to ~0.1 of the weights' norm here, so
-      // NS's relative error (expected <= 7.4e-3 TF32, <= 8.8e-2 BF16, see above) shows at ~0.1
-      // of that.
-      const double tol = prec == sc::GemmPrecision::TF32 ? 5e-3 : 2e-2;
-      EXPECT(e < tol, "Muon (%s GEMM): %.3g", prec == sc::GemmPrecision::TF32 ? "tf32" : "bf16", e);
-    }
+  check_backends("Muon + AdamW (fp32 GEMM)", st::muon(mh, hp), exact, 1e-4);
+  check_backends("Muon, Polar Express (fp32 GEMM)", st::muon<st::SpectralPolarExpress>(mh, hp), exact, 1e-4);
+  check_backends("Muon-Scion (fp32 GEMM)", st::muon_scion(mh), exact, 1e-4);
+  {
+    st::ScionRadii r;
+    r.hidden = 3.0, r.embedding = 2.0, r.output = 50.0, r.vector = 1.5;
+    check_backends("Scion (fp32 GEMM)", st::scion(hp, r), exact, 1e-4);
+    check_backends("Scion unconstrained (fp32 GEMM)", st::scion_unconstrained(hp, r), exact, 1e-4);
+  }
+  check_backends("custom chain (examples/custom_optimizer)", st::Optimizer<NesterovRows>(hp), exact, 1e-5);
+  {
+    auto slow = st::moga_row(hp);
+    slow.fuse = false;  // transform by transform on the device too
+    check_backends("MOGA-row, unfused", slow, exact, 1e-5);
+  }
+  for (auto prec : {sc::GemmPrecision::TF32, sc::GemmPrecision::BF16}) {
+    // Three updates lr * NS(.) add up to ~0.1 of the weights' norm, so NS's relative error
+    // (<= 7.4e-3 TF32, <= 8.8e-2 BF16, see above) shows at ~0.1 of that.
+    sc::Context c(nullptr, prec);
+    check_backends(prec == sc::GemmPrecision::TF32 ? "Muon (tf32 GEMM)" : "Muon (bf16 GEMM)", st::muon(mh, hp), c,
+                   prec == sc::GemmPrecision::TF32 ? 5e-3 : 2e-2);
   }
   {  // no allocation after the first step: scratch, workspace and plans stay as they are
-    st::Hyper h = mh;
-    h.shape_factor = st::ShapeFactor::MuonMax1;
     sc::Context c;  // default: TF32, cuBLASLt
-    const std::vector<std::pair<Index, Index>> shapes = {{64, 64}, {96, 32}, {32, 160}, {64, 64}};
-    std::vector<std::unique_ptr<Dev>> dw, dg;
-    std::vector<sc::Tensor> ts;
-    for (std::size_t i = 0; i < shapes.size(); ++i) {
-      dw.push_back(std::make_unique<Dev>(random(shapes[i].first, shapes[i].second, unsigned(40 + i))));
-      dg.push_back(std::make_unique<Dev>(random(shapes[i].first, shapes[i].second, unsigned(50 + i))));
-      ts.push_back({dw.back()->p, dg.back()->p, shapes[i].first, shapes[i].second});
-    }
-    sc::Muon<> opt{h};
-    auto state = opt.init(ts, c);
-    opt.step(ts, state, c);
+    TwoBackends mb(c);
+    auto opt = st::muon(mh, hp);
+    auto ds = opt.init(mb.dp);
+    mb.gradients(0);
+    opt.step(mb.dp, mb.dgs, ds);
     auto snapshot = [&] {
       std::vector<const void*> p;
       for (auto& b : c.scratch_f32) p.push_back(b.get());
       p.push_back(c.lt_workspace.get());
       p.push_back(reinterpret_cast<const void*>(c.plans.size()));
+      std::apply([&](auto&... part) { (p.push_back(part.scratch.u.get()), ...); }, ds.parts);
       return p;
     };
     const auto after_first = snapshot();
     std::size_t free0 = 0, free1 = 0, total = 0;
     sc::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
     sc::check(cudaMemGetInfo(&free0, &total), "cudaMemGetInfo");
-    for (int t = 0; t < 3; ++t) opt.step(ts, state, c);
+    for (int t = 0; t < 3; ++t) opt.step(mb.dp, mb.dgs, ds);
     sc::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
     sc::check(cudaMemGetInfo(&free1, &total), "cudaMemGetInfo");
     EXPECT(snapshot() == after_first, "Muon: scratch buffers or GEMM plans changed after the first step");
     EXPECT(free1 == free0, "Muon: device free memory changed after the first step (%zu -> %zu)", free0, free1);
-    EXPECT(state.steps(c) == 4, "Muon: 4 steps counted");
+    EXPECT(ds.step == 4, "Muon: 4 steps counted");
   }
-  {  // Muon and Scion (constrained and unconstrained) over every role, hidden tensors batched by shape
-    st::Hyper h;
-    h.lr = 1e-2, h.beta1 = 0.9, h.weight_decay = 0.1;
-    st::ScionRadii r;
-    r.hidden = 3.0, r.embedding = 2.0, r.output = 50.0, r.vector = 1.5;
-    const std::vector<std::pair<Index, Index>> shapes = {{64, 32}, {48, 40}, {64, 32}, {40, 70}, {48, 1}, {1, 48}};
-    const std::vector<st::Role> roles = {st::Role::Hidden, st::Role::Embedding, st::Role::Hidden, st::Role::Output,
-                                         st::Role::Vector, st::Role::Vector};
-    st::Hyper mh2 = h;
-    mh2.beta1 = 0.95;
-    st::Hyper mh2_gpu = mh2;
-    mh2_gpu.shape_factor = st::ShapeFactor::MuonMax1;
-    e = compare_steps(st::muon_scion(mh2), sc::Muon<>{mh2_gpu}, shapes, 3, exact, roles);
-    EXPECT(e < 1e-4, "Muon over every role (fp32 GEMM): %.3g", e);
-    sc::Scion<> gs{h, r, true};
-    e = compare_steps(st::scion(h, r), gs, shapes, 3, exact, roles);
-    EXPECT(e < 1e-4, "Scion constrained (fp32 GEMM): %.3g", e);
-    gs.constrained = false;
-    e = compare_steps(st::scion_unconstrained(h, r), gs, shapes, 3, exact, roles);
-    EXPECT(e < 1e-4, "Scion unconstrained (fp32 GEMM): %.3g", e);
-  }
-  {  // sign descent against a plain loop
-    RowMat w = random(17, 9, 1), g = random(17, 9, 2);
-    Dev dw(w), dg(g);
-    sc::SignDescent sd{sh};
-    std::vector<sc::Tensor> ts{{dw.p, dg.p, 17, 9}};
-    auto s = sd.init(ts, exact);
-    sd.step(ts, s, exact);
-    RowMat ref = w;
-    for (Index i = 0; i < ref.size(); ++i) {
-      const float gi = g.data()[i];
-      ref.data()[i] = ref.data()[i] * float(1 - sh.lr * sh.weight_decay) -
-                      float(sh.lr) * (gi > 0 ? 1.0f : (gi < 0 ? -1.0f : 0.0f));
-    }
-    EXPECT(rel(dw.host(), ref) < 1e-6, "sign descent vs plain loop");
-  }
-  {  // bad tensor descriptions are refused at init with a clear error
-    sc::AdamW opt{hp};
-    EXPECT(throws<st::shape_error>([&] { opt.init({{nullptr, nullptr, -1, 3}}, exact); }),
-           "init: a negative shape must throw shape_error");
-    EXPECT(throws<std::invalid_argument>([&] { opt.init({{nullptr, nullptr, 2, 3}}, exact); }),
-           "init: null pointers must throw invalid_argument");
-  }
-  {  // a NaN gradient: the step is skipped on the device, nothing changes, the flag is readable
-    RowMat w = random(8, 8, 5), g = random(8, 8, 6);
-    g(3, 4) = std::nanf("");
-    Dev dw(w), dg(g);
+  {  // non-finite gradients: Error throws, Skip returns false; nothing changes either way
+    TwoBackends mb(exact);
     st::Hyper kh = hp;
-    kh.on_non_finite = st::NonFinitePolicy::Skip;
-    sc::AdamW opt{kh};
-    std::vector<sc::Tensor> ts{{dw.p, dg.p, 8, 8}};
-    auto s = opt.init(ts, exact);
-    opt.step(ts, s, exact);
-    EXPECT(s.nonfinite_seen(exact), "flag set");
-    EXPECT(s.steps(exact) == 0, "step counter unchanged");
-    EXPECT(rel(dw.host(), w) == 0.0, "parameters unchanged");
+    auto opt = st::adamw(kh);
+    auto ds = opt.init(mb.dp);
+    mb.gradients(0, std::nanf(""));
+    EXPECT(throws<st::non_finite_error>([&] { opt.step(mb.dp, mb.dgs, ds); }), "Error policy throws on the device");
+    opt.hp.on_non_finite = st::NonFinitePolicy::Skip;
+    EXPECT(!opt.step(mb.dp, mb.dgs, ds), "Skip policy returns false on the device");
+    EXPECT(ds.step == 0 && mb.difference() == 0.0, "a refused device step changes nothing");
+  }
+  {  // a geometry without a CUDA form is refused at init, naming the layer
+    TwoBackends mb(exact);
+    auto opt = st::moga_row(hp);
+    mb.dp.at("h2").geometry = st::geometry<st::RowNorm<3>>();
+    EXPECT(throws<std::invalid_argument>([&] { opt.init(mb.dp); }), "RowNorm<3> has no CUDA form");
+  }
+  {  // operator norms of device layers equal the host's
+    TwoBackends mb(exact);
+    auto opt = st::scion(hp);
+    const auto a = opt.operator_norms(mb.hp), b = opt.operator_norms(mb.dp);
+    bool same = a.size() == b.size();
+    for (std::size_t i = 0; same && i < a.size(); ++i)
+      same = a[i].name == b[i].name && std::abs(a[i].value - b[i].value) <= 1e-5 * std::max(1.0, a[i].value);
+    EXPECT(same, "operator_norms on the device");
   }
   sc::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize");
   std::printf("steepest CUDA tests: %d checks, %d failures\n", checks, failures);

@@ -4,8 +4,8 @@
 //   #include <steepest/cuda/cuda.cuh>
 //
 // Policies called with cuda::DeviceMatrix views run on the GPU (pass a cuda::Context as the
-// workspace); cuda::AdamW / Lion / SignDescent / MogaRow / MogaCol / Muon / Scion step device
-// tensors. exact_polar.cuh (cuSOLVER, for tests and references) is not included here: it needs
+// workspace); the library's optimizers (named, routed or a user's chain) step a
+// ParamSet<float, cuda::Device> through the same calls as on the CPU (executor.cuh). exact_polar.cuh (cuSOLVER, for tests and references) is not included here: it needs
 // -lcusolver.
 #pragma once
 
@@ -14,4 +14,5 @@
 #include "reduce.cuh"
 #include "norms.cuh"
 #include "newton_schulz.cuh"
-#include "optimizers.cuh"
+#include "space.cuh"
+#include "executor.cuh"

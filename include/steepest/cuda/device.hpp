@@ -41,7 +41,7 @@ inline void check_launch(const char* what) { check(cudaGetLastError(), what); }
 
 /// Refuses to start `what` while an error from an earlier CUDA call is pending: an unchecked call
 /// of the caller's would otherwise be reported by steepest's next launch check under its own
-/// name (as "cuda::AdamW: invalid argument" for a failed cudaMemcpyAsync before it).
+/// name (an optimizer step reporting "invalid argument" for a failed cudaMemcpyAsync before it).
 inline void check_pending(const char* what) {
   const cudaError_t e = cudaPeekAtLastError();
   if (e != cudaSuccess)
@@ -171,6 +171,7 @@ class Context {
 
   Buffer<float> scratch_f32[4];   // Newton-Schulz ping-pong and Gram buffers, reductions
   Buffer<double> scratch_f64[1];  // norm accumulators
+  Buffer<int> scratch_flag;       // the optimizer step's non-finite check
   Buffer<unsigned char> lt_workspace;  // cuBLASLt workspace (kLtWorkspaceBytes, allocated once)
   static constexpr std::size_t kLtWorkspaceBytes = std::size_t(32) << 20;  // NVIDIA's advice for Hopper
 

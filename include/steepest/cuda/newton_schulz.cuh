@@ -42,12 +42,13 @@ __global__ void mirror_lower(float* __restrict__ a, int k, long long stride) {
 
 }  // namespace kernels
 
-/// Batched Newton-Schulz with the coefficients of `Schedule` (the same schedules as the CPU
-/// path): `batch` same-shape m x n row-major fp32 matrices stored back to back in G, results in
-/// out (which may alias G). Each matrix is normalized by its own Frobenius norm, so the result
-/// equals `batch` separate calls. Enqueued on ctx.stream(); never synchronizes.
-template <class Schedule>
-void newton_schulz_batched(const float* G, float* out, Index batch, Index m, Index n, int steps, Context& ctx) {
+/// Batched Newton-Schulz with a schedule given at run time (`at(step, steps)` and the input's
+/// normalization safety: what PolarInfo carries for a geometry handle): `batch` same-shape
+/// m x n row-major fp32 matrices stored back to back in G, results in out (which may alias G).
+/// Each matrix is normalized by its own Frobenius norm, so the result equals `batch` separate
+/// calls. Enqueued on ctx.stream(); never synchronizes.
+inline void newton_schulz_batched(const float* G, float* out, Index batch, Index m, Index n, int steps,
+                                  PolarCoefficients (*at)(int, int), double safety, Context& ctx) {
   if (batch < 0 || m < 0 || n < 0) throw shape_error("newton_schulz_batched: negative shape");
   if (steps < 0) throw std::invalid_argument("newton_schulz: steps must be >= 0");
   if (batch == 0 || m == 0 || n == 0) return;
@@ -73,11 +74,11 @@ void newton_schulz_batched(const float* G, float* out, Index batch, Index m, Ind
   const dim3 grid(std::max(1u, std::min(kernels::grid_for(size), unsigned(8192 / batch))), unsigned(batch));
   kernels::sumsq<<<grid, 256, 0, st>>>(G, size, size, nrm);
   kernels::scale_by_inv_norm<<<grid, 256, 0, st>>>(G, size, size, nrm, 1.0f,
-                                                   float(Schedule::normalization_safety) - 1.0f, steps ? X : out);
+                                                   float(safety) - 1.0f, steps ? X : out);
   check_launch("Newton-Schulz normalization");
 
   for (int s = 0; s < steps; ++s) {
-    const PolarCoefficients c = Schedule::at(s, steps);
+    const PolarCoefficients c = at(s, steps);
     float* next = s + 1 == steps ? out : Xn;  // G is no longer read, so out may alias it
     // A = X X^T: Y^T Y (wide, k = m) or Y Y^T (tall, k = n).
     if (ctx.gram == GramProduct::Syrk) {
@@ -116,6 +117,12 @@ void newton_schulz_batched(const float* G, float* out, Index batch, Index m, Ind
     }
     std::swap(X, Xn);  // (after the last step X is stale: the result is already in out)
   }
+}
+
+/// The same with the coefficients of `Schedule` (the schedules of polar/coefficients.hpp).
+template <class Schedule>
+void newton_schulz_batched(const float* G, float* out, Index batch, Index m, Index n, int steps, Context& ctx) {
+  newton_schulz_batched(G, out, batch, m, n, steps, &Schedule::at, Schedule::normalization_safety, ctx);
 }
 
 /// out = NS_steps(G) for one m x n row-major fp32 device matrix; out may alias G.

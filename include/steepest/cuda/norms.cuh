@@ -11,7 +11,9 @@
 
 #include <vector>
 
+#include "../norms/mean_normalized.hpp"
 #include "../norms/row_col.hpp"
+#include "../norms/spectral.hpp"
 #include "reduce.cuh"
 
 namespace steepest {
@@ -179,5 +181,23 @@ struct NormKernel<VectorNorm<Q>, CudaBackend>
     cuda::check_launch("scale_by_inv_norm");
   }
 };
+
+// ---- which policies have a CUDA direction ----------------------------------------------------
+/// True when N's dualize has a CUDA kernel (what `Dualize<N>` needs on device memory). A user
+/// who writes NormKernel<TheirPolicy, CudaBackend> specializes this too.
+template <class N>
+struct has_cuda_kernel : std::false_type {};
+template <>
+struct has_cuda_kernel<RowNorm<1>> : std::true_type {};
+template <>
+struct has_cuda_kernel<RowNorm<2>> : std::true_type {};
+template <>
+struct has_cuda_kernel<ColNorm<2>> : std::true_type {};
+template <>
+struct has_cuda_kernel<VectorNorm<2>> : std::true_type {};
+template <class Schedule, int Steps>
+struct has_cuda_kernel<SpectralNorm<NewtonSchulz<Schedule, Steps>>> : std::true_type {};
+template <class B>
+struct has_cuda_kernel<MeanNormalized<B>> : has_cuda_kernel<B> {};
 
 }  // namespace steepest

@@ -2,8 +2,10 @@
 //
 //   using MyOpt = Chain<Momentum<MomentumKind::Nesterov>, Dualize<MeanNormalized<RowNorm<2>>>,
 //                       DecoupledStep>;
-// Chain<Ts...>::LayerState<S> is the tuple of the transforms' states; Optimizer<Chain> adds the
-// parameter set, per-role geometry, the step counter, checks and save/load.
+// Chain<Ts...>::LayerState<S, Space> is the tuple of the transforms' states (host or device
+// buffers, optim/space.hpp); Optimizer<Chain> adds the parameter set, per-role geometry, the step
+// counter, checks and save/load. The host passes are here; the device executor is
+// cuda/executor.cuh, over the same transforms.
 #pragma once
 
 #include <string>
@@ -26,15 +28,30 @@ struct has_elem<T, S, std::void_t<typename T::template Elem<S>>> : std::true_typ
 
 // A normalization's factors are computed from the raw gradient before the pass, so it fuses
 // only as the chain's first transform; later in a chain only pointwise geometries fuse.
-template <class T, class S>
-bool elem_fusable(const Ctx<S>& ctx, std::size_t position) {
+template <class T>
+bool elem_fusable(Geometry g, std::size_t position) {
   if constexpr (std::is_same_v<T, LayerDualize>) {
-    return position == 0 ? LayerDualize::fusable(ctx.geometry.fused())
-                         : LayerDualize::pointwise(ctx.geometry.fused());
+    return position == 0 ? LayerDualize::fusable(g.fused()) : LayerDualize::pointwise(g.fused());
   } else {
     return true;
   }
 }
+
+// A transform's State for memory space Space. A transform written before spaces existed
+// (`template <class S> struct State`) keeps working on the host; on a device it needs the
+// second parameter so its buffers can live there.
+template <class T, class S, class Space, class = void>
+struct state_of {
+  static_assert(is_host_v<Space>,
+                "steepest: this transform's State has no memory-space parameter; declare it as "
+                "`template <class S, class Space = steepest::Host> struct State` with "
+                "`steepest::buffer_t<S, Space>` buffers to run it on device memory");
+  using type = typename T::template State<S>;
+};
+template <class T, class S, class Space>
+struct state_of<T, S, Space, std::void_t<typename T::template State<S, Space>>> {
+  using type = typename T::template State<S, Space>;
+};
 template <class T>
 bool elem_needs_rows(FusedForm f) {
   if constexpr (std::is_same_v<T, LayerDualize>) return LayerDualize::needs_rows(f);
@@ -67,8 +84,8 @@ void run_range(const S* STEEPEST_RESTRICT g, const Tuple& kernels, Index begin, 
 template <class... Ts>
 struct Chain {
   static_assert(sizeof...(Ts) > 0, "steepest::Chain needs at least one transform (a step)");
-  template <class S>
-  using LayerState = std::tuple<typename Ts::template State<S>...>;
+  template <class S, class Space = Host>
+  using LayerState = std::tuple<typename detail::state_of<Ts, S, Space>::type...>;
 
   static std::string name() {
     std::string s;
@@ -90,8 +107,8 @@ struct Chain {
   /// True when this layer can take the fused path (compile-time forms exist and the layer's
   /// run-time geometry is elementwise or a row/column/global normalization).
   template <class S>
-  static bool can_fuse(const Ctx<S>& ctx) {
-    if constexpr (fusable_v<S>) return can_fuse_impl(ctx, std::index_sequence_for<Ts...>{});
+  static bool can_fuse(Geometry g) {
+    if constexpr (fusable_v<S>) return can_fuse_impl(g, std::index_sequence_for<Ts...>{});
     else return false;
   }
 
@@ -116,9 +133,9 @@ struct Chain {
   static void init_impl(Tuple& st, Index m, Index n, std::index_sequence<I...>) {
     (Ts::init(std::get<I>(st), m, n), ...);
   }
-  template <class S, std::size_t... I>
-  static bool can_fuse_impl(const Ctx<S>& ctx, std::index_sequence<I...>) {
-    return (detail::elem_fusable<Ts>(ctx, I) && ...);
+  template <std::size_t... I>
+  static bool can_fuse_impl(Geometry g, std::index_sequence<I...>) {
+    return (detail::elem_fusable<Ts>(g, I) && ...);
   }
 
   template <class S, class Tuple, std::size_t... I>

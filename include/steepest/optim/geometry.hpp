@@ -73,6 +73,29 @@ struct is_spectral_policy : std::false_type {};
 template <class Polar>
 struct is_spectral_policy<SpectralNorm<Polar>> : std::true_type {};
 
+/// How a spectral policy computes its polar factor, as data: a backend that has its own
+/// Newton-Schulz (the CUDA executor) runs the same schedule from this, without the policy type.
+struct PolarInfo {
+  int steps = 0;                                  ///< Newton-Schulz steps
+  double safety = 1.0;                            ///< X0 = G / (safety ||G||_F)
+  PolarCoefficients (*at)(int step, int steps) = nullptr;  ///< null: not Newton-Schulz
+  bool exact = false;                             ///< exact polar factor by SVD
+};
+namespace detail {
+template <class N>
+struct polar_info_of {
+  static constexpr PolarInfo value{};
+};
+template <class Schedule, int Steps>
+struct polar_info_of<SpectralNorm<NewtonSchulz<Schedule, Steps>>> {
+  static constexpr PolarInfo value{Steps, Schedule::normalization_safety, &Schedule::at, false};
+};
+template <>
+struct polar_info_of<SpectralNorm<ExactSVD>> {
+  static constexpr PolarInfo value{0, 1.0, nullptr, true};
+};
+}  // namespace detail
+
 namespace detail {
 template <class N>
 struct mean_split {  // a plain policy: its own direction, no separate scale
@@ -112,6 +135,7 @@ struct GeometryOps {
   bool mean_normalized;     ///< MeanNormalized<B>: the scale below is B's s(m, n)
   bool spectral;            ///< the direction is a polar factor (Muon's shape factors apply)
   FusedForm fused;
+  PolarInfo polar;          ///< the polar method (spectral policies only)
   double (*scale)(Index m, Index n);  ///< the factor GeometryScale applies (1 if not mean)
   void (*dualize_f)(RowMatrix<float>& u, LayerWorkspace<float>& ws);    ///< u <- D(u), in place
   void (*dualize_d)(RowMatrix<double>& u, LayerWorkspace<double>& ws);
@@ -141,6 +165,7 @@ struct GeometryTable {
   static constexpr GeometryOps ops{&N::name,        N::p,          N::q,
                                    split::mean,     is_spectral_policy<B>::value,
                                    fused_form_of<B>::value,
+                                   polar_info_of<B>::value,
                                    &scale,          &dualize<float>, &dualize<double>,
                                    &value<float>,   &value<double>};
 };
@@ -160,6 +185,8 @@ class Geometry {
   bool mean_normalized() const { return ops_ && ops_->mean_normalized; }
   bool spectral() const { return ops_ && ops_->spectral; }
   FusedForm fused() const { return ops_ ? ops_->fused : FusedForm::Identity; }
+  /// The polar method of a spectral geometry (steps 0 and no coefficients otherwise).
+  PolarInfo polar() const { return ops_ ? ops_->polar : PolarInfo{}; }
   /// The width-aware factor s(m, n) of a mean-normalized geometry; 1 otherwise.
   double scale(Index m, Index n) const { return ops_ ? ops_->scale(m, n) : 1.0; }
 

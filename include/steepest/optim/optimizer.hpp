@@ -4,6 +4,10 @@
 //   auto state = opt.init(params);              // plain data: step counter + per-layer buffers
 //   opt.step(params, grads, state);             // all layers; returns false when skipped
 //
+// The same calls step a parameter set in host memory (ParamSet<float>) or on a CUDA device
+// (ParamSet<float, cuda::Device>, with <steepest/cuda/cuda.cuh>): the state is built in the
+// parameter set's memory space and each step runs that space's kernels (optim/space.hpp).
+//
 // An Optimizer is one chain with its hyper-parameters and a geometry per role. A model whose
 // layers need different chains (Muon on hidden matrices, AdamW on the rest) routes them with
 // `routed(...)` (optim/routing.hpp); both kinds share the checks and the per-layer loop here.
@@ -38,21 +42,20 @@ struct RoleDefaults {
   double lr_scale = 1.0;
 };
 
-/// Per-layer state of an optimizer: what `init` returns and `save`/`load` persist.
-template <class S, class ChainT>
+/// Per-layer state of an optimizer: what `init` returns and `save`/`load` persist. Its buffers
+/// live in the parameter set's memory space; the layout is the same in every space.
+template <class S, class ChainT, class Space = Host>
 struct OptimizerState {
   using chain_type = ChainT;
   using scalar_type = S;
+  using space_type = Space;
   long long step = 0;  ///< completed steps
   std::vector<std::size_t> index;  ///< the parameter-set layer each state layer belongs to
   std::vector<std::string> names;
   std::vector<std::pair<Index, Index>> shapes;
-  std::vector<typename ChainT::template LayerState<S>> layers;
-  // Scratch, reused across steps (not saved): the running update and geometry workspaces. The
-  // update buffer is sized on a layer's first transform-by-transform step; layers that only
-  // ever take the fused one-pass path never allocate it (it would be 4 B/param of dead memory).
-  std::vector<RowMatrix<S>> update;
-  std::vector<LayerWorkspace<S>> workspace;
+  std::vector<typename ChainT::template LayerState<S, Space>> layers;
+  /// The executor's scratch, reused across steps (not saved; see HostScratch).
+  typename Space::template scratch<S> scratch;
 
   /// Bytes of saved state (the buffers), for reporting state bytes per parameter.
   std::size_t state_bytes() {
@@ -81,16 +84,17 @@ namespace detail {
 
 /// The checks every optimizer runs before a step that do not depend on its chain: one gradient
 /// per tensor, each with its tensor's shape, and a state made for as many layers as there are.
-template <class S>
-void check_step_inputs(const ParamSet<S>& params, const Gradients<S>& grads, std::size_t state_layers) {
+template <class S, class Space>
+void check_step_inputs(const ParamSet<S, Space>& params, const Gradients<S, Space>& grads,
+                       std::size_t state_layers) {
   const auto& ts = params.tensors();
   if (grads.size() != ts.size())
     throw shape_error("step: " + std::to_string(grads.size()) + " gradients for " + std::to_string(ts.size()) +
                       " parameters");
   for (std::size_t i = 0; i < ts.size(); ++i)
-    if (grads[i].rows() != ts[i].rows || grads[i].cols() != ts[i].cols)
+    if (grads.rows(i) != ts[i].rows || grads.cols(i) != ts[i].cols)
       throw shape_error("parameter '" + ts[i].name + "': gradient is " +
-                        shape_string(grads[i].rows(), grads[i].cols()) + " but the weight is " +
+                        shape_string(grads.rows(i), grads.cols(i)) + " but the weight is " +
                         shape_string(ts[i].rows, ts[i].cols));
   if (state_layers != params.size())
     throw shape_error("step: optimizer state has " + std::to_string(state_layers) + " layers but there are " +
@@ -98,29 +102,40 @@ void check_step_inputs(const ParamSet<S>& params, const Gradients<S>& grads, std
 }
 
 /// True when every gradient is finite; otherwise throws (Error) or returns false (Skip).
-/// One contiguous read pass per tensor (Unchecked: none).
-template <class S>
-bool gradients_finite(const ParamSet<S>& params, const Gradients<S>& grads, NonFinitePolicy policy) {
+/// One contiguous read pass per tensor (Unchecked: none). On a device: one check kernel over
+/// every gradient and one 4-byte read of its flag (the only host synchronization of a step).
+template <class S, class Space>
+bool gradients_finite(const ParamSet<S, Space>& params, const Gradients<S, Space>& grads, NonFinitePolicy policy) {
   if (policy == NonFinitePolicy::Unchecked) return true;
-  for (std::size_t i = 0; i < grads.size(); ++i) {
-    if (simd::all_finite(grads[i].data(), grads[i].size())) continue;
-    if (policy == NonFinitePolicy::Skip) return false;
-    throw non_finite_error("parameter '" + params.tensors()[i].name +
-                           "': gradient has NaN or Inf entries; step refused, nothing changed");
+  std::size_t bad = grads.size();
+  if constexpr (is_host_v<Space>) {
+    for (std::size_t i = 0; i < grads.size() && bad == grads.size(); ++i)
+      if (!simd::all_finite(grads.data(i), grads.rows(i) * grads.cols(i))) bad = i;
+  } else {
+    bad = Space::first_non_finite(params, grads);
   }
-  return true;
+  if (bad == grads.size()) return true;
+  if (policy == NonFinitePolicy::Skip) return false;
+  throw non_finite_error("parameter '" + params.tensors()[bad].name +
+                         "': gradient has NaN or Inf entries; step refused, nothing changed");
 }
 
 /// Each layer's norm in the geometry `opt.geometry_of(layer)` gives it (plain or routed
-/// optimizer), output heads first.
-template <class S, class Opt>
-std::vector<LayerNorm> operator_norms(const ParamSet<S>& params, const Opt& opt) {
+/// optimizer), output heads first. Device layers are copied to the host first (a diagnostic,
+/// not part of a step: it synchronizes).
+template <class S, class Space, class Opt>
+std::vector<LayerNorm> operator_norms(const ParamSet<S, Space>& params, const Opt& opt) {
   std::vector<LayerNorm> out;
   for (int pass = 0; pass < 2; ++pass)
     for (const auto& l : params)
       if ((l.role == Role::Output) == (pass == 0)) {
         const Geometry g = opt.geometry_of(l);
-        out.push_back({l.name, l.role, g.name(), g.value(l.matrix())});
+        if constexpr (is_host_v<Space>) {
+          out.push_back({l.name, l.role, g.name(), g.value(l.matrix())});
+        } else {
+          const RowMatrix<S> host = Space::layer_to_host(params, l);
+          out.push_back({l.name, l.role, g.name(), g.value(host)});
+        }
       }
   return out;
 }
@@ -131,8 +146,8 @@ template <class ChainT>
 class Optimizer {
  public:
   using chain = ChainT;
-  template <class S>
-  using State = OptimizerState<S, ChainT>;
+  template <class S, class Space = Host>
+  using State = OptimizerState<S, ChainT, Space>;
 
   Hyper hp;
   /// Use the one-pass fused kernels where the chain allows (set false to run transform by
@@ -156,32 +171,33 @@ class Optimizer {
     return l.radius ? *l.radius : roles[std::size_t(l.role)].radius;
   }
 
-  template <class S>
-  State<S> init(const ParamSet<S>& params) const {
+  /// A fresh state (zero moments, step 0) for every layer of `params`, in its memory space.
+  template <class S, class Space>
+  State<S, Space> init(const ParamSet<S, Space>& params) const {
     std::vector<std::size_t> all(params.size());
     std::iota(all.begin(), all.end(), std::size_t(0));
     return init_layers(params, all);
   }
   /// State for the given layers of `params` only (what a route of a routed optimizer owns).
-  template <class S>
-  State<S> init_layers(const ParamSet<S>& params, const std::vector<std::size_t>& index) const {
-    State<S> st;
+  template <class S, class Space>
+  State<S, Space> init_layers(const ParamSet<S, Space>& params, const std::vector<std::size_t>& index) const {
+    State<S, Space> st;
     st.index = index;
     for (std::size_t k : index) {
       const Layer<S>& l = params[k];
+      if constexpr (!is_host_v<Space>) Space::check_layer(*this, l);  // a geometry the device lacks
       st.names.push_back(l.name);
       st.shapes.emplace_back(l.rows, l.cols);
       st.layers.emplace_back();
       ChainT::init(st.layers.back(), l.rows, l.cols);
-      st.update.emplace_back();  // sized lazily by `u = grads.of(l)` in run()
-      st.workspace.emplace_back();
+      if constexpr (is_host_v<Space>) st.scratch.add_layer();
     }
     return st;
   }
 
   /// Steps every layer. Returns true when taken, false when skipped (NonFinitePolicy::Skip).
-  template <class S>
-  bool step(ParamSet<S>& params, const Gradients<S>& grads, State<S>& st) const {
+  template <class S, class Space>
+  bool step(ParamSet<S, Space>& params, const Gradients<S, Space>& grads, State<S, Space>& st) const {
     detail::check_step_inputs(params, grads, st.layers.size());
     check_state(params, st);
     if (!detail::gradients_finite(params, grads, hp.on_non_finite)) return false;
@@ -191,16 +207,16 @@ class Optimizer {
 
   /// Each layer's operator norm in its own geometry (mean-normalized when the layer's is),
   /// output head(s) first, then the others in insertion order.
-  template <class S>
-  std::vector<LayerNorm> operator_norms(const ParamSet<S>& params) const {
+  template <class S, class Space>
+  std::vector<LayerNorm> operator_norms(const ParamSet<S, Space>& params) const {
     return detail::operator_norms(params, *this);
   }
 
   // ---- the parts of a step, shared with routed optimizers ----------------------------------
 
   /// Every state layer belongs to the layer of `params` it was made for (name and shape).
-  template <class S>
-  void check_state(const ParamSet<S>& params, const State<S>& st) const {
+  template <class S, class Space>
+  void check_state(const ParamSet<S, Space>& params, const State<S, Space>& st) const {
     for (std::size_t j = 0; j < st.layers.size(); ++j) {
       const std::size_t k = st.index[j];
       if (k >= params.size())
@@ -213,36 +229,53 @@ class Optimizer {
     }
   }
 
+  /// The learning rate of layer l: hp.lr times the schedule's factor, the layer's lr_scale and
+  /// its role's.
+  template <class S>
+  double lr_of(const Layer<S>& l, double lr_factor) const {
+    return hp.lr * lr_factor * l.lr_scale * roles[std::size_t(l.role)].lr_scale;
+  }
+
   /// Step t (1-based) of every layer the state owns; no checks (step() and routed optimizers
   /// check first). `lr_factor` multiplies every layer's learning rate.
+  template <class S, class Space>
+  void run(ParamSet<S, Space>& params, const Gradients<S, Space>& grads, State<S, Space>& st, long long t,
+           bool fused, double lr_factor = 1.0) const {
+    if constexpr (!is_host_v<Space>) {
+      Space::run(*this, params, grads, st, t, fused, lr_factor);  // the device executor
+    } else {
+      run_host(params, grads, st, t, fused, lr_factor);
+    }
+    st.step = t;
+  }
+
+ private:
   template <class S>
-  void run(ParamSet<S>& params, const Gradients<S>& grads, State<S>& st, long long t, bool fused,
-           double lr_factor = 1.0) const {
+  void run_host(ParamSet<S>& params, const Gradients<S>& grads, State<S>& st, long long t, bool fused,
+                double lr_factor) const {
     // Layers run one after another; the work inside a layer is what runs in parallel (the fused
     // kernels' OpenMP blocks, Eigen's GEMMs). An OpenMP loop over layers made every inner region
     // a nested one, which libgomp serves with a fresh team: ~0.1 ms per layer per step measured
     // on 256x256 at 2 threads, 5-10x the step itself.
     for (std::size_t j = 0; j < st.layers.size(); ++j) {
       const Layer<S>& l = params[st.index[j]];
-      RowMatrix<S>& u = st.update[j];
-      const double lr = hp.lr * lr_factor * l.lr_scale * roles[std::size_t(l.role)].lr_scale;
+      RowMatrix<S>& u = st.scratch.update[j];
       const auto g = grads.of(l);
-      Ctx<S> ctx{u, l.matrix(), hp, t, geometry_of(l), l.role != Role::Vector, lr, radius_of(l),
-                 st.workspace[j], l.contiguous() ? g.data() : nullptr};
-      if (fused && l.contiguous() && ChainT::can_fuse(ctx)) {
+      Ctx<S> ctx{u, l.matrix(), hp, t, geometry_of(l), l.role != Role::Vector, lr_of(l, lr_factor), radius_of(l),
+                 st.scratch.workspace[j], l.contiguous() ? g.data() : nullptr};
+      if (fused && l.contiguous() && ChainT::template can_fuse<S>(ctx.geometry)) {
         ChainT::fused(ctx, st.layers[j]);  // one pass: u is not used
       } else {
         u = g;  // a strided block is gathered here; the step writes W through its view
         ChainT::apply(ctx, st.layers[j]);
       }
     }
-    st.step = t;
   }
 };
 
 /// Free-function spelling of operator_norms, for any optimizer (plain or routed).
-template <class Opt, class S>
-std::vector<LayerNorm> operator_norms(const ParamSet<S>& params, const Opt& opt) {
+template <class Opt, class S, class Space>
+std::vector<LayerNorm> operator_norms(const ParamSet<S, Space>& params, const Opt& opt) {
   return opt.operator_norms(params);
 }
 

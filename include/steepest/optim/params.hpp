@@ -23,7 +23,7 @@
 #include <vector>
 
 #include "../core/config.hpp"
-#include "geometry.hpp"
+#include "space.hpp"
 
 namespace steepest {
 
@@ -45,12 +45,6 @@ inline const char* role_name(Role r) {
   return "?";
 }
 
-/// A row-major view with a row stride: a whole tensor (stride = cols) or one block of it.
-template <class Scalar>
-using RowView = Eigen::Map<RowMatrix<Scalar>, 0, Eigen::OuterStride<>>;
-template <class Scalar>
-using ConstRowMap = Eigen::Map<const RowMatrix<Scalar>, 0, Eigen::OuterStride<>>;
-
 template <class Scalar>
 struct Layer {
   std::string name;
@@ -64,6 +58,7 @@ struct Layer {
   double lr_scale = 1.0;             ///< per-layer (or per-group) learning-rate multiplier
   std::optional<double> radius;      ///< overrides the optimizer's radius for this role
 
+  /// The layer as an Eigen view (host memory only: a device layer's data is a device pointer).
   RowView<Scalar> matrix() const { return {data, rows, cols, Eigen::OuterStride<>(stride)}; }
   /// True when the rows follow each other in memory (the fused one-pass kernels need that).
   bool contiguous() const { return stride == cols || rows <= 1; }
@@ -88,10 +83,18 @@ struct TensorInfo {
   Index rows, cols;
 };
 
-template <class Scalar = float>
+/// A model's parameters in memory space `Space` (optim/space.hpp): Host, or cuda::Device with
+/// its stream context (`ParamSet<float, st::cuda::Device> params(st::cuda::Device{&ctx})`).
+/// Pointers are into that space's memory; the set never dereferences them itself.
+template <class Scalar = float, class Space = Host>
 class ParamSet {
  public:
   using scalar_type = Scalar;
+  using space_type = Space;
+
+  ParamSet() = default;
+  explicit ParamSet(Space space) : space_(space) {}
+  const Space& space() const { return space_; }
 
   /// A matrix parameter m x n over `data` (row-major): one tensor, one layer.
   Layer<Scalar>& add(std::string name, Role role, Scalar* data, Index m, Index n) {
@@ -178,13 +181,14 @@ class ParamSet {
       if (l.name == name) throw std::invalid_argument("parameter '" + name + "' added twice");
   }
 
+  Space space_{};
   std::vector<TensorInfo> tensors_;
   std::vector<Layer<Scalar>> layers_;
 };
 
-/// Gradients in the order their tensors were added to the ParamSet; each knows its own shape
-/// so a mismatch is caught with both shapes in the message.
-template <class Scalar = float>
+/// Gradients in the order their tensors were added to the ParamSet (in the same memory space);
+/// each knows its own shape so a mismatch is caught with both shapes in the message.
+template <class Scalar = float, class Space = Host>
 class Gradients {
  public:
   void add(const Scalar* data, Index m, Index n) { grads_.push_back({data, m, n}); }
@@ -192,11 +196,14 @@ class Gradients {
   /// The gradient of a batched [b, m, n] tensor (ParamSet::add_batched).
   void add_batched(const Scalar* data, Index b, Index m, Index n) { add(data, b * m, n); }
   std::size_t size() const { return grads_.size(); }
-  /// Tensor i's gradient as a contiguous rows x cols matrix.
+  const Scalar* data(std::size_t i) const { return grads_[i].data; }
+  Index rows(std::size_t i) const { return grads_[i].rows; }
+  Index cols(std::size_t i) const { return grads_[i].cols; }
+  /// Tensor i's gradient as a contiguous rows x cols matrix (host memory).
   Eigen::Map<const RowMatrix<Scalar>> operator[](std::size_t i) const {
     return {grads_[i].data, grads_[i].rows, grads_[i].cols};
   }
-  /// The block of its tensor's gradient that layer `l` steps (same offset and row stride).
+  /// The block of its tensor's gradient that layer `l` steps (same offset and row stride; host).
   ConstRowMap<Scalar> of(const Layer<Scalar>& l) const {
     return {grads_[l.tensor].data + l.offset, l.rows, l.cols, Eigen::OuterStride<>(l.stride)};
   }

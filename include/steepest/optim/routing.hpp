@@ -112,13 +112,14 @@ Route<Opt> route(Selector select, Opt opt) {
 
 /// State of a routed optimizer: the step counter, which route each layer took, and each route's
 /// own optimizer state for its layers.
-template <class S, class... Opts>
+template <class S, class Space, class... Opts>
 struct RoutedState {
   using scalar_type = S;
+  using space_type = Space;
   long long step = 0;
   std::vector<std::size_t> route;  ///< route of each layer of the parameter set
   std::vector<std::size_t> local;  ///< its position in that route's state
-  std::tuple<typename Opts::template State<S>...> parts;
+  std::tuple<typename Opts::template State<S, Space>...> parts;
 
   template <std::size_t I>
   auto& part() { return std::get<I>(parts); }
@@ -152,8 +153,8 @@ class Routed {
   static_assert(sizeof...(Opts) > 0, "steepest::routed needs at least one route");
 
  public:
-  template <class S>
-  using State = RoutedState<S, Opts...>;
+  template <class S, class Space = Host>
+  using State = RoutedState<S, Space, Opts...>;
 
   std::tuple<Route<Opts>...> routes;
   /// What a step does on a non-finite gradient, for the whole model (taken from the first
@@ -216,9 +217,9 @@ class Routed {
     return v;
   }
 
-  template <class S>
-  State<S> init(const ParamSet<S>& params) const {
-    State<S> st;
+  template <class S, class Space>
+  State<S, Space> init(const ParamSet<S, Space>& params) const {
+    State<S, Space> st;
     std::vector<std::vector<std::size_t>> taken(sizeof...(Opts));
     for (std::size_t k = 0; k < params.size(); ++k) {
       const std::size_t r = route_of(params[k]);
@@ -232,8 +233,8 @@ class Routed {
 
   /// Steps every layer by its route. Returns true when taken, false when skipped
   /// (NonFinitePolicy::Skip); nothing is written unless every check passes.
-  template <class S>
-  bool step(ParamSet<S>& params, const Gradients<S>& grads, State<S>& st) const {
+  template <class S, class Space>
+  bool step(ParamSet<S, Space>& params, const Gradients<S, Space>& grads, State<S, Space>& st) const {
     detail::check_step_inputs(params, grads, st.route.size());
     check_parts(params, st, std::index_sequence_for<Opts...>{});
     if (!detail::gradients_finite(params, grads, on_non_finite)) return false;
@@ -244,23 +245,23 @@ class Routed {
   }
 
   /// Each layer's operator norm in its route's geometry for it, output heads first.
-  template <class S>
-  std::vector<LayerNorm> operator_norms(const ParamSet<S>& params) const {
+  template <class S, class Space>
+  std::vector<LayerNorm> operator_norms(const ParamSet<S, Space>& params) const {
     return detail::operator_norms(params, *this);
   }
 
  private:
-  template <class S, std::size_t... I>
-  void init_parts(const ParamSet<S>& params, const std::vector<std::vector<std::size_t>>& taken, State<S>& st,
-                  std::index_sequence<I...>) const {
+  template <class S, class Space, std::size_t... I>
+  void init_parts(const ParamSet<S, Space>& params, const std::vector<std::vector<std::size_t>>& taken,
+                  State<S, Space>& st, std::index_sequence<I...>) const {
     ((std::get<I>(st.parts) = std::get<I>(routes).opt.init_layers(params, taken[I])), ...);
   }
-  template <class S, std::size_t... I>
-  void check_parts(const ParamSet<S>& params, const State<S>& st, std::index_sequence<I...>) const {
+  template <class S, class Space, std::size_t... I>
+  void check_parts(const ParamSet<S, Space>& params, const State<S, Space>& st, std::index_sequence<I...>) const {
     (std::get<I>(routes).opt.check_state(params, std::get<I>(st.parts)), ...);
   }
-  template <class S, std::size_t... I>
-  void run_parts(ParamSet<S>& params, const Gradients<S>& grads, State<S>& st, long long t,
+  template <class S, class Space, std::size_t... I>
+  void run_parts(ParamSet<S, Space>& params, const Gradients<S, Space>& grads, State<S, Space>& st, long long t,
                  std::index_sequence<I...>) const {
     ((std::get<I>(routes).opt.run(params, grads, std::get<I>(st.parts), t, fuse && std::get<I>(routes).opt.fuse,
                                   lr_factor)),

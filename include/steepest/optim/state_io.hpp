@@ -11,7 +11,9 @@
 // leaves either the old file or the new one. load() reads and checks the whole file into a
 // fresh state first (magic, version, scalar size, chain, layer names and shapes, buffer shapes,
 // size, checksum) and only then replaces the caller's state: a refused file changes nothing.
-// Layers are stored in parameter-set order, for plain and routed optimizers alike.
+// Layers are stored in parameter-set order, for plain and routed optimizers alike, and in any
+// memory space: device buffers are staged through the host (copy_to_host / copy_from_host), so
+// a state saved on the GPU loads on the CPU and the other way round.
 #pragma once
 
 #include <cstdint>
@@ -97,9 +99,12 @@ void save(const Opt& opt, State& st, const std::string& path) {
     visit([&](auto&) { ++nbuf; });
     detail::put(out, nbuf);
     visit([&](auto& b) {
+      using S = typename State::scalar_type;
       detail::put(out, std::int64_t(b.rows()));
       detail::put(out, std::int64_t(b.cols()));
-      out.append(reinterpret_cast<const char*>(b.data()), sizeof(b.data()[0]) * std::size_t(b.size()));
+      std::vector<S> host(std::size_t(b.size()));
+      copy_to_host(b, host.data());
+      out.append(reinterpret_cast<const char*>(host.data()), sizeof(S) * host.size());
     });
   });
   detail::put(out, detail::fnv1a(out));
@@ -180,7 +185,9 @@ void load(const Opt& opt, State& st, const std::string& path) {
              shape_string(b.rows(), b.cols()));
       const std::size_t bytes = sizeof(S) * std::size_t(b.size());
       r.need(bytes);
-      std::memcpy(b.data(), buf.data() + r.pos, bytes);
+      std::vector<S> host(std::size_t(b.size()));
+      if (bytes) std::memcpy(host.data(), buf.data() + r.pos, bytes);
+      copy_from_host(b, host.data());
       r.pos += bytes;
     });
     ++i;

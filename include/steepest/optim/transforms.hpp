@@ -1,17 +1,22 @@
 // steepest/optim/transforms.hpp -- the small transforms optimizers are chained from.
 //
 // Each transform works on one layer's running update `u` (m x n, starts as the gradient) and has
-//   template <class S> struct State { ... ; template <class F> void visit(F&& f); };  // buffers
-//   template <class S> static void init(State<S>&, Index m, Index n);
-//   template <class S> static void apply(Ctx<S>& ctx, State<S>& st);   // reads/writes ctx.u
+//   template <class S, class Space = Host> struct State { ...; template <class F> void visit(F&& f); };
+//   template <class S, class Space> static void init(State<S, Space>&, Index m, Index n);
+//   template <class S> static void apply(Ctx<S>& ctx, State<S>& st);   // host: reads/writes ctx.u
 //   static const char* name();
-// `visit` lists the state's buffers in a fixed order: that is what save/load and equality use.
+// State buffers are `buffer_t<S, Space>` (an Eigen matrix on the host, a device array on a CUDA
+// device: optim/space.hpp), so one State layout serves both backends. `visit` lists the state's
+// buffers in a fixed order: that is what save/load and equality use.
 //
 // Elementwise transforms also provide the fused form used when every transform of a chain has
-// one (Chain::fused): `template <class S> static Elem<S> elem(Ctx<S>&, State<S>&)` returns a
-// small struct of constants and raw pointers whose `apply<P>(u, i, c)` maps one entry (P = S) or
-// one SIMD packet (P = simd::Packet<S>) at flat index i, column c, and `begin_row(r)` is told
-// the row. The chain then runs as one pass over memory instead of one pass per transform.
+// one (Chain::fused on the host, the multi-tensor kernels on a device):
+// `template <class S, class Sp> static Elem<S> elem(Ctx<S, Sp>&, State<S, Sp>&)` returns
+// a small struct of constants and raw pointers whose `apply<P>(u, i, c)` maps one entry (P = S)
+// or one SIMD packet (P = simd::Packet<S>) at flat index i, column c, and `begin_row(r)` is told
+// the row. Its code is STEEPEST_HD: the same rule compiles for the CPU passes and the CUDA
+// kernels. The chain then runs as one pass over memory instead of one pass per transform, and on
+// a device a transform with an Elem needs nothing else to run there.
 // The last transform of a chain is a step (DecoupledStep or ConstrainedStep) that writes W.
 #pragma once
 
@@ -27,23 +32,24 @@
 
 namespace steepest {
 
-/// Everything a transform may read about the current layer and step.
-template <class S>
+/// Everything a transform may read about the current layer and step, in memory space Space.
+template <class S, class Space = Host>
 struct Ctx {
-  RowMatrix<S>& u;                      ///< running update, in place
-  RowView<S> w;                         ///< the parameter (a layer may be a strided block)
+  buffer_t<S, Space>& u;                ///< running update, in place
+  typename Space::template view<S> w;   ///< the parameter (a layer may be a strided block)
   const Hyper& hp;
   long long t;                          ///< step number, 1-based
   Geometry geometry;                    ///< resolved geometry of the layer
   bool is_matrix;                       ///< false for Role::Vector
   double lr;                            ///< hp.lr times the layer's lr_scale
   double radius;                        ///< resolved radius of the layer
-  LayerWorkspace<S>& ws;
+  typename Space::template workspace<S>& ws;
   const S* grad = nullptr;              ///< the raw gradient (contiguous layers; the fused path)
 };
 
+/// A host state buffer (kept for code written against it; transforms use buffer_t<S, Space>).
 template <class S>
-using Buffer = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+using Buffer = RowMatrix<S>;
 
 struct NoState {
   template <class F>
@@ -60,14 +66,14 @@ enum class MomentumKind {
 /// Momentum with coefficient hp.beta1.
 template <MomentumKind Kind = MomentumKind::NesterovEMA>
 struct Momentum {
-  template <class S>
+  template <class S, class Space = Host>
   struct State {
-    Buffer<S> m;
+    buffer_t<S, Space> m;
     template <class F>
     void visit(F&& f) { f(m); }
   };
-  template <class S>
-  static void init(State<S>& st, Index r, Index c) { st.m = Buffer<S>::Zero(r, c); }
+  template <class S, class Space>
+  static void init(State<S, Space>& st, Index r, Index c) { st.m = buffer_t<S, Space>::Zero(r, c); }
   template <class S>
   static void apply(Ctx<S>& ctx, State<S>& st) {
     const S b = static_cast<S>(ctx.hp.beta1);
@@ -115,8 +121,8 @@ struct Momentum {
       }
     }
   };
-  template <class S>
-  static Elem<S> elem(Ctx<S>& ctx, State<S>& st) {
+  template <class S, class Sp>
+  static Elem<S> elem(Ctx<S, Sp>& ctx, State<S, Sp>& st) {
     const S b = static_cast<S>(ctx.hp.beta1);
     return {st.m.data(), b, S(1) - b};
   }
@@ -134,16 +140,16 @@ struct Momentum {
 /// Adam's moments with bias correction:
 ///   m = b1 m + (1-b1) u;  v = b2 v + (1-b2) u^2;  u = (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
 struct AdamMoments {
-  template <class S>
+  template <class S, class Space = Host>
   struct State {
-    Buffer<S> m, v;
+    buffer_t<S, Space> m, v;
     template <class F>
     void visit(F&& f) { f(m); f(v); }
   };
-  template <class S>
-  static void init(State<S>& st, Index r, Index c) {
-    st.m = Buffer<S>::Zero(r, c);
-    st.v = Buffer<S>::Zero(r, c);
+  template <class S, class Space>
+  static void init(State<S, Space>& st, Index r, Index c) {
+    st.m = buffer_t<S, Space>::Zero(r, c);
+    st.v = buffer_t<S, Space>::Zero(r, c);
   }
   template <class S>
   static void apply(Ctx<S>& ctx, State<S>& st) {
@@ -172,8 +178,8 @@ struct AdamMoments {
       return div(mul(set1<P>(c1), mn), add(mul(set1<P>(c2), sqrt(vn)), set1<P>(eps)));
     }
   };
-  template <class S>
-  static Elem<S> elem(Ctx<S>& ctx, State<S>& st) {
+  template <class S, class Sp>
+  static Elem<S> elem(Ctx<S, Sp>& ctx, State<S, Sp>& st) {
     const double b1 = ctx.hp.beta1, b2 = ctx.hp.beta2;
     const S sb1 = static_cast<S>(b1), sb2 = static_cast<S>(b2);
     return {st.m.data(), st.v.data(), sb1, S(1) - sb1, sb2, S(1) - sb2,
@@ -186,14 +192,14 @@ struct AdamMoments {
 
 /// Lion (Chen et al. 2023): u = sign(b1 m + (1-b1) u);  m = b2 m + (1-b2) u.
 struct LionMoment {
-  template <class S>
+  template <class S, class Space = Host>
   struct State {
-    Buffer<S> m;
+    buffer_t<S, Space> m;
     template <class F>
     void visit(F&& f) { f(m); }
   };
-  template <class S>
-  static void init(State<S>& st, Index r, Index c) { st.m = Buffer<S>::Zero(r, c); }
+  template <class S, class Space>
+  static void init(State<S, Space>& st, Index r, Index c) { st.m = buffer_t<S, Space>::Zero(r, c); }
   template <class S>
   static void apply(Ctx<S>& ctx, State<S>& st) {
     const S b1 = static_cast<S>(ctx.hp.beta1), b2 = static_cast<S>(ctx.hp.beta2);
@@ -222,8 +228,8 @@ struct LionMoment {
       return sign<P, S>(c);
     }
   };
-  template <class S>
-  static Elem<S> elem(Ctx<S>& ctx, State<S>& st) {
+  template <class S, class Sp>
+  static Elem<S> elem(Ctx<S, Sp>& ctx, State<S, Sp>& st) {
     const S b1 = static_cast<S>(ctx.hp.beta1), b2 = static_cast<S>(ctx.hp.beta2);
     return {st.m.data(), b1, S(1) - b1, b2, S(1) - b2};
   }
@@ -232,7 +238,7 @@ struct LionMoment {
 
 /// The layer's geometry, chosen by role or per layer (runtime dispatch to the norm policy).
 struct LayerDualize {
-  template <class S>
+  template <class S, class Space = Host>
   using State = NoState;
   static void init(NoState&, Index, Index) {}
   template <class S>
@@ -250,6 +256,7 @@ struct LayerDualize {
     S f;               // current row's factor, or the global one
     STEEPEST_HD void begin_row(Index r) {
       if (mode == Mode::Row) f = factors[r];
+      else if (mode == Mode::Global && factors) f = factors[0];  // a factor left in device memory
     }
     template <class P>
     STEEPEST_HD P apply(P u, Index, Index c) const {
@@ -262,6 +269,7 @@ struct LayerDualize {
       }
     }
   };
+  /// The host's factors (device factors are computed by the device executor, cuda/executor.cuh).
   template <class S>
   static Elem<S> elem(Ctx<S>& ctx, NoState&) {
     const Eigen::Map<const RowMatrix<S>> g(ctx.grad, ctx.w.rows(), ctx.w.cols());
@@ -302,14 +310,15 @@ template <class N>
 struct Dualize {
   static_assert(is_norm_policy_v<N>, "steepest::Dualize<N>: N must be a norm policy "
                                      "(RowNorm<P>, ColNorm<Q>, SpectralNorm<>, MeanNormalized<...>)");
-  template <class S>
+  template <class S, class Space = Host>
   struct State {
-    workspace_t<N, S> ws;
+    // The policy's scratch on the host; a device direction uses the stream's context instead.
+    std::conditional_t<is_host_v<Space>, workspace_t<N, S>, NoWorkspace> ws;
     template <class F>
     void visit(F&&) {}  // scratch only, nothing to save
   };
-  template <class S>
-  static void init(State<S>&, Index, Index) {}
+  template <class S, class Space>
+  static void init(State<S, Space>&, Index, Index) {}
   template <class S>
   static void apply(Ctx<S>& ctx, State<S>& st) { N::dualize(ctx.u, ctx.u, st.ws); }
   static const char* name() { return "dualize"; }
@@ -318,7 +327,7 @@ struct Dualize {
 /// Multiplies by the width-aware scale s(m, n) of the layer's geometry when it is mean-normalized
 /// (LayerDualize + GeometryScale = the p̄->q̄ direction). Alone, after Adam, it gives rescaled AdamW.
 struct GeometryScale {
-  template <class S>
+  template <class S, class Space = Host>
   using State = NoState;
   static void init(NoState&, Index, Index) {}
   template <class S>
@@ -333,8 +342,8 @@ struct GeometryScale {
     template <class P>
     STEEPEST_HD P apply(P u, Index, Index) const { return simd::mul(u, simd::set1<P>(f)); }
   };
-  template <class S>
-  static Elem<S> elem(Ctx<S>& ctx, NoState&) {
+  template <class S, class Sp>
+  static Elem<S> elem(Ctx<S, Sp>& ctx, NoState&) {
     return {static_cast<S>(ctx.geometry.scale(ctx.w.rows(), ctx.w.cols()))};
   }
   static const char* name() { return "geometry-scale"; }
@@ -343,7 +352,7 @@ struct GeometryScale {
 /// Multiplies spectral layers' updates by the optimizer's shape factor (hp.shape_factor):
 /// Muon's conventions for sqrt(m/n)-like factors. Layers of other geometries are untouched.
 struct ShapeScale {
-  template <class S>
+  template <class S, class Space = Host>
   using State = NoState;
   static void init(NoState&, Index, Index) {}
   template <class S>
@@ -354,8 +363,8 @@ struct ShapeScale {
   }
   template <class S>
   using Elem = typename GeometryScale::template Elem<S>;
-  template <class S>
-  static Elem<S> elem(Ctx<S>& ctx, NoState&) {
+  template <class S, class Sp>
+  static Elem<S> elem(Ctx<S, Sp>& ctx, NoState&) {
     if (!ctx.geometry.spectral() || ctx.hp.shape_factor == ShapeFactor::None) return {S(1)};
     return {static_cast<S>(
         shape_factor_value(ctx.hp.shape_factor, double(ctx.w.rows()), double(ctx.w.cols())))};
@@ -365,7 +374,7 @@ struct ShapeScale {
 
 /// Unconstrained step with decoupled weight decay: W <- (1 - lr*lambda) W - lr * rho * u.
 struct DecoupledStep {
-  template <class S>
+  template <class S, class Space = Host>
   using State = NoState;
   static void init(NoState&, Index, Index) {}
   template <class S>
@@ -386,8 +395,8 @@ struct DecoupledStep {
       return u;
     }
   };
-  template <class S>
-  static Elem<S> elem(Ctx<S>& ctx, NoState&) {
+  template <class S, class Sp>
+  static Elem<S> elem(Ctx<S, Sp>& ctx, NoState&) {
     return {ctx.w.data(), static_cast<S>(1.0 - ctx.lr * ctx.hp.weight_decay),
             static_cast<S>(ctx.lr * ctx.radius)};
   }
@@ -398,7 +407,7 @@ struct DecoupledStep {
 /// W <- (1 - lr) W + lr * rho * D(-M) for the symmetric unit balls used here. A convex
 /// combination of W and a point of the radius-rho ball: ||W|| <= rho is kept once it holds.
 struct ConstrainedStep {
-  template <class S>
+  template <class S, class Space = Host>
   using State = NoState;
   static void init(NoState&, Index, Index) {}
   template <class S>
@@ -409,8 +418,8 @@ struct ConstrainedStep {
   }
   template <class S>
   using Elem = typename DecoupledStep::template Elem<S>;
-  template <class S>
-  static Elem<S> elem(Ctx<S>& ctx, NoState&) {
+  template <class S, class Sp>
+  static Elem<S> elem(Ctx<S, Sp>& ctx, NoState&) {
     return {ctx.w.data(), static_cast<S>(1.0 - ctx.lr), static_cast<S>(ctx.lr * ctx.radius)};
   }
   static const char* name() { return "constrained-step"; }
