@@ -15,33 +15,12 @@
 #include <type_traits>
 #include <vector>
 
+#include "frobenius_norm.hpp"
 #include "reference.hpp"
 
 namespace st = steepest;
 using Md = Eigen::MatrixXd;
 
-// ---- a user-defined geometry: the Frobenius norm (self-dual), to show the extension point ----
-struct FrobeniusNorm {
-  static constexpr double p = 2.0, q = 2.0;
-  template <class S>
-  using Workspace = st::NoWorkspace;
-  static std::string name() { return "frobenius"; }
-  static double scale(st::Index, st::Index) { return 1.0; }
-  template <class M>
-  static double value(const M& W) { return double(W.norm()); }
-  template <class M>
-  static double dual(const M& G) { return double(G.norm()); }
-  template <class M, class O, class Ws>
-  static void dualize(const M& G, const O& out, Ws&) {
-    const auto n = G.norm();
-    st::writable(out) = n > 0 ? (G / n).eval() : (G * 0).eval();
-  }
-  template <class M, class O>
-  static void dualize(const M& G, const O& out) {
-    st::NoWorkspace ws;
-    dualize(G, out, ws);
-  }
-};
 static_assert(st::is_norm_policy_v<FrobeniusNorm>);
 static_assert(!st::is_norm_policy_v<int>);
 

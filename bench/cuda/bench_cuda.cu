@@ -181,21 +181,19 @@ int main() {
     mh.lr = 0.02, mh.beta1 = 0.95;
     // Muon's hidden-matrix part alone: the routes' first optimizer over a set of the hidden
     // matrices (the same 48 tensors, the same pointers).
-    st::ParamSet<float, sc::Device> hid(sc::Device{&ctx});
     st::Gradients<float, sc::Device> hgs;
-    for (std::size_t i = 0; i < hidden.size(); ++i) {
-      hid.add(ps[i].name, st::Role::Hidden, ps[i].data, ps[i].rows, ps[i].cols);
-      hgs.add(gs.data(i), ps[i].rows, ps[i].cols);
-    }
+    for (std::size_t i = 0; i < hidden.size(); ++i) hgs.add(gs.data(i), ps[i].rows, ps[i].cols);
     auto muon_hidden = st::muon_chain(mh);
-    auto sm = muon_hidden.init(hid);
-    const float muon_ms = median_ms([&] { muon_hidden.step(hid, hgs, sm); }, s);
+    auto hidden_step_ms = [&](sc::Context& c) {  // the hidden matrices as a set on context c
+      st::ParamSet<float, sc::Device> hid(sc::Device{&c});
+      for (std::size_t i = 0; i < hidden.size(); ++i)
+        hid.add(ps[i].name, st::Role::Hidden, ps[i].data, ps[i].rows, ps[i].cols);
+      auto sm = muon_hidden.init(hid);
+      return median_ms([&] { muon_hidden.step(hid, hgs, sm); }, s);
+    };
+    const float muon_ms = hidden_step_ms(ctx);
     sc::Context bf(s, sc::GemmPrecision::BF16);
-    st::ParamSet<float, sc::Device> hid_bf(sc::Device{&bf});
-    for (std::size_t i = 0; i < hidden.size(); ++i)
-      hid_bf.add(ps[i].name, st::Role::Hidden, ps[i].data, ps[i].rows, ps[i].cols);
-    auto sb = muon_hidden.init(hid_bf);
-    const float muon_bf_ms = median_ms([&] { muon_hidden.step(hid_bf, hgs, sb); }, s);
+    const float muon_bf_ms = hidden_step_ms(bf);
     std::printf("\nGPT-2 small: AdamW step over all %.1fM parameters: %.3f ms (%.0f GB/s)\n", params / 1e6, adam_ms,
                 28.0 * params / (adam_ms * 1e6));
     std::printf("GPT-2 small: Muon step over the %.1fM hidden-matrix parameters (48 matrices, 4 shape groups, "

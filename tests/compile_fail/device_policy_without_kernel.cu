@@ -3,32 +3,11 @@
 #include <steepest/steepest.hpp>
 #include <steepest/cuda/cuda.cuh>
 
+#include "../frobenius_norm.hpp"  // a user policy with CPU kernels only
+
 namespace st = steepest;
 
-// The Frobenius norm as a policy: the whole matrix as one l2 vector (CPU kernels only).
-struct UserFrobenius {
-  static constexpr double p = 2.0, q = 2.0;
-  template <class S>
-  using Workspace = st::NoWorkspace;
-  static std::string name() { return "user frobenius"; }
-  static double scale(st::Index, st::Index) { return 1.0; }
-  template <class M>
-  static double value(const M& W) { return double(W.norm()); }
-  template <class M>
-  static double dual(const M& G) { return double(G.norm()); }
-  template <class M, class O, class Ws>
-  static void dualize(const M& G, O&& out, Ws&) {
-    const double n = double(G.norm());
-    out = G / typename M::Scalar(n > 0 ? n : 1);
-  }
-  template <class M, class O>
-  static void dualize(const M& G, O&& out) {
-    st::NoWorkspace ws;
-    dualize(G, out, ws);
-  }
-};
-
-using UserChain = st::Chain<st::Momentum<>, st::Dualize<UserFrobenius>, st::DecoupledStep>;
+using UserChain = st::Chain<st::Momentum<>, st::Dualize<FrobeniusNorm>, st::DecoupledStep>;
 
 int main() {
   st::cuda::Context ctx;

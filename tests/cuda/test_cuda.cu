@@ -5,6 +5,7 @@
 #include <steepest/cuda/cuda.cuh>
 #include <steepest/cuda/exact_polar.cuh>
 
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <cstdint>
@@ -332,8 +333,7 @@ void check_executor_on_host(const char* name, Opt opt) {
         tables_ok = false;  // every layer of these chains fuses
         continue;
       }
-      const st::FusedForm form = ctx.geometry.fused();
-      const bool by_rows = Info::has_layer_dualize && (form == st::FusedForm::Row2 || form == st::FusedForm::Col2);
+      const bool by_rows = Info::has_layer_dualize && st::LayerDualize::needs_rows(ctx.geometry.fused());
       builder.add(host_pack<ChainT>(ctx, se.layers[j], std::make_index_sequence<Info::size>{}), g[j].data(), nullptr,
                   l.rows * l.cols, l.cols, by_rows);
     }
@@ -361,6 +361,28 @@ void check_executor_on_host() {
   sgd_l2.roles[std::size_t(st::Role::Vector)].geometry = st::geometry<st::VectorNorm<2>>();
   sgd_l2.roles[std::size_t(st::Role::Hidden)].geometry = st::geometry<st::VectorNorm<2>>();
   check_executor_on_host("2-normalized SGD", sgd_l2);
+
+  // The gradient check's pass (the same tables, a read-only kernel): the first poisoned tensor
+  // is found, wherever its bad entry sits, across table splits.
+  using Pack = sc::kernels::ElemPack<sc::kernels::FiniteCheck>;
+  for (int poisoned : {-1, 0, 41, 77}) {
+    std::vector<RowMat> g;
+    for (int i = 0; i < 80; ++i) g.push_back(RowMat::Ones(1 + i % 3, i == 50 ? 70000 : 5));
+    if (poisoned >= 0) g[std::size_t(poisoned)](0, g[std::size_t(poisoned)].cols() - 1) = std::nanf("");
+    if (poisoned == 41) g[77](0, 0) = INFINITY;  // a later bad tensor does not hide the first
+    int flag = INT_MAX;
+    auto launch = [&](const sc::kernels::ChainTable<float, Pack>& tab, int blocks) {
+      for (int b = 0; b < blocks; ++b)
+        for (Index tid = 0; tid < sc::kernels::kChainThreads; ++tid)
+          sc::kernels::chain_block(tab, b, tid, Index(sc::kernels::kChainThreads));
+    };
+    sc::kernels::TableBuilder<float, Pack, decltype(launch)> builder(launch);
+    for (std::size_t i = 0; i < g.size(); ++i)
+      builder.add(sc::kernels::make_pack(sc::kernels::FiniteCheck{&flag, int(i)}), g[i].data(), nullptr, g[i].size(),
+                  g[i].cols(), false);
+    builder.flush();
+    EXPECT(flag == (poisoned < 0 ? INT_MAX : poisoned), "gradient check pass: found %d, poisoned %d", flag, poisoned);
+  }
 }
 
 

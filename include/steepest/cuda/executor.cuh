@@ -31,6 +31,7 @@
 
 #include <algorithm>
 #include <climits>
+#include <cmath>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -183,14 +184,23 @@ __global__ void __launch_bounds__(kRowThreads) inv_row_norms(const S* __restrict
   if (threadIdx.x == 0) out[r] = acc > 0.0f ? 1.0f / sqrtf(acc) : 0.0f;
 }
 
-/// *flag = min(*flag, id) when any of g[0, n) is NaN or Inf (flag starts at INT_MAX).
-template <class S>
-__global__ void find_non_finite(const S* __restrict__ g, Index n, int id, int* flag) {
-  bool bad = false;
-  for (Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += Index(gridDim.x) * blockDim.x)
-    bad |= !isfinite(float(g[i]));
-  if (__syncthreads_or(bad) && threadIdx.x == 0) atomicMin(flag, id);
-}
+/// The gradient check as a per-element kernel: *flag = min(*flag, id) for a NaN or Inf entry
+/// (flag starts at INT_MAX), so the check of every gradient runs through the same multi-tensor
+/// tables as the optimizer passes (many tensors per launch, read-only: no output).
+struct FiniteCheck {
+  int* flag;
+  int id;
+  STEEPEST_HD void begin_row(Index) {}
+  template <class P>
+  STEEPEST_HD P apply(P u, Index, Index) const {
+#ifdef __CUDA_ARCH__
+    if (!isfinite(float(u))) atomicMin(flag, id);
+#else
+    if (!std::isfinite(float(u)) && id < *flag) *flag = id;
+#endif
+    return u;
+  }
+};
 
 }  // namespace kernels
 
@@ -238,6 +248,16 @@ inline bool device_geometry(Geometry g) {
 
 inline Context& context_of(const Device& d);
 
+/// A table builder whose full tables launch chain_pass on `stream`.
+template <class S, class Pack>
+auto table_builder(cudaStream_t stream) {
+  auto launch = [stream](const kernels::ChainTable<S, Pack>& tab, int blocks) {
+    kernels::chain_pass<S, Pack><<<unsigned(blocks), kernels::kChainThreads, 0, stream>>>(tab);
+    check_launch("chain_pass (optimizer step)");
+  };
+  return kernels::TableBuilder<S, Pack, decltype(launch)>(launch);
+}
+
 /// One layer's part of a device step.
 template <class S>
 struct LayerJob {
@@ -284,8 +304,8 @@ struct Device {
     }
   }
 
-  /// The first tensor whose gradient has a NaN or Inf, or grads.size(): one check kernel per
-  /// tensor and one 4-byte read back (synchronizes the stream).
+  /// The first tensor whose gradient has a NaN or Inf, or grads.size(): one read-only
+  /// multi-tensor pass and one 4-byte read back (synchronizes the stream).
   template <class S>
   static std::size_t first_non_finite(const ParamSet<S, Device>& params, const Gradients<S, Device>& grads) {
     Context& ctx = detail::context_of(params.space());
@@ -293,12 +313,11 @@ struct Device {
     int* f = flag.reserve(1);
     const int none = INT_MAX;
     check(cudaMemcpyAsync(f, &none, sizeof(int), cudaMemcpyHostToDevice, ctx.stream()), "cudaMemcpyAsync (check flag)");
-    for (std::size_t i = 0; i < grads.size(); ++i) {
-      const Index n = grads.rows(i) * grads.cols(i);
-      if (n == 0) continue;
-      kernels::find_non_finite<<<kernels::grid_for(n), 256, 0, ctx.stream()>>>(grads.data(i), n, int(i), f);
-      check_launch("find_non_finite (gradient check)");
-    }
+    auto b = detail::table_builder<S, kernels::ElemPack<kernels::FiniteCheck>>(ctx.stream());
+    for (std::size_t i = 0; i < grads.size(); ++i)
+      b.add(kernels::make_pack(kernels::FiniteCheck{f, int(i)}), grads.data(i), nullptr, grads.rows(i) * grads.cols(i),
+            grads.cols(i), false);
+    b.flush();
     int h = none;
     check(cudaMemcpyAsync(&h, f, sizeof(int), cudaMemcpyDeviceToHost, ctx.stream()), "cudaMemcpyAsync (check flag)");
     check(cudaStreamSynchronize(ctx.stream()), "cudaStreamSynchronize (gradient check)");
@@ -352,26 +371,15 @@ struct Executor {
 
   template <class Pack>
   auto builder() const {
-    const cudaStream_t s = cx.stream();
-    auto launch = [s](const kernels::ChainTable<S, Pack>& tab, int blocks) {
-      kernels::chain_pass<S, Pack><<<unsigned(blocks), kernels::kChainThreads, 0, s>>>(tab);
-      check_launch("chain_pass (optimizer step)");
-    };
-    return kernels::TableBuilder<S, Pack, decltype(launch)>(launch);
+    return table_builder<S, Pack>(cx.stream());
   }
 
   // ---- the fused path: the whole chain in one pass -----------------------------------------
 
-  /// LayerDualize's Elem with the factors of the prepass (on the device).
+  /// LayerDualize's Elem with the factors of the prepass (on the device; null when the form
+  /// needs none).
   static LayerDualize::Elem<S> dualize_elem(const LayerJob<S>& job) {
-    using M = LayerDualize::Mode;
-    switch (job.geometry.fused()) {
-      case FusedForm::Sign: return {M::Sign, nullptr, S(1)};
-      case FusedForm::Row2: return {M::Row, job.factors, S(1)};
-      case FusedForm::Col2: return {M::Col, job.factors, S(1)};
-      case FusedForm::Global2: return {M::Global, job.factors, S(1)};
-      default: return {M::Identity, nullptr, S(1)};
-    }
+    return {LayerDualize::mode_of(job.geometry.fused()), job.factors, S(1)};
   }
   template <class T, std::size_t I>
   auto elem_of(LayerJob<S>& job) {
@@ -415,8 +423,7 @@ struct Executor {
       auto b = builder<Pack>();
       for (auto& job : jobs) {
         const Layer<S>& l = *job.l;
-        const FusedForm form = job.geometry.fused();
-        const bool by_rows = Info::has_layer_dualize && (form == FusedForm::Row2 || form == FusedForm::Col2);
+        const bool by_rows = Info::has_layer_dualize && LayerDualize::needs_rows(job.geometry.fused());
         b.add(pack_of<0>(job, std::make_index_sequence<Info::size>{}), job.g, nullptr, l.rows * l.cols, l.cols,
               by_rows);
       }

@@ -79,14 +79,14 @@ class DeviceArray {
 /// save / load's staging (optim/state_io.hpp), found by argument-dependent lookup. The device is
 /// synchronized first, so the copy sees every step enqueued on any stream.
 template <class S>
-void copy_to_host(const DeviceArray<S>& b, S* dst) {
+void copy_to_host(const DeviceArray<S>& b, void* dst) {
   if (!b.size()) return;
   check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (saving state)");
   check(cudaMemcpy(dst, b.data(), sizeof(S) * std::size_t(b.size()), cudaMemcpyDeviceToHost),
         "cudaMemcpy (saving state)");
 }
 template <class S>
-void copy_from_host(DeviceArray<S>& b, const S* src) {
+void copy_from_host(DeviceArray<S>& b, const void* src) {
   if (!b.size()) return;
   check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (loading state)");
   check(cudaMemcpy(b.data(), src, sizeof(S) * std::size_t(b.size()), cudaMemcpyHostToDevice),

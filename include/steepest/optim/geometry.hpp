@@ -78,8 +78,7 @@ struct is_spectral_policy<SpectralNorm<Polar>> : std::true_type {};
 struct PolarInfo {
   int steps = 0;                                  ///< Newton-Schulz steps
   double safety = 1.0;                            ///< X0 = G / (safety ||G||_F)
-  PolarCoefficients (*at)(int step, int steps) = nullptr;  ///< null: not Newton-Schulz
-  bool exact = false;                             ///< exact polar factor by SVD
+  PolarCoefficients (*at)(int step, int steps) = nullptr;  ///< null: not Newton-Schulz (e.g. SVD)
 };
 namespace detail {
 template <class N>
@@ -88,11 +87,7 @@ struct polar_info_of {
 };
 template <class Schedule, int Steps>
 struct polar_info_of<SpectralNorm<NewtonSchulz<Schedule, Steps>>> {
-  static constexpr PolarInfo value{Steps, Schedule::normalization_safety, &Schedule::at, false};
-};
-template <>
-struct polar_info_of<SpectralNorm<ExactSVD>> {
-  static constexpr PolarInfo value{0, 1.0, nullptr, true};
+  static constexpr PolarInfo value{Steps, Schedule::normalization_safety, &Schedule::at};
 };
 }  // namespace detail
 

@@ -69,15 +69,15 @@ inline constexpr bool is_host_v = std::is_same_v<Space, Host>;
 template <class S, class Space>
 using buffer_t = typename Space::template buffer<S>;
 
-/// Copies a state buffer to / from host bytes (what save and load use). Host buffers are plain
-/// memory; a device space overloads these for its buffer type (found by argument-dependent
-/// lookup), staging through the host.
+/// Copies a state buffer's size() scalars to / from host bytes (what save and load use; the
+/// bytes need not be aligned, they are a file's). Host buffers are plain memory; a device space
+/// overloads these for its buffer type (found by argument-dependent lookup).
 template <class S>
-void copy_to_host(const RowMatrix<S>& b, S* dst) {
+void copy_to_host(const RowMatrix<S>& b, void* dst) {
   if (b.size()) std::memcpy(dst, b.data(), sizeof(S) * std::size_t(b.size()));
 }
 template <class S>
-void copy_from_host(RowMatrix<S>& b, const S* src) {
+void copy_from_host(RowMatrix<S>& b, const void* src) {
   if (b.size()) std::memcpy(b.data(), src, sizeof(S) * std::size_t(b.size()));
 }
 

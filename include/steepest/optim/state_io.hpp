@@ -102,9 +102,9 @@ void save(const Opt& opt, State& st, const std::string& path) {
       using S = typename State::scalar_type;
       detail::put(out, std::int64_t(b.rows()));
       detail::put(out, std::int64_t(b.cols()));
-      std::vector<S> host(std::size_t(b.size()));
-      copy_to_host(b, host.data());
-      out.append(reinterpret_cast<const char*>(host.data()), sizeof(S) * host.size());
+      const std::size_t at = out.size();
+      out.resize(at + sizeof(S) * std::size_t(b.size()));
+      copy_to_host(b, &out[at]);  // straight into the file image (device buffers: one copy down)
     });
   });
   detail::put(out, detail::fnv1a(out));
@@ -185,9 +185,7 @@ void load(const Opt& opt, State& st, const std::string& path) {
              shape_string(b.rows(), b.cols()));
       const std::size_t bytes = sizeof(S) * std::size_t(b.size());
       r.need(bytes);
-      std::vector<S> host(std::size_t(b.size()));
-      if (bytes) std::memcpy(host.data(), buf.data() + r.pos, bytes);
-      copy_from_host(b, host.data());
+      copy_from_host(b, buf.data() + r.pos);
       r.pos += bytes;
     });
     ++i;

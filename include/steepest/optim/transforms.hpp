@@ -249,6 +249,16 @@ struct LayerDualize {
   static bool fusable(FusedForm f) { return f != FusedForm::None; }
   static bool pointwise(FusedForm f) { return f == FusedForm::Identity || f == FusedForm::Sign; }
   enum class Mode { Identity, Sign, Row, Col, Global };
+  /// How the per-element kernel applies a fused form (both backends build their Elem from it).
+  static constexpr Mode mode_of(FusedForm f) {
+    switch (f) {
+      case FusedForm::Sign: return Mode::Sign;
+      case FusedForm::Row2: return Mode::Row;
+      case FusedForm::Col2: return Mode::Col;
+      case FusedForm::Global2: return Mode::Global;
+      default: return Mode::Identity;
+    }
+  }
   template <class S>
   struct Elem {
     Mode mode;
@@ -275,9 +285,10 @@ struct LayerDualize {
     const Eigen::Map<const RowMatrix<S>> g(ctx.grad, ctx.w.rows(), ctx.w.cols());
     auto& a = ctx.ws.vec.a;
     auto inv = [](S v) { return v > S(0) ? S(1) / v : S(0); };
-    switch (ctx.geometry.fused()) {
-      case FusedForm::Identity: return {Mode::Identity, nullptr, S(1)};
-      case FusedForm::Sign: return {Mode::Sign, nullptr, S(1)};
+    const FusedForm form = ctx.geometry.fused();
+    switch (form) {
+      case FusedForm::Identity:
+      case FusedForm::Sign: return {mode_of(form), nullptr, S(1)};
       case FusedForm::Row2: {
         a.resize(g.rows());
         // Contiguous rows: one vectorized read pass, split over threads when allowed.
@@ -286,7 +297,7 @@ struct LayerDualize {
 #pragma omp parallel for schedule(static) if (g.size() > (Index(1) << 16) && !omp_in_parallel())
 #endif
         for (Index r = 0; r < rows; ++r) a(r) = inv(static_cast<S>(std::sqrt(eigen_detail::row_sumsq(g.row(r)))));
-        return {Mode::Row, a.data(), S(1)};
+        return {mode_of(form), a.data(), S(1)};
       }
       case FusedForm::Col2:
         a.resize(g.cols());
@@ -294,10 +305,10 @@ struct LayerDualize {
         // Sum of squares per column, row by row: contiguous, vectorized reads of g.
         for (Index r = 0; r < g.rows(); ++r) a.array() += g.row(r).transpose().array().square();
         a = a.unaryExpr([&](S v) { return inv(std::sqrt(v)); });
-        return {Mode::Col, a.data(), S(1)};
+        return {mode_of(form), a.data(), S(1)};
       default: {
         const Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>> flat(ctx.grad, g.size());
-        return {Mode::Global, nullptr, inv(static_cast<S>(std::sqrt(eigen_detail::row_sumsq(flat))))};
+        return {mode_of(form), nullptr, inv(static_cast<S>(std::sqrt(eigen_detail::row_sumsq(flat))))};
       }
     }
   }
