@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs the Debian packages steepest needs to build its tests, examples and benchmarks, and
-# `fortunes` (English text: the width-transfer demo's default corpus).
+# Installs the Debian packages steepest needs to build its tests, examples and benchmarks,
+# `fortunes` (English text: the width-transfer demo's default corpus), and Python 3 with numpy and
+# venv (the checkpoint cross-check and the CUDA call model; scripts/test.sh adds PyPI's
+# safetensors in a venv).
 # Uses sudo when not root. Skips apt entirely when everything is already there.
 set -euo pipefail
-pkgs=(cmake g++ make libeigen3-dev doctest-dev libbenchmark-dev fortunes)
+pkgs=(cmake g++ make libeigen3-dev doctest-dev libbenchmark-dev fortunes python3 python3-numpy python3-venv)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -494,17 +494,19 @@ TEST_CASE("corrupt, truncated, wrong-version, wrong-shape and wrong-optimizer fi
   refused(good.substr(0, 10), "truncated header");
   refused("", "empty");
   std::string v = good;
-  v[8] = 2;  // version field
+  const auto at = v.find("\"format_version\":\"2\"");
+  REQUIRE(at != std::string::npos);
+  v[at + 18] = '3';  // the version field
   refused(v, "wrong version");
   std::string c = good;
-  c[c.size() / 2] ^= 0x5a;  // a data byte
+  c[c.size() - 3] ^= 0x5a;  // a tensor byte
   refused(c, "corrupt");
   refused("NOTSTEEPxxxxxxxxxxxxxxxxxxxx", "wrong magic");
   try {
     write(v);
     st::load(opt, state, path);
   } catch (const st::state_file_error& e) {
-    CHECK(std::string(e.what()).find("version 2") != std::string::npos);
+    CHECK(std::string(e.what()).find("version 3") != std::string::npos);
   }
   // Wrong shape: a model whose hidden layer is 4x6.
   {
@@ -570,6 +572,109 @@ TEST_CASE("NonFinitePolicy::Unchecked takes the step and lets NaN through (docum
   CHECK(state.step == 1);
   CHECK(std::isnan(md.w[4]));
   CHECK(std::isfinite(md.w[5]));
+}
+
+TEST_CASE("finite input gives finite output: every rule at the gradient limit, refusal past it") {
+  // The limit is |g| < 2^40 for float (hyper.hpp: every 2-norm and Adam's second moment stay
+  // finite below it). Gradients of the largest magnitude that passes, with mixed signs, on every
+  // shape class, for several steps: parameters and state stay finite. Before the limit, a
+  // FLT_MAX gradient made SGD-Nesterov's parameter -Inf and AdamW's second moment Inf.
+  const float big = std::nextafter(std::ldexp(1.0f, st::gradient_limit_exponent<float>), 0.0f);
+  auto run = [&](const char* what, auto opt) {
+    CAPTURE(what);
+    std::vector<float> h(64 * 48), e(48 * 32), o(16 * 64), v(64);
+    for (auto* p : {&h, &e, &o, &v})
+      for (std::size_t i = 0; i < p->size(); ++i) (*p)[i] = 0.02f * float(std::sin(double(i)));
+    st::ParamSet<float> P;
+    P.add("h", st::Role::Hidden, h.data(), 64, 48);
+    P.add("e", st::Role::Embedding, e.data(), 48, 32);
+    P.add("o", st::Role::Output, o.data(), 16, 64);
+    P.add_vector("v", v.data(), 64);
+    auto state = opt.init(P);
+    for (int t = 1; t <= 3; ++t) {
+      std::vector<std::vector<float>> g;
+      for (const auto* p : {&h, &e, &o, &v}) {
+        g.emplace_back(p->size());
+        for (std::size_t i = 0; i < p->size(); ++i) g.back()[i] = ((i * 7 + std::size_t(t)) % 3 == 0 ? -big : big);
+      }
+      st::Gradients<float> G;
+      G.add(g[0].data(), 64, 48);
+      G.add(g[1].data(), 48, 32);
+      G.add(g[2].data(), 16, 64);
+      G.add_vector(g[3].data(), 64);
+      REQUIRE(opt.step(P, G, state));
+      if (t == 3) {  // the limit itself is refused and changes nothing
+        const auto w = h;
+        g[0][5] = std::ldexp(1.0f, st::gradient_limit_exponent<float>);
+        CHECK_THROWS_WITH_AS(opt.step(P, G, state), doctest::Contains("magnitude >= 2^40"), st::non_finite_error);
+        CHECK(h == w);
+      }
+    }
+    bool finite = true;
+    for (const auto* p : {&h, &e, &o, &v})
+      for (float x : *p) finite = finite && std::isfinite(x);
+    CHECK(finite);
+    state.for_each_layer([&](const st::LayerRecord& r, const std::string&, auto&& visit) {
+      visit([&](const std::string& key, auto& b, st::Domain) {
+        CAPTURE(r.name);
+        CAPTURE(key);
+        CHECK(b.array().isFinite().all());
+      });
+    });
+  };
+  st::Hyper hp = hyper(1e-3, 0.9, 0.999, 0.1);
+  run("sgd", st::sgd(hp));
+  run("sgd-nesterov", st::sgd_nesterov(hp));
+  run("adamw", st::adamw(hp));
+  run("adamw-rescaled", st::adamw_rescaled(hp));
+  run("sign", st::sign_descent(hp));
+  run("lion", st::lion(hp));
+  run("moga-row", st::moga_row(hp));
+  run("moga-col", st::moga_col(hp));
+  run("muon", st::muon(hp));
+  run("muon-polar-express", st::muon<st::SpectralPolarExpress>(hp));
+  run("muon-svd", st::muon<st::SpectralExact>(hp));
+  run("muon-scion", st::muon_scion(hp));
+  run("scion", st::scion(hp));
+  run("scion-unconstrained", st::scion_unconstrained(hp));
+}
+
+TEST_CASE("all_finite<Limit> is exactly |x| < 2^Limit, NaN and Inf refused") {
+  const float lim = std::ldexp(1.0f, 40);
+  for (std::size_t n : {std::size_t(1), std::size_t(17), std::size_t(300000)}) {
+    std::vector<float> v(n, 0.5f);
+    v[n - 1] = -std::nextafter(lim, 0.0f);
+    CHECK(st::simd::all_finite<40>(v.data(), st::Index(n)));
+    v[n / 2] = lim;
+    CHECK_FALSE(st::simd::all_finite<40>(v.data(), st::Index(n)));
+    CHECK(st::simd::all_finite(v.data(), st::Index(n)));  // no limit: only finiteness
+    v[n / 2] = std::numeric_limits<float>::quiet_NaN();
+    CHECK_FALSE(st::simd::all_finite<40>(v.data(), st::Index(n)));
+  }
+  const double dl = std::ldexp(1.0, st::gradient_limit_exponent<double>);
+  std::vector<double> d(9, std::nextafter(dl, 0.0));
+  CHECK(st::simd::all_finite<st::gradient_limit_exponent<double>>(d.data(), 9));
+  d[8] = -dl;
+  CHECK_FALSE(st::simd::all_finite<st::gradient_limit_exponent<double>>(d.data(), 9));
+}
+
+TEST_CASE("Unchecked is a stated limit: a NaN gradient stays in Lion's moment for good") {
+  auto hp = hyper(1e-3, 0.9, 0.99, 0.0);
+  hp.on_non_finite = st::NonFinitePolicy::Unchecked;
+  auto opt = st::lion(hp);
+  Model md;
+  auto state = opt.init(md.params);
+  for (int t = 1; t <= 4; ++t) {
+    Vec gw = grad_at(35, t, 0.0), gb = grad_at(7, t, 2.0);
+    if (t == 1) gw[2] = std::numeric_limits<double>::quiet_NaN();
+    st::Gradients<double> G;
+    G.add(gw.data(), 7, 5);
+    G.add_vector(gb.data(), 7);
+    opt.step(md.params, G, state);
+  }
+  // sign(NaN) = 0 keeps the parameter where it was, but m = b2 m + (1 - b2) g stays NaN.
+  CHECK(std::isnan(std::get<0>(state.layers[0]).m(0, 2)));
+  CHECK(std::isfinite(std::get<0>(state.layers[0]).m(0, 3)));
 }
 
 TEST_CASE("shape mismatches between parameter, gradient and state are clear errors") {

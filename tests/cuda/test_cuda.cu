@@ -368,7 +368,12 @@ void check_executor_on_host() {
   for (int poisoned : {-1, 0, 41, 77}) {
     std::vector<RowMat> g;
     for (int i = 0; i < 80; ++i) g.push_back(RowMat::Ones(1 + i % 3, i == 50 ? 70000 : 5));
-    if (poisoned >= 0) g[std::size_t(poisoned)](0, g[std::size_t(poisoned)].cols() - 1) = std::nanf("");
+    // The bound is |g| < 2^40 for float: the largest float below it passes (tensor 3), 2^40
+    // itself is refused (tensor 77), like NaN and Inf.
+    const float limit = std::ldexp(1.0f, st::gradient_limit_exponent<float>);
+    g[3](0, 0) = -std::nextafter(limit, 0.0f);
+    if (poisoned >= 0)
+      g[std::size_t(poisoned)](0, g[std::size_t(poisoned)].cols() - 1) = poisoned == 77 ? -limit : std::nanf("");
     if (poisoned == 41) g[77](0, 0) = INFINITY;  // a later bad tensor does not hide the first
     int flag = INT_MAX;
     auto launch = [&](const sc::kernels::ChainTable<float, Pack>& tab, int blocks) {

@@ -184,19 +184,22 @@ __global__ void __launch_bounds__(kRowThreads) inv_row_norms(const S* __restrict
   if (threadIdx.x == 0) out[r] = acc > 0.0f ? 1.0f / sqrtf(acc) : 0.0f;
 }
 
-/// The gradient check as a per-element kernel: *flag = min(*flag, id) for a NaN or Inf entry
-/// (flag starts at INT_MAX), so the check of every gradient runs through the same multi-tensor
-/// tables as the optimizer passes (many tensors per launch, read-only: no output).
+/// The gradient check as a per-element kernel: *flag = min(*flag, id) for an entry that is NaN,
+/// Inf or of magnitude >= 2^gradient_limit_exponent<float> (NonFinitePolicy says why; flag
+/// starts at INT_MAX), so the check of every gradient runs through the same multi-tensor tables
+/// as the optimizer passes (many tensors per launch, read-only: no output). !(|u| < limit) is
+/// also true for NaN.
 struct FiniteCheck {
   int* flag;
   int id;
+  static constexpr float kLimit = float(1ull << gradient_limit_exponent<float>);
   STEEPEST_HD void begin_row(Index) {}
   template <class P>
   STEEPEST_HD P apply(P u, Index, Index) const {
 #ifdef __CUDA_ARCH__
-    if (!isfinite(float(u))) atomicMin(flag, id);
+    if (!(fabsf(float(u)) < kLimit)) atomicMin(flag, id);
 #else
-    if (!std::isfinite(float(u)) && id < *flag) *flag = id;
+    if (!(std::fabs(float(u)) < kLimit) && id < *flag) *flag = id;
 #endif
     return u;
   }

@@ -79,17 +79,17 @@ class DeviceArray {
 /// save / load's staging (optim/state_io.hpp), found by argument-dependent lookup. The device is
 /// synchronized first, so the copy sees every step enqueued on any stream.
 template <class S>
-void copy_to_host(const DeviceArray<S>& b, void* dst) {
-  if (!b.size()) return;
+void copy_to_host(const DeviceArray<S>& b, Index first, Index count, void* dst) {
+  if (count <= 0) return;
   check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (saving state)");
-  check(cudaMemcpy(dst, b.data(), sizeof(S) * std::size_t(b.size()), cudaMemcpyDeviceToHost),
+  check(cudaMemcpy(dst, b.data() + first, sizeof(S) * std::size_t(count), cudaMemcpyDeviceToHost),
         "cudaMemcpy (saving state)");
 }
 template <class S>
-void copy_from_host(DeviceArray<S>& b, const void* src) {
-  if (!b.size()) return;
+void copy_from_host(DeviceArray<S>& b, Index first, Index count, const void* src) {
+  if (count <= 0) return;
   check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (loading state)");
-  check(cudaMemcpy(b.data(), src, sizeof(S) * std::size_t(b.size()), cudaMemcpyHostToDevice),
+  check(cudaMemcpy(b.data() + first, src, sizeof(S) * std::size_t(count), cudaMemcpyHostToDevice),
         "cudaMemcpy (loading state)");
   check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (loading state)");
 }

@@ -8,6 +8,7 @@
 // cuda/executor.cuh, over the same transforms.
 #pragma once
 
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <utility>
@@ -52,6 +53,31 @@ template <class T, class S, class Space>
 struct state_of<T, S, Space, std::void_t<typename T::template State<S, Space>>> {
   using type = typename T::template State<S, Space>;
 };
+template <class T, class = void>
+struct has_buffer_specs : std::false_type {};
+template <class T>
+struct has_buffer_specs<T, std::void_t<decltype(T::buffers)>> : std::true_type {};
+
+/// Calls f(key, buffer, domain) for each buffer of transform T's state `st`, `prefix` being the
+/// transform's key in its chain ("adam" -> keys "adam.m", "adam.v").
+template <class T, class St, class F>
+void visit_named_one(St& st, const std::string& prefix, F& f) {
+  std::size_t k = 0;
+  st.visit([&](auto& b) {
+    if constexpr (has_buffer_specs<T>::value) {
+      if (k >= T::buffers.size())
+        throw std::logic_error("steepest: transform '" + prefix + "' visits more buffers than its `buffers` names");
+      f(prefix + "." + T::buffers[k].name, b, T::buffers[k].domain);
+    } else {
+      f(prefix + "." + std::to_string(k), b, Domain::Finite);
+    }
+    ++k;
+  });
+  if constexpr (has_buffer_specs<T>::value)
+    if (k != T::buffers.size())
+      throw std::logic_error("steepest: transform '" + prefix + "' visits fewer buffers than its `buffers` names");
+}
+
 template <class T>
 bool elem_needs_rows(FusedForm f) {
   if constexpr (std::is_same_v<T, LayerDualize>) return LayerDualize::needs_rows(f);
@@ -127,11 +153,28 @@ struct Chain {
   static void visit(Tuple& st, F&& f) {
     std::apply([&](auto&... s) { (s.visit(f), ...); }, st);
   }
+  /// Calls f(key, buffer, domain) for every saved buffer, in chain order. The key is
+  /// "<transform name>.<buffer name>" (see BufferSpec), with "#<position>" after the transform
+  /// name when an earlier transform of the chain has the same name.
+  template <class Tuple, class F>
+  static void visit_named(Tuple& st, F&& f) {
+    visit_named_impl(st, f, std::index_sequence_for<Ts...>{});
+  }
 
  private:
   template <class Tuple, std::size_t... I>
   static void init_impl(Tuple& st, Index m, Index n, std::index_sequence<I...>) {
     (Ts::init(std::get<I>(st), m, n), ...);
+  }
+  template <class Tuple, class F, std::size_t... I>
+  static void visit_named_impl(Tuple& st, F& f, std::index_sequence<I...>) {
+    const std::string names[] = {std::string(Ts::name())...};
+    auto prefix = [&](std::size_t i) {
+      for (std::size_t j = 0; j < i; ++j)
+        if (names[j] == names[i]) return names[i] + "#" + std::to_string(i);
+      return names[i];
+    };
+    (detail::visit_named_one<Ts>(std::get<I>(st), prefix(I), f), ...);
   }
   template <std::size_t... I>
   static bool can_fuse_impl(Geometry g, std::index_sequence<I...>) {

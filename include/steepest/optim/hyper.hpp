@@ -6,17 +6,32 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace steepest {
 
-/// What a step does when a gradient holds NaN or Inf.
+/// What a step does when a gradient holds NaN, Inf, or an entry of magnitude >= 2^E, E =
+/// gradient_limit_exponent<S> (2^40 ~ 1.1e12 for float, 2^488 for double).
+///
+/// Why a finite bound: finite input must not give non-finite output. With |g| < 2^(E_max/2 - 24)
+/// a square is < 2^(E_max - 48), so a sum of up to 2^47 squares (every 2-norm of a row, a column
+/// or a whole tensor, and Adam's second moment) is still finite in the scalar type. Without it,
+/// a FLT_MAX gradient made AdamW's second moment Inf (the entry then never moves again),
+/// SGD-Nesterov's parameter -Inf, and a row or column norm Inf (its update silently zero).
 enum class NonFinitePolicy {
   Error,  ///< throw steepest::non_finite_error; parameters, state and step counter unchanged
   Skip,   ///< skip the whole step (all layers); parameters, state and step counter unchanged
-  /// No check: saves the read pass over the gradients (4 bytes/param); a NaN or Inf then
-  /// propagates into the parameters and state. For callers that check gradients themselves.
+  /// No check: saves the read pass over the gradients (4 bytes/param). A NaN, an Inf or an
+  /// entry past the limit then reaches the parameters and state, and stays there: a NaN in a
+  /// moment (Lion's, Adam's) is carried by every later step. For callers that check gradients
+  /// themselves.
   Unchecked,
 };
+
+/// Gradient entries must have |g| < 2^gradient_limit_exponent<S> to be stepped under
+/// NonFinitePolicy::Error or Skip (see NonFinitePolicy).
+template <class S>
+inline constexpr int gradient_limit_exponent = std::numeric_limits<S>::max_exponent / 2 - 24;
 
 /// How the update of a matrix layer is multiplied by a shape factor after the geometry.
 enum class ShapeFactor {

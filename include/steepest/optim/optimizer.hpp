@@ -16,7 +16,8 @@
 //   - one gradient per tensor of the parameter set, with the tensor's shape, and one state layer
 //     per layer with the layer's name and shape (steepest::shape_error names the layer and both
 //     shapes);
-//   - every gradient entry is finite; otherwise hp.on_non_finite decides: Error throws
+//   - every gradient entry is finite and below 2^gradient_limit_exponent<S> in magnitude (2^40
+//     for float: hyper.hpp says why); otherwise hp.on_non_finite decides: Error throws
 //     steepest::non_finite_error, Skip returns false. Either way the step counter is unchanged.
 #pragma once
 
@@ -42,6 +43,15 @@ struct RoleDefaults {
   double lr_scale = 1.0;
 };
 
+/// What a state layer was made for, fixed at init: save() records it and load() refuses a file
+/// whose layer differs in any field (a MOGA-row file into MOGA-col state, swapped roles, ...).
+struct LayerRecord {
+  std::string name;
+  Index rows = 0, cols = 0;
+  Role role = Role::Hidden;
+  std::string geometry;  ///< the layer's Geometry::name() (its norm, polar method and schedule)
+};
+
 /// Per-layer state of an optimizer: what `init` returns and `save`/`load` persist. Its buffers
 /// live in the parameter set's memory space; the layout is the same in every space.
 template <class S, class ChainT, class Space = Host>
@@ -51,8 +61,7 @@ struct OptimizerState {
   using space_type = Space;
   long long step = 0;  ///< completed steps
   std::vector<std::size_t> index;  ///< the parameter-set layer each state layer belongs to
-  std::vector<std::string> names;
-  std::vector<std::pair<Index, Index>> shapes;
+  std::vector<LayerRecord> records;  ///< what each state layer was made for
   std::vector<typename ChainT::template LayerState<S, Space>> layers;
   /// The executor's scratch, reused across steps (not saved; see HostScratch).
   typename Space::template scratch<S> scratch;
@@ -63,11 +72,13 @@ struct OptimizerState {
     for (auto& l : layers) ChainT::visit(l, [&](auto& buf) { b += sizeof(S) * std::size_t(buf.size()); });
     return b;
   }
-  /// f(name, rows, cols, visit) for each layer in order; visit(g) calls g(buffer) per buffer.
+  /// f(record, chain_name, visit) for each layer in order; visit(g) calls
+  /// g(key, buffer, domain) per saved buffer (ChainT::visit_named).
   template <class F>
   void for_each_layer(F&& f) {
+    const std::string chain = ChainT::name();
     for (std::size_t i = 0; i < layers.size(); ++i)
-      f(names[i], shapes[i].first, shapes[i].second, [&](auto&& g) { ChainT::visit(layers[i], g); });
+      f(records[i], chain, [&](auto&& g) { ChainT::visit_named(layers[i], g); });
   }
   void set_step(long long t) { step = t; }
 };
@@ -110,14 +121,15 @@ bool gradients_finite(const ParamSet<S, Space>& params, const Gradients<S, Space
   std::size_t bad = grads.size();
   if constexpr (is_host_v<Space>) {
     for (std::size_t i = 0; i < grads.size() && bad == grads.size(); ++i)
-      if (!simd::all_finite(grads.data(i), grads.rows(i) * grads.cols(i))) bad = i;
+      if (!simd::all_finite<gradient_limit_exponent<S>>(grads.data(i), grads.rows(i) * grads.cols(i))) bad = i;
   } else {
     bad = Space::first_non_finite(params, grads);
   }
   if (bad == grads.size()) return true;
   if (policy == NonFinitePolicy::Skip) return false;
   throw non_finite_error("parameter '" + params.tensors()[bad].name +
-                         "': gradient has NaN or Inf entries; step refused, nothing changed");
+                         "': gradient has NaN or Inf entries, or entries of magnitude >= 2^" +
+                         std::to_string(gradient_limit_exponent<S>) + "; step refused, nothing changed");
 }
 
 /// Each layer's norm in the geometry `opt.geometry_of(layer)` gives it (plain or routed
@@ -186,8 +198,7 @@ class Optimizer {
     for (std::size_t k : index) {
       const Layer<S>& l = params[k];
       if constexpr (!is_host_v<Space>) Space::check_layer(*this, l);  // a geometry the device lacks
-      st.names.push_back(l.name);
-      st.shapes.emplace_back(l.rows, l.cols);
+      st.records.push_back({l.name, l.rows, l.cols, l.role, geometry_of(l).name()});
       st.layers.emplace_back();
       ChainT::init(st.layers.back(), l.rows, l.cols);
       if constexpr (is_host_v<Space>) st.scratch.add_layer();
@@ -219,13 +230,14 @@ class Optimizer {
   void check_state(const ParamSet<S, Space>& params, const State<S, Space>& st) const {
     for (std::size_t j = 0; j < st.layers.size(); ++j) {
       const std::size_t k = st.index[j];
+      const LayerRecord& r = st.records[j];
       if (k >= params.size())
-        throw shape_error("step: optimizer state layer '" + st.names[j] + "' has no parameter (state from another model?)");
+        throw shape_error("step: optimizer state layer '" + r.name + "' has no parameter (state from another model?)");
       const auto& l = params[k];
-      if (st.shapes[j] != std::make_pair(l.rows, l.cols) || st.names[j] != l.name)
+      if (r.rows != l.rows || r.cols != l.cols || r.name != l.name)
         throw shape_error("parameter '" + l.name + "' (" + shape_string(l.rows, l.cols) +
-                          "): optimizer state layer " + std::to_string(j) + " is '" + st.names[j] +
-                          "' " + shape_string(st.shapes[j].first, st.shapes[j].second));
+                          "): optimizer state layer " + std::to_string(j) + " is '" + r.name + "' " +
+                          shape_string(r.rows, r.cols));
     }
   }
 

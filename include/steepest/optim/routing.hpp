@@ -129,16 +129,14 @@ struct RoutedState {
     std::apply([&](auto&... p) { ((b += p.state_bytes()), ...); }, parts);
     return b;
   }
-  /// f(name, rows, cols, visit) for each layer in parameter-set order.
+  /// f(record, chain_name, visit) for each layer in parameter-set order (see OptimizerState).
   template <class F>
   void for_each_layer(F&& f) {
     for (std::size_t k = 0; k < route.size(); ++k)
       detail::apply_at(parts, route[k], [&](auto& p) {
         const std::size_t j = local[k];
         using P = std::decay_t<decltype(p)>;
-        f(p.names[j], p.shapes[j].first, p.shapes[j].second, [&, j](auto&& g) {
-          P::chain_type::visit(p.layers[j], g);
-        });
+        f(p.records[j], P::chain_type::name(), [&, j](auto&& g) { P::chain_type::visit_named(p.layers[j], g); });
       });
   }
   void set_step(long long t) {

@@ -69,16 +69,17 @@ inline constexpr bool is_host_v = std::is_same_v<Space, Host>;
 template <class S, class Space>
 using buffer_t = typename Space::template buffer<S>;
 
-/// Copies a state buffer's size() scalars to / from host bytes (what save and load use; the
-/// bytes need not be aligned, they are a file's). Host buffers are plain memory; a device space
-/// overloads these for its buffer type (found by argument-dependent lookup).
+/// Copies `count` scalars of a state buffer, from flat (row-major) position `first`, to / from
+/// host bytes: what save and load stream through (the bytes need not be aligned, they are a
+/// file's). Host buffers are plain memory; a device space overloads these for its buffer type
+/// (found by argument-dependent lookup).
 template <class S>
-void copy_to_host(const RowMatrix<S>& b, void* dst) {
-  if (b.size()) std::memcpy(dst, b.data(), sizeof(S) * std::size_t(b.size()));
+void copy_to_host(const RowMatrix<S>& b, Index first, Index count, void* dst) {
+  if (count > 0) std::memcpy(dst, b.data() + first, sizeof(S) * std::size_t(count));
 }
 template <class S>
-void copy_from_host(RowMatrix<S>& b, const void* src) {
-  if (b.size()) std::memcpy(b.data(), src, sizeof(S) * std::size_t(b.size()));
+void copy_from_host(RowMatrix<S>& b, Index first, Index count, const void* src) {
+  if (count > 0) std::memcpy(b.data() + first, src, sizeof(S) * std::size_t(count));
 }
 
 }  // namespace steepest

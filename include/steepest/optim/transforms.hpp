@@ -7,7 +7,11 @@
 //   static const char* name();
 // State buffers are `buffer_t<S, Space>` (an Eigen matrix on the host, a device array on a CUDA
 // device: optim/space.hpp), so one State layout serves both backends. `visit` lists the state's
-// buffers in a fixed order: that is what save/load and equality use.
+// buffers in a fixed order: that is what save/load and equality use. A transform with buffers
+// names them and states what values they may hold, in visit order:
+//   static constexpr std::array<BufferSpec, 2> buffers{{{"m", Domain::Finite}, {"v", Domain::NonNegative}}};
+// A checkpoint stores each buffer under that name and load() refuses values outside the domain.
+// Without `buffers`, the buffers are called "0", "1", ... and must be finite.
 //
 // Elementwise transforms also provide the fused form used when every transform of a chain has
 // one (Chain::fused on the host, the multi-tensor kernels on a device):
@@ -22,6 +26,7 @@
 
 #include <Eigen/Core>
 
+#include <array>
 #include <cmath>
 
 #include "../backend/eigen/packet.hpp"
@@ -45,6 +50,18 @@ struct Ctx {
   double radius;                        ///< resolved radius of the layer
   typename Space::template workspace<S>& ws;
   const S* grad = nullptr;              ///< the raw gradient (contiguous layers; the fused path)
+};
+
+/// The values a saved state buffer may hold; load() refuses a checkpoint with others.
+enum class Domain {
+  Finite,       ///< finite (moments, momenta)
+  NonNegative,  ///< finite and >= 0 (second moments)
+  Any,          ///< anything, NaN and infinities included
+};
+/// One named state buffer of a transform (see the file comment).
+struct BufferSpec {
+  const char* name;
+  Domain domain;
 };
 
 /// A host state buffer (kept for code written against it; transforms use buffer_t<S, Space>).
@@ -72,6 +89,7 @@ struct Momentum {
     template <class F>
     void visit(F&& f) { f(m); }
   };
+  static constexpr std::array<BufferSpec, 1> buffers{{{"m", Domain::Finite}}};
   template <class S, class Space>
   static void init(State<S, Space>& st, Index r, Index c) { st.m = buffer_t<S, Space>::Zero(r, c); }
   template <class S>
@@ -146,6 +164,7 @@ struct AdamMoments {
     template <class F>
     void visit(F&& f) { f(m); f(v); }
   };
+  static constexpr std::array<BufferSpec, 2> buffers{{{"m", Domain::Finite}, {"v", Domain::NonNegative}}};
   template <class S, class Space>
   static void init(State<S, Space>& st, Index r, Index c) {
     st.m = buffer_t<S, Space>::Zero(r, c);
@@ -198,6 +217,7 @@ struct LionMoment {
     template <class F>
     void visit(F&& f) { f(m); }
   };
+  static constexpr std::array<BufferSpec, 1> buffers{{{"m", Domain::Finite}}};
   template <class S, class Space>
   static void init(State<S, Space>& st, Index r, Index c) { st.m = buffer_t<S, Space>::Zero(r, c); }
   template <class S>

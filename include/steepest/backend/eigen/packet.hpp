@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <type_traits>
 
 #if defined(_OPENMP)
@@ -115,17 +116,23 @@ STEEPEST_HD inline P sign(const P& x) {
   }
 }
 
-/// True when every entry of p[0..n) is finite. One contiguous SIMD read pass: x * 0 is 0 for
-/// finite x and NaN for +-inf or NaN, and NaN survives the sum (no early exit: the common case
-/// is all-finite, and a branch-free loop runs at memory speed). Large arrays are split over
-/// OpenMP threads when the user's build enables OpenMP and no parallel region is active; this
-/// region and the update's must not be nested in another region, or libgomp serves them with
-/// different thread teams and each step pays for it (measured: 3-10x slower at 2 threads).
-template <class S>
+/// True when every entry of p[0..n) is finite with |p[i]| < 2^Limit (Limit = 0: finite only).
+/// One contiguous SIMD read pass: x * 2^(E_max - Limit) overflows to +-inf exactly when
+/// |x| >= 2^Limit (the largest value below 2^Limit scales to exactly the largest finite one), and
+/// y * 0 is 0 for finite y and NaN for +-inf or NaN; NaN survives the sum. No early exit: the
+/// common case is all-finite, and a branch-free loop runs at memory speed. Large arrays are
+/// split over OpenMP threads when the user's build enables OpenMP and no parallel region is
+/// active; this region and the update's must not be nested in another region, or libgomp
+/// serves them with different thread teams and each step pays for it (measured: 3-10x slower at
+/// 2 threads).
+template <int Limit = 0, class S>
 bool all_finite(const S* p, Index n) {
   using P = Packet<S>;
   constexpr Index PS = packet_size<S>;
   constexpr Index kBlock = Index(1) << 14;
+  constexpr int kScaleExp = Limit == 0 ? 0 : std::numeric_limits<S>::max_exponent - Limit;
+  static_assert(Limit == 0 || (Limit > 0 && kScaleExp > 0), "all_finite: Limit out of range");
+  const S scale = std::ldexp(S(1), kScaleExp);
   const Index nblocks = (n + kBlock - 1) / kBlock;
   int bad = 0;
 #if defined(_OPENMP)
@@ -134,11 +141,11 @@ bool all_finite(const S* p, Index n) {
   for (Index b = 0; b < nblocks; ++b) {
     const Index lo = b * kBlock, hi = std::min(n, lo + kBlock);
     P acc = ei::pset1<P>(S(0));
-    const P zero = ei::pset1<P>(S(0));
+    const P zero = ei::pset1<P>(S(0)), sc = ei::pset1<P>(scale);
     Index i = lo;
-    for (; i + PS <= hi; i += PS) acc = ei::padd(acc, ei::pmul(ei::ploadu<P>(p + i), zero));
+    for (; i + PS <= hi; i += PS) acc = ei::padd(acc, ei::pmul(ei::pmul(ei::ploadu<P>(p + i), sc), zero));
     S tail = S(0);
-    for (; i < hi; ++i) tail += p[i] * S(0);
+    for (; i < hi; ++i) tail += (p[i] * scale) * S(0);
     bad |= !(ei::predux(acc) + tail == S(0));
   }
   return bad == 0;

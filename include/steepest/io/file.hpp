@@ -1,0 +1,175 @@
+// steepest/io/file.hpp -- durable file writes and bounded file reads (POSIX), for checkpoints.
+//
+// Writing (DurableWriter): the bytes go to one temporary file per target, "<path>.tmp", opened
+// with O_TRUNC, so a save that was killed leaves at most one stale temporary, which the next
+// save to the same path reuses. commit() then
+//   1. fsync()s the temporary (its data and size are on disk before its name is),
+//   2. close()s it and checks the result (NFS and quota errors are reported at close),
+//   3. rename()s it over `path` (atomic: a reader sees the old file or the new one), and
+//   4. fsync()s the directory, so the rename itself survives a power loss.
+// Any failure removes the temporary and throws state_file_error; `path` is untouched until the
+// rename. Two processes saving to the same path at once are not supported (they share the
+// temporary): give each writer (each rank) its own path.
+//
+// Reading (InputFile): refuses anything that is not a regular file (a FIFO, a device such as
+// /dev/zero, a directory) before reading a byte, and knows the file's size up front, so a
+// reader can compare it with what a header announces before reading the payload.
+#pragma once
+
+#include <cerrno>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+namespace steepest {
+
+/// Every error of reading or writing an optimizer-state file (I/O, format, identity, values).
+class state_file_error : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+namespace io {
+
+namespace detail {
+inline std::string errno_text() { return std::strerror(errno); }
+inline std::string directory_of(const std::string& path) {
+  const auto slash = path.find_last_of('/');
+  if (slash == std::string::npos) return ".";
+  return slash == 0 ? "/" : path.substr(0, slash);
+}
+}  // namespace detail
+
+/// Writes a file through "<path>.tmp" and moves it into place durably (see the file comment).
+class DurableWriter {
+ public:
+  explicit DurableWriter(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp") {
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd_ < 0) throw state_file_error("cannot write '" + tmp_ + "': " + detail::errno_text());
+  }
+  DurableWriter(const DurableWriter&) = delete;
+  DurableWriter& operator=(const DurableWriter&) = delete;
+  /// Not committed (an exception on the way): the temporary is closed and removed.
+  ~DurableWriter() {
+    if (fd_ >= 0) {
+      ::close(fd_);
+      ::unlink(tmp_.c_str());
+    }
+  }
+
+  void write(const void* data, std::size_t n) {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      const ssize_t w = ::write(fd_, p, n);
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) fail("writing");
+      p += w;
+      n -= std::size_t(w);
+      written_ += std::uint64_t(w);
+    }
+  }
+  /// Overwrites bytes already written at `offset` (a header field known only at the end).
+  void write_at(std::uint64_t offset, const void* data, std::size_t n) {
+    const char* p = static_cast<const char*>(data);
+    while (n > 0) {
+      const ssize_t w = ::pwrite(fd_, p, n, off_t(offset));
+      if (w < 0 && errno == EINTR) continue;
+      if (w <= 0) fail("writing");
+      p += w;
+      n -= std::size_t(w);
+      offset += std::uint64_t(w);
+    }
+  }
+  std::uint64_t written() const { return written_; }
+
+  /// fsync, close, rename over the target, fsync the directory.
+  void commit() {
+    if (::fsync(fd_) != 0) fail("fsync of");
+    const int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) {
+      const std::string why = detail::errno_text();
+      ::unlink(tmp_.c_str());
+      throw state_file_error("closing '" + tmp_ + "' failed: " + why);
+    }
+    if (::rename(tmp_.c_str(), path_.c_str()) != 0) {
+      const std::string why = detail::errno_text();
+      ::unlink(tmp_.c_str());
+      throw state_file_error("cannot rename '" + tmp_ + "' to '" + path_ + "': " + why);
+    }
+    const std::string dir = detail::directory_of(path_);
+    const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) throw state_file_error("saved '" + path_ + "' but cannot open its directory to fsync it: " + detail::errno_text());
+    const int rc = ::fsync(dfd);
+    const std::string why = rc != 0 ? detail::errno_text() : std::string();
+    ::close(dfd);
+    if (rc != 0) throw state_file_error("saved '" + path_ + "' but fsync of its directory failed: " + why);
+  }
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+  std::uint64_t written_ = 0;
+
+  [[noreturn]] void fail(const char* what) {
+    const std::string why = detail::errno_text();
+    ::close(fd_);
+    fd_ = -1;
+    ::unlink(tmp_.c_str());
+    throw state_file_error(std::string(what) + " '" + tmp_ + "' failed: " + why);
+  }
+};
+
+/// A regular file opened for reading, with its size known before the first read.
+class InputFile {
+ public:
+  explicit InputFile(const std::string& path) : path_(path) {
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // O_NONBLOCK: a FIFO must not hang open()
+    if (fd_ < 0) throw state_file_error("cannot open state file '" + path + "': " + detail::errno_text());
+    struct stat sb;
+    if (::fstat(fd_, &sb) != 0) {
+      const std::string why = detail::errno_text();
+      ::close(fd_);
+      throw state_file_error("cannot stat state file '" + path + "': " + why);
+    }
+    if (!S_ISREG(sb.st_mode)) {
+      ::close(fd_);
+      throw state_file_error("state file '" + path + "' is not a regular file");
+    }
+    size_ = std::uint64_t(sb.st_size);
+  }
+  InputFile(const InputFile&) = delete;
+  InputFile& operator=(const InputFile&) = delete;
+  ~InputFile() { ::close(fd_); }
+
+  std::uint64_t size() const { return size_; }
+  std::uint64_t position() const { return pos_; }
+  const std::string& path() const { return path_; }
+
+  /// Reads exactly n bytes at the current position; a short file throws ("truncated").
+  void read(void* data, std::size_t n) {
+    char* p = static_cast<char*>(data);
+    while (n > 0) {
+      const ssize_t r = ::read(fd_, p, n);
+      if (r < 0 && errno == EINTR) continue;
+      if (r < 0) throw state_file_error("reading state file '" + path_ + "' failed: " + detail::errno_text());
+      if (r == 0) throw state_file_error("state file '" + path_ + "': truncated (it shrank while being read)");
+      p += r;
+      n -= std::size_t(r);
+      pos_ += std::uint64_t(r);
+    }
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  std::uint64_t size_ = 0, pos_ = 0;
+};
+
+}  // namespace io
+}  // namespace steepest

@@ -1,0 +1,515 @@
+// Checkpoints (optim/state_io.hpp): the safetensors layout, identity and value checks, version-1
+// files, durability and tidiness, memory, and the small JSON and CRC-32 pieces under them.
+// Independent references: the CRC-32 check value of the standard, hand-written JSON, a
+// version-1 writer written here from the format's description, bytes edited by hand.
+#include <doctest/doctest.h>
+
+#include <steepest/steepest.hpp>
+
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "optim_helpers.hpp"
+#include "state_v1_writer.hpp"
+
+namespace st = steepest;
+using optim_test::grad_at;
+using optim_test::hyper;
+
+namespace {
+
+std::string slurp(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+void spit(const std::string& path, const std::string& bytes) {
+  std::ofstream f(path, std::ios::binary | std::ios::trunc);
+  f.write(bytes.data(), std::streamsize(bytes.size()));
+}
+bool exists(const std::string& path) {
+  struct stat sb;
+  return ::stat(path.c_str(), &sb) == 0;
+}
+
+/// A small model with every role: hidden 6x5, embedding 5x4, output 3x6, a vector of 6.
+template <class S>
+struct Net {
+  std::vector<S> h, e, o, v;
+  st::ParamSet<S> params;
+  explicit Net(bool swap_roles = false) : h(30), e(20), o(18), v(6) {
+    for (auto* p : {&h, &e, &o, &v})
+      for (std::size_t i = 0; i < p->size(); ++i) (*p)[i] = S(0.1 * std::sin(double(i) + double(p->size())));
+    params.add("h", st::Role::Hidden, h.data(), 6, 5);
+    params.add("e", swap_roles ? st::Role::Output : st::Role::Embedding, e.data(), 5, 4);
+    params.add("o", swap_roles ? st::Role::Embedding : st::Role::Output, o.data(), 3, 6);
+    params.add_vector("v", v.data(), 6);
+  }
+  template <class Opt, class State>
+  void step(const Opt& opt, State& state, int t) {
+    std::vector<std::vector<S>> g;
+    st::Gradients<S> G;
+    for (const auto* p : {&h, &e, &o, &v}) {
+      const auto d = grad_at(p->size(), t, double(p->size()));
+      g.emplace_back(d.begin(), d.end());
+    }
+    G.add(g[0].data(), 6, 5);
+    G.add(g[1].data(), 5, 4);
+    G.add(g[2].data(), 3, 6);
+    G.add_vector(g[3].data(), 6);
+    opt.step(params, G, state);
+  }
+};
+
+/// Every buffer of a state, flattened, and its step: what "nothing changed" compares.
+template <class State>
+std::pair<long long, std::vector<double>> snapshot(State& s) {
+  std::vector<double> all;
+  s.for_each_layer([&](const st::LayerRecord&, const std::string&, auto&& visit) {
+    visit([&](const std::string&, auto& b, st::Domain) { all.insert(all.end(), b.data(), b.data() + b.size()); });
+  });
+  return {s.step, all};
+}
+
+/// The header of a version-2 file, and its tensor bytes.
+struct Parts {
+  std::string header, payload;
+};
+Parts split(const std::string& file) {
+  std::uint64_t n = 0;
+  std::memcpy(&n, file.data(), 8);
+  return {file.substr(8, n), file.substr(8 + n)};
+}
+/// Reassembles a file from an edited header and payload, padding the header and recomputing the
+/// CRC as save() does (so that a test reaches the check it means to reach).
+std::string join(std::string header, const std::string& payload, bool fix_crc = true) {
+  while (!header.empty() && header.back() == ' ') header.pop_back();
+  header.append((8 - (8 + header.size()) % 8) % 8, ' ');
+  std::string out(8, '\0');
+  const std::uint64_t n = header.size();
+  std::memcpy(out.data(), &n, 8);
+  out += header + payload;
+  const auto at = out.find("\"crc32\":\"");
+  if (fix_crc && at != std::string::npos) {
+    out.replace(at + 9, 8, "00000000");
+    char hex[9];
+    std::snprintf(hex, sizeof hex, "%08x", unsigned(st::io::crc32(out.data(), out.size())));
+    out.replace(at + 9, 8, hex);
+  }
+  return out;
+}
+std::string replace_once(std::string s, const std::string& from, const std::string& to) {
+  const auto at = s.find(from);
+  REQUIRE_MESSAGE(at != std::string::npos, from);
+  return s.replace(at, from.size(), to);
+}
+
+}  // namespace
+
+TEST_CASE("CRC-32 and the JSON reader against their standards") {
+  CHECK(st::io::crc32("123456789", 9) == 0xCBF43926u);  // the check value of CRC-32/ISO-HDLC
+  CHECK(st::io::crc32("", 0) == 0u);
+  std::string long_text(1000, 'x');
+  for (std::size_t i = 0; i < long_text.size(); ++i) long_text[i] = char(i * 7 + 3);
+  st::io::Crc32 c;  // incremental == one shot, across 8-byte and odd boundaries
+  c.update(long_text.data(), 13);
+  c.update(long_text.data() + 13, 987);
+  CHECK(c.value() == st::io::crc32(long_text.data(), long_text.size()));
+  std::uint32_t bitwise = 0xFFFFFFFFu;  // the plain bit-at-a-time definition
+  for (unsigned char ch : long_text) {
+    bitwise ^= ch;
+    for (int k = 0; k < 8; ++k) bitwise = (bitwise & 1u) ? (bitwise >> 1) ^ 0xEDB88320u : bitwise >> 1;
+  }
+  CHECK((bitwise ^ 0xFFFFFFFFu) == c.value());
+
+  namespace js = st::json;
+  const auto v = js::parse(R"( {"a": [1, -2.5e3, true, null], "b\u00e9\ud83d\ude00": "x\"\\\/\n", "n": 18446744073709551615} )");
+  REQUIRE(v.is(js::Value::Type::Object));
+  CHECK(v.find("a")->items.size() == 4);
+  CHECK(v.find("b\xc3\xa9\xf0\x9f\x98\x80")->text == "x\"\\/\n");
+  std::uint64_t u = 0;
+  CHECK(v.find("n")->to_u64(u));
+  CHECK(u == 18446744073709551615ull);
+  CHECK_FALSE(v.find("a")->items[1].to_u64(u));                        // negative, fraction: not a count
+  CHECK_FALSE(js::parse("18446744073709551616").to_u64(u));            // 2^64 overflows
+  for (const char* bad : {"", "{", "{\"a\":1,}", "[1 2]", "{\"a\":1,\"a\":2}", "01", "1.", "\"\\ud800\"",
+                          "\"a\nb\"", "{} x", "nul", "[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]", "\"\\x\""}) {
+    CAPTURE(bad);
+    CHECK_THROWS_AS(js::parse(bad), js::parse_error);
+  }
+  CHECK(js::parse(js::quote(std::string("q\"\\\x01\t"))).text == std::string("q\"\\\x01\t"));
+  CHECK(js::number(0.1) == "0.1");
+  CHECK(std::strtod(js::number(1.0 / 3.0).c_str(), nullptr) == 1.0 / 3.0);
+}
+
+TEST_CASE("every named optimizer: save -> load restores every buffer bitwise, in the safetensors layout") {
+  const std::string path = "steepest_ckpt_named.safetensors";
+  auto check = [&](const char* what, auto opt) {
+    CAPTURE(what);
+    Net<float> a, b;
+    auto sa = opt.init(a.params);
+    for (int t = 1; t <= 3; ++t) a.step(opt, sa, t);
+    st::save(opt, sa, path);
+    CHECK_FALSE(exists(path + ".tmp"));
+    auto sb = opt.init(b.params);
+    st::load(opt, sb, path);
+    CHECK(snapshot(sb) == snapshot(sa));
+    b.h = a.h, b.e = a.e, b.o = a.o, b.v = a.v;  // the same weights, then the same steps
+    for (int t = 4; t <= 5; ++t) a.step(opt, sa, t), b.step(opt, sb, t);
+    CHECK(a.h == b.h);
+    CHECK(a.e == b.e);
+    CHECK(a.o == b.o);
+    CHECK(a.v == b.v);
+    // The layout: 8-byte length, JSON header padded to 8 bytes, tensors in layer order.
+    const std::string file = slurp(path);
+    const Parts p = split(file);
+    CHECK((8 + p.header.size()) % 8 == 0);
+    const auto h = st::json::parse(p.header);
+    const auto* meta = h.find("__metadata__");
+    REQUIRE(meta);
+    CHECK(meta->find("format")->text == "steepest.optimizer-state");
+    CHECK(meta->find("step")->text == "3");
+    CHECK(meta->find("optimizer")->text == opt.name());
+    std::size_t bytes = 0;
+    for (const auto& [k, v] : h.members)
+      if (k != "__metadata__") {
+        std::uint64_t r = 0, c = 0;
+        REQUIRE(v.find("shape")->items[0].to_u64(r));
+        REQUIRE(v.find("shape")->items[1].to_u64(c));
+        bytes += 4 * std::size_t(r * c);
+      }
+    CHECK(bytes == p.payload.size());
+  };
+  const st::Hyper hp = hyper(0.01, 0.9, 0.99, 0.1);
+  check("sgd", st::sgd(hp));
+  check("sgd-nesterov", st::sgd_nesterov(hp));
+  check("adamw", st::adamw(hp));
+  check("adamw-rescaled", st::adamw_rescaled(hp));
+  check("sign", st::sign_descent(hp));
+  check("lion", st::lion(hp));
+  check("moga-row", st::moga_row(hp));
+  check("moga-col", st::moga_col(hp));
+  check("muon", st::muon(hp));
+  check("muon-polar-express", st::muon<st::SpectralPolarExpress>(hp));
+  check("muon-scion", st::muon_scion(hp));
+  check("scion", st::scion(hp));
+  check("scion-unconstrained", st::scion_unconstrained(hp));
+  std::remove(path.c_str());
+}
+
+TEST_CASE("a file from another optimizer, geometry, role layout or scalar type is refused, nothing changes") {
+  const std::string path = "steepest_ckpt_identity.safetensors";
+  const st::Hyper hp = hyper(0.01, 0.9, 0.99, 0.0);
+  auto refused = [&](auto saver, auto loader, const char* expect, bool swap_roles = false) {
+    CAPTURE(expect);
+    Net<float> a, b(swap_roles);
+    auto sa = saver.init(a.params);
+    a.step(saver, sa, 1);
+    st::save(saver, sa, path);
+    auto sb = loader.init(b.params);
+    b.step(loader, sb, 1);
+    b.step(loader, sb, 2);
+    const auto before = snapshot(sb);
+    CHECK_THROWS_WITH_AS(st::load(loader, sb, path), doctest::Contains(expect), st::state_file_error);
+    CHECK(snapshot(sb) == before);
+  };
+  // Same chain, other geometry: MOGA-row <-> MOGA-col, Muon by Newton-Schulz / Polar Express / SVD.
+  refused(st::moga_row(hp), st::moga_col(hp), "saved with geometry 'mean(2->inf)', the optimizer gives it 'mean(1->2)'");
+  refused(st::moga_col(hp), st::moga_row(hp), "saved with geometry 'mean(1->2)'");
+  refused(st::muon(hp), st::muon<st::SpectralPolarExpress>(hp), "geometry '2->2 (quinticx5)'");
+  refused(st::muon<st::SpectralPolarExpress>(hp), st::muon<st::SpectralExact>(hp), "geometry '2->2 (polar-expressx5)'");
+  refused(st::muon<st::SpectralExact>(hp), st::muon(hp), "geometry '2->2 (svd)'");
+  // Swapped roles (same names and shapes): AdamW gives every role the same geometry, so only the
+  // role tells them apart.
+  refused(st::adamw(hp), st::adamw(hp), "layer 'e': saved with role 'embedding', the optimizer gives it 'output'", true);
+  // Another chain, another routing.
+  refused(st::adamw(hp), st::lion(hp), "saved by optimizer 'adam+step', not 'lion+step'");
+  refused(st::muon(hp), st::muon_scion(hp), "saved by optimizer 'routed(role=hidden");
+  // Another scalar type.
+  {
+    Net<double> d;
+    auto opt = st::adamw(hp);
+    auto sd = opt.init(d.params);
+    d.step(opt, sd, 1);
+    st::save(opt, sd, path);
+    Net<float> f;
+    auto sf = opt.init(f.params);
+    const auto before = snapshot(sf);
+    CHECK_THROWS_WITH_AS(st::load(opt, sf, path), doctest::Contains("dtype F64, the state's is F32"), st::state_file_error);
+    CHECK(snapshot(sf) == before);
+  }
+  std::remove(path.c_str());
+}
+
+TEST_CASE("crafted files: impossible values, broken structure and wrong sizes are refused, nothing changes") {
+  const std::string path = "steepest_ckpt_crafted.safetensors";
+  const st::Hyper hp = hyper(0.01, 0.9, 0.99, 0.0);
+  auto opt = st::muon(hp);  // momentum on h, Adam's m and v on the rest
+  Net<float> net;
+  auto state = opt.init(net.params);
+  net.step(opt, state, 1);
+  net.step(opt, state, 2);
+  st::save(opt, state, path);
+  const std::string good = slurp(path);
+  const Parts p = split(good);
+  const auto before = snapshot(state);
+  auto refused = [&](const std::string& bytes, const char* expect) {
+    CAPTURE(expect);
+    spit(path, bytes);
+    CHECK_THROWS_WITH_AS(st::load(opt, state, path), doctest::Contains(expect), st::state_file_error);
+    CHECK(snapshot(state) == before);
+  };
+  // The file as saved loads (the edits below are what makes each one fail).
+  spit(path, join(p.header, p.payload));
+  st::load(opt, state, path);
+  CHECK(snapshot(state) == before);
+
+  // Step counts outside [0, 2^53].
+  for (const char* step : {"-3", "-6400000000000000000", "9007199254740993", "1e3", "", "abc"})
+    refused(join(replace_once(p.header, "\"step\":\"2\"", std::string("\"step\":\"") + step + "\""), p.payload),
+            "is not a count in [0, 2^53]");
+  // Values outside their buffer's domain, at a known entry (the tensors' offsets are read from the header).
+  auto poke = [&](const std::string& tensor, std::size_t entry, float value) {
+    const auto h = st::json::parse(p.header);
+    std::uint64_t begin = 0;
+    REQUIRE(h.find(tensor));
+    REQUIRE(h.find(tensor)->find("data_offsets")->items[0].to_u64(begin));
+    std::string payload = p.payload;
+    std::memcpy(&payload[begin + 4 * entry], &value, 4);
+    return join(p.header, payload);
+  };
+  refused(poke("e/adam.m", 3, std::numeric_limits<float>::quiet_NaN()), "layer 'e', buffer 'adam.m': entry 3 is nan");
+  refused(poke("o/adam.v", 0, -1.0f), "layer 'o', buffer 'adam.v': entry 0 is -1, outside its domain (finite and >= 0)");
+  refused(poke("h/nesterov-ema.m", 29, std::numeric_limits<float>::infinity()), "buffer 'nesterov-ema.m': entry 29 is inf");
+  // A flipped tensor byte without a new CRC; the CRC field itself damaged.
+  std::string flipped = good;
+  flipped[flipped.size() - 2] ^= 0x10;
+  refused(flipped, "checksum mismatch");
+  refused(join(replace_once(p.header, "\"crc32\":\"", "\"crc32\":\"x"), p.payload, false), "malformed crc32");
+  // Structure: the header length, the JSON, the tensor table, the file size.
+  refused("", "truncated (0 bytes)");
+  refused(good.substr(0, 7), "truncated (7 bytes)");
+  refused(good.substr(0, good.size() - 1), "size");
+  refused(good + "x", "size");
+  std::string huge = good;
+  const std::uint64_t too_long = good.size();
+  std::memcpy(huge.data(), &too_long, 8);
+  refused(huge, "header length");
+  refused(join("{\"__metadata__\":", p.payload), "header: JSON");
+  refused(join(replace_once(p.header, "{\"__metadata__\":{", "{\"__metadata__\":{\"format\":\"x\","), p.payload),
+          "duplicate key");
+  refused(join(replace_once(p.header, "steepest.optimizer-state", "other.format"), p.payload), "format 'other.format'");
+  refused(join(replace_once(p.header, "\"format_version\":\"2\"", "\"format_version\":\"7\""), p.payload), "version 7");
+  refused(join(replace_once(p.header, "\"e/adam.m\"", "\"e/adam.q\""), p.payload), "no tensor 'e/adam.m'");
+  refused(join(replace_once(p.header, "\"dtype\":\"F32\",\"shape\":[5,4]", "\"dtype\":\"F16\",\"shape\":[5,4]"), p.payload),
+          "is not F32");
+  refused(join(replace_once(p.header, "\"shape\":[5,4]", "\"shape\":[4,5]"), p.payload), "shape differs");
+  {
+    // e/adam.m's offsets moved onto its neighbour's: the tiling check.
+    const auto h = st::json::parse(p.header);
+    std::uint64_t b0 = 0, e0 = 0, b1 = 0, e1 = 0;
+    REQUIRE(h.find("e/adam.m")->find("data_offsets")->items[0].to_u64(b0));
+    REQUIRE(h.find("e/adam.m")->find("data_offsets")->items[1].to_u64(e0));
+    REQUIRE(h.find("e/adam.v")->find("data_offsets")->items[0].to_u64(b1));
+    REQUIRE(h.find("e/adam.v")->find("data_offsets")->items[1].to_u64(e1));
+    const std::string from = "[" + std::to_string(b0) + "," + std::to_string(e0) + "]";
+    refused(join(replace_once(p.header, from, "[" + std::to_string(b1) + "," + std::to_string(e1) + "]"), p.payload),
+            "overlap or leave gaps");
+  }
+  {
+    std::string extra = p.header;  // one tensor more, before the header's closing brace
+    while (extra.back() == ' ') extra.pop_back();
+    extra.insert(extra.size() - 1, ",\"extra\":{\"dtype\":\"F32\",\"shape\":[0,0],\"data_offsets\":[0,0]}");
+    refused(join(extra, p.payload), "8 tensors, the state has 7");
+  }
+  // Not regular files: refused before any read.
+  for (const char* special : {"/dev/zero", "."}) {
+    CHECK_THROWS_WITH_AS(st::load(opt, state, special), doctest::Contains("not a regular file"), st::state_file_error);
+  }
+  const std::string fifo = "steepest_ckpt_fifo";
+  std::remove(fifo.c_str());
+  REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  CHECK_THROWS_WITH_AS(st::load(opt, state, fifo), doctest::Contains("not a regular file"), st::state_file_error);
+  std::remove(fifo.c_str());
+  CHECK(snapshot(state) == before);
+
+  // A file another tool rewrote without the CRC field loads (it only loses the check).
+  spit(path, join(replace_once(p.header, "\"crc32\":\"" + st::json::parse(p.header).find("__metadata__")->find("crc32")->text + "\"",
+                               "\"note\":\"edited\""),
+                  p.payload));
+  st::load(opt, state, path);
+  CHECK(snapshot(state) == before);
+  std::remove(path.c_str());
+}
+
+
+TEST_CASE("version-1 files still load and resume bitwise; damaged ones are refused") {
+  const std::string path = "steepest_ckpt_v1.bin";
+  const st::Hyper hp = hyper(0.01, 0.9, 0.99, 0.1);
+  auto opt = st::muon(hp);
+  Net<double> a, b;
+  auto sa = opt.init(a.params);
+  for (int t = 1; t <= 3; ++t) a.step(opt, sa, t);
+  const std::string good = optim_test::v1_file(opt.name(), sa);
+  spit(path, good);
+  auto sb = opt.init(b.params);
+  st::load(opt, sb, path);
+  CHECK(snapshot(sb) == snapshot(sa));
+  b.h = a.h, b.e = a.e, b.o = a.o, b.v = a.v;
+  a.step(opt, sa, 4), b.step(opt, sb, 4);
+  CHECK(a.h == b.h);
+  CHECK(a.v == b.v);
+
+  const auto before = snapshot(sb);
+  auto refused = [&](std::string bytes, const char* expect) {
+    CAPTURE(expect);
+    spit(path, bytes);
+    CHECK_THROWS_WITH_AS(st::load(opt, sb, path), doctest::Contains(expect), st::state_file_error);
+    CHECK(snapshot(sb) == before);
+  };
+  std::string c = good;
+  c[c.size() - 20] ^= 0x01;
+  refused(c, "checksum mismatch");
+  refused(good.substr(0, good.size() - 9), "size");
+  std::string v = good;
+  v[8] = 3;
+  refused(v, "version 3");
+  refused(optim_test::v1_file("adam+step", sa), "saved by optimizer 'adam+step'");
+  // Impossible values are refused in version-1 files too (with a valid checksum).
+  Net<double> n;
+  auto sn = opt.init(n.params);
+  n.step(opt, sn, 1);
+  sn.step = -3;
+  refused(optim_test::v1_file(opt.name(), sn), "step -3 is outside [0, 2^53]");
+  sn.step = 1;
+  std::get<0>(sn.part<1>().layers[0]).v(2, 1) = -1.0;  // "e"'s Adam second moment
+  refused(optim_test::v1_file(opt.name(), sn), "layer 'e', buffer 'adam.v': entry 9 is -1");
+  std::remove(path.c_str());
+}
+
+TEST_CASE("saving is tidy and atomic: one temporary name, reused; a failed save leaves the old file") {
+  const std::string path = "steepest_ckpt_tidy.safetensors";
+  auto opt = st::adamw(hyper(0.01, 0.9, 0.99, 0.0));
+  Net<float> net;
+  auto state = opt.init(net.params);
+  net.step(opt, state, 1);
+  spit(path + ".tmp", std::string(100000, 'x'));  // a stale temporary of a killed save
+  st::save(opt, state, path);
+  CHECK_FALSE(exists(path + ".tmp"));
+  const std::string saved = slurp(path);
+  // A save that cannot write its temporary (here: a directory sits on its name) throws and
+  // leaves the previous file as it was.
+  REQUIRE(::mkdir((path + ".tmp").c_str(), 0700) == 0);
+  net.step(opt, state, 2);
+  CHECK_THROWS_WITH_AS(st::save(opt, state, path), doctest::Contains("cannot write"), st::state_file_error);
+  CHECK(slurp(path) == saved);
+  ::rmdir((path + ".tmp").c_str());
+  CHECK_THROWS_AS(st::save(opt, state, "/nonexistent/dir/state.safetensors"), st::state_file_error);
+  std::remove(path.c_str());
+}
+
+TEST_CASE("SIGKILL during saves: the file is always the old or the new state, at most one temporary") {
+  const std::string path = "steepest_ckpt_kill.safetensors";
+  // ~16 MB of state, so a kill lands inside the write most of the time.
+  std::vector<float> w(2000 * 1000, 0.5f), g(w.size(), 0.25f);
+  st::ParamSet<float> P;
+  P.add("w", st::Role::Hidden, w.data(), 2000, 1000);
+  st::Gradients<float> G;
+  G.add(g.data(), 2000, 1000);
+  auto opt = st::adamw(hyper(0.01, 0.9, 0.99, 0.0));
+  auto state = opt.init(P);
+  opt.step(P, G, state);
+  st::save(opt, state, path);
+  int killed_mid_save = 0;
+  for (int trial = 0; trial < 12; ++trial) {
+    const pid_t pid = ::fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      for (;;) {  // the child saves until it is killed
+        try {
+          st::save(opt, state, path);
+        } catch (...) {
+          ::_exit(1);
+        }
+      }
+    }
+    ::usleep(useconds_t(3000 + 7919 * trial % 40000));
+    ::kill(pid, SIGKILL);
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+    if (exists(path + ".tmp")) ++killed_mid_save;
+    auto fresh = opt.init(P);
+    st::load(opt, fresh, path);  // must load: the old file or the new one, never a torn one
+    CHECK(fresh.step == 1);
+  }
+  MESSAGE(killed_mid_save << " of 12 kills landed mid-save");
+  st::save(opt, state, path);  // the next save takes over the stale temporary
+  CHECK_FALSE(exists(path + ".tmp"));
+  std::remove(path.c_str());
+}
+
+namespace {
+/// Peak resident memory since the last reset, in bytes (Linux: /proc/self/status VmHWM), or -1.
+long long peak_rss() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  return -1;
+}
+long long current_rss() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+  return -1;
+}
+bool reset_peak_rss() {
+  std::ofstream f("/proc/self/clear_refs");
+  f << "5";
+  f.flush();
+  return bool(f);
+}
+}  // namespace
+
+TEST_CASE("memory: save streams (no file image); load needs the state's size once, plus 1 MiB") {
+  const std::string path = "steepest_ckpt_memory.safetensors";
+  std::vector<float> w(4000 * 2000, 0.5f), g(w.size(), 0.25f);  // 64 MB of Adam state
+  st::ParamSet<float> P;
+  P.add("w", st::Role::Hidden, w.data(), 4000, 2000);
+  st::Gradients<float> G;
+  G.add(g.data(), 4000, 2000);
+  auto opt = st::adamw(hyper(0.01, 0.9, 0.99, 0.0));
+  auto state = opt.init(P);
+  opt.step(P, G, state);
+#if defined(__SANITIZE_ADDRESS__)
+  MESSAGE("AddressSanitizer build: its shadow memory and quarantine make RSS no measure of the loader");
+  return;
+#endif
+  if (!reset_peak_rss() || peak_rss() < 0) {
+    MESSAGE("peak-RSS reset not available here: memory not measured");
+    return;
+  }
+  const double file = double(state.state_bytes());
+  long long base = current_rss();
+  st::save(opt, state, path);
+  const double save_extra = double(peak_rss() - base) / file;
+  REQUIRE(reset_peak_rss());
+  base = current_rss();
+  st::load(opt, state, path);
+  const double load_extra = double(peak_rss() - base) / file;
+  MESSAGE("extra peak memory per file byte: save " << save_extra << ", load " << load_extra);
+  CHECK(save_extra < 0.1);
+  CHECK(load_extra < 1.1);
+  std::remove(path.c_str());
+}
