@@ -74,10 +74,10 @@ int main() {
   auto muon = st::muon(mh, hp);
   auto ms = muon.init(params);
   muon.step(params, grads, ms);
-  st::save(muon, ms, "cuda_quickstart.state");  // the same file format as on the CPU
+  st::save(muon, ms, "cuda_quickstart.safetensors");  // the same file format as on the CPU
   sc::check(cudaStreamSynchronize(stream), "cudaStreamSynchronize");
-  std::printf("Muon + AdamW: %lld step taken; state saved to cuda_quickstart.state\n", ms.step);
-  std::remove("cuda_quickstart.state");
+  std::printf("Muon + AdamW: %lld step taken; state saved to cuda_quickstart.safetensors\n", ms.step);
+  std::remove("cuda_quickstart.safetensors");
 
   cudaFree(d_g), cudaFree(d_dir), cudaFree(d_w), cudaFree(d_b), cudaFree(d_gb);
   cudaStreamDestroy(stream);

@@ -61,6 +61,10 @@ class DeviceArray {
   Index size() const { return r_ * c_; }
   S* data() { return p_; }
   const S* data() const { return p_; }
+  /// Exchanges the two arrays' memory (no copy; what load() commits with, as Eigen's swap).
+  void swap(DeviceArray& o) noexcept {
+    std::swap(p_, o.p_), std::swap(r_, o.r_), std::swap(c_, o.c_);
+  }
 
  private:
   void allocate(Index rows, Index cols) {
@@ -69,9 +73,6 @@ class DeviceArray {
     if (size()) check(cudaMalloc(reinterpret_cast<void**>(&p_), bytes()), "cudaMalloc (state buffer)");
   }
   std::size_t bytes() const { return sizeof(S) * std::size_t(size()); }
-  void swap(DeviceArray& o) noexcept {
-    std::swap(p_, o.p_), std::swap(r_, o.r_), std::swap(c_, o.c_);
-  }
   S* p_ = nullptr;
   Index r_ = 0, c_ = 0;
 };
