@@ -21,6 +21,8 @@
 #include <cstring>
 #include <stdexcept>
 #include <string>
+#include <string_view>
+#include <utility>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -169,6 +171,39 @@ class InputFile {
   std::string path_;
   int fd_ = -1;
   std::uint64_t size_ = 0, pos_ = 0;
+};
+
+/// The same writing interface into memory (a checkpoint inside another archive).
+class MemoryWriter {
+ public:
+  void write(const void* data, std::size_t n) { bytes_.append(static_cast<const char*>(data), n); }
+  void write_at(std::uint64_t offset, const void* data, std::size_t n) {
+    if (offset > bytes_.size() || n > bytes_.size() - offset) throw state_file_error("MemoryWriter: write past the end");
+    std::memcpy(&bytes_[std::size_t(offset)], data, n);
+  }
+  std::string take() { return std::move(bytes_); }
+
+ private:
+  std::string bytes_;
+};
+
+/// The same reading interface over bytes in memory; `name` stands for the path in messages.
+class MemoryReader {
+ public:
+  MemoryReader(std::string_view bytes, std::string name) : bytes_(bytes), name_(std::move(name)) {}
+  std::uint64_t size() const { return bytes_.size(); }
+  std::uint64_t position() const { return pos_; }
+  const std::string& path() const { return name_; }
+  void read(void* data, std::size_t n) {
+    if (n > bytes_.size() - pos_) throw state_file_error("state file '" + name_ + "': truncated");
+    if (n) std::memcpy(data, bytes_.data() + pos_, n);
+    pos_ += n;
+  }
+
+ private:
+  std::string_view bytes_;
+  std::string name_;
+  std::size_t pos_ = 0;
 };
 
 }  // namespace io

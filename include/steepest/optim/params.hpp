@@ -146,6 +146,7 @@ class ParamSet {
       if (l.name == name) return l;
     throw std::out_of_range("no parameter named '" + name + "'");
   }
+  const Layer<Scalar>& at(const std::string& name) const { return const_cast<ParamSet*>(this)->at(name); }
   auto begin() { return layers_.begin(); }
   auto end() { return layers_.end(); }
   auto begin() const { return layers_.begin(); }

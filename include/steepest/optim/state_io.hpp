@@ -57,6 +57,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -198,8 +199,8 @@ struct LoadTarget {
 
 /// Streams `count` scalars of a file into `t.fresh` from its position `first`, checking their
 /// domain and feeding `hash` the raw bytes.
-template <class S, class B, class Hash>
-void read_values(io::InputFile& f, std::vector<S>& staging, LoadTarget<B>& t, Hash& hash) {
+template <class S, class B, class Hash, class Source>
+void read_values(Source& f, std::vector<S>& staging, LoadTarget<B>& t, Hash& hash) {
   const std::size_t total = std::size_t(t.rows) * std::size_t(t.cols);
   for (std::size_t done = 0; done < total;) {
     const std::size_t n = std::min(staging.size(), total - done);
@@ -255,8 +256,8 @@ struct Fnv1a {
   }
 };
 /// Reads a trivially copyable T from the file, hashing its bytes.
-template <class T, class Hash>
-T read_pod(io::InputFile& f, Hash& hash) {
+template <class T, class Hash, class Source>
+T read_pod(Source& f, Hash& hash) {
   T v;
   f.read(&v, sizeof(T));
   hash.update(&v, sizeof(T));
@@ -264,8 +265,8 @@ T read_pod(io::InputFile& f, Hash& hash) {
 }
 
 /// Version 1 (see the file comment): read after its 8-byte magic.
-template <class Opt, class State>
-void load_v1(const Opt& opt, State& st, io::InputFile& f) {
+template <class Opt, class State, class Source>
+void load_v1(const Opt& opt, State& st, Source& f) {
   using S = typename State::scalar_type;
   const std::string& path = f.path();
   const auto fail = [&](const std::string& why) { throw state_file_error("state file '" + path + "': " + why); };
@@ -349,10 +350,10 @@ inline const json::Value& member(const json::Value& obj, const char* key, json::
 
 }  // namespace detail
 
-/// Writes `st` (the state of optimizer `opt`, plain or routed) to `path`, atomically and
-/// durably, in the format described at the top of this file.
-template <class Opt, class State>
-void save(const Opt& opt, State& st, const std::string& path) {
+namespace detail {
+/// The checkpoint of `st` into `out` (io::DurableWriter or io::MemoryWriter).
+template <class Opt, class State, class Sink>
+void save_to(const Opt& opt, State& st, Sink& out) {
   using S = typename State::scalar_type;
   using json::quote;
   detail::require_little_endian();
@@ -386,7 +387,6 @@ void save(const Opt& opt, State& st, const std::string& path) {
   header += "00000000\"}" + tensors + "}";
   header.append((8 - (8 + header.size()) % 8) % 8, ' ');  // tensors start 8-byte aligned
 
-  io::DurableWriter out(path);
   io::Crc32 crc;
   std::uint64_t n = header.size();
   unsigned char len[8];
@@ -411,18 +411,15 @@ void save(const Opt& opt, State& st, const std::string& path) {
   char hex[9];
   std::snprintf(hex, sizeof hex, "%08x", static_cast<unsigned>(crc.value()));
   out.write_at(8 + crc_at, hex, 8);
-  out.commit();
 }
 
-/// Replaces `st` with the state stored in `path`, which must have been saved by the same
-/// optimizer for the same layers (names, shapes, roles, geometries, chains) and scalar type.
-/// Throws state_file_error otherwise (see the file comment), leaving `st` unchanged.
-template <class Opt, class State>
-void load(const Opt& opt, State& st, const std::string& path) {
+/// Reads a checkpoint from `f` (io::InputFile or io::MemoryReader) into `st`.
+template <class Opt, class State, class Source>
+void load_from(const Opt& opt, State& st, Source& f) {
   using S = typename State::scalar_type;
   using json::Value;
-  detail::require_little_endian();
-  io::InputFile f(path);
+  require_little_endian();
+  const std::string& path = f.path();
   const auto fail = [&](const std::string& why) { throw state_file_error("state file '" + path + "': " + why); };
   if (f.size() < 8) fail("truncated (" + std::to_string(f.size()) + " bytes): not a steepest state file");
   unsigned char first[8];
@@ -567,6 +564,41 @@ void load(const Opt& opt, State& st, const std::string& path) {
 #endif
   }
   detail::commit_targets(st, targets, step);
+}
+}  // namespace detail
+
+/// Writes `st` (the state of optimizer `opt`, plain or routed) to `path`, atomically and
+/// durably, in the format described at the top of this file.
+template <class Opt, class State>
+void save(const Opt& opt, State& st, const std::string& path) {
+  io::DurableWriter out(path);
+  detail::save_to(opt, st, out);
+  out.commit();
+}
+
+/// Replaces `st` with the state stored in `path`, which must have been saved by the same
+/// optimizer for the same layers (names, shapes, roles, geometries, chains) and scalar type.
+/// Throws state_file_error otherwise (see the file comment), leaving `st` unchanged.
+template <class Opt, class State>
+void load(const Opt& opt, State& st, const std::string& path) {
+  io::InputFile f(path);
+  detail::load_from(opt, st, f);
+}
+
+/// The checkpoint of `st` as bytes in memory (the same format as save's file), for embedding in
+/// another archive (e.g. the libtorch adapter's torch::save).
+template <class Opt, class State>
+std::string save_bytes(const Opt& opt, State& st) {
+  io::MemoryWriter out;
+  detail::save_to(opt, st, out);
+  return out.take();
+}
+
+/// load() from bytes in memory; `name` stands for the file name in messages.
+template <class Opt, class State>
+void load_bytes(const Opt& opt, State& st, std::string_view bytes, const std::string& name = "(memory)") {
+  io::MemoryReader f(bytes, name);
+  detail::load_from(opt, st, f);
 }
 
 }  // namespace steepest
