@@ -215,6 +215,7 @@ void Sign(benchmark::State& s) { run_rule(s, [] { return st::sign_descent(hp());
 void Lion(benchmark::State& s) { run_rule(s, [] { return st::lion(hp()); }, 20, false); }
 void MogaRow(benchmark::State& s) { run_rule(s, [] { return st::moga_row(hp()); }, 28, false); }
 void MogaCol(benchmark::State& s) { run_rule(s, [] { return st::moga_col(hp()); }, 28, false); }
+void MogaRowMomentum(benchmark::State& s) { run_rule(s, [] { return st::moga_row_momentum(hp()); }, 20, false); }
 void MuonQuintic(benchmark::State& s) { run_rule(s, [] { return st::muon(hp()); }, 20, true); }
 void MuonPolarExpress(benchmark::State& s) {
   run_rule(s, [] { return st::muon<st::SpectralPolarExpress>(hp()); }, 20, true);
@@ -245,6 +246,7 @@ BENCHMARK(Sign)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(Lion)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(MogaRow)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(MogaCol)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(MogaRowMomentum)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(MuonQuintic)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(MuonPolarExpress)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(Scion)->Apply([](auto* b) { shapes(b, true); });

@@ -114,6 +114,21 @@ std::string replace_once(std::string s, const std::string& from, const std::stri
   return s.replace(at, from.size(), to);
 }
 
+/// One rows x cols hidden matrix and its AdamW state after one step: a large state to save.
+struct BigAdamW {
+  std::vector<float> w, g;
+  st::ParamSet<float> params;
+  st::Optimizer<st::AdamWChain> opt = st::adamw(hyper(0.01, 0.9, 0.99, 0.0));
+  st::Optimizer<st::AdamWChain>::State<float> state;
+  BigAdamW(st::Index rows, st::Index cols) : w(std::size_t(rows * cols), 0.5f), g(w.size(), 0.25f) {
+    params.add("w", st::Role::Hidden, w.data(), rows, cols);
+    st::Gradients<float> G;
+    G.add(g.data(), rows, cols);
+    state = opt.init(params);
+    opt.step(params, G, state);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("CRC-32 and the JSON reader against their standards") {
@@ -199,6 +214,7 @@ TEST_CASE("every named optimizer: save -> load restores every buffer bitwise, in
   check("lion", st::lion(hp));
   check("moga-row", st::moga_row(hp));
   check("moga-col", st::moga_col(hp));
+  check("moga-row-momentum", st::moga_row_momentum(hp));
   check("muon", st::muon(hp));
   check("muon-polar-express", st::muon<st::SpectralPolarExpress>(hp));
   check("muon-scion", st::muon_scion(hp));
@@ -420,15 +436,10 @@ TEST_CASE("saving is tidy and atomic: one temporary name, reused; a failed save 
 
 TEST_CASE("SIGKILL during saves: the file is always the old or the new state, at most one temporary") {
   const std::string path = "steepest_ckpt_kill.safetensors";
-  // ~16 MB of state, so a kill lands inside the write most of the time.
-  std::vector<float> w(2000 * 1000, 0.5f), g(w.size(), 0.25f);
-  st::ParamSet<float> P;
-  P.add("w", st::Role::Hidden, w.data(), 2000, 1000);
-  st::Gradients<float> G;
-  G.add(g.data(), 2000, 1000);
-  auto opt = st::adamw(hyper(0.01, 0.9, 0.99, 0.0));
-  auto state = opt.init(P);
-  opt.step(P, G, state);
+  BigAdamW big(2000, 1000);  // ~16 MB of state, so a kill lands inside the write most of the time
+  auto& P = big.params;
+  auto& opt = big.opt;
+  auto& state = big.state;
   st::save(opt, state, path);
   int killed_mid_save = 0;
   for (int trial = 0; trial < 12; ++trial) {
@@ -484,14 +495,9 @@ bool reset_peak_rss() {
 
 TEST_CASE("memory: save streams (no file image); load needs the state's size once, plus 1 MiB") {
   const std::string path = "steepest_ckpt_memory.safetensors";
-  std::vector<float> w(4000 * 2000, 0.5f), g(w.size(), 0.25f);  // 64 MB of Adam state
-  st::ParamSet<float> P;
-  P.add("w", st::Role::Hidden, w.data(), 4000, 2000);
-  st::Gradients<float> G;
-  G.add(g.data(), 4000, 2000);
-  auto opt = st::adamw(hyper(0.01, 0.9, 0.99, 0.0));
-  auto state = opt.init(P);
-  opt.step(P, G, state);
+  BigAdamW big(4000, 2000);  // 64 MB of Adam state
+  auto& opt = big.opt;
+  auto& state = big.state;
 #if defined(__SANITIZE_ADDRESS__)
   MESSAGE("AddressSanitizer build: its shadow memory and quarantine make RSS no measure of the loader");
   return;

@@ -261,6 +261,35 @@ TEST_CASE("MOGA-row and MOGA-col, both orders, match scalar references") {
   }
 }
 
+TEST_CASE("MOGA-row momentum-only matches a scalar reference (rows normalized, EMA, n^-1/2; vectors by RMS)") {
+  const auto hp = hyper(1e-2, 0.9, 0.0, 0.1);
+  std::vector<Vec> mom{Vec(35, 0.0), Vec(7, 0.0)};
+  const Model ref = run_ref(6, hp.lr, hp.weight_decay, [&](int k, const Vec& g, int) {
+    Vec d;
+    if (k == 0) {
+      d = normalize_rows(g, 7, 5);
+    } else {  // g / rms(g)
+      double ss = 0;
+      for (double x : g) ss += x * x;
+      const double rms = std::sqrt(ss / double(g.size()));
+      for (double x : g) d.push_back(x / rms);
+    }
+    Vec& m = mom[std::size_t(k)];
+    Vec u(g.size());
+    for (std::size_t i = 0; i < g.size(); ++i) {
+      m[i] = 0.9 * m[i] + 0.1 * d[i];
+      u[i] = m[i] * (k == 0 ? 1.0 / std::sqrt(5.0) : 1.0);
+    }
+    return u;
+  });
+  check_same(run_lib(st::moga_row_momentum(hp), 6), ref, 1e-11);
+  // 20 bytes per parameter: one state buffer (the momentum) besides W and the gradient.
+  Model md;
+  auto opt = st::moga_row_momentum(hp);
+  auto state = opt.init(md.params);
+  CHECK(state.state_bytes() == sizeof(double) * (35 + 7));
+}
+
 TEST_CASE("Muon (hidden: Muon, exact-SVD path; the rest: AdamW) matches a scalar reference; NS path within the measured band") {
   const auto hp = hyper(0.02, 0.95, 0.0, 0.1);
   const auto adam = hyper(0.02, 0.9, 0.99, 0.1);  // same lr and decay: run_ref steps both alike
@@ -631,6 +660,7 @@ TEST_CASE("finite input gives finite output: every rule at the gradient limit, r
   run("lion", st::lion(hp));
   run("moga-row", st::moga_row(hp));
   run("moga-col", st::moga_col(hp));
+  run("moga-row-momentum", st::moga_row_momentum(hp));
   run("muon", st::muon(hp));
   run("muon-polar-express", st::muon<st::SpectralPolarExpress>(hp));
   run("muon-svd", st::muon<st::SpectralExact>(hp));

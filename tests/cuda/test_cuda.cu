@@ -535,6 +535,7 @@ int main() {
   check_backends("Lion", st::lion(lh), exact, 1e-5);
   check_backends("MOGA-row", st::moga_row(hp), exact, 1e-5);
   check_backends("MOGA-col", st::moga_col(hp), exact, 1e-5);
+  check_backends("MOGA-row momentum-only", st::moga_row_momentum(hp), exact, 1e-5);
   check_backends("MOGA-row (Adam first)", st::moga_row<st::MogaOrder::AdamThenNormalize>(hp), exact, 1e-5);
   check_backends("MOGA-col (Adam first)", st::moga_col<st::MogaOrder::AdamThenNormalize>(hp), exact, 1e-5);
   st::Hyper mh;

@@ -9,7 +9,6 @@ Independent reference: AdamW's moments recomputed here in float64 from the same 
 Exit 77 (CTest: skipped) when the safetensors package is not installed.
 """
 import json
-import math
 import os
 import subprocess
 import sys
@@ -23,22 +22,18 @@ except ImportError as e:
     print("skipped: %s (pip install safetensors numpy)" % e)
     sys.exit(77)
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import check, failures, grad_at_list  # noqa: E402
+
 fixture, reader, work = sys.argv[1:4]
 os.makedirs(work, exist_ok=True)
 path = os.path.join(work, "adamw.safetensors")
 subprocess.run([fixture, "save", path], check=True)
 
-failures = []
 
 
-def check(ok, what):
-    print(("ok    " if ok else "FAIL  ") + what)
-    if not ok:
-        failures.append(what)
-
-
-def grad_at(size, t, salt):  # optim_test::grad_at
-    return np.array([math.sin(0.37 * i * i + 1.3 * t + salt) + 0.1 * t for i in range(size)])
+def grad_at(size, t, salt):
+    return np.array(grad_at_list(size, t, salt))
 
 
 # AdamW's moments after two steps, in float64 from the float32 gradients the C++ side used.

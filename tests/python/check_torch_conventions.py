@@ -16,6 +16,7 @@ tests do not depend on PyTorch; a machine with the PyTorch peer venv runs this
 (bash ../shared/tools/torch-peer-venv.sh /opt/torch-peer; -DSTEEPEST_TORCH_PEER_PYTHON=...).
 """
 import math
+import os
 import subprocess
 import sys
 
@@ -27,19 +28,14 @@ except (ImportError, AttributeError) as e:
     print("skipped: %s (needs PyTorch with torch.optim.Muon)" % e)
     sys.exit(77)
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import check, failures, grad_at_list  # noqa: E402
+
 fixture = sys.argv[1]
-failures = []
 
 
-def check(ok, what):
-    print(("ok    " if ok else "FAIL  ") + what)
-    if not ok:
-        failures.append(what)
-
-
-def grad_at(size, t, salt):  # optim_test::grad_at
-    return torch.tensor([math.sin(0.37 * i * i + 1.3 * t + salt) + 0.1 * t for i in range(size)],
-                        dtype=torch.float64).to(torch.float32)
+def grad_at(size, t, salt):
+    return torch.tensor(grad_at_list(size, t, salt), dtype=torch.float64).to(torch.float32)
 
 
 def library(rule, rows, cols, steps, adjust=None):

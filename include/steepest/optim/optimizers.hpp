@@ -103,6 +103,16 @@ Optimizer<MogaChain<O>> moga_col(Hyper hp = {}) {
   return {hp, detail::all_roles(geometry<MeanNormalized<ColNormalize>>(), detail::kIdentity)};
 }
 
+/// MOGA-row's momentum-only form: rows of the raw gradient normalized, EMA momentum (hp.beta1)
+/// of the normalized rows, the width scale n^{-1/2}, decoupled weight decay. No second moment:
+/// a step moves 20 bytes per parameter (gradient, momentum, weight) instead of AdamW's 28, in one
+/// fused pass. Vectors get the RMS-normalized direction g / rms(g) (their norm is the only scale a
+/// momentum-only rule has), so one learning rate serves both.
+using MogaMomentumChain = Chain<LayerDualize, Momentum<MomentumKind::EMA>, GeometryScale, DecoupledStep>;
+inline Optimizer<MogaMomentumChain> moga_row_momentum(Hyper hp = {}) {
+  return {hp, detail::all_roles(geometry<MeanNormalized<RowNormalize>>(), geometry<VectorRMS>())};
+}
+
 /// The Muon chain (Nesterov-EMA momentum, polar factor, shape factor, decoupled step) with the
 /// polar method `Polar` on every role: what muon() routes hidden matrices to.
 template <class Polar = Spectral>
