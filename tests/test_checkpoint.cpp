@@ -470,21 +470,17 @@ TEST_CASE("SIGKILL during saves: the file is always the old or the new state, at
 }
 
 namespace {
-/// Peak resident memory since the last reset, in bytes (Linux: /proc/self/status VmHWM), or -1.
-long long peak_rss() {
+/// A "<field>: <n> kB" line of /proc/self/status in bytes (Linux), or -1.
+long long status_bytes(const std::string& field) {
   std::ifstream f("/proc/self/status");
   std::string line;
   while (std::getline(f, line))
-    if (line.rfind("VmHWM:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1)) * 1024;
   return -1;
 }
-long long current_rss() {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6)) * 1024;
-  return -1;
-}
+/// Peak resident memory since the last reset.
+long long peak_rss() { return status_bytes("VmHWM"); }
+long long current_rss() { return status_bytes("VmRSS"); }
 bool reset_peak_rss() {
   std::ofstream f("/proc/self/clear_refs");
   f << "5";
