@@ -2,10 +2,18 @@
 // steepest's optimizers through the libtorch adapter (steepest/torch/optimizer.hpp): AdamW,
 // MOGA-row and Muon + AdamW, the same model, data and steps, validation loss at the end.
 //
-//   libtorch_gpt [--steps 300] [--layers 2] [--width 64] [--threads 2] [--corpus FILE]...
+//   libtorch_gpt [--steps 300] [--layers 2] [--width 64] [--threads 2] [--device cpu|cuda] [--corpus FILE]...
 //
-// It runs on the CPU (the adapter steps CPU tensors; see the README for CUDA).
+// Built from this file by the host compiler it runs on the CPU. Built from libtorch_gpt.cu (this
+// file with STEEPEST_GPT_CUDA, compiled by nvcc against a CUDA build of torch) the same program
+// runs on CUDA when torch sees a device (--device cpu forces the CPU): the model, the batches and
+// the optimizer state on the GPU, every optimizer step on torch's current stream through
+// steepest::libtorch::CudaOptimizer.
+#ifdef STEEPEST_GPT_CUDA
+#include <steepest/torch/cuda.cuh>
+#else
 #include <steepest/torch/optimizer.hpp>
+#endif
 
 #include <chrono>
 #include <cmath>
@@ -23,6 +31,7 @@ namespace {
 struct Config {
   int steps = 300, layers = 2, width = 64, heads = 4, context = 64, batch = 16, threads = 2;
   std::vector<std::string> corpus;
+  torch::Device device = torch::kCPU;
 };
 
 /// Causal self-attention: one fused QKV projection, softmax with a causal mask, an output projection.
@@ -37,7 +46,7 @@ struct AttentionImpl : torch::nn::Module {
     const auto B = x.size(0), T = x.size(1), D = x.size(2);
     auto parts = qkv(x).view({B, T, 3, heads, D / heads}).permute({2, 0, 3, 1, 4});  // [3, B, H, T, d]
     auto att = torch::matmul(parts[0], parts[1].transpose(-2, -1)) / std::sqrt(double(D / heads));
-    const auto mask = torch::ones({T, T}, torch::kBool).triu(1);
+    const auto mask = torch::ones({T, T}, x.options().dtype(torch::kBool)).triu(1);
     att = torch::softmax(att.masked_fill(mask, -1e9), -1);
     return out(torch::matmul(att, parts[2]).transpose(1, 2).reshape({B, T, D}));
   }
@@ -76,7 +85,7 @@ struct GPTImpl : torch::nn::Module {
     head = register_module("head", torch::nn::Linear(torch::nn::LinearOptions(c.width, vocab).bias(false)));
   }
   torch::Tensor forward(const torch::Tensor& idx) {
-    auto x = tok(idx) + pos(torch::arange(idx.size(1)));
+    auto x = tok(idx) + pos(torch::arange(idx.size(1), idx.options()));
     for (const auto& b : *blocks) x = b->as<Block>()->forward(x);
     return head(ln(x));
   }
@@ -92,7 +101,7 @@ torch::Tensor windows(const std::vector<std::uint8_t>& data, const Config& c, st
     const std::size_t s = at(rng);
     for (int i = 0; i <= c.context; ++i) a[b][i] = data[s + std::size_t(i)];
   }
-  return t;
+  return t.to(c.device);
 }
 
 torch::Tensor loss_on(GPT& model, const torch::Tensor& w, int vocab) {
@@ -100,12 +109,9 @@ torch::Tensor loss_on(GPT& model, const torch::Tensor& w, int vocab) {
   return torch::nn::functional::cross_entropy(model(x).reshape({-1, vocab}), y.reshape({-1}));
 }
 
-template <class Opt>
-double train(const char* name, Opt inner, const width_transfer::Corpus& corpus, const Config& c) {
-  torch::manual_seed(0);  // the same initial weights for every optimizer
+template <class Adapter>
+double train_with(const char* name, GPT& model, Adapter&& opt, const width_transfer::Corpus& corpus, const Config& c) {
   const int vocab = corpus.vocab();
-  GPT model(vocab, c);
-  auto opt = lt::make_optimizer(*model, std::move(inner));
   std::mt19937_64 rng(1);  // the same batches for every optimizer
   const auto t0 = std::chrono::steady_clock::now();
   double smoothed = 0;
@@ -133,10 +139,24 @@ double train(const char* name, Opt inner, const width_transfer::Corpus& corpus, 
   return val;
 }
 
+template <class Opt>
+double train(const char* name, Opt inner, const width_transfer::Corpus& corpus, const Config& c) {
+  torch::manual_seed(0);  // the same initial weights for every optimizer
+  GPT model(corpus.vocab(), c);
+  model->to(c.device);
+#ifdef STEEPEST_GPT_CUDA
+  if (c.device.is_cuda()) return train_with(name, model, lt::make_cuda_optimizer(*model, std::move(inner)), corpus, c);
+#endif
+  return train_with(name, model, lt::make_optimizer(*model, std::move(inner)), corpus, c);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
   Config c;
+#ifdef STEEPEST_GPT_CUDA
+  if (torch::cuda::is_available()) c.device = torch::kCUDA;
+#endif
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     auto val = [&] {
@@ -151,15 +171,33 @@ int main(int argc, char** argv) {
     else if (a == "--width") c.width = std::stoi(val());
     else if (a == "--threads") c.threads = std::stoi(val());
     else if (a == "--corpus") c.corpus.push_back(val());
-    else {
-      std::fprintf(stderr, "usage: libtorch_gpt [--steps N] [--layers L] [--width D] [--threads T] [--corpus FILE]...\n");
+    else if (a == "--device") {
+      const std::string d = val();
+      if (d == "cpu") c.device = torch::kCPU;
+#ifdef STEEPEST_GPT_CUDA
+      else if (d == "cuda" && torch::cuda::is_available()) c.device = torch::kCUDA;
+#endif
+      else {
+        std::fprintf(stderr, "libtorch_gpt: --device %s is not available in this build (cpu%s)\n", d.c_str(),
+#ifdef STEEPEST_GPT_CUDA
+                     torch::cuda::is_available() ? ", cuda" : "; torch sees no CUDA device"
+#else
+                     "; CUDA: build libtorch_gpt.cu against a CUDA torch"
+#endif
+        );
+        return 64;
+      }
+    } else {
+      std::fprintf(stderr,
+                   "usage: libtorch_gpt [--steps N] [--layers L] [--width D] [--threads T] [--device cpu|cuda] "
+                   "[--corpus FILE]...\n");
       return 64;
     }
   }
   torch::set_num_threads(c.threads);
   const auto corpus = width_transfer::load_corpus(c.corpus.empty() ? width_transfer::default_corpus_files() : c.corpus);
-  std::printf("libtorch_gpt: %d layers, width %d, context %d, batch %d, %d steps; corpus %zu train bytes, vocabulary %d\n",
-              c.layers, c.width, c.context, c.batch, c.steps, corpus.train.size(), corpus.vocab());
+  std::printf("libtorch_gpt: %d layers, width %d, context %d, batch %d, %d steps on %s; corpus %zu train bytes, vocabulary %d\n",
+              c.layers, c.width, c.context, c.batch, c.steps, c.device.str().c_str(), corpus.train.size(), corpus.vocab());
   st::Hyper adam;
   adam.lr = 3e-3, adam.beta2 = 0.95, adam.weight_decay = 0.1;
   st::Hyper moga = adam;

@@ -152,14 +152,33 @@ class Context {
   Context& operator=(const Context&) = delete;
   ~Context() {
     for (LtPlan& p : plans) p.release();
+    if (handoff_) cudaEventDestroy(handoff_);
     cublasLtDestroy(lt_);
     cublasDestroy(blas_);
   }
 
   cudaStream_t stream() const { return stream_; }
+  /// Moves the context to stream `s` (a host adapter follows its framework's current stream,
+  /// which the caller may change between steps). The scratch buffers are shared by all calls, so
+  /// `s` first waits on everything already enqueued on the old stream (an event, no host
+  /// synchronization); calls then enqueue on `s`.
+  void set_stream(cudaStream_t s) {
+    if (s == stream_) return;
+    if (!handoff_) check(cudaEventCreateWithFlags(&handoff_, cudaEventDisableTiming), "cudaEventCreateWithFlags");
+    check(cudaEventRecord(handoff_, stream_), "cudaEventRecord (stream hand-off)");
+    check(cudaStreamWaitEvent(s, handoff_, 0), "cudaStreamWaitEvent (stream hand-off)");
+    check(cublasSetStream(blas_, s), "cublasSetStream");
+    stream_ = s;
+  }
   cublasHandle_t blas() const { return blas_; }
   cublasLtHandle_t lt() const { return lt_; }
   GemmPrecision precision() const { return precision_; }
+  /// Changes the GEMM precision of later calls (cached plans are per precision, so none is stale).
+  void set_precision(GemmPrecision p) {
+    check(cublasSetMathMode(blas_, p == GemmPrecision::FP32 ? CUBLAS_DEFAULT_MATH : CUBLAS_TF32_TENSOR_OP_MATH),
+          "cublasSetMathMode");
+    precision_ = p;
+  }
   cublasComputeType_t compute_type() const {
     return precision_ == GemmPrecision::FP32   ? CUBLAS_COMPUTE_32F
            : precision_ == GemmPrecision::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
@@ -198,6 +217,7 @@ class Context {
   GemmPrecision precision_;
   cublasHandle_t blas_ = nullptr;
   cublasLtHandle_t lt_ = nullptr;
+  cudaEvent_t handoff_ = nullptr;  // set_stream's ordering event (created on the first switch)
 };
 
 }  // namespace cuda

@@ -32,8 +32,15 @@
 // acceptable). A parameter without a gradient in a step is stepped with a zero gradient (its
 // moments decay and weight decay applies; torch's AdamW would skip it). Non-finite gradients
 // follow the steepest optimizer's NonFinitePolicy (Error: steepest::non_finite_error, nothing
-// changes). CUDA tensors: not in this adapter yet (the CUDA backend needs nvcc and torch's CUDA
-// headers; see the README).
+// changes).
+//
+// CUDA tensors: Optimizer<Opt, steepest::cuda::Device> (alias CudaOptimizer<Opt>), from
+// <steepest/torch/cuda.cuh> in a translation unit compiled by nvcc against a CUDA build of torch.
+// The same class, the same roles and checkpoints; the parameters must all be float32 CUDA tensors
+// on one device, and every step is enqueued on torch's current stream of that device (no host
+// synchronization, except the 4-byte read of the non-finite check with NonFinitePolicy Error or
+// Skip). The Space parameter selects where tensors must live: Host (the default) takes CPU
+// tensors only, cuda::Device CUDA tensors only.
 //
 // torch::save / torch::load store the steepest checkpoint (optim/state_io.hpp: the same bytes
 // st::save writes) in the archive under "steepest_state"; load refuses an archive from another
@@ -130,11 +137,32 @@ inline ShapeFactor shape_factor_from_torch(std::string_view adjust_lr_fn) {
                               "'spectral_unclamped'");
 }
 
-/// A steepest optimizer `Opt` (Optimizer<Chain> or Routed<...>) as a torch::optim::Optimizer.
-template <class Opt>
+/// Where an adapter's tensors live and how a step reaches them. A TensorSpace<Space> has
+///   static const char* where;                          // "on the CPU", for messages
+///   bool accepts(const torch::Device&) const;           // a parameter's / gradient's device
+///   void bind(const torch::Tensor& first);              // at construction: the tensors' device
+///   Space space();                                      // the ParamSet's memory space
+///   auto enter();                                       // before a step: a guard object (device, stream)
+/// This header defines the host one; <steepest/torch/cuda.cuh> the CUDA one.
+template <class Space>
+struct TensorSpace;
+
+template <>
+struct TensorSpace<Host> {
+  static constexpr const char* where = "on the CPU";
+  bool accepts(const ::torch::Device& d) const { return d.is_cpu(); }
+  void bind(const ::torch::Tensor&) {}
+  Host space() const { return {}; }
+  int enter() const { return 0; }
+};
+
+/// A steepest optimizer `Opt` (Optimizer<Chain> or Routed<...>) as a torch::optim::Optimizer,
+/// stepping tensors in memory space `Space` (Host: CPU tensors; cuda::Device: CUDA tensors, see
+/// <steepest/torch/cuda.cuh>).
+template <class Opt, class Space = Host>
 class Optimizer : public ::torch::optim::Optimizer {
  public:
-  using State = typename Opt::template State<float>;
+  using State = typename Opt::template State<float, Space>;
 
   /// Every trainable parameter of `model`, roles from module types and names (infer_roles).
   Optimizer(::torch::nn::Module& model, Opt opt, const RoleRules& rules = {})
@@ -174,6 +202,7 @@ class Optimizer : public ::torch::optim::Optimizer {
       loss = closure();
     }
     ::torch::NoGradGuard no_grad;
+    [[maybe_unused]] const auto entered = tensors_.enter();  // the device and its current stream
     bool moved = false;
     for (const auto& e : entries_) {
       check_tensor(e.name, e.tensor);
@@ -182,16 +211,17 @@ class Optimizer : public ::torch::optim::Optimizer {
     if (moved) build_param_set();  // a parameter's memory was replaced: point at the new one
     std::vector<::torch::Tensor> keep;  // contiguous copies of non-contiguous gradients live here
     keep.reserve(entries_.size());
-    Gradients<float> grads;
+    Gradients<float, Space> grads;
     for (const auto& e : entries_) {
       ::torch::Tensor g = e.tensor.grad();
       if (!g.defined()) {
         g = ::torch::zeros_like(e.tensor);
       } else {
-        if (g.is_sparse() || g.scalar_type() != ::torch::kFloat32 || !g.device().is_cpu() || g.sizes() != e.tensor.sizes())
+        if (g.is_sparse() || g.scalar_type() != ::torch::kFloat32 || g.device() != e.tensor.device() ||
+            g.sizes() != e.tensor.sizes())
           throw std::invalid_argument("steepest::libtorch: parameter '" + e.name +
-                                      "': its gradient is not a dense float32 CPU tensor of its shape");
-        g = g.contiguous();
+                                      "': its gradient is not a dense float32 tensor of its shape on its device");
+        g = g.contiguous();  // on the current stream: the step that reads it is enqueued after
       }
       keep.push_back(g);
       grads.add(keep.back().template data_ptr<float>(), params_[e.layer].rows, params_[e.layer].cols);
@@ -225,7 +255,9 @@ class Optimizer : public ::torch::optim::Optimizer {
   /// The steepest optimizer (its hyper-parameters, roles), its state, and the parameter set.
   Opt& steepest_optimizer() { return opt_; }
   State& steepest_state() { return state_; }
-  const ParamSet<float>& param_set() const { return params_; }
+  const ParamSet<float, Space>& param_set() const { return params_; }
+  /// Where the tensors live (for cuda::Device: the device and its cuda::Context).
+  TensorSpace<Space>& tensor_space() { return tensors_; }
   /// The parameters with their names and roles, in step order.
   std::vector<NamedParameter> named_parameters() const {
     std::vector<NamedParameter> out;
@@ -240,7 +272,8 @@ class Optimizer : public ::torch::optim::Optimizer {
   };
   Opt opt_;
   std::vector<Entry> entries_;
-  ParamSet<float> params_;
+  TensorSpace<Space> tensors_;
+  ParamSet<float, Space> params_;
   mutable State state_;  // save() is const in torch's interface; the steepest save visits the state
 
   static std::vector<::torch::Tensor> tensors_of(const std::vector<NamedParameter>& ps) {
@@ -248,12 +281,14 @@ class Optimizer : public ::torch::optim::Optimizer {
     for (const auto& p : ps) t.push_back(p.tensor);
     return t;
   }
-  static void check_tensor(const std::string& name, const ::torch::Tensor& t) {
-    auto refuse = [&](const char* why) {
+  void check_tensor(const std::string& name, const ::torch::Tensor& t) const {
+    auto refuse = [&](const std::string& why) {
       throw std::invalid_argument("steepest::libtorch: parameter '" + name + "' " + why);
     };
     if (t.is_sparse()) refuse("is sparse; only dense tensors are supported");
-    if (!t.device().is_cpu()) refuse("is not on the CPU; this adapter steps CPU tensors");
+    if (!tensors_.accepts(t.device()))
+      refuse("is on " + t.device().str() + "; this adapter steps tensors " + TensorSpace<Space>::where +
+             (is_host_v<Space> ? " (CUDA tensors: steepest::libtorch::CudaOptimizer, <steepest/torch/cuda.cuh>)" : ""));
     if (t.scalar_type() != ::torch::kFloat32) refuse("is not float32");
     if (!t.is_contiguous()) refuse("is not contiguous (the update is written in place; make the parameter contiguous)");
   }
@@ -264,7 +299,7 @@ class Optimizer : public ::torch::optim::Optimizer {
     return {rows, rows == 0 ? 0 : Index(t.numel()) / rows};
   }
   void build_param_set() {
-    ParamSet<float> ps;
+    ParamSet<float, Space> ps(tensors_.space());
     for (auto& e : entries_) {
       const auto [rows, cols] = matrix_shape(e.tensor);
       auto& l = e.role == Role::Vector ? ps.add_vector(e.name, e.tensor.template data_ptr<float>(), rows * cols)
@@ -275,7 +310,9 @@ class Optimizer : public ::torch::optim::Optimizer {
     params_ = std::move(ps);
   }
   void build() {
+    if (!entries_.empty()) tensors_.bind(entries_.front().tensor);
     for (const auto& e : entries_) check_tensor(e.name, e.tensor);
+    [[maybe_unused]] const auto entered = tensors_.enter();
     build_param_set();
     state_ = opt_.init(params_);
   }
