@@ -10,6 +10,10 @@
 #   5. steepest_cuda_bench        GB/s vs a device-to-device copy, Newton-Schulz vs a GEMM,
 #                                 GPT-2-small AdamW and Muon steps
 #   6. bench/cuda/torch_peer.py   the PyTorch peer on the same shapes, when torch is installed
+#   7. the libtorch adapter on CUDA tensors, built against this machine's torch (when it has CUDA):
+#      steepest_torch_cuda_tests  the CUDA adapter against the CPU adapter and the library's own
+#                                 step, a CUDA -> CPU -> CUDA checkpoint, side streams, refusals
+#      libtorch_gpt               the GPT example, AdamW / MOGA-row / Muon + AdamW on the GPU
 # Writes each output to ${OUT:-gpu-results}/ and prints a summary. Needs cmake, a C++ compiler,
 # Eigen (scripts/deps.sh installs it) and nvcc.
 set -uo pipefail
@@ -39,7 +43,13 @@ step custom_optimizer ./build-gpu/cuda_custom_optimizer
 step bench ./build-gpu/steepest_cuda_bench
 if python3 -c "import torch; assert torch.cuda.is_available()" >/dev/null 2>&1; then
   step torch_peer python3 bench/cuda/torch_peer.py
+  torch_prefix=$(python3 -c "import torch; print(torch.utils.cmake_prefix_path)")
+  step torch_build bash -c "cmake -S . -B build-gpu -DCMAKE_PREFIX_PATH=$torch_prefix -DSTEEPEST_WITH_TORCH=ON && \
+    cmake --build build-gpu -j\$(nproc) --target steepest_torch_cuda_tests libtorch_gpt"
+  step torch_cuda_tests ./build-gpu/steepest_torch_cuda_tests
+  step torch_cuda_sanitizer "$sanitizer" --tool memcheck --error-exitcode 1 ./build-gpu/steepest_torch_cuda_tests
+  step libtorch_gpt ./build-gpu/libtorch_gpt --steps 300 --device cuda
 else
-  echo "== torch_peer: skipped (no PyTorch with CUDA here)"
+  echo "== torch_peer, torch_cuda_tests, libtorch_gpt: skipped (no PyTorch with CUDA here)"
 fi
 exit $status

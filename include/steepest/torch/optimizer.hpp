@@ -182,9 +182,15 @@ class Optimizer : public ::torch::optim::Optimizer {
   Optimizer(std::vector<::torch::optim::OptimizerParamGroup> groups, Opt opt)
       : ::torch::optim::Optimizer(groups, std::make_unique<GroupOptions>()), opt_(std::move(opt)) {
     for (std::size_t g = 0; g < param_groups_.size(); ++g) {
-      const auto* o = dynamic_cast<const GroupOptions*>(&param_groups_[g].options());
+      const auto* o = dynamic_cast<const GroupOptions*>(
+          groups[g].has_options() ? &groups[g].options() : &param_groups_[g].options());
       if (!o) throw std::invalid_argument("steepest::libtorch: param group " + std::to_string(g) +
                                           " has options that are not steepest::libtorch::GroupOptions");
+      // torch >= 2.10 starts every group from the defaults and merges in only the fields of its
+      // own optimizers' options, so a group's GroupOptions would arrive as the defaults: set the
+      // group's own again (torch 1.13 copied them; this is the same result there).
+      param_groups_[g].set_options(std::make_unique<GroupOptions>(*o));
+      o = static_cast<const GroupOptions*>(&param_groups_[g].options());
       const auto& ps = param_groups_[g].params();
       for (std::size_t i = 0; i < ps.size(); ++i) {
         const Role role = o->role ? *o->role : (ps[i].dim() >= 2 ? Role::Hidden : Role::Vector);
