@@ -226,7 +226,11 @@ void check_streams() {
       ob.step();
     }
   }
-  EXPECT(bitwise_equal(a, b), "steps on a side stream differ from steps on the default stream");
+  // The same kernels and cuBLAS plans on either stream; cuBLAS promises bitwise-equal results
+  // only per stream configuration, hence a tolerance instead of bitwise equality.
+  const double d = difference(b, a);
+  std::printf("Muon + AdamW   steps on a side stream vs the default stream: %.3g\n", d);
+  EXPECT(d < 1e-6, "steps on a side stream differ from steps on the default stream: %.3g", d);
 }
 
 /// Refused, naming the parameter, and nothing changes.
@@ -251,7 +255,7 @@ void check_refusals_on_device() {
   net->parameters()[2].mutable_grad() = torch::randn_like(net->parameters()[2]);
   net->parameters()[3].mutable_grad()[0] = std::nanf("");
   m = message_of([&] { opt.step(); });
-  EXPECT(m.find("non-finite") != std::string::npos || m.find("NaN") != std::string::npos, "%s", m.c_str());
+  EXPECT(m.find("'h.weight'") != std::string::npos && m.find("NaN") != std::string::npos, "%s", m.c_str());
   EXPECT(bitwise_equal(net, before), "a refused step changed the weights");
   EXPECT(opt.steepest_state().step == 0, "a refused step counted");
 }
