@@ -2,10 +2,11 @@
 # Installs the Debian packages steepest needs to build its tests, examples and benchmarks,
 # `fortunes` (English text: the width-transfer demo's default corpus), and Python 3 with numpy and
 # venv (the checkpoint cross-check and the CUDA call model; scripts/test.sh adds PyPI's
-# safetensors in a venv), and libtorch-dev (the libtorch adapter's tests and example).
+# safetensors in a venv), libtorch-dev (the libtorch adapter's tests and example) and Open MPI
+# (libopenmpi-dev, openmpi-bin: the sharded optimizer's tests under mpirun).
 # Uses sudo when not root. Skips apt entirely when everything is already there.
 set -euo pipefail
-pkgs=(cmake g++ make libeigen3-dev doctest-dev libbenchmark-dev fortunes python3 python3-numpy python3-venv libtorch-dev)
+pkgs=(cmake g++ make libeigen3-dev doctest-dev libbenchmark-dev fortunes python3 python3-numpy python3-venv libtorch-dev libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

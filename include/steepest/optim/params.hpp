@@ -159,6 +159,30 @@ class ParamSet {
   /// The physical tensors, in the order added: gradients are given for these.
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
 
+  /// Which rows of which layer a sub-set keeps (select_rows).
+  struct RowSelection {
+    std::size_t layer;
+    Index begin, end;  ///< rows [begin, end) of the layer
+  };
+  /// The same tensors with only the selected layers, each cut to its rows [begin, end) in place
+  /// (same memory, same row stride; gradients are still given per whole tensor): what one rank
+  /// of a sharded optimizer steps (dist/sharded.hpp). Layers keep their names and overrides.
+  ParamSet select_rows(const std::vector<RowSelection>& keep) const {
+    ParamSet out(space_);
+    out.tensors_ = tensors_;
+    for (const RowSelection& k : keep) {
+      if (k.layer >= layers_.size() || k.begin < 0 || k.begin > k.end || k.end > layers_[k.layer].rows)
+        throw std::out_of_range("ParamSet::select_rows: no rows [" + std::to_string(k.begin) + ", " +
+                                std::to_string(k.end) + ") in layer " + std::to_string(k.layer));
+      Layer<Scalar> l = layers_[k.layer];
+      l.data += k.begin * l.stride;
+      l.offset += k.begin * l.stride;
+      l.rows = k.end - k.begin;
+      out.layers_.push_back(std::move(l));
+    }
+    return out;
+  }
+
  private:
   std::size_t add_tensor(const std::string& name, Scalar* data, Index m, Index n) {
     if (m < 0 || n < 0) throw shape_error("parameter '" + name + "': negative shape");

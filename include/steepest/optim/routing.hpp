@@ -14,6 +14,7 @@
 // is written, and the step counter is one for the whole model.
 #pragma once
 
+#include <algorithm>
 #include <functional>
 #include <initializer_list>
 #include <string>
@@ -217,10 +218,22 @@ class Routed {
 
   template <class S, class Space>
   State<S, Space> init(const ParamSet<S, Space>& params) const {
+    std::vector<std::size_t> chosen;
+    for (const auto& l : params) chosen.push_back(route_of(l));
+    return init_routed(params, chosen);
+  }
+  /// A state with layer k taken by route `routes[k]` instead of route_of's choice: a rank of a
+  /// sharded optimizer steps row blocks of layers and routes each as its whole layer (a
+  /// selector may look at the shape).
+  template <class S, class Space>
+  State<S, Space> init_routed(const ParamSet<S, Space>& params, const std::vector<std::size_t>& route_index) const {
+    if (route_index.size() != params.size() ||
+        std::any_of(route_index.begin(), route_index.end(), [](std::size_t r) { return r >= sizeof...(Opts); }))
+      throw std::invalid_argument("routed optimizer: init_routed needs one valid route index per layer");
     State<S, Space> st;
     std::vector<std::vector<std::size_t>> taken(sizeof...(Opts));
     for (std::size_t k = 0; k < params.size(); ++k) {
-      const std::size_t r = route_of(params[k]);
+      const std::size_t r = route_index[k];
       st.route.push_back(r);
       st.local.push_back(taken[r].size());
       taken[r].push_back(k);
