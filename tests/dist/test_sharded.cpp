@@ -210,6 +210,48 @@ TEST_CASE("step_reduce: the ranks' gradients summed by reduce-scatter, then the 
   for_every_optimizer([](const char* what, auto make) { check_against_single(what, make, true, 3); });
 }
 
+namespace {
+/// The MPI communicator, counting the entries each collective moves (the formula's check).
+struct CountingCommunicator {
+  sd::MpiCommunicator& mpi;
+  long long gathered = 0, reduced = 0, calls = 0;
+  int rank() const { return mpi.rank(); }
+  int size() const { return mpi.size(); }
+  template <class S>
+  void allgatherv(const S* mine, S* all, const std::vector<long long>& counts, const std::vector<long long>& displs) {
+    ++calls;
+    for (long long c : counts) gathered += c;
+    mpi.allgatherv(mine, all, counts, displs);
+  }
+  template <class S>
+  void reduce_scatter(const S* all, S* mine, const std::vector<long long>& counts) {
+    ++calls;
+    for (long long c : counts) reduced += c;
+    mpi.reduce_scatter(all, mine, counts);
+  }
+  long long min(long long v) { return mpi.min(v); }
+  void broadcast(std::string& bytes, int root) { mpi.broadcast(bytes, root); }
+  std::vector<std::string> gather(const std::string& mine, int root) { return mpi.gather(mine, root); }
+};
+}  // namespace
+
+TEST_CASE("communication per step: one all-gather of N entries; step_reduce adds one reduce-scatter of N") {
+  CountingCommunicator comm{world()};
+  Model m(11);
+  const long long N = m.params.num_params();
+  auto opt = sd::shard(st::muon(), comm);
+  auto state = opt.init(m.params);
+  const auto g = gradient(m, 0, false);
+  opt.step(m.params, view(m, g), state);
+  const long long expect = comm.size() > 1 ? N : 0;  // one rank: nothing to communicate
+  CHECK(comm.gathered == expect);
+  CHECK(comm.reduced == 0);
+  opt.step_reduce(m.params, view(m, g), state);
+  CHECK(comm.gathered == 2 * expect);
+  CHECK(comm.reduced == N);
+  CHECK(comm.calls == (comm.size() > 1 ? 3 : 1));
+}
+
 TEST_CASE("a non-finite gradient in any rank's rows is refused by every rank; nothing changes") {
   auto& comm = world();
   for (auto policy : {st::NonFinitePolicy::Error, st::NonFinitePolicy::Skip}) {
