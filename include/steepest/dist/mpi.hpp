@@ -9,17 +9,7 @@
 // MPI_Reduce_scatter, MPI_Allreduce, MPI_Bcast, MPI_Gatherv); the communicator only adapts
 // the sharded optimizer's few calls to them and checks their results.
 //
-// A communicator, for dist/sharded.hpp, is a type with (all calls collective unless noted):
-//   int rank() const; int size() const;                                   (local)
-//   template <class S> void allgatherv(const S* mine, S* all, counts, displs);
-//       all[displs[r] .. + counts[r]) = rank r's `mine` (counts[rank()] entries)
-//   template <class S> void reduce_scatter(const S* all, S* mine, counts);
-//       mine = the sum over ranks of their all[d(rank()) .. + counts[rank()]), d = prefix sums
-//   long long min(long long v);                                            the minimum over ranks
-//   void broadcast(std::string& bytes, int root);                          root's bytes everywhere
-//   std::vector<std::string> gather(const std::string& mine, int root);    every rank's, at root
-// where counts and displs are std::vector<long long> of size() entries, the same on every rank.
-// The NCCL communicator (dist/nccl.cuh) has the same calls over device buffers.
+// What a communicator provides is in dist/communicator.hpp.
 #pragma once
 
 // Only MPI's C interface is used; its deprecated C++ bindings are left out (they warn).
@@ -38,18 +28,16 @@
 #include <type_traits>
 #include <vector>
 
-namespace steepest::dist {
+#include "communicator.hpp"
 
-/// Thrown when an MPI call fails or a message is too large for MPI's int counts.
-class communication_error : public std::runtime_error {
- public:
-  using std::runtime_error::runtime_error;
-};
+namespace steepest::dist {
 
 /// The communicator over an MPI communicator (not owned: the caller keeps MPI initialized and
 /// the communicator alive while it is used).
 class MpiCommunicator {
  public:
+  using space_type = Host;  // host buffers (MPI here is not assumed to be CUDA-aware)
+
   explicit MpiCommunicator(MPI_Comm comm = MPI_COMM_WORLD) : comm_(comm) {
     int initialized = 0;
     MPI_Initialized(&initialized);

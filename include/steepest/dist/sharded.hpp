@@ -38,6 +38,11 @@
 //
 // Communication per step, for N parameters of S bytes: step() all-gathers N S bytes in all
 // (each rank sends its share, receives the rest); step_reduce() adds a reduce-scatter of N S.
+//
+// Memory spaces: the parameters, gradients and state live where the communicator's buffers do
+// (dist/communicator.hpp): host memory with MpiCommunicator, CUDA device memory with
+// NcclCommunicator (dist/nccl.cuh, which adds the device's row copies and finite check). The
+// plans, the collectives and the checkpoint format are the same for both.
 #pragma once
 
 #include <algorithm>
@@ -55,6 +60,7 @@
 #include "../optim/optimizers.hpp"
 #include "../optim/routing.hpp"
 #include "../optim/state_io.hpp"
+#include "communicator.hpp"
 
 namespace steepest::dist {
 
@@ -128,8 +134,8 @@ void with_chain(const Opt& opt, const Layer<S>& l, F&& f) {
 }
 
 /// The plans of every layer of `params` over `ranks` ranks (deterministic: the same on every rank).
-template <class Opt, class S>
-std::vector<LayerPlan> make_plans(const Opt& opt, const ParamSet<S>& params, int ranks) {
+template <class Opt, class S, class Space>
+std::vector<LayerPlan> make_plans(const Opt& opt, const ParamSet<S, Space>& params, int ranks) {
   std::vector<LayerPlan> plans(params.size());
   std::vector<std::pair<double, std::size_t>> owned;  // (cost, layer)
   for (std::size_t k = 0; k < params.size(); ++k) {
@@ -192,46 +198,116 @@ inline long long entries_of(const std::vector<LayerPlan>& plans, const std::vect
   return n;
 }
 
-/// Copies the rows of `pieces` from `src` layers (row stride) into `out`, one after another.
-template <class S>
-S* pack(const ParamSet<S>& params, const std::vector<Piece>& pieces, S* out) {
+}  // namespace detail
+
+/// What the sharded optimizer does with memory of space `Space`: row copies between layers and
+/// packed buffers, whole-buffer copies, staging to and from the host for checkpoints, and the
+/// finite check of a rank's rows. Host is here; cuda::Device is in dist/nccl.cuh.
+template <class Space>
+struct ShardSpace {
+  static_assert(sizeof(Space) == 0,
+                "steepest::dist: no sharding support for this memory space (host memory is built in; "
+                "include <steepest/dist/nccl.cuh> for cuda::Device)");
+};
+
+template <>
+struct ShardSpace<Host> {
+  /// A flat buffer that only grows (the packing buffers).
+  template <class S>
+  struct Flat {
+    std::vector<S> v;
+    S* reserve(std::size_t n) {
+      if (v.size() < n) v.resize(n);
+      return v.data();
+    }
+  };
+  /// dst row i = scale * src row i, for `rows` rows of `cols` entries (row strides in entries).
+  template <class S>
+  static void copy_rows(const Host&, S* dst, Index dst_stride, const S* src, Index src_stride, Index rows, Index cols,
+                        S scale = S(1)) {
+    if (rows <= 0 || cols <= 0) return;
+    for (Index i = 0; i < rows; ++i) {
+      S* d = dst + i * dst_stride;
+      const S* r = src + i * src_stride;
+      if (scale == S(1)) std::memcpy(d, r, sizeof(S) * std::size_t(cols));
+      else for (Index c = 0; c < cols; ++c) d[c] = r[c] * scale;
+    }
+  }
+  template <class S>
+  static void copy(S* dst, const S* src, std::size_t count) {
+    if (count) std::memcpy(dst, src, sizeof(S) * count);
+  }
+  template <class S>
+  static void to_host(const S* src, std::size_t count, void* dst) {
+    if (count) std::memcpy(dst, src, sizeof(S) * count);
+  }
+  template <class S>
+  static void from_host(S* dst, std::size_t count, const void* src) {
+    if (count) std::memcpy(dst, src, sizeof(S) * count);
+  }
+  /// The lowest tensor index with a non-finite (or over-limit) entry in the rows `share` steps,
+  /// or grads.size(): one read of each of this rank's rows.
+  template <class S>
+  static std::size_t first_bad(const ParamSet<S, Host>& share, const Gradients<S, Host>& grads) {
+    std::size_t bad = grads.size();
+    for (const auto& l : share) {
+      const S* g = grads.data(l.tensor) + l.offset;
+      bool ok = true;
+      if (l.contiguous()) ok = simd::all_finite<gradient_limit_exponent<S>>(g, l.rows * l.cols);
+      else
+        for (Index i = 0; i < l.rows && ok; ++i) ok = simd::all_finite<gradient_limit_exponent<S>>(g + i * l.stride, l.cols);
+      if (!ok) bad = std::min(bad, l.tensor);
+    }
+    return bad;
+  }
+};
+
+namespace detail {
+
+/// Copies the rows of `pieces` from `params`' layers into `out`, one after another.
+template <class S, class Space>
+S* pack(const ParamSet<S, Space>& params, const std::vector<Piece>& pieces, S* out) {
   for (const Piece& p : pieces) {
     const Layer<S>& l = params[p.layer];
-    for (Index i = p.begin; i < p.end; ++i, out += l.cols) std::memcpy(out, l.data + i * l.stride, sizeof(S) * std::size_t(l.cols));
+    const Index rows = p.end - p.begin;
+    ShardSpace<Space>::copy_rows(params.space(), out, l.cols, l.data + p.begin * l.stride, l.stride, rows, l.cols);
+    out += rows * l.cols;
   }
   return out;
 }
 /// The same from a gradient (laid out as its tensor; the layer's offset and stride apply).
-template <class S>
-S* pack(const ParamSet<S>& params, const Gradients<S>& grads, const std::vector<Piece>& pieces, S* out) {
+template <class S, class Space>
+S* pack(const ParamSet<S, Space>& params, const Gradients<S, Space>& grads, const std::vector<Piece>& pieces, S* out) {
   for (const Piece& p : pieces) {
     const Layer<S>& l = params[p.layer];
-    const S* g = grads.data(l.tensor) + l.offset;
-    for (Index i = p.begin; i < p.end; ++i, out += l.cols) std::memcpy(out, g + i * l.stride, sizeof(S) * std::size_t(l.cols));
+    const Index rows = p.end - p.begin;
+    ShardSpace<Space>::copy_rows(params.space(), out, l.cols, grads.data(l.tensor) + l.offset + p.begin * l.stride,
+                                 l.stride, rows, l.cols);
+    out += rows * l.cols;
   }
   return out;
 }
 /// The inverse of pack, into `params`' layers (or, with `tensors`, into per-tensor buffers laid
 /// out as the tensors, times `scale`).
-template <class S>
-const S* unpack(ParamSet<S>& params, const std::vector<Piece>& pieces, const S* in) {
+template <class S, class Space>
+const S* unpack(ParamSet<S, Space>& params, const std::vector<Piece>& pieces, const S* in) {
   for (const Piece& p : pieces) {
     const Layer<S>& l = params[p.layer];
-    for (Index i = p.begin; i < p.end; ++i, in += l.cols) std::memcpy(l.data + i * l.stride, in, sizeof(S) * std::size_t(l.cols));
+    const Index rows = p.end - p.begin;
+    ShardSpace<Space>::copy_rows(params.space(), l.data + p.begin * l.stride, l.stride, in, l.cols, rows, l.cols);
+    in += rows * l.cols;
   }
   return in;
 }
-template <class S>
-const S* unpack(const ParamSet<S>& params, std::vector<RowMatrix<S>>& tensors, const std::vector<Piece>& pieces,
-                const S* in, S scale) {
+template <class S, class Space, class Tensors>
+const S* unpack(const ParamSet<S, Space>& params, Tensors& tensors, const std::vector<Piece>& pieces, const S* in,
+                S scale) {
   for (const Piece& p : pieces) {
     const Layer<S>& l = params[p.layer];
-    S* t = tensors[l.tensor].data() + l.offset;
-    for (Index i = p.begin; i < p.end; ++i, in += l.cols) {
-      S* row = t + i * l.stride;
-      if (scale == S(1)) std::memcpy(row, in, sizeof(S) * std::size_t(l.cols));
-      else for (Index c = 0; c < l.cols; ++c) row[c] = in[c] * scale;
-    }
+    const Index rows = p.end - p.begin;
+    S* t = tensors[l.tensor].data() + l.offset + p.begin * l.stride;
+    ShardSpace<Space>::copy_rows(params.space(), t, l.stride, in, l.cols, rows, l.cols, scale);
+    in += rows * l.cols;
   }
   return in;
 }
@@ -255,7 +331,7 @@ std::vector<BufferRef<S>> buffers_of(St& st) {
 /// Copies between a rank's share of a buffer and the whole layer's buffer. A buffer with one
 /// row per layer row (a moment: m x n, a per-row factor: m x 1) is cut by rows; any other (a
 /// per-layer scalar) is the same on every rank that holds rows of the layer.
-template <class S>
+template <class Space, class S>
 void copy_share(const BufferRef<S>& part, const BufferRef<S>& whole, Index first_row, Index layer_rows,
                 Index part_rows, bool to_whole) {
   const bool by_rows = whole.rows == layer_rows && part.rows == part_rows && part.cols == whole.cols;
@@ -264,10 +340,9 @@ void copy_share(const BufferRef<S>& part, const BufferRef<S>& whole, Index first
                            shape_string(part.rows, part.cols) + " on a rank and " + shape_string(whole.rows, whole.cols) +
                            " whole: neither a row share nor the same");
   S* w = whole.data + (by_rows ? first_row * whole.cols : 0);
-  const std::size_t n = sizeof(S) * std::size_t(part.rows * part.cols);
-  if (n == 0) return;
-  if (to_whole) std::memcpy(w, part.data, n);
-  else std::memcpy(part.data, w, n);
+  const std::size_t n = std::size_t(part.rows * part.cols);
+  if (to_whole) ShardSpace<Space>::copy(w, part.data, n);
+  else ShardSpace<Space>::copy(part.data, w, n);
 }
 
 inline std::string non_finite_message(const std::string& name, int limit_exponent) {
@@ -279,16 +354,16 @@ inline std::string non_finite_message(const std::string& name, int limit_exponen
 
 /// The state of one rank: its share of the optimizer state, the parameter set it steps (views of
 /// its rows of the model's tensors) and the plans. Built by Sharded::init.
-template <class S, class LocalState>
+template <class S, class Space, class LocalState>
 struct ShardedState {
   LocalState local;                  ///< the optimizer's own state for this rank's layers / rows
-  ParamSet<S> params;                ///< this rank's layers (row views into the model's memory)
+  ParamSet<S, Space> params;         ///< this rank's layers (row views into the model's memory)
   std::vector<LayerPlan> plans;      ///< every layer's plan (the same on every rank)
   std::vector<const S*> bound;       ///< the model's layer pointers `params` views
   std::vector<std::vector<detail::Piece>> pieces;  ///< every rank's pieces
   std::vector<long long> counts, displs;           ///< entries per rank, and their offsets
-  std::vector<S> send, recv;                       ///< packing buffers (grow once)
-  std::vector<RowMatrix<S>> summed;                ///< step_reduce's summed gradients (this rank's rows)
+  typename ShardSpace<Space>::template Flat<S> send, recv;  ///< packing buffers (grow once)
+  std::vector<buffer_t<S, Space>> summed;          ///< step_reduce's summed gradients (this rank's rows)
   long long step() const { return local.step; }
 };
 
@@ -297,8 +372,14 @@ struct ShardedState {
 template <class Opt, class Comm>
 class Sharded {
  public:
+  /// Where the parameters, gradients and state live: the communicator's buffers' space.
+  using space_type = comm_space_t<Comm>;
   template <class S>
-  using State = ShardedState<S, typename Opt::template State<S>>;
+  using State = ShardedState<S, space_type, typename Opt::template State<S, space_type>>;
+  template <class S>
+  using Params = ParamSet<S, space_type>;
+  template <class S>
+  using Grads = Gradients<S, space_type>;
 
   Sharded(Opt opt, Comm& comm) : opt_(std::move(opt)), local_opt_(opt_), comm_(&comm) {
     // The ranks agree on non-finite gradients before anyone steps (see the file comment).
@@ -310,7 +391,7 @@ class Sharded {
 
   /// This rank's state for `params` (the whole model, the same shapes on every rank).
   template <class S>
-  State<S> init(const ParamSet<S>& params) const {
+  State<S> init(const Params<S>& params) const {
     State<S> st;
     st.plans = detail::make_plans(opt_, params, comm_->size());
     for (int r = 0; r < comm_->size(); ++r) {
@@ -327,21 +408,13 @@ class Sharded {
   /// every rank (this rank reads only its rows). Returns false when skipped (NonFinitePolicy::
   /// Skip); every rank then returns false. Afterwards every rank has all the new weights.
   template <class S>
-  bool step(ParamSet<S>& params, const Gradients<S>& grads, State<S>& st) const {
+  bool step(Params<S>& params, const Grads<S>& grads, State<S>& st) const {
     steepest::detail::check_step_inputs(params, grads, st.plans.size());
     bind(params, st);
     // The first tensor with a non-finite entry in anyone's rows, agreed by all ranks.
-    long long bad = (long long)grads.size();
-    for (const auto& l : st.params) {
-      const S* g = grads.data(l.tensor) + l.offset;
-      bool ok = true;
-      if (l.contiguous()) ok = simd::all_finite<gradient_limit_exponent<S>>(g, l.rows * l.cols);
-      else
-        for (Index i = 0; i < l.rows && ok; ++i) ok = simd::all_finite<gradient_limit_exponent<S>>(g + i * l.stride, l.cols);
-      if (!ok) bad = std::min(bad, (long long)l.tensor);
-    }
     const NonFinitePolicy policy = detail::policy_of(const_cast<Opt&>(opt_));
-    if (policy != NonFinitePolicy::Unchecked) bad = comm_->min(bad);
+    long long bad = (long long)grads.size();
+    if (policy != NonFinitePolicy::Unchecked) bad = comm_->min((long long)ShardSpace<space_type>::first_bad(st.params, grads));
     if (policy != NonFinitePolicy::Unchecked && bad < (long long)grads.size()) {
       if (policy == NonFinitePolicy::Skip) return false;
       throw non_finite_error(detail::non_finite_message(params.tensors()[std::size_t(bad)].name, gradient_limit_exponent<S>));
@@ -355,22 +428,22 @@ class Sharded {
   /// e.g. 1 / ranks for the mean) by one reduce-scatter, each rank receiving its rows, then as
   /// step(). Same return value.
   template <class S>
-  bool step_reduce(ParamSet<S>& params, const Gradients<S>& grads, State<S>& st, double scale = 1.0) const {
+  bool step_reduce(Params<S>& params, const Grads<S>& grads, State<S>& st, double scale = 1.0) const {
     steepest::detail::check_step_inputs(params, grads, st.plans.size());
     bind(params, st);
     const int me = comm_->rank();
     const long long total = st.displs.back() + st.counts.back();
-    st.send.resize(std::size_t(total));
-    st.recv.resize(std::size_t(std::max<long long>(total, 1)));
-    S* out = st.send.data();
+    S* send = st.send.reserve(std::size_t(std::max<long long>(total, 1)));
+    S* recv = st.recv.reserve(std::size_t(std::max<long long>(total, 1)));
+    S* out = send;
     for (const auto& pieces : st.pieces) out = detail::pack(params, grads, pieces, out);
-    comm_->reduce_scatter(st.send.data(), st.recv.data(), st.counts);
+    comm_->reduce_scatter(send, recv, st.counts);
     if (st.summed.size() != params.tensors().size()) {
       st.summed.clear();
-      for (const auto& t : params.tensors()) st.summed.push_back(RowMatrix<S>::Zero(t.rows, t.cols));
+      for (const auto& t : params.tensors()) st.summed.push_back(buffer_t<S, space_type>::Zero(t.rows, t.cols));
     }
-    detail::unpack(params, st.summed, st.pieces[std::size_t(me)], st.recv.data(), static_cast<S>(scale));
-    Gradients<S> summed;
+    detail::unpack(params, st.summed, st.pieces[std::size_t(me)], recv, static_cast<S>(scale));
+    Grads<S> summed;
     for (const auto& t : st.summed) summed.add(t.data(), t.rows(), t.cols());
     return step(params, summed, st);
   }
@@ -378,10 +451,13 @@ class Sharded {
   /// Writes the whole state to `path` (rank 0 writes; collective): the single-process format,
   /// loadable on any number of ranks or without sharding. Throws on every rank if the write fails.
   template <class S>
-  void save(const ParamSet<S>& params, State<S>& st, const std::string& path) const {
+  void save(const Params<S>& params, State<S>& st, const std::string& path) const {
     std::string blob;
-    for (const auto& b : detail::buffers_of<S>(st.local))
-      blob.append(reinterpret_cast<const char*>(b.data), sizeof(S) * std::size_t(b.rows * b.cols));
+    for (const auto& b : detail::buffers_of<S>(st.local)) {
+      const std::size_t at = blob.size(), n = std::size_t(b.rows * b.cols);
+      blob.resize(at + sizeof(S) * n);
+      ShardSpace<space_type>::to_host(b.data, n, blob.data() + at);
+    }
     const std::vector<std::string> blobs = comm_->gather(blob, 0);
     std::string error;
     if (comm_->rank() == 0) {
@@ -400,7 +476,7 @@ class Sharded {
   /// Replaces this rank's state with its share of the state in `path` (read on rank 0 and
   /// broadcast; collective). Refuses on every rank, changing nothing, as st::load refuses.
   template <class S>
-  void load(const ParamSet<S>& params, State<S>& st, const std::string& path) const {
+  void load(const Params<S>& params, State<S>& st, const std::string& path) const {
     std::string bytes, error;
     if (comm_->rank() == 0) {
       std::ifstream in(path, std::ios::binary);
@@ -418,7 +494,7 @@ class Sharded {
   /// This rank's share of an unsharded state of the same optimizer and model (every rank
   /// holds `whole`, e.g. from opt.init(params) and st::load).
   template <class S>
-  void load_from(const ParamSet<S>& params, State<S>& st, typename Opt::template State<S>& whole) const {
+  void load_from(const Params<S>& params, State<S>& st, typename Opt::template State<S, space_type>& whole) const {
     take_share(params, st, whole);
   }
 
@@ -429,7 +505,7 @@ class Sharded {
 
   /// Points st.params at this rank's rows of `params` (again if the model's memory moved).
   template <class S>
-  void bind(const ParamSet<S>& params, State<S>& st) const {
+  void bind(const Params<S>& params, State<S>& st) const {
     if (params.size() != st.plans.size())
       throw shape_error("sharded step: " + std::to_string(params.size()) + " layers, but the state was made for " +
                         std::to_string(st.plans.size()));
@@ -442,7 +518,7 @@ class Sharded {
       same = same && st.bound[k] == params[k].data;
     }
     if (same) return;
-    std::vector<typename ParamSet<S>::RowSelection> keep;
+    std::vector<typename Params<S>::RowSelection> keep;
     for (const auto& p : st.pieces[std::size_t(comm_->rank())]) keep.push_back({p.layer, p.begin, p.end});
     st.params = params.select_rows(keep);
     st.bound.clear();
@@ -452,8 +528,8 @@ class Sharded {
   /// The optimizer's state for rank pieces `pieces` (a routed optimizer routes each piece as
   /// its whole layer).
   template <class S>
-  typename Opt::template State<S> init_share(const ParamSet<S>& params, const ParamSet<S>& share,
-                                             const std::vector<detail::Piece>& pieces) const {
+  typename Opt::template State<S, space_type> init_share(const Params<S>& params, const Params<S>& share,
+                                                        const std::vector<detail::Piece>& pieces) const {
     if constexpr (detail::is_routed<Opt>::value) {
       std::vector<std::size_t> routes;
       for (const auto& p : pieces) routes.push_back(opt_.route_of(params[p.layer]));
@@ -466,13 +542,13 @@ class Sharded {
 
   /// Rank 0: the whole state from every rank's blob (each rank's buffers in its visit order).
   template <class S, class Whole>
-  void fill_whole(const ParamSet<S>& params, State<S>& st, const std::vector<std::string>& blobs, Whole& whole) const {
+  void fill_whole(const Params<S>& params, State<S>& st, const std::vector<std::string>& blobs, Whole& whole) const {
     auto wb = detail::buffers_of<S>(whole);
     for (int r = 0; r < comm_->size(); ++r) {
       const auto& pieces = st.pieces[std::size_t(r)];
-      std::vector<typename ParamSet<S>::RowSelection> keep;
+      std::vector<typename Params<S>::RowSelection> keep;
       for (const auto& p : pieces) keep.push_back({p.layer, p.begin, p.end});
-      const ParamSet<S> share = params.select_rows(keep);
+      const Params<S> share = params.select_rows(keep);
       auto part = init_share(params, share, pieces);  // rank r's layout
       auto pb = detail::buffers_of<S>(part);
       std::size_t bytes = 0;
@@ -482,9 +558,9 @@ class Sharded {
                                " bytes of state, its share has " + std::to_string(bytes));
       const char* in = blobs[std::size_t(r)].data();
       for (auto& b : pb) {
-        const std::size_t n = sizeof(S) * std::size_t(b.rows * b.cols);
-        if (n) std::memcpy(b.data, in, n);
-        in += n;
+        const std::size_t n = std::size_t(b.rows * b.cols);
+        ShardSpace<space_type>::from_host(b.data, n, in);
+        in += sizeof(S) * n;
       }
       transfer(st.plans, pieces, pb, wb, true);
     }
@@ -493,7 +569,7 @@ class Sharded {
 
   /// This rank's share of `whole` into st.local (nothing is written before all shapes agree).
   template <class S, class Whole>
-  void take_share(const ParamSet<S>& params, State<S>& st, Whole& whole) const {
+  void take_share(const Params<S>& params, State<S>& st, Whole& whole) const {
     auto wb = detail::buffers_of<S>(whole);
     const auto& mine = st.pieces[std::size_t(comm_->rank())];
     auto fresh = init_share(params, st.params, mine);
@@ -518,22 +594,22 @@ class Sharded {
       if (w == at.end() || p == piece_of.end())
         throw std::logic_error("steepest::dist: no whole buffer '" + b.key + "' of layer '" + b.layer + "'");
       const detail::Piece& piece = *p->second;
-      detail::copy_share(b, whole[w->second], piece.begin, plans[piece.layer].rows, piece.end - piece.begin, to_whole);
+      detail::copy_share<space_type>(b, whole[w->second], piece.begin, plans[piece.layer].rows, piece.end - piece.begin, to_whole);
     }
   }
 
   /// All-gathers every rank's new rows into `params` (nothing to send with one rank).
   template <class S>
-  void gather_weights(ParamSet<S>& params, State<S>& st) const {
+  void gather_weights(Params<S>& params, State<S>& st) const {
     const int ranks = comm_->size(), me = comm_->rank();
     if (ranks == 1) return;
     const long long total = st.displs.back() + st.counts.back();
-    st.send.resize(std::size_t(std::max<long long>(st.counts[std::size_t(me)], 1)));
-    st.recv.resize(std::size_t(std::max<long long>(total, 1)));
-    detail::pack(params, st.pieces[std::size_t(me)], st.send.data());
-    comm_->allgatherv(st.send.data(), st.recv.data(), st.counts, st.displs);
+    S* send = st.send.reserve(std::size_t(std::max<long long>(st.counts[std::size_t(me)], 1)));
+    S* recv = st.recv.reserve(std::size_t(std::max<long long>(total, 1)));
+    detail::pack(params, st.pieces[std::size_t(me)], send);
+    comm_->allgatherv(send, recv, st.counts, st.displs);
     for (int r = 0; r < ranks; ++r)
-      if (r != me) detail::unpack(params, st.pieces[std::size_t(r)], st.recv.data() + st.displs[std::size_t(r)]);
+      if (r != me) detail::unpack(params, st.pieces[std::size_t(r)], recv + st.displs[std::size_t(r)]);
   }
 };
 
