@@ -5,6 +5,8 @@
 #                                 custom chain) on device memory against the same calls on the
 #                                 host, and GPU <-> CPU state resumes
 #   3. compute-sanitizer          memcheck, racecheck and initcheck over the tests
+#   3b. steepest_nccl_tests       the sharded optimizer on device memory over NCCL, one rank,
+#                                 against the single-process device step (when NCCL is found)
 #   4. cuda_quickstart, cuda_custom_optimizer   the README example and examples/custom_optimizer's
 #                                 chain on the device
 #   5. steepest_cuda_bench        GB/s vs a device-to-device copy, Newton-Schulz vs a GEMM,
@@ -38,6 +40,11 @@ step tests ./build-gpu/steepest_cuda_tests
 for tool in memcheck racecheck initcheck; do
   step "sanitizer-$tool" "$sanitizer" --tool "$tool" --error-exitcode 1 ./build-gpu/steepest_cuda_tests
 done
+if grep -q "steepest_nccl_tests" build-gpu/Makefile 2>/dev/null; then
+  step nccl_build cmake --build build-gpu -j"$(nproc)" --target steepest_nccl_tests
+  step nccl_tests ./build-gpu/steepest_nccl_tests
+  step nccl_sanitizer "$sanitizer" --tool memcheck --error-exitcode 1 ./build-gpu/steepest_nccl_tests
+fi
 step quickstart ./build-gpu/cuda_quickstart
 step custom_optimizer ./build-gpu/cuda_custom_optimizer
 step bench ./build-gpu/steepest_cuda_bench
