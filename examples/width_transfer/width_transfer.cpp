@@ -9,7 +9,9 @@
 //
 //   width_transfer [--mode quick|full|smoke] [--corpus FILE]... [--out runs.csv]
 //                  [--optimizers a,b,...] [--widths 64,128,...] [--steps N] [--seeds N]
-//                  [--threads N]
+//                  [--depth N] [--threads N]
+//
+// --depth sets the number of hidden w x w layers (default 2); depth_transfer.py sweeps it.
 //
 // Runs are independent, so they are spread over --threads worker threads, one run per thread
 // (single-threaded linear algebra inside each run), widest first.
@@ -36,10 +38,24 @@ struct Options {
   std::string out = "width_transfer.csv";
   std::vector<std::string> optimizers = all_optimizers();
   std::vector<int> widths;
-  int steps = 0, seeds = 0, threads = 0, batch = 0;
+  int steps = 0, seeds = 0, threads = 0, batch = 0, depth = 0;
   bool equal_time = true;
+  double equal_time_ratio = 0;  // Muon / MOGA-row step-time ratio; 0: the recorded one (or live)
+  bool equal_time_live = false;
   int max_spectral_width = 0;  // 0: no cap
 };
+
+/// The Muon (muP) / MOGA-row step-time ratio the equal-wall-time comparison uses, as recorded in
+/// docs/width_transfer/equal_time.csv (a whole training step, forward and backward included, both
+/// rules at w = 512, batch 64, two runs at a time on this 2-core machine: 117.760 ms and 6.3854 ms,
+/// means over 18 and 22 runs of 200 steps; 200 Muon steps -> 3,688 MOGA-row steps). Ratios measured live move with the machine's load (one busy
+/// run read 201 ms for Muon, another 115), and so would the MOGA-row step count; the recorded ratio
+/// keeps the comparison reproducible and the live one is printed beside it. Other widths or batches
+/// have no recorded ratio and use the live one (said so), as does --equal-time-ratio live.
+double recorded_step_ratio(int width, int batch) {
+  if (width == 512 && batch == 64) return 117.760 / 6.3854;
+  return 0;
+}
 
 std::vector<std::string> split(const std::string& s) {
   std::vector<std::string> out;
@@ -52,8 +68,10 @@ std::vector<std::string> split(const std::string& s) {
 [[noreturn]] void usage(const char* msg) {
   std::fprintf(stderr,
                "width_transfer: %s\nusage: width_transfer [--mode quick|full|smoke] [--corpus FILE]... [--out CSV]\n"
-               "       [--optimizers a,b] [--widths 64,128] [--steps N] [--seeds N] [--batch N] [--threads N]"
+               "       [--optimizers a,b] [--widths 64,128] [--steps N] [--seeds N] [--batch N] [--depth N] [--threads N]"
                " [--no-equal-time]\n"
+               "       [--equal-time-ratio R|live]   (Muon/MOGA-row step-time ratio for the equal-time run;\n"
+               "                                      default: the recorded one where there is one)\n"
                "       [--max-spectral-width N]   (skip Muon/Scion runs wider than N: Newton-Schulz is O(w^3))\n",
                msg);
   std::exit(2);
@@ -83,8 +101,17 @@ Options parse(int argc, char** argv) {
     } else if (a == "--steps") o.steps = num();
     else if (a == "--seeds") o.seeds = num();
     else if (a == "--batch") o.batch = num();
+    else if (a == "--depth") o.depth = num();
     else if (a == "--threads") o.threads = num();
     else if (a == "--no-equal-time") o.equal_time = false;
+    else if (a == "--equal-time-ratio") {
+      const std::string v = val();
+      if (v == "live") o.equal_time_live = true;
+      else {
+        o.equal_time_ratio = std::atof(v.c_str());
+        if (!(o.equal_time_ratio > 0)) usage(("--equal-time-ratio needs a positive number or 'live', not " + v).c_str());
+      }
+    }
     else if (a == "--max-spectral-width") o.max_spectral_width = num();
     else if (a == "--help" || a == "-h") usage("help");
     else usage(("unknown argument " + a).c_str());
@@ -159,7 +186,7 @@ std::pair<double, double> optimum(const Curve& c) {
 void write_row(std::ofstream& csv, const RunResult& r) {
   csv << r.cfg.optimizer << ',' << r.cfg.width << ',' << r.cfg.lr << ',' << r.cfg.seed << ',' << r.cfg.steps << ','
       << r.steps_done << ',' << r.train_loss << ',' << r.val_loss << ',' << (r.diverged ? 1 : 0) << ','
-      << r.head_norm << ',' << r.wall_s << ',' << r.step_ms << ',' << r.opt_ms << '\n';
+      << r.head_norm << ',' << r.wall_s << ',' << r.step_ms << ',' << r.opt_ms << ',' << r.cfg.depth << '\n';
   csv.flush();
 }
 
@@ -176,6 +203,7 @@ int main(int argc, char** argv) {
   if (!o.widths.empty()) widths = o.widths;
   if (o.steps) base.steps = o.steps;
   if (o.batch) base.batch = o.batch;
+  if (o.depth) base.depth = o.depth;
   const int seeds = o.seeds ? o.seeds : (o.mode == "full" ? 2 : 1);
   const int threads = o.threads ? o.threads : int(std::max(1u, std::thread::hardware_concurrency()));
 
@@ -219,7 +247,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   csv << "optimizer,width,lr,seed,steps,steps_done,train_loss,val_loss,diverged,head_norm_rms_inf,wall_s,step_ms,"
-         "opt_ms\n";
+         "opt_ms,depth\n";
   std::vector<RunResult> results;
   std::mutex mu;
   std::atomic<std::size_t> next{0};
@@ -308,12 +336,20 @@ int main(int argc, char** argv) {
     const auto [lrm, vm] = optimum(cm);
     const auto [lru, vu] = optimum(cu);
     if (!std::isnan(lrm) && !std::isnan(lru)) {
-      const double ms_m = cm.step_ms / cm.n, ms_u = cu.step_ms / cu.n;
+      const double ms_m = cm.step_ms / cm.n, ms_u = cu.step_ms / cu.n, live = ms_u / ms_m;
+      const double recorded = recorded_step_ratio(w1, base.batch);
+      const bool use_live = o.equal_time_live || (o.equal_time_ratio == 0 && recorded == 0);
+      const double ratio = use_live ? live : (o.equal_time_ratio > 0 ? o.equal_time_ratio : recorded);
       RunConfig c = base;
       c.optimizer = "moga_row", c.width = w1, c.lr = lrm;
-      c.steps = int(std::lround(base.steps * ms_u / ms_m));
-      std::printf("\nMOGA-row vs Muon (muP) at w=%d: %.1f vs %.1f ms/step (forward, backward and step).\n", w1, ms_m,
-                  ms_u);
+      c.steps = int(std::lround(base.steps * ratio));
+      std::printf("\nMOGA-row vs Muon (muP) at w=%d: %.1f vs %.1f ms/step in this run (forward, backward and step): "
+                  "ratio %.2f live.\n", w1, ms_m, ms_u, live);
+      std::printf("equal wall time uses the ratio %.2f (%s): MOGA-row runs %d steps for Muon's %d\n", ratio,
+                  use_live ? (o.equal_time_live ? "live, as asked" : "live: no recorded ratio for this width and batch")
+                           : (o.equal_time_ratio > 0 ? "given by --equal-time-ratio"
+                                                     : "recorded (docs/width_transfer/equal_time.csv); --equal-time-ratio live for this run's"),
+                  c.steps, base.steps);
       std::printf("equal steps (%d): val %.4f (MOGA-row, lr 2^%.0f) vs %.4f (Muon, lr 2^%.0f)\n", base.steps, vm,
                   std::log2(lrm), vu, std::log2(lru));
       // A run 19x longer is a different training problem: MOGA-row's optimal peak lr can be lower

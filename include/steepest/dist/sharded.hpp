@@ -226,6 +226,10 @@ struct ShardSpace<Host> {
   static void copy_rows(const Host&, S* dst, Index dst_stride, const S* src, Index src_stride, Index rows, Index cols,
                         S scale = S(1)) {
     if (rows <= 0 || cols <= 0) return;
+    if (scale == S(1) && dst_stride == cols && src_stride == cols) {  // whole rows back to back: one copy
+      std::memcpy(dst, src, sizeof(S) * std::size_t(rows * cols));
+      return;
+    }
     for (Index i = 0; i < rows; ++i) {
       S* d = dst + i * dst_stride;
       const S* r = src + i * src_stride;
