@@ -6,6 +6,12 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <tuple>
+#if defined(__SSE__) || defined(__x86_64__)
+#include <pmmintrin.h>
+#include <xmmintrin.h>
+#endif
+#include <utility>
 #include <vector>
 
 #include "corpus.hpp"
@@ -32,7 +38,9 @@ inline const std::vector<std::string>& all_optimizers() {
   return names;
 }
 
-inline bool is_spectral_optimizer(const std::string& n) { return n == "muon" || n == "muon_mup" || n == "scion"; }
+inline bool is_spectral_optimizer(const std::string& n) {
+  return n == "muon" || n == "muon_mup" || n == "scion" || n == "scion_unconstrained";
+}
 
 struct RunConfig {
   std::string optimizer;
@@ -44,6 +52,17 @@ struct RunConfig {
   int context = 8;
   int depth = 2;
   int eval_tokens = 8192;
+  int trace_points = 0;  // > 0: record the head's norms this many times along training (and at 0)
+};
+
+/// One point of a run's trace: the output head's norms after `step` steps (`tokens` = step x
+/// batch training predictions), and the mean training loss since the previous point.
+struct TracePoint {
+  int step = 0;
+  long long tokens = 0;
+  double head_rms_inf = 0;   // ||H||_{RMS->inf}, as rms_to_inf_norm
+  double head_geometry = 0;  // ||H|| in the geometry the optimizer gives the head (operator_norms)
+  double train_loss = std::numeric_limits<double>::quiet_NaN();
 };
 
 struct RunResult {
@@ -56,6 +75,9 @@ struct RunResult {
   double wall_s = 0;
   double step_ms = 0;  // optimizer + forward/backward, per step
   double opt_ms = 0;   // optimizer step alone, per step
+  double head_geometry = std::numeric_limits<double>::quiet_NaN();  // ||H|| in the head's geometry, at the end
+  std::string head_geometry_name;
+  std::vector<TracePoint> trace;  // cfg.trace_points + 1 points when asked (fewer if it diverged)
 };
 
 /// ||W||_{RMS->inf} = sqrt(n) * max_i ||W_i,:||_2: the output-layer norm the norm-transfer paper
@@ -108,6 +130,27 @@ inline double embedding_input_factor(const st::Geometry& g, double n_in) {
   return std::pow(n_in, 1.0 / g.p());  // p = 1: sign, columns; p = 2: rows, spectral
 }
 
+/// Sets flush-to-zero and denormals-are-zero for the calling thread's SSE/AVX arithmetic. Long
+/// runs (thousands of steps) fill some of the model's matrices with subnormal floats, which x86
+/// multiplies in microcode: a 4,000-step w = 64 run went from 0.5 to 11.7 ms/step, 84% of it in the
+/// model's GEMMs, and back to 0.5 with these two bits set. norm_transfer sets them in every worker;
+/// width_transfer (200-step runs, no slowdown) leaves the default so its recorded results stand.
+inline void flush_subnormals_in_this_thread() {
+#if defined(__SSE__) || defined(__x86_64__)
+  _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
+  _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
+#endif
+}
+
+/// The output head's norm in the geometry `opt` gives it, through the library's operator_norms
+/// (the head is reported first).
+template <class Opt, class S>
+std::pair<double, std::string> head_norm_in_geometry(const st::ParamSet<S>& ps, const Opt& opt) {
+  for (const auto& n : st::operator_norms(ps, opt))
+    if (n.role == st::Role::Output) return {n.value, n.geometry};
+  return {std::numeric_limits<double>::quiet_NaN(), ""};
+}
+
 template <class Opt>
 RunResult train(Opt opt, const RunConfig& cfg, const Corpus& corpus, bool scion_radius = false) {
   using S = float;
@@ -138,9 +181,28 @@ RunResult train(Opt opt, const RunConfig& cfg, const Corpus& corpus, bool scion_
   double opt_s = 0, tail = 0;
   int tail_n = 0;
   const double give_up = 1.5 * std::log(double(corpus.vocab()));  // well above the init loss
+  // Trace: points at steps round(k * steps / trace_points), k = 0..trace_points; the norms are
+  // read between steps, outside the timed optimizer step.
+  int next_trace = 0, trace_k = 0;
+  double trace_loss = 0;
+  int trace_n = 0;
+  auto record = [&](int t) {
+    TracePoint p;
+    p.step = t;
+    p.tokens = (long long)t * cfg.batch;
+    p.head_rms_inf = rms_to_inf_norm(model.head());
+    p.head_geometry = head_norm_in_geometry(ps, opt).first;
+    if (trace_n) p.train_loss = trace_loss / trace_n;
+    trace_loss = 0, trace_n = 0;
+    r.trace.push_back(p);
+    ++trace_k;
+    next_trace = int(std::lround(double(trace_k) * cfg.steps / std::max(1, cfg.trace_points)));
+  };
   for (int t = 0; t < cfg.steps; ++t) {
+    if (cfg.trace_points > 0 && t == next_trace) record(t);
     train_batches.next(cfg.batch, ctx, tgt);
     const double loss = model.forward_backward(ctx, tgt, true);
+    trace_loss += loss, ++trace_n;
     if (!std::isfinite(loss) || (t > cfg.steps / 10 && loss > give_up)) {
       r.diverged = true;
       break;
@@ -164,6 +226,8 @@ RunResult train(Opt opt, const RunConfig& cfg, const Corpus& corpus, bool scion_
   r.step_ms = 1e3 * r.wall_s / std::max(1, r.steps_done);
   r.opt_ms = 1e3 * opt_s / std::max(1, r.steps_done);
   r.head_norm = rms_to_inf_norm(model.head());
+  std::tie(r.head_geometry, r.head_geometry_name) = head_norm_in_geometry(ps, opt);
+  if (cfg.trace_points > 0 && !r.diverged && r.steps_done == cfg.steps) record(cfg.steps);
   if (r.diverged) return r;
   r.train_loss = tail / std::max(1, tail_n);
   BatchSampler val(corpus.val, cfg.context, 0);
@@ -180,13 +244,42 @@ RunResult train(Opt opt, const RunConfig& cfg, const Corpus& corpus, bool scion_
   return r;
 }
 
-/// Runs one configuration with the optimizer named in cfg.optimizer.
-inline RunResult run(const RunConfig& cfg, const Corpus& corpus) {
+/// Scion's radii, set by hand before any sweep (docs/TRANSFER.md says how) and fixed across widths.
+inline st::ScionRadii scion_radii() {
+  st::ScionRadii radii;
+  radii.hidden = 3.0;
+  radii.embedding = 1.0;  // times n_in (see embedding_input_factor): entries of size ~1
+  radii.output = 16.0;
+  radii.vector = 1.0;
+  return radii;
+}
+
+/// Runs one configuration of the rules that the norm-transfer study sweeps (Scion constrained
+/// and unconstrained, AdamW with the 1̄->inf scale, MOGA-row); false if cfg.optimizer is another.
+inline bool run_norm_rule(const RunConfig& cfg, const Corpus& corpus, RunResult& out) {
+  const std::string& o = cfg.optimizer;
+  const double lr = cfg.lr;
+  if (o == "adamw_1inf") out = train(st::adamw_rescaled(Setup::adam(lr)), cfg, corpus);
+  else if (o == "moga_row") out = train(st::moga_row(Setup::adam(lr)), cfg, corpus);
+  else if (o == "scion") out = train(st::scion(Setup::momentum(lr, 0.9), scion_radii()), cfg, corpus, true);
+  // Unconstrained: W <- W - lr rho D(M), no decay (Setup::momentum sets weight_decay 0), the
+  // same radii as step multipliers: nothing holds the norms, so they grow with lr and steps.
+  else if (o == "scion_unconstrained")
+    out = train(st::scion_unconstrained(Setup::momentum(lr, 0.9), scion_radii()), cfg, corpus, true);
+  else return false;
+  return true;
+}
+
+/// Runs one configuration with the optimizer named in cfg.optimizer (any of all_optimizers() or
+/// scion_unconstrained). A template only so that a translation unit that does not call it does
+/// not compile every optimizer's training loop (norm_transfer calls run_norm_rule alone).
+template <class = void>
+RunResult run(const RunConfig& cfg, const Corpus& corpus) {
+  RunResult r;
+  if (run_norm_rule(cfg, corpus, r)) return r;
   const std::string& o = cfg.optimizer;
   const double lr = cfg.lr;
   if (o == "adamw") return train(st::adamw(Setup::adam(lr)), cfg, corpus);
-  if (o == "adamw_1inf") return train(st::adamw_rescaled(Setup::adam(lr)), cfg, corpus);
-  if (o == "moga_row") return train(st::moga_row(Setup::adam(lr)), cfg, corpus);
   if (o == "moga_col") return train(st::moga_col(Setup::adam(lr)), cfg, corpus);
   if (o == "moga_row_post") return train(st::moga_row<st::MogaOrder::AdamThenNormalize>(Setup::adam(lr)), cfg, corpus);
   if (o == "moga_col_post") return train(st::moga_col<st::MogaOrder::AdamThenNormalize>(Setup::adam(lr)), cfg, corpus);
@@ -198,15 +291,6 @@ inline RunResult run(const RunConfig& cfg, const Corpus& corpus) {
                               o == "muon" ? st::ShapeFactor::MuonMax1 : st::ShapeFactor::SpectralMuP);
     opt.roles[std::size_t(st::Role::Output)].geometry = st::geometry<st::Spectral>();
     return train(opt, cfg, corpus);
-  }
-  if (o == "scion") {
-    // Radii set by hand before any sweep (docs/TRANSFER.md says how) and fixed across widths.
-    st::ScionRadii radii;
-    radii.hidden = 3.0;
-    radii.embedding = 1.0;  // times n_in (see embedding_input_factor): entries of size ~1
-    radii.output = 16.0;
-    radii.vector = 1.0;
-    return train(st::scion(Setup::momentum(lr, 0.9), radii), cfg, corpus, /*scion_radius=*/true);
   }
   throw std::invalid_argument("unknown optimizer '" + o + "'");
 }
