@@ -3,8 +3,8 @@
 # (lr, batch) grid at three token budgets and two widths for Scion (constrained and
 # unconstrained), AdamW with the 1̄->inf scale and MOGA-row, with the output head's norm traced
 # along training; then the analysis (optima, head norms, exponents) and its figures.
-#   bash scripts/norm_transfer.sh            quick mode: widths 32/64, D = 2^14..2^16, 1 seed, 696 runs, ~2-3 min on 2 cores
-#   bash scripts/norm_transfer.sh --mode full   widths 32/64, D = 2^15..2^19, 2 seeds, 1,904 runs (cost: docs/NORM_TRANSFER.md)
+#   bash scripts/norm_transfer.sh            quick mode: widths 32/64, D = 2^14..2^16, 1 seed, 720 runs, ~2 min on 2 cores
+#   bash scripts/norm_transfer.sh --mode full   widths 32/64, D = 2^15..2^19, 2 seeds, 2,688 runs, ~19 min
 # Extra arguments go to the experiment (--widths, --budgets, --batches, --seeds, --rules, --corpus).
 # Writes build-demo/norm_transfer/{runs,trace}.csv, summary.md and, with matplotlib, grid.png,
 # trace.png and scaling.png.

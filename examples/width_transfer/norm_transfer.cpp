@@ -146,7 +146,7 @@ int main(int argc, char** argv) {
   RunConfig base;
   if (o.mode == "quick") widths = {32, 64}, budgets = {14, 15, 16}, batches = {16, 32, 64, 128, 256};
   if (o.mode == "full")
-    widths = {32, 64}, budgets = {15, 17, 19}, batches = {16, 32, 64, 128, 256, 512, 1024, 2048}, seeds = 2,
+    widths = {32, 64}, budgets = {15, 17, 19}, batches = {16, 32, 64, 128, 256, 512, 1024, 2048, 4096}, seeds = 2,
     trace_points = 16;
   if (o.mode == "smoke") widths = {16}, budgets = {10, 11}, batches = {8, 16}, base.eval_tokens = 1024;
   if (!o.widths.empty()) widths = o.widths;

@@ -155,10 +155,15 @@ def main():
                     ks, _ = grid_optimum(cell, s)
                     if ks is not None:
                         per_seed.append(refine(cell, ks, s)[:2])
-                opt[(rule, w, d)] = dict(k=k, v=v, fb=fb, fe=fe, head=head, geom=geom, per_seed=per_seed)
+                opt[(rule, w, d)] = dict(k=k, v=v, fb=fb, fe=fe, head=head, geom=geom, per_seed=per_seed,
+                                         vals=list(cell[k]["val"].values()))
                 note = "; ".join(edges(cell, k) + ([] if ok else ["no convex fit: grid point"]))
                 md.append(f"| {rule} | {w} | 2^{d} | 2^{k[1]} | {2 ** k[0]} | {fe:+.2f} | {fb:.2f} | {v:.4f} | "
                           f"{head:.2f} | {geom:.4g} | {note} |")
+    spreads = [max(o_["vals"]) - min(o_["vals"]) for o_ in opt.values() if len(o_["vals"]) > 1]
+    if spreads:
+        md.append(f"\nSeed noise: at the optima the seeds' validation losses differ by {np.median(spreads):.4f} "
+                  f"nats (median; max {max(spreads):.4f}).")
     md.append("")
 
     # ---- necessary: same norm across budgets and widths? ----
@@ -200,6 +205,31 @@ def main():
                     md.append(f"| {rule} | {w} | 2^{d} | {len(ex)} | {min(ex):.2f}% | {np.median(ex):.2f}% | {max(ex):.2f}% |")
                 else:
                     md.append(f"| {rule} | {w} | 2^{d} | 0 | | | |")
+    md.append("")
+
+    # ---- what sets the norm: the step budget lr * D / B? ----
+    md.append("### What sets the final head norm: the summed step size lr x steps = lr D / B?\n")
+    md.append("Per rule, over every non-diverged run: least squares of log2(head RMS->inf) on "
+              "log2(lr D / B), its slope, and the share of the variance it explains (R^2). A "
+              "sign-type update moves every head entry by a fixed amount per step, so an unconstrained "
+              "rule's norm should follow lr D / B; a constraint caps it.\n")
+    md.append("| rule | slope | R^2 | runs |")
+    md.append("|---|---|---|---|")
+    for rule in rules:
+        xs, ys = [], []
+        for r in runs:
+            if r["rule"] != rule or r["diverged"] == "1":
+                continue
+            h = float(r["head_rms_inf"])
+            if h > 0 and math.isfinite(h):
+                xs.append(math.log2(float(r["lr"]) * 2 ** int(r["budget_log2"]) / int(r["batch"])))
+                ys.append(math.log2(h))
+        if len(xs) >= 3:
+            slope, _, icpt = fit_line(xs, ys)
+            pred = icpt + slope * np.asarray(xs)
+            ss = np.sum((np.asarray(ys) - pred) ** 2)
+            st = np.sum((np.asarray(ys) - np.mean(ys)) ** 2)
+            md.append(f"| {rule} | {slope:+.2f} | {1 - ss / st if st > 0 else float('nan'):.2f} | {len(xs)} |")
     md.append("")
 
     # ---- exponents ----
