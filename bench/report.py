@@ -1,14 +1,64 @@
 #!/usr/bin/env python3
-"""Run steepest_bench and print the ratio table of docs/PERFORMANCE.md.
+"""Run steepest_bench and print its ratio table (the CPU tables of docs/PERFORMANCE.md).
 
-Ratios are taken within one run of one binary (the machine is shared and noisy):
-  elementwise / row / column rules: time / time of the hand-fused AdamW loop, same shape and threads
-  Newton-Schulz rules: achieved GFLOP/s (plain-algorithm flop count) / Eigen GEMM GFLOP/s
-Usage: bench/report.py [path/to/steepest_bench] [--quick] [extra benchmark args...]
+Ratios are taken within one run of one binary, because the machine is shared and noisy. Every
+benchmark runs --repetitions times, and Google Benchmark interleaves the repetitions of all of
+them in random order, so a rule and its reference are measured side by side over the same
+window. Each ratio is formed per repetition, and the table gives its median and its spread
+(min-max over the repetitions):
+  elementwise / row / column rules: time / time of the hand-fused AdamW loop (same shape and threads)
+  Newton-Schulz rules: GFLOP/s (plain-algorithm flop count) / Eigen GEMM GFLOP/s; the GEMM
+    reference runs as many X X^T products per iteration as 5 Newton-Schulz steps have flops, so
+    both are timed over about the same span.
+
+Usage: bench/report.py [path/to/steepest_bench] [--quick] [--repetitions N] [--out FILE.md]
+                       [extra benchmark args...]
+--quick keeps 1024x4096 and 4096x4096; --out also writes the table (with the machine and the
+command) to FILE.md.
 """
 import json
+import platform
+import statistics
 import subprocess
 import sys
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def cpu_flags():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    keep = ["avx2", "avx512f", "avx512_bf16", "amx_bf16"]
+                    return ", ".join(k for k in keep if k in flags) or "no AVX2"
+    except OSError:
+        pass
+    return "?"
+
+
+def parse(name):
+    parts = name.split("/")
+    rule = parts[0]
+    vals = {}
+    for p in parts[1:]:
+        if ":" in p:
+            k, v = p.split(":", 1)
+            try:
+                vals[k] = int(v)
+            except ValueError:
+                pass
+    return rule, vals.get("m", 0), vals.get("n", 0), vals.get("threads", 1)
 
 
 def main():
@@ -18,53 +68,82 @@ def main():
         binary = args.pop(0)
     quick = "--quick" in args
     args = [a for a in args if a != "--quick"]
-    cmd = [binary, "--benchmark_format=json", "--benchmark_min_time=0.3"]
+    reps, out_md = 5, None
+    rest = []
+    i = 0
+    while i < len(args):
+        if args[i] == "--repetitions":
+            reps = int(args[i + 1])
+            i += 2
+        elif args[i] == "--out":
+            out_md = args[i + 1]
+            i += 2
+        else:
+            rest.append(args[i])
+            i += 1
+    cmd = [binary, "--benchmark_format=json", "--benchmark_min_time=0.3",
+           f"--benchmark_repetitions={reps}", "--benchmark_enable_random_interleaving=true"]
     if quick:
         cmd.append("--benchmark_filter=/m:(1024|4096)/n:4096/")
-    cmd += args
+    cmd += rest
     print("running:", " ".join(cmd), file=sys.stderr)
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    data = json.loads(out)
-    rows = {}
+    data = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+
+    # Per benchmark (rule, m, n, threads): the list of its repetitions, in repetition order.
+    runs = {}
     for b in data["benchmarks"]:
-        if b.get("run_type") == "aggregate" and b.get("aggregate_name") != "median":
+        if b.get("run_type") == "aggregate":
             continue
-        name = b["run_name"] if "run_name" in b else b["name"]
-        rule, m, n, t = parse(name)
-        rows[(rule, m, n, t)] = b
+        key = parse(b.get("run_name", b["name"]))
+        runs.setdefault(key, {})[b.get("repetition_index", 0)] = b
+
+    def paired(key, ref_key, value):
+        """Per-repetition ratio value(rule) / value(ref), over the repetitions both have."""
+        a, r = runs.get(key, {}), runs.get(ref_key, {})
+        return [value(a[i]) / value(r[i]) for i in sorted(a) if i in r and value(r[i]) > 0]
+
     ctx = data["context"]
-    print(f"# {ctx.get('host_name', '?')}, {ctx.get('num_cpus')} CPUs @ {ctx.get('mhz_per_cpu')} MHz, "
-          f"{ctx.get('date')}")
-    print()
-    print("| rule | shape | threads | ms | ns/param | GB/s | ratio | against |")
-    print("|---|---|---|---|---|---|---|---|")
-    for (rule, m, n, t), b in sorted(rows.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2], kv[0][3])):
+    lines = []
+    lines.append(f"Machine: {cpu_model()} ({cpu_flags()}), {ctx.get('num_cpus')} CPUs, "
+                 f"{ctx.get('mhz_per_cpu')} MHz; {ctx.get('date')}; {reps} repetitions, randomly interleaved.")
+    lines.append("")
+    lines.append("Command: `" + " ".join(["python3", "bench/report.py", binary] + (["--quick"] if quick else [])
+                                       + ["--repetitions", str(reps)] + rest) + "`")
+    lines.append("")
+    lines.append("| rule | shape | threads | ms (median) | ns/param | GB/s | ratio (median) | spread | against (median) |")
+    lines.append("|---|---|---|---|---|---|---|---|---|")
+    for key in sorted(runs):
+        rule, m, n, t = key
         if rule.startswith("Ref_"):
             continue
+        reps_of = runs[key]
+        ms = statistics.median(b["real_time"] for b in reps_of.values())
+        nspp = statistics.median(b.get("ns_per_param", float("nan")) for b in reps_of.values())
+        gbs = statistics.median(b.get("bytes_per_second", 0) for b in reps_of.values()) / 1e9
         shape = "GPT-2 small" if m == 0 else f"{m}x{n}"
-        ms = b["real_time"]
-        nspp = b.get("ns_per_param", float("nan"))
-        gbs = b.get("bytes_per_second", 0) / 1e9
-        if "GFLOPs" in b:
-            ref = rows.get(("Ref_GemmXXt", m, n, t))
-            ratio = b["GFLOPs"] / ref["GFLOPs"] if ref else float("nan")
-            against = f"GEMM {ref['GFLOPs']:.0f} GFLOP/s, rule {b['GFLOPs']:.0f}" if ref else "-"
+        if "GFLOPs" in next(iter(reps_of.values())):
+            ref = ("Ref_GemmXXt", m, n, t)
+            ratios = paired(key, ref, lambda b: b["GFLOPs"])
+            ref_g = statistics.median(b["GFLOPs"] for b in runs.get(ref, {}).values()) if ref in runs else float("nan")
+            rule_g = statistics.median(b["GFLOPs"] for b in reps_of.values())
+            against = f"GEMM {ref_g:.0f} GFLOP/s, rule {rule_g:.0f}"
         else:
-            ref = rows.get(("Ref_HandFusedAdamW", m, n, t))
-            ratio = ms / ref["real_time"] if ref else float("nan")
-            against = f"hand-fused AdamW {ref['real_time']:.2f} ms" if ref else "-"
-        print(f"| {rule} | {shape} | {t} | {ms:.2f} | {nspp:.3f} | {gbs:.1f} | {ratio:.2f} | {against} |")
-
-
-def parse(name):
-    parts = name.split("/")
-    rule = parts[0]
-    vals = {}
-    for p in parts[1:]:
-        if ":" in p:
-            k, v = p.split(":")
-            vals[k] = int(v)
-    return rule, vals.get("m", 0), vals.get("n", 0), vals.get("threads", 1)
+            ref = ("Ref_HandFusedAdamW", m, n, t)
+            # Time ratio: rule / reference (below 1: the rule is faster).
+            ratios = paired(key, ref, lambda b: b["real_time"])
+            ref_ms = statistics.median(b["real_time"] for b in runs.get(ref, {}).values()) if ref in runs else float("nan")
+            against = f"hand-fused AdamW {ref_ms:.2f} ms"
+        if ratios:
+            med, lo, hi = statistics.median(ratios), min(ratios), max(ratios)
+            r_txt, s_txt = f"{med:.2f}", f"{lo:.2f}-{hi:.2f}"
+        else:
+            r_txt, s_txt = "-", "-"
+        lines.append(f"| {rule} | {shape} | {t} | {ms:.2f} | {nspp:.3f} | {gbs:.1f} | {r_txt} | {s_txt} | {against} |")
+    text = "\n".join(lines)
+    print(text)
+    if out_md:
+        with open(out_md, "w") as f:
+            f.write(text + "\n")
 
 
 if __name__ == "__main__":
