@@ -97,17 +97,23 @@ struct Momentum {
     const S b = static_cast<S>(ctx.hp.beta1);
     auto m = st.m.array();
     auto u = ctx.u.array();
+    // The stored momentum never holds subnormals (simd::flush_subnormal says why); the fused
+    // kernel below flushes at the same point, so both paths give the same bits.
     if constexpr (Kind == MomentumKind::HeavyBall) {
       m = b * m + u;
+      simd::flush_subnormals(m);
       u = m;
     } else if constexpr (Kind == MomentumKind::Nesterov) {
       m = b * m + u;
+      simd::flush_subnormals(m);
       u = u + b * m;
     } else if constexpr (Kind == MomentumKind::EMA) {
       m = b * m + (S(1) - b) * u;
+      simd::flush_subnormals(m);
       u = m;
     } else {
       m = b * m + (S(1) - b) * u;
+      simd::flush_subnormals(m);
       u = (S(1) - b) * u + b * m;
     }
   }
@@ -121,19 +127,19 @@ struct Momentum {
       using namespace simd;
       const P mo = load<P>(m + i), B = set1<P>(b);
       if constexpr (Kind == MomentumKind::HeavyBall) {
-        const P mn = add(mul(B, mo), u);
+        const P mn = flush_subnormal<P, S>(add(mul(B, mo), u));
         store(m + i, mn);
         return mn;
       } else if constexpr (Kind == MomentumKind::Nesterov) {
-        const P mn = add(mul(B, mo), u);
+        const P mn = flush_subnormal<P, S>(add(mul(B, mo), u));
         store(m + i, mn);
         return add(u, mul(B, mn));
       } else if constexpr (Kind == MomentumKind::EMA) {
-        const P mn = add(mul(B, mo), mul(set1<P>(omb), u));
+        const P mn = flush_subnormal<P, S>(add(mul(B, mo), mul(set1<P>(omb), u)));
         store(m + i, mn);
         return mn;
       } else {
-        const P mn = add(mul(B, mo), mul(set1<P>(omb), u));
+        const P mn = flush_subnormal<P, S>(add(mul(B, mo), mul(set1<P>(omb), u)));
         store(m + i, mn);
         return add(mul(set1<P>(omb), u), mul(B, mn));
       }
@@ -179,6 +185,8 @@ struct AdamMoments {
     const S sb1 = static_cast<S>(b1), sb2 = static_cast<S>(b2);
     st.m.array() = sb1 * st.m.array() + (S(1) - sb1) * ctx.u.array();
     st.v.array() = sb2 * st.v.array() + (S(1) - sb2) * ctx.u.array().square();
+    simd::flush_subnormals(st.m.array());  // stored moments never subnormal (as in Elem)
+    simd::flush_subnormals(st.v.array());
     ctx.u.array() = (c1 * st.m.array()) / (c2 * st.v.array().sqrt() + eps);
   }
   template <class S>
@@ -190,8 +198,8 @@ struct AdamMoments {
     template <class P>
     STEEPEST_HD P apply(P u, Index i, Index) const {
       using namespace simd;
-      const P mn = add(mul(set1<P>(b1), load<P>(m + i)), mul(set1<P>(omb1), u));
-      const P vn = add(mul(set1<P>(b2), load<P>(v + i)), mul(set1<P>(omb2), mul(u, u)));
+      const P mn = flush_subnormal<P, S>(add(mul(set1<P>(b1), load<P>(m + i)), mul(set1<P>(omb1), u)));
+      const P vn = flush_subnormal<P, S>(add(mul(set1<P>(b2), load<P>(v + i)), mul(set1<P>(omb2), mul(u, u))));
       store(m + i, mn);
       store(v + i, vn);
       return div(mul(set1<P>(c1), mn), add(mul(set1<P>(c2), sqrt(vn)), set1<P>(eps)));
@@ -231,7 +239,7 @@ struct LionMoment {
       const S g = u[i], mo = m[i];
       const S c = b1 * mo + (S(1) - b1) * g;
       u[i] = static_cast<S>((c > S(0)) - (c < S(0)));
-      m[i] = b2 * mo + (S(1) - b2) * g;
+      m[i] = simd::flush_subnormal<S, S>(b2 * mo + (S(1) - b2) * g);  // as in Elem
     }
   }
   template <class S>
@@ -244,7 +252,7 @@ struct LionMoment {
       using namespace simd;
       const P mo = load<P>(m + i);
       const P c = add(mul(set1<P>(b1), mo), mul(set1<P>(omb1), g));
-      store(m + i, add(mul(set1<P>(b2), mo), mul(set1<P>(omb2), g)));
+      store(m + i, flush_subnormal<P, S>(add(mul(set1<P>(b2), mo), mul(set1<P>(omb2), g))));
       return sign<P, S>(c);
     }
   };
