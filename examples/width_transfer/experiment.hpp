@@ -1,6 +1,7 @@
 // experiment.hpp -- one training run of the width-transfer sweep: an optimizer by name, a width,
 // a learning rate and a seed in; losses, the output head's norm and timings out.
 #pragma once
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <limits>
@@ -242,6 +243,41 @@ RunResult train(Opt opt, const RunConfig& cfg, const Corpus& corpus, bool scion_
   r.val_loss = sum / n;
   if (!std::isfinite(r.val_loss) || r.val_loss > give_up) r.diverged = true;
   return r;
+}
+
+/// Comma-separated list -> items (empty items dropped): the drivers' list arguments.
+inline std::vector<std::string> split(const std::string& s) {
+  std::vector<std::string> out;
+  std::size_t start = 0;
+  while (start <= s.size()) {
+    const std::size_t end = std::min(s.find(',', start), s.size());
+    if (end > start) out.push_back(s.substr(start, end - start));
+    start = end + 1;
+  }
+  return out;
+}
+
+/// One rule's learning-rate window, lr = 2^e for e in [lo, hi] (the wide one) or
+/// [quick_lo, quick_hi] (the narrow one); the drivers keep a table of these per mode.
+struct LrRange {
+  const char* name;
+  int lo, hi, quick_lo, quick_hi;
+};
+
+/// The grid of `name` from `table`: the narrow window when `narrow`, and its top two points
+/// only when `smoke` (lo = hi - 1). Throws for a name the table lacks.
+template <std::size_t N>
+std::vector<double> lr_grid_from(const LrRange (&table)[N], const std::string& name, bool narrow, bool smoke) {
+  for (const LrRange& r : table)
+    if (name == r.name) {
+      int lo = narrow ? r.quick_lo : r.lo;
+      const int hi = narrow ? r.quick_hi : r.hi;
+      if (smoke) lo = hi - 1;
+      std::vector<double> g;
+      for (int e = lo; e <= hi; ++e) g.push_back(std::ldexp(1.0, e));
+      return g;
+    }
+  throw std::invalid_argument("no lr grid for " + name);
 }
 
 /// Scion's radii, set by hand before any sweep (docs/TRANSFER.md says how) and fixed across widths.

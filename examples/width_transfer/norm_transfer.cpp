@@ -41,14 +41,6 @@ struct Options {
   std::string out = "norm_transfer.csv", trace = "norm_transfer_trace.csv";
 };
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string item; std::getline(ss, item, ',');)
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
 [[noreturn]] void usage(const char* msg) {
   std::fprintf(stderr,
                "norm_transfer: %s\nusage: norm_transfer [--mode quick|full|smoke] [--rules a,b] [--widths 32,64]\n"
@@ -104,25 +96,14 @@ Options parse(int argc, char** argv) {
 /// optimum of every (budget, batch) cell lies inside and the top end degrades or diverges. The
 /// quick and smoke modes use fewer points around the same optima.
 std::vector<double> lr_grid(const std::string& rule, const std::string& mode) {
-  struct Range {
-    const char* name;
-    int lo, hi, quick_lo, quick_hi;
-  };
-  static const Range ranges[] = {
+  static const LrRange ranges[] = {
       {"scion", -9, -3, -9, -4},
       {"scion_unconstrained", -11, -5, -11, -6},
       {"adamw_1inf", -6, 0, -6, -1},
       {"moga_row", -8, -2, -8, -3},
   };
-  for (const Range& r : ranges)
-    if (rule == r.name) {
-      int lo = mode == "full" ? r.lo : r.quick_lo, hi = mode == "full" ? r.hi : r.quick_hi;
-      if (mode == "smoke") lo = hi - 1;
-      std::vector<double> g;
-      for (int e = lo; e <= hi; ++e) g.push_back(std::ldexp(1.0, e));
-      return g;
-    }
-  throw std::invalid_argument("no lr grid for " + rule);
+  // Quick and smoke modes: the narrow window (smoke: its top two points).
+  return lr_grid_from(ranges, rule, mode != "full", mode == "smoke");
 }
 
 struct Job {

@@ -57,14 +57,6 @@ double recorded_step_ratio(int width, int batch) {
   return 0;
 }
 
-std::vector<std::string> split(const std::string& s) {
-  std::vector<std::string> out;
-  std::stringstream ss(s);
-  for (std::string item; std::getline(ss, item, ',');)
-    if (!item.empty()) out.push_back(item);
-  return out;
-}
-
 [[noreturn]] void usage(const char* msg) {
   std::fprintf(stderr,
                "width_transfer: %s\nusage: width_transfer [--mode quick|full|smoke] [--corpus FILE]... [--out CSV]\n"
@@ -129,26 +121,15 @@ Options parse(int argc, char** argv) {
 /// (widths 64 and 256) so every curve's minimum is inside and its top end degrades or diverges.
 /// The quick mode uses a narrower window around the same optima.
 std::vector<double> lr_grid(const std::string& opt, const std::string& mode) {
-  struct Range {
-    const char* name;
-    int lo, hi, quick_lo, quick_hi;
-  };
-  static const Range ranges[] = {
+  static const LrRange ranges[] = {
       {"adamw", -13, -3, -11, -4},        {"adamw_1inf", -8, 2, -7, 0},
       {"muon", -10, -2, -9, -3},          {"muon_mup", -10, -2, -9, -3},
       {"moga_row", -11, -1, -9, -1},      {"moga_col", -11, -1, -10, -2},
       {"moga_row_post", -11, 0, -8, 0},   {"moga_col_post", -11, -1, -9, -1},
       {"scion", -10, -1, -9, -4},
   };
-  for (const Range& r : ranges)
-    if (opt == r.name) {
-      int lo = mode == "quick" ? r.quick_lo : r.lo, hi = mode == "quick" ? r.quick_hi : r.hi;
-      if (mode == "smoke") lo = hi - 1;
-      std::vector<double> g;
-      for (int e = lo; e <= hi; ++e) g.push_back(std::ldexp(1.0, e));
-      return g;
-    }
-  throw std::invalid_argument("no lr grid for " + opt);
+  // Smoke mode: the wide window's top two points.
+  return lr_grid_from(ranges, opt, mode == "quick", mode == "smoke");
 }
 
 struct Key {
