@@ -121,6 +121,20 @@ TEST_CASE("Newton-Schulz is scale-invariant and maps zero to zero") {
   CHECK(out.isZero(0.0));
 }
 
+TEST_CASE("float Newton-Schulz: a gradient far below or above 1 gives the same direction") {
+  // Entries near 2^-100 square to below float's range (and near 2^100 above it): a norm summed
+  // from plain squares reads 0 (or inf), which zeroed the whole update. Powers of two scale a
+  // float exactly, so the output must be the same to rounding of the norm.
+  const auto c = make(20, 30, 10.0, 8);
+  Md a, b;
+  ns_singular_values<st::QuinticSchedule, float>(c.G, 5, &a);
+  for (double scale : {std::ldexp(1.0, -100), std::ldexp(1.0, 100)}) {
+    CAPTURE(scale);
+    ns_singular_values<st::QuinticSchedule, float>(Md(scale * c.G), 5, &b);
+    CHECK((a - b).norm() <= 1e-6 * a.norm());
+  }
+}
+
 TEST_CASE("Spectral<NewtonSchulz> near the exact polar factor; 0 steps is the normalized input") {
   const auto c = make(40, 40, 100.0, 6);
   Md exact(40, 40), approx(40, 40), pe(40, 40);

@@ -136,8 +136,8 @@ void newton_schulz(const DeviceMatrix<float>& G, const DeviceMatrix<float>& out,
 
 }  // namespace cuda
 
-template <class Schedule, int Steps>
-struct NormKernel<SpectralNorm<NewtonSchulz<Schedule, Steps>>, CudaBackend> {
+template <class Schedule, int Steps, class Products>
+struct NormKernel<SpectralNorm<NewtonSchulz<Schedule, Steps, Products>>, CudaBackend> {
   template <class Ws>
   static void dualize(const cuda::DeviceMatrix<float>& G, const cuda::DeviceMatrix<float>& out, Ws& ctx) {
     static_assert(std::is_same_v<std::decay_t<Ws>, cuda::Context>,

@@ -195,8 +195,8 @@ template <>
 struct has_cuda_kernel<ColNorm<2>> : std::true_type {};
 template <>
 struct has_cuda_kernel<VectorNorm<2>> : std::true_type {};
-template <class Schedule, int Steps>
-struct has_cuda_kernel<SpectralNorm<NewtonSchulz<Schedule, Steps>>> : std::true_type {};
+template <class Schedule, int Steps, class Products>
+struct has_cuda_kernel<SpectralNorm<NewtonSchulz<Schedule, Steps, Products>>> : std::true_type {};
 template <class B>
 struct has_cuda_kernel<MeanNormalized<B>> : has_cuda_kernel<B> {};
 

@@ -4,7 +4,10 @@
 //   steepest direction: the polar factor U V^T of G = U S V^T (what Muon approximates).
 // How the polar factor is computed is a template parameter:
 //   ExactSVD                         exact, allocates, O(m n min(m,n)); tests and small matrices
-//   NewtonSchulz<Schedule, Steps>    GEMM-only iteration, approximate (see polar/newton_schulz.hpp)
+//   NewtonSchulz<Schedule, Steps, Products>
+//                                    GEMM-only iteration, approximate (see polar/newton_schulz.hpp);
+//                                    Products forms its GEMMs: EigenProducts (default, the scalar
+//                                    type) or OneDnnBf16 (polar/onednn.hpp: bf16 products, fp32 sums)
 // value() and dual() are always exact (SVD); they are for monitoring and tests, not the hot path.
 #pragma once
 
@@ -25,15 +28,21 @@ struct ExactSVD {
   static std::string name() { return "svd"; }
 };
 
-/// Polar method tag: `Steps` Newton-Schulz steps with the coefficients of `Schedule`.
-template <class Schedule = QuinticSchedule, int Steps = Schedule::default_steps>
+/// Polar method tag: `Steps` Newton-Schulz steps with the coefficients of `Schedule`, their
+/// products formed by `Products` on the host (a CUDA device forms them at its Context's
+/// GemmPrecision whatever Products says).
+template <class Schedule = QuinticSchedule, int Steps = Schedule::default_steps, class Products = EigenProducts>
 struct NewtonSchulz {
   static_assert(Steps >= 0, "steepest::NewtonSchulz: Steps must be >= 0");
   static constexpr int steps = Steps;
   using schedule = Schedule;
+  using products = Products;
   template <class Scalar>
-  using Workspace = NewtonSchulzWorkspace<Scalar>;
-  static std::string name() { return std::string(Schedule::name()) + "x" + std::to_string(Steps); }
+  using Workspace = typename Products::template Workspace<Scalar>;
+  static std::string name() {
+    const std::string p = Products::name();
+    return std::string(Schedule::name()) + "x" + std::to_string(Steps) + (p.empty() ? "" : "/" + p);
+  }
 };
 
 /// The `2 -> 2` operator norm. Width-aware scale of its mean-normalized version: sqrt(m / n).
@@ -71,7 +80,7 @@ struct NormKernel<SpectralNorm<Polar>, EigenBackend> {
       (void)ws;
       exact_polar(G, out);
     } else {
-      newton_schulz<typename Polar::schedule>(G, out, Polar::steps, ws);
+      Polar::products::template run<typename Polar::schedule>(G, out, Polar::steps, ws);
     }
   }
 };

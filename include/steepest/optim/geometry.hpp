@@ -85,8 +85,8 @@ template <class N>
 struct polar_info_of {
   static constexpr PolarInfo value{};
 };
-template <class Schedule, int Steps>
-struct polar_info_of<SpectralNorm<NewtonSchulz<Schedule, Steps>>> {
+template <class Schedule, int Steps, class Products>
+struct polar_info_of<SpectralNorm<NewtonSchulz<Schedule, Steps, Products>>> {
   static constexpr PolarInfo value{Steps, Schedule::normalization_safety, &Schedule::at};
 };
 }  // namespace detail

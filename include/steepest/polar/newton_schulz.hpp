@@ -12,6 +12,7 @@
 
 #include <Eigen/Core>
 
+#include <string>
 #include <utility>
 
 #include "../core/config.hpp"
@@ -35,7 +36,7 @@ void newton_schulz(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& ou
   if (steps < 0) throw std::invalid_argument("newton_schulz: steps must be >= 0");
   O& out = writable(out_);
   if (G.size() == 0) return;
-  const Scalar fro = G.norm();
+  const Scalar fro = G.stableNorm();  // no under/overflow of the squares (|g| < 1e-19 or > 1e19 in float)
   if (!(fro > Scalar(0))) {  // zero (or NaN) input: zero (or NaN) output, no division by zero
     out = G * Scalar(0);
     return;
@@ -66,5 +67,25 @@ void newton_schulz(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& ou
   else
     out = ws.X;
 }
+
+/// The products engine of Newton-Schulz: how the three products of a step are formed. The
+/// default forms them in the scalar type with Eigen's GEMMs (newton_schulz above). An engine is a
+/// type with
+///   template <class Scalar> using Workspace = ...;       // reused across steps, default-constructible
+///   static std::string name();                            // "" for the default; else in the geometry's name
+///   template <class Schedule, class D, class O>
+///   static void run(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& out, int steps,
+///                   Workspace<typename D::Scalar>& ws);   // out = NS_steps(G), same contract as above
+/// polar/onednn.hpp adds OneDnnBf16 (products in bf16 on oneDNN's matmul).
+struct EigenProducts {
+  template <class Scalar>
+  using Workspace = NewtonSchulzWorkspace<Scalar>;
+  static std::string name() { return ""; }
+  template <class Schedule, class D, class O>
+  static void run(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& out, int steps,
+                  NewtonSchulzWorkspace<typename D::Scalar>& ws) {
+    newton_schulz<Schedule>(G, out, steps, ws);
+  }
+};
 
 }  // namespace steepest
