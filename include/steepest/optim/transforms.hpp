@@ -276,7 +276,11 @@ struct LayerDualize {
   /// per-row, per-column or global factors 1/||g|| are computed in a first (read-only) pass.
   static bool fusable(FusedForm f) { return f != FusedForm::None; }
   static bool pointwise(FusedForm f) { return f == FusedForm::Identity || f == FusedForm::Sign; }
-  enum class Mode { Identity, Sign, Row, Col, Global };
+  /// Row: per-row factors computed before the pass (the device executor's way). RowFromGrad: the
+  /// host's way, each row's factor taken from the gradient row in begin_row, just before the
+  /// row's update reads the same row again from L1/L2 (one DRAM read of g instead of two, and no
+  /// separate parallel region; see elem()).
+  enum class Mode { Identity, Sign, Row, Col, Global, RowFromGrad };
   /// How the per-element kernel applies a fused form (both backends build their Elem from it).
   static constexpr Mode mode_of(FusedForm f) {
     switch (f) {
@@ -292,9 +296,19 @@ struct LayerDualize {
     Mode mode;
     const S* factors;  // per row (Row) or per column (Col)
     S f;               // current row's factor, or the global one
+    const S* grad = nullptr;  // RowFromGrad: the raw gradient, `cols` per row
+    Index cols = 0;
     STEEPEST_HD void begin_row(Index r) {
       if (mode == Mode::Row) f = factors[r];
       else if (mode == Mode::Global && factors) f = factors[0];  // a factor left in device memory
+#if !defined(__CUDA_ARCH__)
+      else if (mode == Mode::RowFromGrad) f = row_factor(grad + r * cols, cols);
+#endif
+    }
+    /// 1 / ||row||_2 (0 for a zero row), the same expression the unfused path's factors use.
+    static S row_factor(const S* row, Index n) {
+      const S nrm = static_cast<S>(std::sqrt(eigen_detail::row_sumsq(Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>>(row, n))));
+      return nrm > S(0) ? S(1) / nrm : S(0);
     }
     template <class P>
     STEEPEST_HD P apply(P u, Index, Index c) const {
@@ -318,14 +332,13 @@ struct LayerDualize {
       case FusedForm::Identity:
       case FusedForm::Sign: return {mode_of(form), nullptr, S(1)};
       case FusedForm::Row2: {
-        a.resize(g.rows());
-        // Contiguous rows: one vectorized read pass, split over threads when allowed.
-        const Index rows = g.rows();
-#if defined(_OPENMP)
-#pragma omp parallel for schedule(static) if (g.size() > (Index(1) << 16) && !omp_in_parallel())
-#endif
-        for (Index r = 0; r < rows; ++r) a(r) = inv(static_cast<S>(std::sqrt(eigen_detail::row_sumsq(g.row(r)))));
-        return {mode_of(form), a.data(), S(1)};
+        // Each row's factor is taken in begin_row, as the fused pass reaches the row: the row is
+        // then read from DRAM once (a separate norm pass read all of g once more, +4 B/param, in
+        // a parallel region of its own).
+        Elem<S> e{Mode::RowFromGrad, nullptr, S(1)};
+        e.grad = ctx.grad;
+        e.cols = g.cols();
+        return e;
       }
       case FusedForm::Col2:
         a.resize(g.cols());
