@@ -10,6 +10,9 @@
 #include <benchmark/benchmark.h>
 
 #include <steepest/steepest.hpp>
+#if defined(STEEPEST_BENCH_ONEDNN)
+#include <steepest/polar/onednn.hpp>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -233,6 +236,14 @@ void MuonPolarExpress(benchmark::State& s) {
   run_rule(s, [] { return st::muon<st::SpectralPolarExpress>(hp()); }, 20, true);
 }
 void Scion(benchmark::State& s) { run_rule(s, [] { return st::scion(hp()); }, 20, true); }
+#if defined(STEEPEST_BENCH_ONEDNN)
+// The same Muon with its Newton-Schulz products in bf16 on oneDNN (polar/onednn.hpp); report.py
+// sets it against MuonQuintic (the fp32 Eigen path) and MuonPolarExpress.
+void MuonQuinticBf16(benchmark::State& s) { run_rule(s, [] { return st::muon<st::SpectralBf16>(hp()); }, 20, true); }
+void MuonPolarExpressBf16(benchmark::State& s) {
+  run_rule(s, [] { return st::muon<st::SpectralPolarExpressBf16>(hp()); }, 20, true);
+}
+#endif
 
 // Shapes (rows, cols); (0, 0) is the GPT-2-small parameter set.
 const std::vector<std::pair<int, int>> kShapes = {{256, 256},   {1024, 1024}, {4096, 4096},
@@ -262,5 +273,9 @@ BENCHMARK(MogaRowMomentum)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(MuonQuintic)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(MuonPolarExpress)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(Scion)->Apply([](auto* b) { shapes(b, true); });
+#if defined(STEEPEST_BENCH_ONEDNN)
+BENCHMARK(MuonQuinticBf16)->Apply([](auto* b) { shapes(b, true); });
+BENCHMARK(MuonPolarExpressBf16)->Apply([](auto* b) { shapes(b, true); });
+#endif
 
 BENCHMARK_MAIN();

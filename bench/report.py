@@ -11,12 +11,21 @@ window. Each ratio is formed per repetition, and the table gives its median and 
     reference runs as many X X^T products per iteration as 5 Newton-Schulz steps have flops, so
     both are timed over about the same span.
 
+  Newton-Schulz with bf16 products (rules ending in Bf16, built when oneDNN is found): also the
+    speedup over the same rule's fp32 path, per repetition.
+
 Usage: bench/report.py [path/to/steepest_bench] [--quick] [--repetitions N] [--out FILE.md]
-                       [extra benchmark args...]
---quick keeps 1024x4096 and 4096x4096; --out also writes the table (with the machine and the
-command) to FILE.md.
+                       [--torch PYTHON] [--update FILE.md] [extra benchmark args...]
+--quick keeps 1024x4096 and 4096x4096; --out also writes the tables (with the machine and the
+command) to FILE.md. --torch PYTHON (an interpreter with PyTorch, e.g. the peer venv) adds the
+PyTorch CPU peer (bench/torch_peer_cpu.py): for each repetition, shape and thread count,
+steepest_bench's AdamW and MuonQuinticBf16 and then torch's AdamW(fused=True) and
+torch.optim.Muon run in turn, and the table gives the per-turn time ratios' median and spread.
+--update FILE.md replaces the text between the lines `<!-- cpu-tables:begin -->` and
+`<!-- cpu-tables:end -->` of FILE.md with the tables (how docs/PERFORMANCE.md is regenerated).
 """
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -61,6 +70,40 @@ def parse(name):
     return rule, vals.get("m", 0), vals.get("n", 0), vals.get("threads", 1)
 
 
+def torch_peer(binary, torch_py, reps, quick):
+    """steepest's AdamW / MuonQuinticBf16 and PyTorch's peers, in turns; per-turn ratio table."""
+    peer = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_peer_cpu.py")
+    shapes = [(1024, 4096), (4096, 4096)] if quick else [(1024, 1024), (1024, 4096), (4096, 4096)]
+    pairs = {"AdamW": "torch.AdamW(fused=True)", "MuonQuinticBf16": "torch.optim.Muon"}
+    ratios = {}  # (rule, m, n, t) -> list of (steepest ms, torch ms)
+    for r in range(reps):
+        for m, n in shapes:
+            for t in (1, 2):
+                cmd = [binary, "--benchmark_format=json", "--benchmark_min_time=0.3",
+                       f"--benchmark_filter=^({'|'.join(pairs)})/m:{m}/n:{n}/threads:{t}/"]
+                print(f"peer turn {r + 1}/{reps}: {m}x{n}, {t} thread(s)", file=sys.stderr)
+                ours = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+                env = dict(os.environ, OMP_NUM_THREADS=str(t))
+                out = subprocess.run([torch_py, peer, "--shape", str(m), str(n), "--threads", str(t)],
+                                     check=True, capture_output=True, text=True, env=env).stdout
+                theirs = {d["rule"]: d["ms"] for d in map(json.loads, out.split("\n")[:-1] if out.endswith("\n") else out.split("\n"))}
+                for b in ours["benchmarks"]:
+                    rule = parse(b.get("run_name", b["name"]))[0]
+                    if pairs.get(rule) in theirs:
+                        ratios.setdefault((rule, m, n, t), []).append((b["real_time"], theirs[pairs[rule]]))
+    lines = ["PyTorch CPU peer (bench/torch_peer_cpu.py), run in turns with steepest_bench: ratio = steepest time / "
+             "torch time per turn (below 1: steepest is faster).", "",
+             "| steepest rule | torch | shape | threads | steepest ms | torch ms | ratio (median) | spread |",
+             "|---|---|---|---|---|---|---|---|"]
+    for key in sorted(ratios):
+        rule, m, n, t = key
+        v = ratios[key]
+        rs = [a / b for a, b in v]
+        lines.append(f"| {rule} | {pairs[rule]} | {m}x{n} | {t} | {statistics.median(a for a, _ in v):.2f} | "
+                     f"{statistics.median(b for _, b in v):.2f} | {statistics.median(rs):.2f} | {min(rs):.2f}-{max(rs):.2f} |")
+    return lines
+
+
 def main():
     args = sys.argv[1:]
     binary = "build-bench/bench/steepest_bench"
@@ -68,7 +111,7 @@ def main():
         binary = args.pop(0)
     quick = "--quick" in args
     args = [a for a in args if a != "--quick"]
-    reps, out_md = 5, None
+    reps, out_md, torch_py, update_md = 5, None, None, None
     rest = []
     i = 0
     while i < len(args):
@@ -77,6 +120,12 @@ def main():
             i += 2
         elif args[i] == "--out":
             out_md = args[i + 1]
+            i += 2
+        elif args[i] == "--update":
+            update_md = args[i + 1]
+            i += 2
+        elif args[i] == "--torch":
+            torch_py = args[i + 1]
             i += 2
         else:
             rest.append(args[i])
@@ -108,7 +157,9 @@ def main():
                  f"{ctx.get('mhz_per_cpu')} MHz; {ctx.get('date')}; {reps} repetitions, randomly interleaved.")
     lines.append("")
     lines.append("Command: `" + " ".join(["python3", "bench/report.py", binary] + (["--quick"] if quick else [])
-                                       + ["--repetitions", str(reps)] + rest) + "`")
+                                       + ["--repetitions", str(reps)] + (["--torch", torch_py] if torch_py else [])
+                                       + (["--update", update_md] if update_md else [])
+                                       + rest) + "`")
     lines.append("")
     lines.append("| rule | shape | threads | ms (median) | ns/param | GB/s | ratio (median) | spread | against (median) |")
     lines.append("|---|---|---|---|---|---|---|---|---|")
@@ -139,11 +190,39 @@ def main():
         else:
             r_txt, s_txt = "-", "-"
         lines.append(f"| {rule} | {shape} | {t} | {ms:.2f} | {nspp:.3f} | {gbs:.1f} | {r_txt} | {s_txt} | {against} |")
+    bf16 = sorted(k for k in runs if k[0].endswith("Bf16"))
+    if bf16:
+        lines += ["", "Newton-Schulz products in bf16 (oneDNN) against the same rule in fp32 (Eigen), "
+                  "speedup = fp32 time / bf16 time per repetition:", "",
+                  "| rule | shape | threads | bf16 ms | fp32 ms | speedup (median) | spread |",
+                  "|---|---|---|---|---|---|---|"]
+        for key in bf16:
+            rule, m, n, t = key
+            ref = (rule[:-len("Bf16")], m, n, t)
+            sp = paired(ref, key, lambda b: b["real_time"])
+            if not sp:
+                continue
+            ms_b = statistics.median(b["real_time"] for b in runs[key].values())
+            ms_f = statistics.median(b["real_time"] for b in runs[ref].values())
+            lines.append(f"| {rule} | {m}x{n} | {t} | {ms_b:.1f} | {ms_f:.1f} | {statistics.median(sp):.2f} | "
+                         f"{min(sp):.2f}-{max(sp):.2f} |")
+    if torch_py:
+        lines += [""] + torch_peer(binary, torch_py, reps, quick)
     text = "\n".join(lines)
     print(text)
     if out_md:
         with open(out_md, "w") as f:
             f.write(text + "\n")
+    if update_md:
+        begin, end = "<!-- cpu-tables:begin -->", "<!-- cpu-tables:end -->"
+        with open(update_md) as f:
+            doc = f.read()
+        if begin not in doc or end not in doc:
+            sys.exit(f"{update_md}: no {begin} ... {end} lines to replace")
+        head, rest_doc = doc.split(begin, 1)
+        _, tail = rest_doc.split(end, 1)
+        with open(update_md, "w") as f:
+            f.write(head + begin + "\n" + text + "\n" + end + tail)
 
 
 if __name__ == "__main__":
