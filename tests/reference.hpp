@@ -4,6 +4,7 @@
 
 #include <Eigen/Dense>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -135,6 +136,25 @@ inline std::pair<double, bool> brute_op_norm(const Eigen::MatrixXd& W, double p,
     }
   }
   return {best, false};
+}
+
+
+/// G = U diag(s) V^T with random orthonormal U, V (from a Gaussian matrix's SVD) and singular
+/// values log-spaced from 1 down to 1/kappa, so a band is stated for a known condition number;
+/// `polar` is the exact polar factor U V^T.
+struct Conditioned {
+  Eigen::MatrixXd G, polar;
+};
+inline Conditioned conditioned(int m, int n, double kappa, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> nd;
+  Eigen::MatrixXd A(m, n);
+  for (Eigen::Index i = 0; i < A.size(); ++i) A.data()[i] = nd(rng);
+  Eigen::JacobiSVD<Eigen::MatrixXd> svd(A, Eigen::ComputeThinU | Eigen::ComputeThinV);
+  const int k = std::min(m, n);
+  Eigen::VectorXd s(k);
+  for (int i = 0; i < k; ++i) s(i) = std::pow(kappa, -double(i) / std::max(k - 1, 1));
+  return {svd.matrixU() * s.asDiagonal() * svd.matrixV().transpose(), svd.matrixU() * svd.matrixV().transpose()};
 }
 
 }  // namespace ref

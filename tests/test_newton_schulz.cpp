@@ -20,23 +20,6 @@ using Md = Eigen::MatrixXd;
 
 namespace {
 
-struct Conditioned {
-  Md G, polar;
-};
-
-Conditioned make(int m, int n, double kappa, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<double> nd;
-  Md A(m, n);
-  for (Eigen::Index i = 0; i < A.size(); ++i) A.data()[i] = nd(rng);
-  Eigen::JacobiSVD<Md> svd(A, Eigen::ComputeThinU | Eigen::ComputeThinV);
-  const int k = std::min(m, n);
-  Eigen::VectorXd s(k);
-  for (int i = 0; i < k; ++i) s(i) = std::pow(kappa, -double(i) / std::max(k - 1, 1));
-  return {svd.matrixU() * s.asDiagonal() * svd.matrixV().transpose(),
-          svd.matrixU() * svd.matrixV().transpose()};
-}
-
 template <class Schedule, class S>
 Eigen::VectorXd ns_singular_values(const Md& G, int steps, Md* out = nullptr) {
   using Ms = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic>;
@@ -58,7 +41,7 @@ TEST_CASE("quintic Newton-Schulz, 5 steps: singular values in the measured band"
       CAPTURE(m);
       CAPTURE(n);
       CAPTURE(kappa);
-      const auto c = make(m, n, kappa, unsigned(m * 31 + n));
+      const auto c = ref::conditioned(m, n, kappa, unsigned(m * 31 + n));
       const Eigen::VectorXd s = ns_singular_values<st::QuinticSchedule, float>(c.G, 5);
       CHECK(s.minCoeff() >= 0.67);
       CHECK(s.maxCoeff() <= 1.22);
@@ -72,7 +55,7 @@ TEST_CASE("Polar Express schedule, 5 steps: tighter band than quintic") {
       CAPTURE(m);
       CAPTURE(n);
       CAPTURE(kappa);
-      const auto c = make(m, n, kappa, unsigned(m * 17 + n));
+      const auto c = ref::conditioned(m, n, kappa, unsigned(m * 17 + n));
       const Eigen::VectorXd s = ns_singular_values<st::PolarExpressSchedule, float>(c.G, 5);
       CHECK(s.minCoeff() >= 0.86);
       CHECK(s.maxCoeff() <= 1.14);
@@ -85,13 +68,13 @@ TEST_CASE("Polar Express schedule, 8 steps in double: converges to the SVD polar
     CAPTURE(m);
     CAPTURE(n);
     for (double kappa : {1.0, 100.0}) {
-      const auto c = make(m, n, kappa, 99);
+      const auto c = ref::conditioned(m, n, kappa, 99);
       Md O;
       const Eigen::VectorXd s = ns_singular_values<st::PolarExpressSchedule, double>(c.G, 8, &O);
       CHECK((s.array() - 1.0).abs().maxCoeff() < 1e-9);
       CHECK((O - c.polar).norm() < 1e-8 * c.polar.norm());
     }
-    const auto c = make(m, n, 1000.0, 5);
+    const auto c = ref::conditioned(m, n, 1000.0, 5);
     const Eigen::VectorXd s = ns_singular_values<st::PolarExpressSchedule, double>(c.G, 8);
     CHECK((s.array() - 1.0).abs().maxCoeff() < 1e-3);
   }
@@ -100,7 +83,7 @@ TEST_CASE("Polar Express schedule, 8 steps in double: converges to the SVD polar
 TEST_CASE("Newton-Schulz output shares the SVD's singular vectors") {
   // Each step is an odd polynomial in G, so U and V are preserved exactly:
   // U^T NS(G) V must be diagonal up to round-off.
-  const auto c = make(48, 96, 10.0, 4);
+  const auto c = ref::conditioned(48, 96, 10.0, 4);
   Eigen::JacobiSVD<Md> svd(c.G, Eigen::ComputeThinU | Eigen::ComputeThinV);
   Md O;
   ns_singular_values<st::QuinticSchedule, double>(c.G, 5, &O);
@@ -111,7 +94,7 @@ TEST_CASE("Newton-Schulz output shares the SVD's singular vectors") {
 }
 
 TEST_CASE("Newton-Schulz is scale-invariant and maps zero to zero") {
-  const auto c = make(20, 30, 10.0, 8);
+  const auto c = ref::conditioned(20, 30, 10.0, 8);
   Md a, b;
   ns_singular_values<st::QuinticSchedule, double>(c.G, 5, &a);
   ns_singular_values<st::QuinticSchedule, double>(Md(1e-12 * c.G), 5, &b);  // a tiny gradient
@@ -125,7 +108,7 @@ TEST_CASE("float Newton-Schulz: a gradient far below or above 1 gives the same d
   // Entries near 2^-100 square to below float's range (and near 2^100 above it): a norm summed
   // from plain squares reads 0 (or inf), which zeroed the whole update. Powers of two scale a
   // float exactly, so the output must be the same to rounding of the norm.
-  const auto c = make(20, 30, 10.0, 8);
+  const auto c = ref::conditioned(20, 30, 10.0, 8);
   Md a, b;
   ns_singular_values<st::QuinticSchedule, float>(c.G, 5, &a);
   for (double scale : {std::ldexp(1.0, -100), std::ldexp(1.0, 100)}) {
@@ -136,7 +119,7 @@ TEST_CASE("float Newton-Schulz: a gradient far below or above 1 gives the same d
 }
 
 TEST_CASE("Spectral<NewtonSchulz> near the exact polar factor; 0 steps is the normalized input") {
-  const auto c = make(40, 40, 100.0, 6);
+  const auto c = ref::conditioned(40, 40, 100.0, 6);
   Md exact(40, 40), approx(40, 40), pe(40, 40);
   st::SpectralExact::dualize(c.G, exact);
   CHECK((exact - c.polar).norm() < 1e-10 * c.polar.norm());

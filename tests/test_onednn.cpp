@@ -10,28 +10,13 @@
 
 #include <random>
 
+#include "reference.hpp"
+
 namespace st = steepest;
 using Md = Eigen::MatrixXd;
 using Mf = Eigen::MatrixXf;
 
 namespace {
-
-// G = U diag(s) V^T with random orthonormal U, V (from a Gaussian matrix's SVD) and singular
-// values log-spaced from 1 to 1/kappa; also returns the exact polar factor U V^T.
-struct Conditioned {
-  Md G, polar;
-};
-Conditioned make(int m, int n, double kappa, unsigned seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<double> nd;
-  Md A(m, n);
-  for (Eigen::Index i = 0; i < A.size(); ++i) A.data()[i] = nd(rng);
-  Eigen::JacobiSVD<Md> svd(A, Eigen::ComputeThinU | Eigen::ComputeThinV);
-  const int k = std::min(m, n);
-  Eigen::VectorXd s(k);
-  for (int i = 0; i < k; ++i) s(i) = std::pow(kappa, -double(i) / std::max(k - 1, 1));
-  return {svd.matrixU() * s.asDiagonal() * svd.matrixV().transpose(), svd.matrixU() * svd.matrixV().transpose()};
-}
 
 template <class Schedule>
 Md bf16_ns(const Md& G, int steps) {
@@ -81,7 +66,7 @@ TEST_CASE("bf16 quintic Newton-Schulz x5: singular values in the fp32 band, sing
       CAPTURE(m);
       CAPTURE(n);
       CAPTURE(kappa);
-      const auto c = make(m, n, kappa, unsigned(m * 31 + n));
+      const auto c = ref::conditioned(m, n, kappa, unsigned(m * 31 + n));
       const Md O = bf16_ns<st::QuinticSchedule>(c.G, 5);
       const Eigen::VectorXd s = svals(O);
       // The fp32 band of tests/test_newton_schulz.cpp is [0.68, 1.21]; with bf16 products it
@@ -116,7 +101,7 @@ TEST_CASE("bf16 Polar Express x5: near the exact polar factor (SVD)") {
   for (auto [m, n] : kShapes) {
     CAPTURE(m);
     CAPTURE(n);
-    const auto c = make(m, n, 10.0, unsigned(m * 17 + n));
+    const auto c = ref::conditioned(m, n, 10.0, unsigned(m * 17 + n));
     const Md O = bf16_ns<st::PolarExpressSchedule>(c.G, 5);
     const Eigen::VectorXd s = svals(O);
     CHECK(s.minCoeff() >= 0.83);  // fp32 band [0.87, 1.13]; bf16 measured [0.847, 1.125]
@@ -147,7 +132,7 @@ TEST_CASE("bf16 Newton-Schulz keeps the fp32 path's edge cases") {
   SUBCASE("scale-invariant: a tiny or a huge float gradient gives the same direction") {
     // Powers of two scale a float exactly, so the normalized iterate is the same bits. Entries
     // of 2^-100 square to below the float range, and 2^100 above it: the norm must not.
-    const auto c = make(20, 30, 10.0, 8);
+    const auto c = ref::conditioned(20, 30, 10.0, 8);
     const Md a = bf16_ns<st::QuinticSchedule>(c.G, 5);
     for (double scale : {std::ldexp(1.0, -100), std::ldexp(1.0, 100)}) {
       CAPTURE(scale);
@@ -161,7 +146,7 @@ TEST_CASE("bf16 Newton-Schulz keeps the fp32 path's edge cases") {
     CHECK((out.array() == 7.f).all());
   }
   SUBCASE("one workspace serves shapes in turn (primitives rebuilt on a new shape)") {
-    const auto c1 = make(40, 24, 10.0, 1), c2 = make(24, 40, 10.0, 2);
+    const auto c1 = ref::conditioned(40, 24, 10.0, 1), c2 = ref::conditioned(24, 40, 10.0, 2);
     for (const Md* G : {&c1.G, &c2.G, &c1.G}) {
       const Mf Gf = G->cast<float>();
       Mf O(Gf.rows(), Gf.cols());
@@ -171,7 +156,7 @@ TEST_CASE("bf16 Newton-Schulz keeps the fp32 path's edge cases") {
     }
   }
   SUBCASE("double input: bf16 products, the result in double") {
-    const auto c = make(30, 50, 10.0, 3);
+    const auto c = ref::conditioned(30, 50, 10.0, 3);
     Md O(30, 50);
     st::OneDnnBf16::run<st::QuinticSchedule>(c.G, O, 5, ws);
     const Md F = fp32_ns<st::QuinticSchedule>(c.G, 5);
