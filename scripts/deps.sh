@@ -4,10 +4,11 @@
 # venv (the checkpoint cross-check and the CUDA call model; scripts/test.sh adds PyPI's
 # safetensors in a venv), libtorch-dev (the libtorch adapter's tests and example) and Open MPI
 # (libopenmpi-dev, openmpi-bin: the sharded optimizer's tests under mpirun).
-# libdnnl-dev: oneDNN, for the bf16 Newton-Schulz products (polar/onednn.hpp) and their tests.
+# libdnnl-dev: oneDNN, for the bf16 Newton-Schulz products (polar/onednn.hpp) and their tests;
+# libopenblas-dev and pkgconf: OpenBLAS, found by pkg-config, for polar/openblas.hpp (SYRK products).
 # Uses sudo when not root. Skips apt entirely when everything is already there.
 set -euo pipefail
-pkgs=(cmake g++ make libeigen3-dev doctest-dev libbenchmark-dev fortunes python3 python3-numpy python3-venv libtorch-dev libopenmpi-dev openmpi-bin libdnnl-dev)
+pkgs=(cmake g++ make libeigen3-dev doctest-dev libbenchmark-dev fortunes python3 python3-numpy python3-venv libtorch-dev libopenmpi-dev openmpi-bin libdnnl-dev libopenblas-dev pkgconf)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if [ ${#missing[@]} -gt 0 ]; then

@@ -94,4 +94,10 @@ void scale_in_place(const Eigen::MatrixBase<Derived>& out, double s, Ws&) {
 /// Workspace type of policies that need no scratch memory.
 struct NoWorkspace {};
 
+/// How Newton-Schulz forms its symmetric products (the Gram matrix X X^T, and A A = A A^T on the
+/// host). Gemm: a full GEMM. Syrk: a symmetric rank-k update computes one triangle (half the
+/// flops) and the other is mirrored. Which is faster depends on the engine, the shape and the
+/// machine; the benchmarks measure both (docs/PERFORMANCE.md).
+enum class GramProduct { Gemm, Syrk };
+
 }  // namespace steepest

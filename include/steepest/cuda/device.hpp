@@ -124,12 +124,6 @@ enum class GemmPrecision { FP32, TF32, BF16 };
 /// for; Classic is selectable to compare the two.
 enum class GemmEngine { Lt, Classic };
 
-/// How Newton-Schulz forms its Gram matrix X X^T. Gemm: a full GEMM (tensor cores in every
-/// precision). Syrk: cublasSsyrk computes one triangle (half the flops) and a small kernel
-/// mirrors it. cublasSsyrk runs under the handle's math mode (TF32 allowed unless FP32) and has
-/// no BF16 mode, so with BF16 the Gram product is TF32.
-/// Which is faster depends on the shape and the GPU: steepest_cuda_bench measures both.
-enum class GramProduct { Gemm, Syrk };
 
 /// Per-stream context: the stream every call is enqueued on, cuBLAS and cuBLASLt handles bound to
 /// it, cached GEMM plans and scratch buffers reused across calls. One Context per stream; not
@@ -186,7 +180,11 @@ class Context {
   }
 
   GemmEngine engine = GemmEngine::Lt;  ///< see GemmEngine
-  GramProduct gram = GramProduct::Gemm;  ///< see GramProduct
+  /// How Newton-Schulz forms X X^T (GramProduct, core/config.hpp). Gemm: a full GEMM (tensor
+  /// cores in every precision). Syrk: cublasSsyrk computes one triangle and a small kernel mirrors
+  /// it; cublasSsyrk runs under the handle's math mode (TF32 allowed unless FP32) and has no BF16
+  /// mode, so with BF16 the Gram product is TF32. steepest_cuda_bench measures both.
+  GramProduct gram = GramProduct::Gemm;
 
   Buffer<float> scratch_f32[4];   // Newton-Schulz ping-pong and Gram buffers, reductions
   Buffer<double> scratch_f64[1];  // norm accumulators

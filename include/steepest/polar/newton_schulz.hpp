@@ -12,6 +12,7 @@
 
 #include <Eigen/Core>
 
+#include <stdexcept>
 #include <string>
 #include <utility>
 
@@ -27,32 +28,53 @@ struct NewtonSchulzWorkspace {
   Mat X, Y, A, B;
 };
 
+/// Where every products engine starts: the wide orientation and the scale of X0.
+template <class Scalar>
+struct NewtonSchulzStart {
+  bool tall;   ///< G is m x n with m > n: the engine iterates on G^T
+  Index k, l;  ///< X is k x l, k = min(m, n) <= l
+  Scalar inv;  ///< X0 = inv * G (or G^T): 1 / (safety * ||G||_F)
+};
+
+/// The checks and the normalization every products engine begins with. Throws on a shape mismatch
+/// or steps < 0 before writing anything. Returns false when there is nothing to iterate, with
+/// `out` already written: an empty G, or a zero (NaN) G, whose output is zero (NaN) with no
+/// division by zero. Otherwise fills `s` and returns true.
+template <class Schedule, class D, class O>
+bool newton_schulz_start(const Eigen::MatrixBase<D>& G, O& out, int steps, const char* who,
+                         NewtonSchulzStart<typename D::Scalar>& s) {
+  using Scalar = typename D::Scalar;
+  require_same_shape(G, out, who);
+  if (steps < 0) throw std::invalid_argument(std::string(who) + ": steps must be >= 0");
+  if (G.size() == 0) return false;
+  const Scalar fro = G.stableNorm();  // no under/overflow of the squares (|g| < 1e-19 or > 1e19 in float)
+  if (!(fro > Scalar(0))) {
+    out = G * Scalar(0);
+    return false;
+  }
+  s.tall = G.rows() > G.cols();
+  s.k = s.tall ? G.cols() : G.rows();
+  s.l = s.tall ? G.rows() : G.cols();
+  s.inv = Scalar(1) / (static_cast<Scalar>(Schedule::normalization_safety) * fro);
+  return true;
+}
+
 /// out = NS_steps(G) with the coefficients of `Schedule`. `out` has G's shape; may alias G.
 template <class Schedule, class D, class O>
 void newton_schulz(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& out_, int steps,
                    NewtonSchulzWorkspace<typename D::Scalar>& ws) {
   using Scalar = typename D::Scalar;
-  require_same_shape(G, out_, "newton_schulz");
-  if (steps < 0) throw std::invalid_argument("newton_schulz: steps must be >= 0");
   O& out = writable(out_);
-  if (G.size() == 0) return;
-  const Scalar fro = G.stableNorm();  // no under/overflow of the squares (|g| < 1e-19 or > 1e19 in float)
-  if (!(fro > Scalar(0))) {  // zero (or NaN) input: zero (or NaN) output, no division by zero
-    out = G * Scalar(0);
-    return;
-  }
-  const bool tall = G.rows() > G.cols();
-  const Index k = tall ? G.cols() : G.rows();
-  const Index l = tall ? G.rows() : G.cols();
-  ws.X.resize(k, l);
-  ws.Y.resize(k, l);
-  ws.A.resize(k, k);
-  ws.B.resize(k, k);
-  const Scalar inv = Scalar(1) / (static_cast<Scalar>(Schedule::normalization_safety) * fro);
-  if (tall)
-    ws.X.noalias() = G.transpose() * inv;
+  NewtonSchulzStart<Scalar> st;
+  if (!newton_schulz_start<Schedule>(G, out, steps, "newton_schulz", st)) return;
+  ws.X.resize(st.k, st.l);
+  ws.Y.resize(st.k, st.l);
+  ws.A.resize(st.k, st.k);
+  ws.B.resize(st.k, st.k);
+  if (st.tall)
+    ws.X.noalias() = G.transpose() * st.inv;
   else
-    ws.X.noalias() = G * inv;
+    ws.X.noalias() = G * st.inv;
   for (int s = 0; s < steps; ++s) {
     const PolarCoefficients c = Schedule::at(s, steps);
     ws.A.noalias() = ws.X * ws.X.transpose();
@@ -62,7 +84,7 @@ void newton_schulz(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& ou
     ws.Y.noalias() += ws.B * ws.X;
     std::swap(ws.X, ws.Y);  // swaps buffers, not contents
   }
-  if (tall)
+  if (st.tall)
     out = ws.X.transpose();
   else
     out = ws.X;
@@ -76,7 +98,8 @@ void newton_schulz(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& ou
 ///   template <class Schedule, class D, class O>
 ///   static void run(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& out, int steps,
 ///                   Workspace<typename D::Scalar>& ws);   // out = NS_steps(G), same contract as above
-/// polar/onednn.hpp adds OneDnnBf16 (products in bf16 on oneDNN's matmul).
+/// polar/onednn.hpp adds OneDnnBf16 (products in bf16 on oneDNN's matmul); polar/openblas.hpp adds
+/// OpenBlas<GramProduct> (fp32/fp64 products on OpenBLAS, the symmetric ones as SYRK).
 struct EigenProducts {
   template <class Scalar>
   using Workspace = NewtonSchulzWorkspace<Scalar>;

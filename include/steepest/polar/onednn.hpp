@@ -108,25 +108,15 @@ struct OneDnnBf16 {
   static void run(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& out_, int steps,
                   OneDnnNewtonSchulzWorkspace& ws) {
     using Scalar = typename D::Scalar;
-    require_same_shape(G, out_, "newton_schulz (oneDNN bf16)");
-    if (steps < 0) throw std::invalid_argument("newton_schulz: steps must be >= 0");
     O& out = writable(out_);
-    if (G.size() == 0) return;
-    const Scalar fro = G.stableNorm();  // no under/overflow of the squares (|g| < 1e-19 or > 1e19 in float)
-    if (!(fro > Scalar(0))) {  // zero (or NaN) input: zero (or NaN) output, as the fp32 path
-      out = G * Scalar(0);
-      return;
-    }
-    const bool tall = G.rows() > G.cols();
-    const Index k = tall ? G.cols() : G.rows();
-    const Index l = tall ? G.rows() : G.cols();
-    ws.prepare(k, l);  // throws before anything is written when oneDNN cannot serve this CPU
+    NewtonSchulzStart<Scalar> st;
+    if (!newton_schulz_start<Schedule>(G, out, steps, "newton_schulz (oneDNN bf16)", st)) return;
+    ws.prepare(st.k, st.l);  // throws before anything is written when oneDNN cannot serve this CPU
     // The normalization in the input's precision, then fp32 (the iterate's type).
-    const Scalar inv = Scalar(1) / (static_cast<Scalar>(Schedule::normalization_safety) * fro);
-    if (tall)
-      ws.X = (G.transpose() * inv).template cast<float>();
+    if (st.tall)
+      ws.X = (G.transpose() * st.inv).template cast<float>();
     else
-      ws.X = (G * inv).template cast<float>();
+      ws.X = (G * st.inv).template cast<float>();
 
     using dnnl::memory;
     memory xb = ws.mem(ws.kl_bf16, ws.Xb.data()), xbt = ws.mem(ws.lk_bf16_t, ws.Xb.data());
@@ -147,7 +137,7 @@ struct OneDnnBf16 {
       ws.Y += float(pc.a) * ws.X;
       std::swap(ws.X, ws.Y);  // swaps buffers; the memory objects are made anew each step
     }
-    if (tall)
+    if (st.tall)
       out = ws.X.transpose().template cast<Scalar>();
     else
       out = ws.X.template cast<Scalar>();
