@@ -2,6 +2,9 @@
 // user memory (Eigen::Map), workspaces and bad input.
 #include "norm_contract.hpp"
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 // ---- brute force over the unit ball, identity (1) -----------------------------------------
 template <class N>
@@ -250,5 +253,40 @@ TEST_CASE("whole-tensor and long-row 2-norms in float stay within a few ulps of 
       dual += std::sqrt(s);
     }
     CHECK(st::RowNormalize::dual(g) == doctest::Approx(dual).epsilon(1e-6));
+  }
+}
+
+TEST_CASE("column sums of squares (the fused column pass): a plain loop's bits at 1 and at 2 threads") {
+  // Each column is summed over the rows in order however the columns are split over threads, so
+  // every sum is the bitwise result of the plain float loop below (row order, one accumulator per
+  // column). Shapes: narrower than two cache lines, a column count that splits unevenly, 1 row,
+  // and large enough to take the threaded path.
+  for (auto [m, n] : std::vector<std::pair<Eigen::Index, Eigen::Index>>{
+           {3, 5}, {1, 70000}, {700, 31}, {300, 1000}, {257, 333}, {64, 4096}}) {
+    CAPTURE(m);
+    CAPTURE(n);
+    std::mt19937 rng(unsigned(m * 7 + n));
+    std::normal_distribution<float> nd;
+    std::vector<float> g(std::size_t(m * n));
+    for (auto& x : g) x = nd(rng);
+    std::vector<float> ref(std::size_t(n), 0.f);
+    for (Eigen::Index r = 0; r < m; ++r)
+      for (Eigen::Index c = 0; c < n; ++c) ref[std::size_t(c)] += g[std::size_t(r * n + c)] * g[std::size_t(r * n + c)];
+    for (int threads : {1, 2}) {
+      CAPTURE(threads);
+#if defined(_OPENMP)
+      const int before = omp_get_max_threads();
+      omp_set_num_threads(threads);
+#endif
+      Eigen::VectorXf out;
+      st::eigen_detail::col_sumsq(g.data(), m, n, out);
+#if defined(_OPENMP)
+      omp_set_num_threads(before);
+#endif
+      REQUIRE(out.size() == n);
+      bool same = true;
+      for (Eigen::Index c = 0; c < n; ++c) same = same && out(c) == ref[std::size_t(c)];
+      CHECK(same);
+    }
   }
 }

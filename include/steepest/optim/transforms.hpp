@@ -341,10 +341,9 @@ struct LayerDualize {
         return e;
       }
       case FusedForm::Col2:
-        a.resize(g.cols());
-        a.setZero();
-        // Sum of squares per column, row by row: contiguous, vectorized reads of g.
-        for (Index r = 0; r < g.rows(); ++r) a.array() += g.row(r).transpose().array().square();
+        // Sum of squares per column, row by row (contiguous, vectorized reads of g), its columns
+        // split over the threads: the same sums at any thread count.
+        eigen_detail::col_sumsq(ctx.grad, g.rows(), g.cols(), a);
         a = a.unaryExpr([&](S v) { return inv(std::sqrt(v)); });
         return {mode_of(form), a.data(), S(1)};
       default: {

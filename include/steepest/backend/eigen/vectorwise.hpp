@@ -17,9 +17,14 @@
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cmath>
 
 #include "../../core/config.hpp"
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
 
 namespace steepest::eigen_detail {
 
@@ -78,6 +83,37 @@ void row_norms(const Eigen::MatrixBase<D>& G, double r, V& out) {
       out(i) = mx * std::pow(s, Scalar(1) / rs);
     }
   }
+}
+
+/// out(j) = sum_i g(i, j)^2 of the row-major rows x cols matrix at g. Each column is summed over
+/// the rows in order whatever the thread count, so the sums are the same bits at 1 or N threads:
+/// the columns are split into one contiguous range per thread (in whole 64-byte lines of `out`,
+/// so no two threads write one line), and each thread reads its range row by row (contiguous,
+/// vectorized by Eigen). Threads when the user's build enables OpenMP, the matrix is large and no
+/// parallel region is active (the same team as the fused pass's, see simd::all_finite).
+template <class S, class V>
+void col_sumsq(const S* g, Index rows, Index cols, V& out) {
+  using Seg = Eigen::Map<const Eigen::Array<S, Eigen::Dynamic, 1>>;
+  out.resize(cols);
+  out.setZero();
+  auto sum_range = [&](Index c0, Index c1) {
+    if (c0 >= c1) return;
+    auto acc = out.segment(c0, c1 - c0).array();
+    for (Index r = 0; r < rows; ++r) acc += Seg(g + r * cols + c0, c1 - c0).square();
+  };
+#if defined(_OPENMP)
+  constexpr Index kLine = Index(64 / sizeof(S));
+  if (rows * cols >= (Index(1) << 16) && cols >= 2 * kLine && !omp_in_parallel()) {
+#pragma omp parallel
+    {
+      const Index nt = omp_get_num_threads(), t = omp_get_thread_num();
+      const Index lines = (cols + kLine - 1) / kLine, per = (lines + nt - 1) / nt;
+      sum_range(std::min(cols, t * per * kLine), std::min(cols, (t + 1) * per * kLine));
+    }
+    return;
+  }
+#endif
+  sum_range(0, cols);
 }
 
 /// out = the row-wise r-dual direction of G (see the file comment). `out` may alias `G`.
