@@ -13,6 +13,9 @@
 #if defined(STEEPEST_BENCH_ONEDNN)
 #include <steepest/polar/onednn.hpp>
 #endif
+#if defined(STEEPEST_BENCH_OPENBLAS)
+#include <steepest/polar/openblas.hpp>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -33,6 +36,9 @@ void set_threads(int t) {
   Eigen::setNbThreads(t);
 #else
   (void)t;
+#endif
+#if defined(STEEPEST_BENCH_OPENBLAS)
+  openblas_set_num_threads(t);  // OpenBLAS's own pool (pthreads), not OpenMP's
 #endif
 }
 
@@ -244,6 +250,19 @@ void MuonPolarExpressBf16(benchmark::State& s) {
   run_rule(s, [] { return st::muon<st::SpectralPolarExpressBf16>(hp()); }, 20, true);
 }
 #endif
+#if defined(STEEPEST_BENCH_OPENBLAS)
+// The same Muon with its Newton-Schulz products on OpenBLAS (polar/openblas.hpp), in fp32: the
+// symmetric products by SYRK, and the reference with three plain GEMMs. report.py sets the SYRK
+// form against both the plain form and MuonQuintic (Eigen).
+void MuonQuinticOpenBlasSyrk(benchmark::State& s) {
+  using G = st::SpectralNorm<st::NewtonSchulz<st::QuinticSchedule, 5, st::OpenBlas<st::GramProduct::Syrk>>>;
+  run_rule(s, [] { return st::muon<G>(hp()); }, 20, true);
+}
+void MuonQuinticOpenBlasGemm(benchmark::State& s) {
+  using G = st::SpectralNorm<st::NewtonSchulz<st::QuinticSchedule, 5, st::OpenBlas<st::GramProduct::Gemm>>>;
+  run_rule(s, [] { return st::muon<G>(hp()); }, 20, true);
+}
+#endif
 
 // Shapes (rows, cols); (0, 0) is the GPT-2-small parameter set.
 const std::vector<std::pair<int, int>> kShapes = {{256, 256},   {1024, 1024}, {4096, 4096},
@@ -276,6 +295,10 @@ BENCHMARK(Scion)->Apply([](auto* b) { shapes(b, true); });
 #if defined(STEEPEST_BENCH_ONEDNN)
 BENCHMARK(MuonQuinticBf16)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(MuonPolarExpressBf16)->Apply([](auto* b) { shapes(b, true); });
+#endif
+#if defined(STEEPEST_BENCH_OPENBLAS)
+BENCHMARK(MuonQuinticOpenBlasSyrk)->Apply([](auto* b) { shapes(b, true); });
+BENCHMARK(MuonQuinticOpenBlasGemm)->Apply([](auto* b) { shapes(b, true); });
 #endif
 
 BENCHMARK_MAIN();

@@ -13,16 +13,20 @@ window. Each ratio is formed per repetition, and the table gives its median and 
 
   Newton-Schulz with bf16 products (rules ending in Bf16, built when oneDNN is found): also the
     speedup over the same rule's fp32 path, per repetition.
+  Newton-Schulz on OpenBLAS (rules ending in OpenBlasSyrk / OpenBlasGemm, built when OpenBLAS is
+    found): the SYRK form's speedup over the plain-GEMM form and over the Eigen path, per repetition.
 
 Usage: bench/report.py [path/to/steepest_bench] [--quick] [--repetitions N] [--out FILE.md]
-                       [--torch PYTHON] [--update FILE.md] [extra benchmark args...]
+                       [--torch PYTHON] [--update FILE.md] [--section NAME] [extra benchmark args...]
 --quick keeps 1024x4096 and 4096x4096; --out also writes the tables (with the machine and the
 command) to FILE.md. --torch PYTHON (an interpreter with PyTorch, e.g. the peer venv) adds the
 PyTorch CPU peer (bench/torch_peer_cpu.py): for each repetition, shape and thread count,
 steepest_bench's AdamW and MuonQuinticBf16 and then torch's AdamW(fused=True) and
 torch.optim.Muon run in turn, and the table gives the per-turn time ratios' median and spread.
 --update FILE.md replaces the text between the lines `<!-- cpu-tables:begin -->` and
-`<!-- cpu-tables:end -->` of FILE.md with the tables (how docs/PERFORMANCE.md is regenerated).
+`<!-- cpu-tables:end -->` of FILE.md with the tables (how docs/PERFORMANCE.md is regenerated);
+--section NAME uses the lines `<!-- NAME:begin -->` / `<!-- NAME:end -->` instead (a section
+regenerated from a filtered run, e.g. --benchmark_filter=...).
 """
 import json
 import os
@@ -111,7 +115,7 @@ def main():
         binary = args.pop(0)
     quick = "--quick" in args
     args = [a for a in args if a != "--quick"]
-    reps, out_md, torch_py, update_md = 5, None, None, None
+    reps, out_md, torch_py, update_md, section = 5, None, None, None, "cpu-tables"
     rest = []
     i = 0
     while i < len(args):
@@ -123,6 +127,9 @@ def main():
             i += 2
         elif args[i] == "--update":
             update_md = args[i + 1]
+            i += 2
+        elif args[i] == "--section":
+            section = args[i + 1]
             i += 2
         elif args[i] == "--torch":
             torch_py = args[i + 1]
@@ -159,6 +166,7 @@ def main():
     lines.append("Command: `" + " ".join(["python3", "bench/report.py", binary] + (["--quick"] if quick else [])
                                        + ["--repetitions", str(reps)] + (["--torch", torch_py] if torch_py else [])
                                        + (["--update", update_md] if update_md else [])
+                                       + (["--section", section] if section != "cpu-tables" else [])
                                        + rest) + "`")
     lines.append("")
     lines.append("| rule | shape | threads | ms (median) | ns/param | GB/s | ratio (median) | spread | against (median) |")
@@ -206,6 +214,23 @@ def main():
             ms_f = statistics.median(b["real_time"] for b in runs[ref].values())
             lines.append(f"| {rule} | {m}x{n} | {t} | {ms_b:.1f} | {ms_f:.1f} | {statistics.median(sp):.2f} | "
                          f"{min(sp):.2f}-{max(sp):.2f} |")
+    syrk = sorted(k for k in runs if k[0].endswith("OpenBlasSyrk"))
+    if syrk:
+        lines += ["", "Newton-Schulz on OpenBLAS (fp32): the symmetric products by SYRK against the same step "
+                  "with three plain GEMMs (OpenBLAS) and against the Eigen path; speedup = other time / "
+                  "SYRK time per repetition:", "",
+                  "| rule | shape | threads | SYRK ms | plain GEMM ms | SYRK speedup (median) | spread | "
+                  "Eigen ms | speedup over Eigen (median) | spread |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for key in syrk:
+            rule, m, n, t = key
+            plain = (rule[:-len("Syrk")] + "Gemm", m, n, t)
+            eigen = (rule[:-len("OpenBlasSyrk")], m, n, t)
+            sp, se = paired(plain, key, lambda b: b["real_time"]), paired(eigen, key, lambda b: b["real_time"])
+            med_ms = lambda k: statistics.median(b["real_time"] for b in runs[k].values()) if k in runs else float("nan")
+            fmt = lambda v: (f"{statistics.median(v):.2f} | {min(v):.2f}-{max(v):.2f}" if v else "- | -")
+            lines.append(f"| {rule} | {m}x{n} | {t} | {med_ms(key):.1f} | {med_ms(plain):.1f} | {fmt(sp)} | "
+                         f"{med_ms(eigen):.1f} | {fmt(se)} |")
     if torch_py:
         lines += [""] + torch_peer(binary, torch_py, reps, quick)
     text = "\n".join(lines)
@@ -214,7 +239,7 @@ def main():
         with open(out_md, "w") as f:
             f.write(text + "\n")
     if update_md:
-        begin, end = "<!-- cpu-tables:begin -->", "<!-- cpu-tables:end -->"
+        begin, end = f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
         with open(update_md) as f:
             doc = f.read()
         if begin not in doc or end not in doc:
