@@ -29,6 +29,10 @@ class cuda_error : public std::runtime_error {
 
 namespace cuda {
 
+/// How Newton-Schulz forms X X^T (core/config.hpp); named here too, as cuda::GramProduct, for the
+/// code written against the CUDA Context before the host engines shared it.
+using steepest::GramProduct;
+
 inline void check(cudaError_t e, const char* what) {
   if (e != cudaSuccess) throw cuda_error(std::string("steepest::cuda: ") + what + ": " + cudaGetErrorString(e));
 }
