@@ -515,3 +515,79 @@ TEST_CASE("memory: save streams (no file image); load needs the state's size onc
   CHECK(load_extra < 1.1);
   std::remove(path.c_str());
 }
+
+namespace {
+/// Every buffer's raw bytes and the step: "nothing changed" for a state of any precision.
+template <class State>
+std::pair<long long, std::string> raw_snapshot(State& s) {
+  std::string all;
+  s.for_each_layer([&](const st::LayerRecord&, const std::string&, auto&& visit) {
+    visit([&](const std::string&, auto& b, st::Domain) {
+      all.append(reinterpret_cast<const char*>(b.data()), sizeof(*b.data()) * std::size_t(b.size()));
+    });
+  });
+  return {s.step, all};
+}
+}  // namespace
+
+TEST_CASE("bf16 state: BF16 tensors in the file, bitwise round trip and resume, wrong precision or values refused") {
+  const auto hp = hyper(0.01, 0.9, 0.99, 0.1);
+  auto opt = st::adamw<st::Bf16State>(hp);
+  Net<float> a, b;
+  auto sa = opt.init(a.params);
+  for (int t = 1; t <= 3; ++t) a.step(opt, sa, t);
+  const std::string file = st::save_bytes(opt, sa);
+  const Parts parts = split(file);
+  // h 6x5, e 5x4, o 3x6, v 6: 74 entries, two bf16 buffers each.
+  CHECK(parts.payload.size() == 74 * 2 * 2);
+  CHECK(parts.header.find("\"h/adam-bf16.m\":{\"dtype\":\"BF16\",\"shape\":[6,5],\"data_offsets\":[0,60]}") !=
+        std::string::npos);
+  CHECK(parts.header.find("\"dtype\":\"F32\",\"step\":\"3\"") != std::string::npos);  // the parameters' type
+
+  // Round trip and resume: b loads a's state and weights, then both take the same step.
+  b.h = a.h, b.e = a.e, b.o = a.o, b.v = a.v;
+  auto sb = opt.init(b.params);
+  st::load_bytes(opt, sb, file);
+  CHECK(raw_snapshot(sb) == raw_snapshot(sa));
+  a.step(opt, sa, 4);
+  b.step(opt, sb, 4);
+  CHECK(raw_snapshot(sb) == raw_snapshot(sa));
+  CHECK(a.h == b.h);
+  CHECK(a.v == b.v);
+
+  const auto before = raw_snapshot(sb);
+  const auto refused = [&](const std::string& bytes, const std::string& why) {
+    CAPTURE(why);
+    try {
+      st::load_bytes(opt, sb, bytes);
+      FAIL("loaded");
+    } catch (const st::state_file_error& e) {
+      CHECK_MESSAGE(std::string(e.what()).find(why) != std::string::npos, e.what());
+    }
+    CHECK(raw_snapshot(sb) == before);
+  };
+  // A full-precision AdamW file is another optimizer, and the other way round.
+  auto f32 = st::adamw(hp);
+  auto s32 = f32.init(a.params);
+  a.step(f32, s32, 1);
+  refused(st::save_bytes(f32, s32), "saved by optimizer 'adam+step', not 'adam-bf16+step'");
+  const auto before32 = raw_snapshot(s32);
+  CHECK_THROWS_AS(st::load_bytes(f32, s32, file), st::state_file_error);
+  CHECK(raw_snapshot(s32) == before32);
+  // A tensor's dtype edited to F32 (same bytes): refused before any value is read.
+  refused(join(replace_once(parts.header, "\"h/adam-bf16.m\":{\"dtype\":\"BF16\"", "\"h/adam-bf16.m\":{\"dtype\":\"F32\""),
+               parts.payload),
+          "tensor 'h/adam-bf16.m' is not BF16");
+  // Values outside their domain, as bf16 bits: v = -1 (0xBF80), m = NaN (0x7FC0), m = +inf (0x7F80).
+  std::string payload = parts.payload;
+  payload[60] = char(0x80), payload[61] = char(0xBF);  // h's v starts after h's m (60 bytes)
+  refused(join(parts.header, payload), "layer 'h', buffer 'adam-bf16.v': entry 0 is -1, outside its domain");
+  payload = parts.payload;
+  payload[2] = char(0xC0), payload[3] = char(0x7F);
+  refused(join(parts.header, payload), "layer 'h', buffer 'adam-bf16.m': entry 1 is");
+  payload = parts.payload;
+  payload[0] = char(0x80), payload[1] = char(0x7F);
+  refused(join(parts.header, payload), "outside its domain (finite)");
+  // Truncated by one bf16 entry.
+  refused(file.substr(0, file.size() - 2), "size");
+}

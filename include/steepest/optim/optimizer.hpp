@@ -69,7 +69,8 @@ struct OptimizerState {
   /// Bytes of saved state (the buffers), for reporting state bytes per parameter.
   std::size_t state_bytes() {
     std::size_t b = 0;
-    for (auto& l : layers) ChainT::visit(l, [&](auto& buf) { b += sizeof(S) * std::size_t(buf.size()); });
+    for (auto& l : layers)
+      ChainT::visit(l, [&](auto& buf) { b += sizeof(*buf.data()) * std::size_t(buf.size()); });
     return b;
   }
   /// f(record, chain_name, visit) for each layer in order; visit(g) calls

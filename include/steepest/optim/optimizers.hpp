@@ -36,7 +36,10 @@ inline constexpr Geometry kIdentity{};
 
 using SGDChain = Chain<Momentum<MomentumKind::HeavyBall>, DecoupledStep>;
 using SGDNesterovChain = Chain<Momentum<MomentumKind::Nesterov>, DecoupledStep>;
-using AdamWChain = Chain<AdamMoments, DecoupledStep>;
+/// AdamW's chain with its moments stored in `Precision` (optim/precision.hpp).
+template <class Precision = FullPrecision>
+using AdamWChainIn = Chain<Adam<Precision>, DecoupledStep>;
+using AdamWChain = AdamWChainIn<>;
 using RescaledAdamWChain = Chain<AdamMoments, GeometryScale, DecoupledStep>;
 using SignDescentChain = Chain<LayerDualize, DecoupledStep>;
 using LionChain = Chain<LionMoment, DecoupledStep>;
@@ -54,8 +57,11 @@ inline Optimizer<SGDChain> sgd(Hyper hp = {}) {
 inline Optimizer<SGDNesterovChain> sgd_nesterov(Hyper hp = {}) {
   return {hp, detail::all_roles(detail::kIdentity, detail::kIdentity)};
 }
-/// AdamW (Loshchilov & Hutter): Adam with bias correction and decoupled weight decay.
-inline Optimizer<AdamWChain> adamw(Hyper hp = {}) {
+/// AdamW (Loshchilov & Hutter): Adam with bias correction and decoupled weight decay. Its moments
+/// are kept in `Precision`: adamw<Bf16State>(hp) stores them as bf16 (20 bytes moved per fp32
+/// parameter instead of 28; optim/precision.hpp).
+template <class Precision = FullPrecision>
+Optimizer<AdamWChainIn<Precision>> adamw(Hyper hp = {}) {
   return {hp, detail::all_roles(detail::kIdentity, detail::kIdentity)};
 }
 /// AdamW with the 1̄->inf width-aware scale: hidden and output matrices' updates are multiplied
@@ -108,8 +114,13 @@ Optimizer<MogaChain<O>> moga_col(Hyper hp = {}) {
 /// a step moves 20 bytes per parameter (gradient, momentum, weight) instead of AdamW's 28, in one
 /// fused pass. Vectors get the RMS-normalized direction g / rms(g) (their norm is the only scale a
 /// momentum-only rule has), so one learning rate serves both.
-using MogaMomentumChain = Chain<LayerDualize, Momentum<MomentumKind::EMA>, GeometryScale, DecoupledStep>;
-inline Optimizer<MogaMomentumChain> moga_row_momentum(Hyper hp = {}) {
+/// Its momentum is kept in `Precision`: moga_row_momentum<Bf16State>(hp) moves 14 bytes per fp32
+/// parameter.
+template <class Precision = FullPrecision>
+using MogaMomentumChainIn = Chain<LayerDualize, Momentum<MomentumKind::EMA, Precision>, GeometryScale, DecoupledStep>;
+using MogaMomentumChain = MogaMomentumChainIn<>;
+template <class Precision = FullPrecision>
+Optimizer<MogaMomentumChainIn<Precision>> moga_row_momentum(Hyper hp = {}) {
   return {hp, detail::all_roles(geometry<MeanNormalized<RowNormalize>>(), geometry<VectorRMS>())};
 }
 

@@ -8,11 +8,13 @@
 //   u64 N (little-endian) | N bytes of JSON header, space-padded so 8 + N is a multiple of 8 |
 //   the tensors' raw little-endian bytes, back to back.
 // The header maps each tensor name "<layer>/<transform>.<buffer>" (e.g. "blocks.0.qkv[1]/adam.v")
-// to {"dtype": "F32"|"F64", "shape": [rows, cols], "data_offsets": [begin, end]} (offsets into
-// the tensor bytes), and "__metadata__" (strings only, as safetensors requires) to:
+// to {"dtype": "F32"|"F64"|"BF16", "shape": [rows, cols], "data_offsets": [begin, end]} (offsets
+// into the tensor bytes; a buffer's dtype is its own: "BF16" for state kept in bf16 by
+// Bf16State, optim/precision.hpp, the parameters' otherwise), and "__metadata__" (strings only,
+// as safetensors requires) to:
 //   format          "steepest.optimizer-state"
 //   format_version  "2"
-//   dtype           "F32" or "F64": the state's scalar type
+//   dtype           "F32" or "F64": the parameters' scalar type
 //   step            completed steps, decimal
 //   optimizer       the optimizer's name: its chain ("adam+step") or its routes ("routed(...)")
 //   layers          JSON array, one object per layer in parameter-set order: name, shape, role,
@@ -93,10 +95,18 @@ inline void require_little_endian() {
 
 template <class S>
 const char* dtype_name() {
-  static_assert(std::is_same_v<S, float> || std::is_same_v<S, double>,
-                "steepest::save/load: the state's scalar type must be float or double");
-  return std::is_same_v<S, float> ? "F32" : "F64";
+  static_assert(std::is_same_v<S, float> || std::is_same_v<S, double> || std::is_same_v<S, Eigen::bfloat16>,
+                "steepest::save/load: state buffers must hold float, double or Eigen::bfloat16");
+  if constexpr (std::is_same_v<S, Eigen::bfloat16>) return "BF16";
+  else return std::is_same_v<S, float> ? "F32" : "F64";
 }
+/// The scalar type a state buffer holds.
+template <class B>
+using buffer_scalar_t = std::remove_cv_t<std::remove_pointer_t<decltype(std::declval<B&>().data())>>;
+
+inline double to_double(float x) { return x; }
+inline double to_double(double x) { return x; }
+inline double to_double(Eigen::bfloat16 x) { return double(static_cast<float>(x)); }
 
 inline const char* domain_name(Domain d) {
   switch (d) {
@@ -118,8 +128,9 @@ template <class S>
 std::size_t first_outside(const S* p, std::size_t n, Domain d) {
   if (d == Domain::Any) return n;
   for (std::size_t i = 0; i < n; ++i) {
-    if (!std::isfinite(p[i])) return i;
-    if (d == Domain::NonNegative && p[i] < S(0)) return i;
+    const double x = to_double(p[i]);
+    if (!std::isfinite(x)) return i;
+    if (d == Domain::NonNegative && x < 0.0) return i;
   }
   return n;
 }
@@ -187,49 +198,68 @@ inline bool parse_count(const std::string& s, long long max, long long& out) {
   return true;
 }
 
-/// A buffer of the state being loaded: where its bytes go and what they may hold.
-template <class B>
+/// A buffer of the state being loaded: where its bytes go and what they may hold. A buffer
+/// holds the parameters' scalar S or, kept by Bf16State, Eigen::bfloat16 (`bf16`).
+template <class S, class Space>
 struct LoadTarget {
   std::string layer, key;
   Domain domain;
   Index rows, cols;
-  B fresh;  ///< filled from the file, swapped into the state once everything is checked
+  bool bf16 = false;
+  /// Filled from the file, swapped into the state once everything is checked (one of the two).
+  buffer_t<S, Space> fresh;
+  buffer_t<Eigen::bfloat16, Space> fresh_bf16;
   std::uint64_t offset = 0;  ///< into the tensor bytes (version 2)
+  std::size_t scalar_bytes() const { return bf16 ? sizeof(Eigen::bfloat16) : sizeof(S); }
+  const char* dtype() const { return bf16 ? dtype_name<Eigen::bfloat16>() : dtype_name<S>(); }
+  std::uint64_t bytes() const { return scalar_bytes() * std::uint64_t(rows) * std::uint64_t(cols); }
 };
 
-/// Streams `count` scalars of a file into `t.fresh` from its position `first`, checking their
-/// domain and feeding `hash` the raw bytes.
-template <class S, class B, class Hash, class Source>
-void read_values(Source& f, std::vector<S>& staging, LoadTarget<B>& t, Hash& hash) {
-  const std::size_t total = std::size_t(t.rows) * std::size_t(t.cols);
+/// Streams a buffer's scalars (of type E) from the file into `fresh` through a staging buffer of
+/// at most kStagingBytes, checking their domain and feeding `hash` the raw bytes.
+template <class E, class B, class T, class Hash, class Source>
+void read_typed(Source& f, const T& t, B& fresh, Hash& hash) {
+  const std::size_t total = std::size_t(t.rows) * std::size_t(t.cols), chunk = kStagingBytes / sizeof(E);
+  std::vector<E> values(std::min(chunk, total));
   for (std::size_t done = 0; done < total;) {
-    const std::size_t n = std::min(staging.size(), total - done);
-    f.read(staging.data(), n * sizeof(S));
-    hash.update(staging.data(), n * sizeof(S));
-    const std::size_t bad = first_outside(staging.data(), n, t.domain);
+    const std::size_t n = std::min(chunk, total - done);
+    f.read(values.data(), n * sizeof(E));
+    hash.update(values.data(), n * sizeof(E));
+    const std::size_t bad = first_outside(values.data(), n, t.domain);
     if (bad < n) {
-      std::string v = json::number(double(staging[bad]));
+      std::string v = json::number(to_double(values[bad]));
       if (!v.empty() && v.front() == '"') v = v.substr(1, v.size() - 2);
       throw state_file_error("state file '" + f.path() + "': layer '" + t.layer + "', buffer '" + t.key +
                              "': entry " + std::to_string(done + bad) + " is " + v + ", outside its domain (" +
                              domain_name(t.domain) + ")");
     }
-    copy_from_host(t.fresh, Index(done), Index(n), staging.data());
+    copy_from_host(fresh, Index(done), Index(n), values.data());
     done += n;
   }
+}
+template <class S, class Space, class Hash, class Source>
+void read_values(Source& f, LoadTarget<S, Space>& t, Hash& hash) {
+  if (t.bf16) read_typed<Eigen::bfloat16>(f, t, t.fresh_bf16, hash);
+  else read_typed<S>(f, t, t.fresh, hash);
 }
 
 /// The buffers of `st` in save order, each with a fresh buffer of its shape in st's space.
 template <class State>
 auto load_targets(State& st) {
   using S = typename State::scalar_type;
-  using B = buffer_t<S, typename State::space_type>;
-  std::vector<LoadTarget<B>> targets;
+  using Space = typename State::space_type;
+  std::vector<LoadTarget<S, Space>> targets;
   st.for_each_layer([&](const LayerRecord& rec, const std::string&, auto&& visit) {
     visit([&](const std::string& key, auto& b, Domain d) {
-      static_assert(std::is_same_v<std::decay_t<decltype(b)>, B>,
-                    "steepest::load: a transform's state buffers must be steepest::buffer_t<S, Space>");
-      targets.push_back({rec.name, key, d, b.rows(), b.cols(), B::Zero(b.rows(), b.cols())});
+      using B = std::decay_t<decltype(b)>;
+      constexpr bool bf16 = std::is_same_v<B, buffer_t<Eigen::bfloat16, Space>>;
+      static_assert(std::is_same_v<B, buffer_t<S, Space>> || bf16,
+                    "steepest::load: a transform's state buffers must be steepest::buffer_t<S, Space> "
+                    "or steepest::buffer_t<Eigen::bfloat16, Space>");
+      LoadTarget<S, Space> t{rec.name, key, d, b.rows(), b.cols(), bf16, {}, {}};
+      if constexpr (bf16) t.fresh_bf16 = B::Zero(b.rows(), b.cols());
+      else t.fresh = B::Zero(b.rows(), b.cols());
+      targets.push_back(std::move(t));
     });
   });
   return targets;
@@ -239,7 +269,12 @@ template <class State, class Targets>
 void commit_targets(State& st, Targets& targets, long long step) {
   std::size_t i = 0;
   st.for_each_layer([&](const LayerRecord&, const std::string&, auto&& visit) {
-    visit([&](const std::string&, auto& b, Domain) { b.swap(targets[i++].fresh); });
+    visit([&](const std::string&, auto& b, Domain) {
+      if constexpr (std::is_same_v<buffer_scalar_t<std::decay_t<decltype(b)>>, Eigen::bfloat16>)
+        b.swap(targets[i++].fresh_bf16);
+      else
+        b.swap(targets[i++].fresh);
+    });
   });
   st.set_step(step);
 }
@@ -291,7 +326,7 @@ void load_v1(const Opt& opt, State& st, Source& f) {
   const std::string chain_expected = opt.name();
   std::uint64_t expected = 8 + 4 + 4 + 8 + chain_expected.size() + 8 + 8 + 8;
   for (const auto* r : records) expected += 8 + r->name.size() + 8 + 8 + 8;
-  for (const auto& t : targets) expected += 16 + sizeof(S) * std::uint64_t(t.rows) * std::uint64_t(t.cols);
+  for (const auto& t : targets) expected += 16 + t.bytes();
 
   const auto read_string = [&]() {
     const auto n = read_pod<std::uint64_t>(f, hash);
@@ -311,7 +346,6 @@ void load_v1(const Opt& opt, State& st, Source& f) {
   const auto nlayers = read_pod<std::uint64_t>(f, hash);
   if (nlayers != records.size())
     fail(std::to_string(nlayers) + " layers, the model has " + std::to_string(records.size()));
-  std::vector<S> staging(kStagingBytes / sizeof(S));
   std::size_t ti = 0;
   for (std::size_t i = 0; i < records.size(); ++i) {
     const LayerRecord& want = *records[i];
@@ -326,7 +360,7 @@ void load_v1(const Opt& opt, State& st, Source& f) {
       const auto br = read_pod<std::int64_t>(f, hash), bc = read_pod<std::int64_t>(f, hash);
       if (br != t.rows || bc != t.cols)
         fail("layer '" + want.name + "': buffer is " + shape_string(br, bc) + ", expected " + shape_string(t.rows, t.cols));
-      read_values<S>(f, staging, t, hash);
+      read_values(f, t, hash);
     }
   }
   const std::uint64_t computed = hash.h;
@@ -365,8 +399,9 @@ void save_to(const Opt& opt, State& st, Sink& out) {
   st.for_each_layer([&](const LayerRecord& rec, const std::string& chain, auto&& visit) {
     std::string keys, domains;
     visit([&](const std::string& key, auto& b, Domain d) {
-      const std::uint64_t bytes = sizeof(S) * std::uint64_t(b.rows()) * std::uint64_t(b.cols());
-      tensors += "," + quote(rec.name + "/" + key) + ":{\"dtype\":\"" + dtype + "\",\"shape\":[" +
+      using E = buffer_scalar_t<std::decay_t<decltype(b)>>;
+      const std::uint64_t bytes = sizeof(E) * std::uint64_t(b.rows()) * std::uint64_t(b.cols());
+      tensors += "," + quote(rec.name + "/" + key) + ":{\"dtype\":\"" + dtype_name<E>() + "\",\"shape\":[" +
                  std::to_string(b.rows()) + "," + std::to_string(b.cols()) + "],\"data_offsets\":[" +
                  std::to_string(offset) + "," + std::to_string(offset + bytes) + "]}";
       offset += bytes;
@@ -395,15 +430,16 @@ void save_to(const Opt& opt, State& st, Sink& out) {
   out.write(header.data(), header.size());
   crc.update(len, 8);
   crc.update(header.data(), header.size());
-  std::vector<S> staging(detail::kStagingBytes / sizeof(S));
+  std::vector<unsigned char> staging(detail::kStagingBytes);
   st.for_each_layer([&](const LayerRecord&, const std::string&, auto&& visit) {
     visit([&](const std::string&, auto& b, Domain) {
+      constexpr std::size_t es = sizeof(buffer_scalar_t<std::decay_t<decltype(b)>>);
       const Index total = b.rows() * b.cols();
       for (Index done = 0; done < total;) {
-        const Index k = std::min<Index>(Index(staging.size()), total - done);
+        const Index k = std::min<Index>(Index(staging.size() / es), total - done);
         copy_to_host(b, done, k, staging.data());  // device buffers: one chunk down at a time
-        out.write(staging.data(), sizeof(S) * std::size_t(k));
-        crc.update(staging.data(), sizeof(S) * std::size_t(k));
+        out.write(staging.data(), es * std::size_t(k));
+        crc.update(staging.data(), es * std::size_t(k));
         done += k;
       }
     });
@@ -515,8 +551,8 @@ void load_from(const Opt& opt, State& st, Source& f) {
     const Value& e = *it->second;
     if (!e.is(Value::Type::Object)) fail("tensor '" + name + "' is not an object");
     const std::string where = "tensor '" + name + "'";
-    if (detail::member(e, "dtype", Value::Type::String, where, path).text != detail::dtype_name<S>())
-      fail(where + " is not " + detail::dtype_name<S>());
+    if (detail::member(e, "dtype", Value::Type::String, where, path).text != t.dtype())
+      fail(where + " is not " + t.dtype());
     const Value& shape = detail::member(e, "shape", Value::Type::Array, where, path);
     std::uint64_t r = 0, c = 0;
     if (shape.items.size() != 2 || !shape.items[0].to_u64(r) || !shape.items[1].to_u64(c) ||
@@ -524,7 +560,7 @@ void load_from(const Opt& opt, State& st, Source& f) {
       fail(where + ": shape differs from the state's " + shape_string(t.rows, t.cols));
     const Value& off = detail::member(e, "data_offsets", Value::Type::Array, where, path);
     std::uint64_t b = 0, end = 0;
-    const std::uint64_t bytes = sizeof(S) * std::uint64_t(t.rows) * std::uint64_t(t.cols);
+    const std::uint64_t bytes = t.bytes();
     if (off.items.size() != 2 || !off.items[0].to_u64(b) || !off.items[1].to_u64(end) || end < b || end - b != bytes)
       fail(where + ": data_offsets do not describe its " + std::to_string(bytes) + " bytes");
     t.offset = b;
@@ -535,7 +571,7 @@ void load_from(const Opt& opt, State& st, Source& f) {
   std::uint64_t at = 0;
   for (std::size_t i : order) {
     if (targets[i].offset != at) fail("tensors overlap or leave gaps (at byte " + std::to_string(at) + ")");
-    at += sizeof(S) * std::uint64_t(targets[i].rows) * std::uint64_t(targets[i].cols);
+    at += targets[i].bytes();
   }
   if (at != payload)
     fail("size " + std::to_string(f.size()) + " bytes, its header describes " + std::to_string(8 + n + at));
@@ -554,8 +590,7 @@ void load_from(const Opt& opt, State& st, Source& f) {
     zeroed.replace(pos + 9, 8, "00000000");
     crc.update(zeroed.data(), zeroed.size());
   }
-  std::vector<S> staging(detail::kStagingBytes / sizeof(S));
-  for (std::size_t i : order) detail::read_values<S>(f, staging, targets[i], crc);
+  for (std::size_t i : order) detail::read_values(f, targets[i], crc);
   if (stored) {
     char hex[9];
     std::snprintf(hex, sizeof hex, "%08x", static_cast<unsigned>(crc.value()));

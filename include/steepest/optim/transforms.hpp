@@ -28,12 +28,15 @@
 
 #include <array>
 #include <cmath>
+#include <cstdint>
+#include <string>
 
 #include "../backend/eigen/packet.hpp"
 #include "../backend/eigen/vectorwise.hpp"
 #include "../norms/traits.hpp"
 #include "hyper.hpp"
 #include "params.hpp"
+#include "precision.hpp"
 
 namespace steepest {
 
@@ -73,6 +76,23 @@ struct NoState {
   void visit(F&&) {}
 };
 
+namespace detail {
+/// Runs a transform's fused kernel over the running update in place (the unfused path of a
+/// transform whose state rounds: it then stores exactly the fused pass's bits). Flat index i is
+/// the entry's index in the layer, as in Chain::fused.
+template <class E, class S>
+void apply_elem_in_place(const E& elem, RowMatrix<S>& u) {
+  const E k = elem;  // a local copy keeps the constants in registers (see detail::run_range)
+  using P = simd::Packet<S>;
+  constexpr Index PS = simd::packet_size<S>;
+  S* STEEPEST_RESTRICT p = u.data();
+  const Index n = u.size();
+  Index i = 0;
+  for (; i + PS <= n; i += PS) simd::store(p + i, k.template apply<P>(simd::load<P>(p + i), i, 0));
+  for (; i < n; ++i) p[i] = k.template apply<S>(p[i], i, 0);
+}
+}  // namespace detail
+
 enum class MomentumKind {
   HeavyBall,    ///< m = beta m + u;  u = m          (PyTorch SGD momentum)
   Nesterov,     ///< m = beta m + u;  u = u + beta m (PyTorch SGD nesterov)
@@ -80,128 +100,147 @@ enum class MomentumKind {
   NesterovEMA,  ///< m = beta m + (1-beta) u;  u = (1-beta) u + beta m  (Muon's default)
 };
 
-/// Momentum with coefficient hp.beta1.
-template <MomentumKind Kind = MomentumKind::NesterovEMA>
+/// Momentum with coefficient hp.beta1; its buffer stored in `Precision` (optim/precision.hpp).
+template <MomentumKind Kind = MomentumKind::NesterovEMA, class Precision = FullPrecision>
 struct Momentum {
+  static_assert(is_state_precision<Precision>::value,
+                "steepest::Momentum: Precision must be a state-precision policy (FullPrecision, Bf16State)");
   template <class S, class Space = Host>
   struct State {
-    buffer_t<S, Space> m;
+    buffer_t<state_storage_t<Precision, S>, Space> m;
     template <class F>
     void visit(F&& f) { f(m); }
   };
   static constexpr std::array<BufferSpec, 1> buffers{{{"m", Domain::Finite}}};
   template <class S, class Space>
-  static void init(State<S, Space>& st, Index r, Index c) { st.m = buffer_t<S, Space>::Zero(r, c); }
+  static void init(State<S, Space>& st, Index r, Index c) {
+    static_assert(!Precision::rounds || std::is_same_v<S, float>,
+                  "steepest: bf16 optimizer state (Bf16State) needs float parameters");
+    st.m = buffer_t<state_storage_t<Precision, S>, Space>::Zero(r, c);
+  }
   template <class S>
   static void apply(Ctx<S>& ctx, State<S>& st) {
-    const S b = static_cast<S>(ctx.hp.beta1);
-    auto m = st.m.array();
-    auto u = ctx.u.array();
-    // The stored momentum never holds subnormals (simd::flush_subnormal says why); the fused
-    // kernel below flushes at the same point, so both paths give the same bits.
-    if constexpr (Kind == MomentumKind::HeavyBall) {
-      m = b * m + u;
-      simd::flush_subnormals(m);
-      u = m;
-    } else if constexpr (Kind == MomentumKind::Nesterov) {
-      m = b * m + u;
-      simd::flush_subnormals(m);
-      u = u + b * m;
-    } else if constexpr (Kind == MomentumKind::EMA) {
-      m = b * m + (S(1) - b) * u;
-      simd::flush_subnormals(m);
-      u = m;
+    if constexpr (Precision::rounds) {
+      detail::apply_elem_in_place(elem(ctx, st), ctx.u);  // the fused kernel's bits
+      return;
     } else {
-      m = b * m + (S(1) - b) * u;
-      simd::flush_subnormals(m);
-      u = (S(1) - b) * u + b * m;
+      const S b = static_cast<S>(ctx.hp.beta1);
+      auto m = st.m.array();
+      auto u = ctx.u.array();
+      // The stored momentum never holds subnormals (simd::flush_subnormal says why); the fused
+      // kernel below flushes at the same point, so both paths give the same bits.
+      if constexpr (Kind == MomentumKind::HeavyBall) {
+        m = b * m + u;
+        simd::flush_subnormals(m);
+        u = m;
+      } else if constexpr (Kind == MomentumKind::Nesterov) {
+        m = b * m + u;
+        simd::flush_subnormals(m);
+        u = u + b * m;
+      } else if constexpr (Kind == MomentumKind::EMA) {
+        m = b * m + (S(1) - b) * u;
+        simd::flush_subnormals(m);
+        u = m;
+      } else {
+        m = b * m + (S(1) - b) * u;
+        simd::flush_subnormals(m);
+        u = (S(1) - b) * u + b * m;
+      }
     }
   }
   template <class S>
   struct Elem {
-    S* STEEPEST_RESTRICT m;
+    state_word_t<Precision, S>* STEEPEST_RESTRICT m;
     S b, omb;
+    std::uint32_t seed;  ///< the step's dither seed (Bf16State)
     STEEPEST_HD void begin_row(Index) {}
     template <class P>
     STEEPEST_HD P apply(P u, Index i, Index) const {
       using namespace simd;
-      const P mo = load<P>(m + i), B = set1<P>(b);
-      if constexpr (Kind == MomentumKind::HeavyBall) {
-        const P mn = flush_subnormal<P, S>(add(mul(B, mo), u));
-        store(m + i, mn);
-        return mn;
-      } else if constexpr (Kind == MomentumKind::Nesterov) {
-        const P mn = flush_subnormal<P, S>(add(mul(B, mo), u));
-        store(m + i, mn);
-        return add(u, mul(B, mn));
-      } else if constexpr (Kind == MomentumKind::EMA) {
-        const P mn = flush_subnormal<P, S>(add(mul(B, mo), mul(set1<P>(omb), u)));
-        store(m + i, mn);
-        return mn;
-      } else {
-        const P mn = flush_subnormal<P, S>(add(mul(B, mo), mul(set1<P>(omb), u)));
-        store(m + i, mn);
-        return add(mul(set1<P>(omb), u), mul(B, mn));
-      }
+      const P mo = load_state<P>(m + i), B = set1<P>(b);
+      P mn;
+      if constexpr (Kind == MomentumKind::HeavyBall || Kind == MomentumKind::Nesterov)
+        mn = flush_subnormal<P, S>(add(mul(B, mo), u));
+      else
+        mn = flush_subnormal<P, S>(add(mul(B, mo), mul(set1<P>(omb), u)));
+      store_state(m + i, mn, state_dither<Precision, P>(i, seed));
+      // The update reads the unrounded momentum (arithmetic in S; only the stored copy rounds).
+      if constexpr (Kind == MomentumKind::HeavyBall || Kind == MomentumKind::EMA) return mn;
+      else if constexpr (Kind == MomentumKind::Nesterov) return add(u, mul(B, mn));
+      else return add(mul(set1<P>(omb), u), mul(B, mn));
     }
   };
   template <class S, class Sp>
   static Elem<S> elem(Ctx<S, Sp>& ctx, State<S, Sp>& st) {
     const S b = static_cast<S>(ctx.hp.beta1);
-    return {st.m.data(), b, S(1) - b};
+    return {detail::state_words<Precision, S>(st.m), b, S(1) - b, simd::dither_seed(ctx.t)};
   }
-  static const char* name() {
+  static std::string name() {
+    const char* base = "?";
     switch (Kind) {
-      case MomentumKind::HeavyBall: return "momentum";
-      case MomentumKind::Nesterov: return "nesterov";
-      case MomentumKind::EMA: return "ema";
-      case MomentumKind::NesterovEMA: return "nesterov-ema";
+      case MomentumKind::HeavyBall: base = "momentum"; break;
+      case MomentumKind::Nesterov: base = "nesterov"; break;
+      case MomentumKind::EMA: base = "ema"; break;
+      case MomentumKind::NesterovEMA: base = "nesterov-ema"; break;
     }
-    return "?";
+    return std::string(base) + Precision::suffix();
   }
 };
 
 /// Adam's moments with bias correction:
 ///   m = b1 m + (1-b1) u;  v = b2 v + (1-b2) u^2;  u = (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps)
-struct AdamMoments {
+/// Both buffers stored in `Precision` (optim/precision.hpp); `AdamMoments` is the full-precision one.
+template <class Precision = FullPrecision>
+struct Adam {
+  static_assert(is_state_precision<Precision>::value,
+                "steepest::Adam: Precision must be a state-precision policy (FullPrecision, Bf16State)");
   template <class S, class Space = Host>
   struct State {
-    buffer_t<S, Space> m, v;
+    buffer_t<state_storage_t<Precision, S>, Space> m, v;
     template <class F>
     void visit(F&& f) { f(m); f(v); }
   };
   static constexpr std::array<BufferSpec, 2> buffers{{{"m", Domain::Finite}, {"v", Domain::NonNegative}}};
   template <class S, class Space>
   static void init(State<S, Space>& st, Index r, Index c) {
-    st.m = buffer_t<S, Space>::Zero(r, c);
-    st.v = buffer_t<S, Space>::Zero(r, c);
+    static_assert(!Precision::rounds || std::is_same_v<S, float>,
+                  "steepest: bf16 optimizer state (Bf16State) needs float parameters");
+    st.m = buffer_t<state_storage_t<Precision, S>, Space>::Zero(r, c);
+    st.v = buffer_t<state_storage_t<Precision, S>, Space>::Zero(r, c);
   }
   template <class S>
   static void apply(Ctx<S>& ctx, State<S>& st) {
-    const double b1 = ctx.hp.beta1, b2 = ctx.hp.beta2;
-    const S c1 = static_cast<S>(1.0 / (1.0 - std::pow(b1, double(ctx.t))));
-    const S c2 = static_cast<S>(1.0 / std::sqrt(1.0 - std::pow(b2, double(ctx.t))));
-    const S eps = static_cast<S>(ctx.hp.eps);
-    const S sb1 = static_cast<S>(b1), sb2 = static_cast<S>(b2);
-    st.m.array() = sb1 * st.m.array() + (S(1) - sb1) * ctx.u.array();
-    st.v.array() = sb2 * st.v.array() + (S(1) - sb2) * ctx.u.array().square();
-    simd::flush_subnormals(st.m.array());  // stored moments never subnormal (as in Elem)
-    simd::flush_subnormals(st.v.array());
-    ctx.u.array() = (c1 * st.m.array()) / (c2 * st.v.array().sqrt() + eps);
+    if constexpr (Precision::rounds) {
+      detail::apply_elem_in_place(elem(ctx, st), ctx.u);  // the fused kernel's bits
+    } else {
+      const double b1 = ctx.hp.beta1, b2 = ctx.hp.beta2;
+      const S c1 = static_cast<S>(1.0 / (1.0 - std::pow(b1, double(ctx.t))));
+      const S c2 = static_cast<S>(1.0 / std::sqrt(1.0 - std::pow(b2, double(ctx.t))));
+      const S eps = static_cast<S>(ctx.hp.eps);
+      const S sb1 = static_cast<S>(b1), sb2 = static_cast<S>(b2);
+      st.m.array() = sb1 * st.m.array() + (S(1) - sb1) * ctx.u.array();
+      st.v.array() = sb2 * st.v.array() + (S(1) - sb2) * ctx.u.array().square();
+      simd::flush_subnormals(st.m.array());  // stored moments never subnormal (as in Elem)
+      simd::flush_subnormals(st.v.array());
+      ctx.u.array() = (c1 * st.m.array()) / (c2 * st.v.array().sqrt() + eps);
+    }
   }
   template <class S>
   struct Elem {
-    S* STEEPEST_RESTRICT m;
-    S* STEEPEST_RESTRICT v;
+    state_word_t<Precision, S>* STEEPEST_RESTRICT m;
+    state_word_t<Precision, S>* STEEPEST_RESTRICT v;
     S b1, omb1, b2, omb2, c1, c2, eps;
+    std::uint32_t seed;  ///< the step's dither seed (Bf16State): m rounds by its low half, v by its high
     STEEPEST_HD void begin_row(Index) {}
     template <class P>
     STEEPEST_HD P apply(P u, Index i, Index) const {
       using namespace simd;
-      const P mn = flush_subnormal<P, S>(add(mul(set1<P>(b1), load<P>(m + i)), mul(set1<P>(omb1), u)));
-      const P vn = flush_subnormal<P, S>(add(mul(set1<P>(b2), load<P>(v + i)), mul(set1<P>(omb2), mul(u, u))));
-      store(m + i, mn);
-      store(v + i, vn);
+      const P mn = flush_subnormal<P, S>(add(mul(set1<P>(b1), load_state<P>(m + i)), mul(set1<P>(omb1), u)));
+      const P vn = flush_subnormal<P, S>(add(mul(set1<P>(b2), load_state<P>(v + i)), mul(set1<P>(omb2), mul(u, u))));
+      const auto r = state_dither<Precision, P>(i, seed);
+      store_state(m + i, mn, r);
+      store_state(v + i, vn, state_dither_high<Precision, P>(r));
+      // The update reads the unrounded moments (arithmetic in S; only the stored copies round).
       return div(mul(set1<P>(c1), mn), add(mul(set1<P>(c2), sqrt(vn)), set1<P>(eps)));
     }
   };
@@ -209,13 +248,16 @@ struct AdamMoments {
   static Elem<S> elem(Ctx<S, Sp>& ctx, State<S, Sp>& st) {
     const double b1 = ctx.hp.beta1, b2 = ctx.hp.beta2;
     const S sb1 = static_cast<S>(b1), sb2 = static_cast<S>(b2);
-    return {st.m.data(), st.v.data(), sb1, S(1) - sb1, sb2, S(1) - sb2,
+    return {detail::state_words<Precision, S>(st.m), detail::state_words<Precision, S>(st.v),
+            sb1, S(1) - sb1, sb2, S(1) - sb2,
             static_cast<S>(1.0 / (1.0 - std::pow(b1, double(ctx.t)))),
             static_cast<S>(1.0 / std::sqrt(1.0 - std::pow(b2, double(ctx.t)))),
-            static_cast<S>(ctx.hp.eps)};
+            static_cast<S>(ctx.hp.eps), simd::dither_seed(ctx.t)};
   }
-  static const char* name() { return "adam"; }
+  static std::string name() { return std::string("adam") + Precision::suffix(); }
 };
+/// Adam's moments in the parameter's precision.
+using AdamMoments = Adam<>;
 
 /// Lion (Chen et al. 2023): u = sign(b1 m + (1-b1) u);  m = b2 m + (1-b2) u.
 struct LionMoment {
