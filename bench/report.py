@@ -21,7 +21,7 @@ Usage: bench/report.py [path/to/steepest_bench] [--quick] [--repetitions N] [--o
 --quick keeps 1024x4096 and 4096x4096; --out also writes the tables (with the machine and the
 command) to FILE.md. --torch PYTHON (an interpreter with PyTorch, e.g. the peer venv) adds the
 PyTorch CPU peer (bench/torch_peer_cpu.py): for each repetition, shape and thread count,
-steepest_bench's AdamW and MuonQuinticBf16 and then torch's AdamW(fused=True) and
+steepest_bench's AdamW, AdamWBf16State and MuonQuinticBf16 and then torch's AdamW(fused=True) and
 torch.optim.Muon run in turn, and the table gives the per-turn time ratios' median and spread.
 --update FILE.md replaces the text between the lines `<!-- cpu-tables:begin -->` and
 `<!-- cpu-tables:end -->` of FILE.md with the tables (how docs/PERFORMANCE.md is regenerated);
@@ -75,10 +75,11 @@ def parse(name):
 
 
 def torch_peer(binary, torch_py, reps, quick):
-    """steepest's AdamW / MuonQuinticBf16 and PyTorch's peers, in turns; per-turn ratio table."""
+    """steepest's AdamW / AdamWBf16State / MuonQuinticBf16 and PyTorch's peers, in turns; per-turn ratio table."""
     peer = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_peer_cpu.py")
     shapes = [(1024, 4096), (4096, 4096)] if quick else [(1024, 1024), (1024, 4096), (4096, 4096)]
-    pairs = {"AdamW": "torch.AdamW(fused=True)", "MuonQuinticBf16": "torch.optim.Muon"}
+    pairs = {"AdamW": "torch.AdamW(fused=True)", "AdamWBf16State": "torch.AdamW(fused=True)",
+             "MuonQuinticBf16": "torch.optim.Muon"}
     ratios = {}  # (rule, m, n, t) -> list of (steepest ms, torch ms)
     for r in range(reps):
         for m, n in shapes:
@@ -214,6 +215,24 @@ def main():
             ms_f = statistics.median(b["real_time"] for b in runs[ref].values())
             lines.append(f"| {rule} | {m}x{n} | {t} | {ms_b:.1f} | {ms_f:.1f} | {statistics.median(sp):.2f} | "
                          f"{min(sp):.2f}-{max(sp):.2f} |")
+    state16 = sorted(k for k in runs if k[0].endswith("Bf16State"))
+    if state16:
+        lines += ["", "Optimizer state in bf16 (Bf16State, stochastic rounding) against the same rule with fp32 "
+                  "state; speedup = fp32-state time / bf16-state time per repetition:", "",
+                  "| rule | shape | threads | bf16-state ms | fp32-state ms | bytes/param | speedup (median) | spread |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for key in state16:
+            rule, m, n, t = key
+            ref = (rule[:-len("Bf16State")], m, n, t)
+            sp = paired(ref, key, lambda b: b["real_time"])
+            if not sp:
+                continue
+            ms_b = statistics.median(b["real_time"] for b in runs[key].values())
+            ms_f = statistics.median(b["real_time"] for b in runs[ref].values())
+            bpp = next(iter(runs[key].values())).get("state_bytes_per_param", float("nan"))
+            shape = "GPT-2 small" if m == 0 else f"{m}x{n}"
+            lines.append(f"| {rule} | {shape} | {t} | {ms_b:.2f} | {ms_f:.2f} | state {bpp:.0f} | "
+                         f"{statistics.median(sp):.2f} | {min(sp):.2f}-{max(sp):.2f} |")
     syrk = sorted(k for k in runs if k[0].endswith("OpenBlasSyrk"))
     if syrk:
         lines += ["", "Newton-Schulz on OpenBLAS (fp32): the symmetric products by SYRK against the same step "

@@ -20,7 +20,7 @@ import struct
 import sys
 import zlib
 
-DTYPES = {"F32": ("f", 4), "F64": ("d", 8)}
+DTYPES = {"F32": ("f", 4), "F64": ("d", 8), "BF16": ("H", 2)}
 
 
 class CheckpointError(Exception):
@@ -28,13 +28,20 @@ class CheckpointError(Exception):
 
 
 def _values(raw, dtype, shape):
+    if dtype not in DTYPES:
+        raise CheckpointError("unknown dtype %r" % dtype)
     code, size = DTYPES[dtype]
     try:
         import numpy as np
 
+        if dtype == "BF16":  # bf16 is the high half of a float32: widen by a 16-bit shift (exact)
+            return (np.frombuffer(raw, dtype="<u2").astype("<u4") << 16).view("<f4").reshape(shape)
         return np.frombuffer(raw, dtype="<f%d" % size).reshape(shape)
     except ImportError:
-        return list(struct.unpack("<%d%s" % (len(raw) // size, code), raw))
+        words = struct.unpack("<%d%s" % (len(raw) // size, code), raw)
+        if dtype == "BF16":
+            return [struct.unpack("<f", struct.pack("<I", w << 16))[0] for w in words]
+        return list(words)
 
 
 def _read_v2(data):

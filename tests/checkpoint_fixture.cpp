@@ -2,6 +2,7 @@
 //   checkpoint_fixture save PATH   writes the state after two steps
 //   checkpoint_fixture load PATH   loads PATH and compares it with that state bit for bit:
 //                                  exit 0 "match", 1 "mismatch", 2 refused (the message)
+//   checkpoint_fixture save-bf16 PATH   the same steps with the moments kept in bf16 (Bf16State)
 // The gradients are optim_test::grad_at's formula, which the Python side evaluates too.
 #include <steepest/steepest.hpp>
 
@@ -15,24 +16,36 @@
 namespace st = steepest;
 
 int main(int argc, char** argv) {
-  if (argc != 3 || (std::strcmp(argv[1], "save") != 0 && std::strcmp(argv[1], "load") != 0)) {
-    std::fprintf(stderr, "usage: %s save|load PATH\n", argv[0]);
+  const bool bf16 = argc == 3 && std::strcmp(argv[1], "save-bf16") == 0;
+  if (argc != 3 || (std::strcmp(argv[1], "save") != 0 && std::strcmp(argv[1], "load") != 0 && !bf16)) {
+    std::fprintf(stderr, "usage: %s save|load|save-bf16 PATH\n", argv[0]);
     return 64;
   }
   std::vector<float> w(12, 0.5f), b(3, -0.25f);
   st::ParamSet<float> params;
   params.add("blocks.0.w", st::Role::Hidden, w.data(), 3, 4);
   params.add_vector("blocks.0.b", b.data(), 3);
-  auto opt = st::adamw(optim_test::hyper(0.01, 0.9, 0.99, 0.1));
-  auto state = opt.init(params);
-  for (int t = 1; t <= 2; ++t) {
-    const auto dw = optim_test::grad_at(w.size(), t, 0.0), db = optim_test::grad_at(b.size(), t, 1.0);
-    const std::vector<float> gw(dw.begin(), dw.end()), gb(db.begin(), db.end());
-    st::Gradients<float> g;
-    g.add(gw.data(), 3, 4);
-    g.add_vector(gb.data(), 3);
-    opt.step(params, g, state);
+  const auto hp = optim_test::hyper(0.01, 0.9, 0.99, 0.1);
+  const auto two_steps = [&](const auto& opt, auto& state) {
+    for (int t = 1; t <= 2; ++t) {
+      const auto dw = optim_test::grad_at(w.size(), t, 0.0), db = optim_test::grad_at(b.size(), t, 1.0);
+      const std::vector<float> gw(dw.begin(), dw.end()), gb(db.begin(), db.end());
+      st::Gradients<float> g;
+      g.add(gw.data(), 3, 4);
+      g.add_vector(gb.data(), 3);
+      opt.step(params, g, state);
+    }
+  };
+  if (bf16) {
+    auto opt16 = st::adamw<st::Bf16State>(hp);
+    auto state16 = opt16.init(params);
+    two_steps(opt16, state16);
+    st::save(opt16, state16, argv[2]);
+    return 0;
   }
+  auto opt = st::adamw(hp);
+  auto state = opt.init(params);
+  two_steps(opt, state);
   if (std::strcmp(argv[1], "save") == 0) {
     st::save(opt, state, argv[2]);
     return 0;

@@ -39,6 +39,14 @@ inline const std::vector<std::string>& all_optimizers() {
   return names;
 }
 
+/// Optimizers the sweep runs only when named (--optimizers): precision variants of the above.
+inline const std::vector<std::string>& extra_optimizers() {
+  static const std::vector<std::string> names = {
+      "adamw_bf16",  // AdamW with its moments stored in bf16 (st::Bf16State), fp32 arithmetic
+  };
+  return names;
+}
+
 inline bool is_spectral_optimizer(const std::string& n) {
   return n == "muon" || n == "muon_mup" || n == "scion" || n == "scion_unconstrained";
 }
@@ -316,6 +324,7 @@ RunResult run(const RunConfig& cfg, const Corpus& corpus) {
   const std::string& o = cfg.optimizer;
   const double lr = cfg.lr;
   if (o == "adamw") return train(st::adamw(Setup::adam(lr)), cfg, corpus);
+  if (o == "adamw_bf16") return train(st::adamw<st::Bf16State>(Setup::adam(lr)), cfg, corpus);
   if (o == "moga_col") return train(st::moga_col(Setup::adam(lr)), cfg, corpus);
   if (o == "moga_row_post") return train(st::moga_row<st::MogaOrder::AdamThenNormalize>(Setup::adam(lr)), cfg, corpus);
   if (o == "moga_col_post") return train(st::moga_col<st::MogaOrder::AdamThenNormalize>(Setup::adam(lr)), cfg, corpus);

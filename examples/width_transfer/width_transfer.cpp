@@ -110,7 +110,8 @@ Options parse(int argc, char** argv) {
   }
   if (o.mode != "quick" && o.mode != "full" && o.mode != "smoke") usage("mode must be quick, full or smoke");
   for (const auto& n : o.optimizers)
-    if (std::find(all_optimizers().begin(), all_optimizers().end(), n) == all_optimizers().end())
+    if (std::find(all_optimizers().begin(), all_optimizers().end(), n) == all_optimizers().end() &&
+        std::find(extra_optimizers().begin(), extra_optimizers().end(), n) == extra_optimizers().end())
       usage(("unknown optimizer " + n).c_str());
   for (int w : o.widths)
     if (w <= 0) usage("widths must be positive");
@@ -123,6 +124,7 @@ Options parse(int argc, char** argv) {
 std::vector<double> lr_grid(const std::string& opt, const std::string& mode) {
   static const LrRange ranges[] = {
       {"adamw", -13, -3, -11, -4},        {"adamw_1inf", -8, 2, -7, 0},
+      {"adamw_bf16", -13, -3, -11, -4},
       {"muon", -10, -2, -9, -3},          {"muon_mup", -10, -2, -9, -3},
       {"moga_row", -11, -1, -9, -1},      {"moga_col", -11, -1, -10, -2},
       {"moga_row_post", -11, 0, -8, 0},   {"moga_col_post", -11, -1, -9, -1},

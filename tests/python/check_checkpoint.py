@@ -96,5 +96,30 @@ save_file(tensors, rewritten, metadata=meta3)
 out = subprocess.run([fixture, "load", rewritten], capture_output=True, text=True)
 check(out.returncode == 2 and "not a count" in out.stdout, "a step of -3 is refused")
 
+# bf16 state (Bf16State): BF16 tensors, read here from the safetensors layout with json and numpy
+# alone (numpy has no bfloat16: a bf16 word is the high half of a float32). Stochastic rounding
+# stores one of the two bf16 neighbours of the float32 moment, once per step: after two steps each
+# value is within two bf16 ulps (2^-6 relative) of the float64 reference.
+path16 = os.path.join(work, "adamw_bf16.safetensors")
+subprocess.run([fixture, "save-bf16", path16], check=True)
+data = open(path16, "rb").read()
+n = int.from_bytes(data[:8], "little")
+header = json.loads(data[8:8 + n])
+check(header["__metadata__"]["optimizer"] == "adam-bf16+step" and header["__metadata__"]["dtype"] == "F32",
+      "bf16 state: optimizer adam-bf16+step, parameters F32")
+for k, ref in expect.items():
+    k16 = k.replace("/adam.", "/adam-bf16.")
+    e = header.get(k16, {})
+    check(e.get("dtype") == "BF16" and e.get("shape") == list(ref.shape), "%s is BF16 %s" % (k16, list(ref.shape)))
+    b, end = e.get("data_offsets", [0, 0])
+    words = np.frombuffer(data[8 + n + b:8 + n + end], dtype="<u2")
+    got = (words.astype("<u4") << 16).view("<f4").astype(np.float64).reshape(ref.shape)
+    err = float(np.max(np.abs(got - ref) / (np.abs(ref) + 1e-30)))
+    check(err <= 2.0 ** -6, "%s within two bf16 ulps of numpy's AdamW moment (max relative error %.2e)" % (k16, err))
+with safe_open(path16, "np") as f:
+    check(sorted(f.keys()) == sorted(k.replace("/adam.", "/adam-bf16.") for k in expect), "safetensors lists the BF16 tensors")
+out = subprocess.run([sys.executable, reader, path16, "--values", "2"], capture_output=True, text=True)
+check(out.returncode == 0 and "adam-bf16.v" in out.stdout, "read_checkpoint.py reads and checks BF16: %s" % out.stdout[-200:])
+
 print("%d failures" % len(failures))
 sys.exit(1 if failures else 0)
