@@ -266,8 +266,9 @@ void check_device_forms() {
   const int n = count_device_forms<st::SGDChain, st::SGDNesterovChain, st::AdamWChain, st::RescaledAdamWChain,
                                    st::SignDescentChain, st::LionChain, st::MogaChain<st::MogaOrder::NormalizeThenAdam>,
                                    st::MogaChain<st::MogaOrder::AdamThenNormalize>, st::MuonChain, st::ScionChain,
-                                   st::ScionUnconstrainedChain>();
-  EXPECT(n == 11, "device forms compiled: %d of 11", n);
+                                   st::ScionUnconstrainedChain, st::AdamWChainIn<st::Bf16State>,
+                                   st::MogaMomentumChainIn<st::Bf16State>>();
+  EXPECT(n == 13, "device forms compiled: %d of 13", n);
 }
 
 // Host-only: the device executor's one-pass form of every fusable chain -- its launch tables
@@ -536,6 +537,11 @@ int main() {
   check_backends("MOGA-row", st::moga_row(hp), exact, 1e-5);
   check_backends("MOGA-col", st::moga_col(hp), exact, 1e-5);
   check_backends("MOGA-row momentum-only", st::moga_row_momentum(hp), exact, 1e-5);
+  // bf16 state: the device runs the same Elem (scalar form, the same dither per entry); nvcc
+  // contracts a*b+c into FMAs, so a moment can round to the other bf16 neighbour now and then.
+  // The state swap below also moves BF16 buffers between the backends.
+  check_backends("AdamW, bf16 state", st::adamw<st::Bf16State>(hp), exact, 1e-4);
+  check_backends("MOGA-row momentum-only, bf16 state", st::moga_row_momentum<st::Bf16State>(hp), exact, 1e-4);
   check_backends("MOGA-row (Adam first)", st::moga_row<st::MogaOrder::AdamThenNormalize>(hp), exact, 1e-5);
   check_backends("MOGA-col (Adam first)", st::moga_col<st::MogaOrder::AdamThenNormalize>(hp), exact, 1e-5);
   st::Hyper mh;

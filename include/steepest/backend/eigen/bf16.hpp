@@ -121,13 +121,13 @@ STEEPEST_HD inline P load_bf16(const std::uint16_t* p) {
   if constexpr (std::is_same_v<P, float>) {
     return bf16_to_float(*p);
   }
-#if defined(__AVX512F__)
+#if defined(EIGEN_VECTORIZE_AVX512)
   else if constexpr (kind<P>(16, true)) {
     const __m512i w = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
     return _mm512_castsi512_ps(_mm512_slli_epi32(w, 16));
   }
 #endif
-#if defined(__AVX__)
+#if defined(EIGEN_VECTORIZE_AVX)
   else if constexpr (kind<P>(8, true) && sizeof(P) == 32) {
     // Interleaving zeros below each 16-bit word is the shift by 16 (SSE2 has no 16->32 widening).
     const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p)), z = _mm_setzero_si128();
@@ -136,7 +136,7 @@ STEEPEST_HD inline P load_bf16(const std::uint16_t* p) {
     return _mm256_castsi256_ps(w);
   }
 #endif
-#if defined(__SSE2__)
+#if defined(EIGEN_VECTORIZE_SSE2)
   else if constexpr (kind<P>(4, true) && sizeof(P) == 16) {
     const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
     return _mm_castsi128_ps(_mm_unpacklo_epi16(_mm_setzero_si128(), v));
@@ -157,7 +157,7 @@ STEEPEST_HD inline void store_bf16(std::uint16_t* p, const P& x, const IntPacket
   if constexpr (std::is_same_v<P, float>) {
     *p = bf16_round(x, r);
   }
-#if defined(__AVX512F__)
+#if defined(EIGEN_VECTORIZE_AVX512)
   else if constexpr (kind<P>(16, true)) {
     // A mask register: the dither is kept in the lanes that are not NaN by a zero-masked and.
     const __mmask16 ordered = _mm512_cmp_ps_mask(x, x, _CMP_ORD_Q);
@@ -172,7 +172,7 @@ STEEPEST_HD inline void store_bf16(std::uint16_t* p, const P& x, const IntPacket
     const Pi u = ei::padd(ei::preinterpret<Pi>(x), ei::pand(ei::pand(r, ei::pset1<Pi>(0xFFFF)), ordered));
     if constexpr (false) {
     }
-#if defined(__AVX__)
+#if defined(EIGEN_VECTORIZE_AVX)
     else if constexpr (kind<P>(8, true) && sizeof(P) == 32) {
       // Arithmetic shift: each lane lands in [-2^15, 2^15), so the signed saturating pack keeps
       // it, and its low 16 bits are the logical shift's.
@@ -181,7 +181,7 @@ STEEPEST_HD inline void store_bf16(std::uint16_t* p, const P& x, const IntPacket
                        _mm_packs_epi32(_mm256_castsi256_si128(s), _mm256_extractf128_si256(s, 1)));
     }
 #endif
-#if defined(__SSE2__)
+#if defined(EIGEN_VECTORIZE_SSE2)
     else if constexpr (kind<P>(4, true) && sizeof(P) == 16) {
       const Pi s = ei::parithmetic_shift_right<16>(u);  // as above
       _mm_storel_epi64(reinterpret_cast<__m128i*>(p), _mm_packs_epi32(s, s));

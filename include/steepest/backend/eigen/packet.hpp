@@ -132,7 +132,7 @@ STEEPEST_HD inline P flush_subnormal(const P& x) {
   if constexpr (std::is_same_v<P, S>) {
     return (x < tiny && x > -tiny) ? S(0) : x;
   }
-#if defined(__AVX512DQ__)
+#if defined(EIGEN_VECTORIZE_AVX512DQ)
   // One classify into a mask register and one zero-masked move instead of four vector ops (abs,
   // compare, mask to vector, and-not): classes 0x20 subnormal and 0x04 -0, so -0 becomes +0 as
   // in the generic form. Same bits as the generic form.
