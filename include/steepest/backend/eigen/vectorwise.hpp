@@ -87,8 +87,9 @@ void row_norms(const Eigen::MatrixBase<D>& G, double r, V& out) {
 
 /// out(j) = sum_i g(i, j)^2 of the row-major rows x cols matrix at g. Each column is summed over
 /// the rows in order whatever the thread count, so the sums are the same bits at 1 or N threads:
-/// the columns are split into one contiguous range per thread (in whole 64-byte lines of `out`,
-/// so no two threads write one line), and each thread reads its range row by row (contiguous,
+/// the columns are split into one contiguous range per thread (ranges a multiple of 64 bytes of
+/// `out` long, so two threads share at most the one cache line where `out`'s alignment puts a
+/// boundary), and each thread reads its range row by row (contiguous,
 /// vectorized by Eigen). Threads when the user's build enables OpenMP, the matrix is large and no
 /// parallel region is active (the same team as the fused pass's, see simd::all_finite).
 template <class S, class V>
