@@ -199,20 +199,26 @@ def main():
         else:
             r_txt, s_txt = "-", "-"
         lines.append(f"| {rule} | {shape} | {t} | {ms:.2f} | {nspp:.3f} | {gbs:.1f} | {r_txt} | {s_txt} | {against} |")
+    def against_base(suffix):
+        """(key, per-repetition speedup, variant ms, base ms) for each rule named <base><suffix>,
+        against <base> at the same shape and thread count: speedup = base time / variant time."""
+        out = []
+        for key in sorted(k for k in runs if k[0].endswith(suffix)):
+            rule, m, n, t = key
+            ref = (rule[:-len(suffix)], m, n, t)
+            sp = paired(ref, key, lambda b: b["real_time"])
+            if sp:
+                out.append((key, sp, statistics.median(b["real_time"] for b in runs[key].values()),
+                            statistics.median(b["real_time"] for b in runs[ref].values())))
+        return out
+
     bf16 = sorted(k for k in runs if k[0].endswith("Bf16"))
     if bf16:
         lines += ["", "Newton-Schulz products in bf16 (oneDNN) against the same rule in fp32 (Eigen), "
                   "speedup = fp32 time / bf16 time per repetition:", "",
                   "| rule | shape | threads | bf16 ms | fp32 ms | speedup (median) | spread |",
                   "|---|---|---|---|---|---|---|"]
-        for key in bf16:
-            rule, m, n, t = key
-            ref = (rule[:-len("Bf16")], m, n, t)
-            sp = paired(ref, key, lambda b: b["real_time"])
-            if not sp:
-                continue
-            ms_b = statistics.median(b["real_time"] for b in runs[key].values())
-            ms_f = statistics.median(b["real_time"] for b in runs[ref].values())
+        for (rule, m, n, t), sp, ms_b, ms_f in against_base("Bf16"):
             lines.append(f"| {rule} | {m}x{n} | {t} | {ms_b:.1f} | {ms_f:.1f} | {statistics.median(sp):.2f} | "
                          f"{min(sp):.2f}-{max(sp):.2f} |")
     state16 = sorted(k for k in runs if k[0].endswith("Bf16State"))
@@ -221,14 +227,8 @@ def main():
                   "state; speedup = fp32-state time / bf16-state time per repetition:", "",
                   "| rule | shape | threads | bf16-state ms | fp32-state ms | bytes/param | speedup (median) | spread |",
                   "|---|---|---|---|---|---|---|---|"]
-        for key in state16:
+        for key, sp, ms_b, ms_f in against_base("Bf16State"):
             rule, m, n, t = key
-            ref = (rule[:-len("Bf16State")], m, n, t)
-            sp = paired(ref, key, lambda b: b["real_time"])
-            if not sp:
-                continue
-            ms_b = statistics.median(b["real_time"] for b in runs[key].values())
-            ms_f = statistics.median(b["real_time"] for b in runs[ref].values())
             bpp = next(iter(runs[key].values())).get("state_bytes_per_param", float("nan"))
             shape = "GPT-2 small" if m == 0 else f"{m}x{n}"
             lines.append(f"| {rule} | {shape} | {t} | {ms_b:.2f} | {ms_f:.2f} | state {bpp:.0f} | "

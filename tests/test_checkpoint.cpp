@@ -516,19 +516,6 @@ TEST_CASE("memory: save streams (no file image); load needs the state's size onc
   std::remove(path.c_str());
 }
 
-namespace {
-/// Every buffer's raw bytes and the step: "nothing changed" for a state of any precision.
-template <class State>
-std::pair<long long, std::string> raw_snapshot(State& s) {
-  std::string all;
-  s.for_each_layer([&](const st::LayerRecord&, const std::string&, auto&& visit) {
-    visit([&](const std::string&, auto& b, st::Domain) {
-      all.append(reinterpret_cast<const char*>(b.data()), sizeof(*b.data()) * std::size_t(b.size()));
-    });
-  });
-  return {s.step, all};
-}
-}  // namespace
 
 TEST_CASE("bf16 state: BF16 tensors in the file, bitwise round trip and resume, wrong precision or values refused") {
   const auto hp = hyper(0.01, 0.9, 0.99, 0.1);
@@ -548,14 +535,14 @@ TEST_CASE("bf16 state: BF16 tensors in the file, bitwise round trip and resume, 
   b.h = a.h, b.e = a.e, b.o = a.o, b.v = a.v;
   auto sb = opt.init(b.params);
   st::load_bytes(opt, sb, file);
-  CHECK(raw_snapshot(sb) == raw_snapshot(sa));
+  CHECK(snapshot(sb) == snapshot(sa));
   a.step(opt, sa, 4);
   b.step(opt, sb, 4);
-  CHECK(raw_snapshot(sb) == raw_snapshot(sa));
+  CHECK(snapshot(sb) == snapshot(sa));
   CHECK(a.h == b.h);
   CHECK(a.v == b.v);
 
-  const auto before = raw_snapshot(sb);
+  const auto before = snapshot(sb);
   const auto refused = [&](const std::string& bytes, const std::string& why) {
     CAPTURE(why);
     try {
@@ -564,16 +551,16 @@ TEST_CASE("bf16 state: BF16 tensors in the file, bitwise round trip and resume, 
     } catch (const st::state_file_error& e) {
       CHECK_MESSAGE(std::string(e.what()).find(why) != std::string::npos, e.what());
     }
-    CHECK(raw_snapshot(sb) == before);
+    CHECK(snapshot(sb) == before);
   };
   // A full-precision AdamW file is another optimizer, and the other way round.
   auto f32 = st::adamw(hp);
   auto s32 = f32.init(a.params);
   a.step(f32, s32, 1);
   refused(st::save_bytes(f32, s32), "saved by optimizer 'adam+step', not 'adam-bf16+step'");
-  const auto before32 = raw_snapshot(s32);
+  const auto before32 = snapshot(s32);
   CHECK_THROWS_AS(st::load_bytes(f32, s32, file), st::state_file_error);
-  CHECK(raw_snapshot(s32) == before32);
+  CHECK(snapshot(s32) == before32);
   // A tensor's dtype edited to F32 (same bytes): refused before any value is read.
   refused(join(replace_once(parts.header, "\"h/adam-bf16.m\":{\"dtype\":\"BF16\"", "\"h/adam-bf16.m\":{\"dtype\":\"F32\""),
                parts.payload),

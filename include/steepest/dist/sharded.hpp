@@ -328,7 +328,7 @@ std::vector<BufferRef<S>> buffers_of(St& st) {
   std::vector<BufferRef<S>> out;
   st.for_each_layer([&](const LayerRecord& rec, const std::string&, auto&& visit) {
     visit([&](const std::string& key, auto& b, Domain) {
-      static_assert(std::is_same_v<std::remove_cv_t<std::remove_pointer_t<decltype(b.data())>>, S>,
+      static_assert(std::is_same_v<steepest::detail::buffer_scalar_t<std::decay_t<decltype(b)>>, S>,
                     "steepest::dist: sharded steps keep state in the parameters' precision "
                     "(FullPrecision); bf16 state (Bf16State) rounds by each entry's index in its "
                     "whole layer, which a row shard does not have");
