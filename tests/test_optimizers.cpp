@@ -790,6 +790,37 @@ TEST_CASE("all_finite agrees with std::isfinite, on the serial and the block-par
   }
 }
 
+TEST_CASE("all_finite finds one bad entry anywhere: every position, the four sub-ranges and the rest") {
+  // The probe reads four sub-ranges side by side plus a remainder (packet_size * 4 + 3 entries at
+  // most); every length up to 200 covers every split, and around the sub-range and thread-range
+  // seams of a long array a bad entry at each position is found (reference: std::isfinite, and
+  // |x| < 2^40 for the limit).
+  for (std::size_t n = 1; n <= 200; ++n) {
+    std::vector<float> v(n, -0.25f);
+    REQUIRE(st::simd::all_finite<40>(v.data(), st::Index(n)));
+    for (std::size_t pos = 0; pos < n; ++pos) {
+      v[pos] = std::numeric_limits<float>::infinity();
+      CHECK_FALSE(st::simd::all_finite(v.data(), st::Index(n)));
+      v[pos] = std::ldexp(1.0f, 40);
+      CHECK_FALSE(st::simd::all_finite<40>(v.data(), st::Index(n)));
+      CHECK(st::simd::all_finite(v.data(), st::Index(n)));
+      v[pos] = -0.25f;
+    }
+  }
+  const std::size_t n = 300007;  // above the parallel threshold, odd
+  std::vector<double> d(n, 3.0);
+  REQUIRE(st::simd::all_finite<40>(d.data(), st::Index(n)));
+  for (std::size_t seam : {std::size_t(0), n / 8, n / 4, n / 2, 3 * n / 4, n - 8})
+    for (std::size_t pos = seam < 8 ? 0 : seam - 8; pos < std::min(n, seam + 8); ++pos) {
+      d[pos] = std::numeric_limits<double>::quiet_NaN();
+      CHECK_FALSE(st::simd::all_finite(d.data(), st::Index(n)));
+      d[pos] = -std::ldexp(1.0, 40);
+      CHECK_FALSE(st::simd::all_finite<40>(d.data(), st::Index(n)));
+      d[pos] = 3.0;
+    }
+  CHECK(st::simd::all_finite<40>(d.data(), st::Index(n)));
+}
+
 TEST_CASE("the per-layer update scratch is allocated only by the transform-by-transform path") {
   // Fused chains (AdamW) never touch it: it must stay empty, not m x n of dead memory.
   // Muon's polar factor needs the whole matrix, so its hidden layer gets the buffer on step 1.

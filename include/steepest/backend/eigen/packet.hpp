@@ -155,39 +155,79 @@ void flush_subnormals(A&& a) {
   a = (a.abs() < tiny).select(S(0), a);
 }
 
-/// True when every entry of p[0..n) is finite with |p[i]| < 2^Limit (Limit = 0: finite only).
-/// One contiguous SIMD read pass: x * 2^(E_max - Limit) overflows to +-inf exactly when
-/// |x| >= 2^Limit (the largest value below 2^Limit scales to exactly the largest finite one), and
-/// y * 0 is 0 for finite y and NaN for +-inf or NaN; NaN survives the sum. No early exit: the
-/// common case is all-finite, and a branch-free loop runs at memory speed. Large arrays are
-/// split over OpenMP threads when the user's build enables OpenMP and no parallel region is
-/// active; this region and the update's must not be nested in another region, or libgomp
-/// serves them with different thread teams and each step pays for it (measured: 3-10x slower at
-/// 2 threads).
-template <int Limit = 0, class S>
-bool all_finite(const S* p, Index n) {
+namespace detail {
+/// The finite test of all_finite on p[lo, hi): 0 when every x * scale * 0 there is 0, else NaN.
+/// Four sub-ranges are read side by side, each with its own accumulator and a software prefetch
+/// kPrefetch entries ahead. Why: the check is a pure read stream, and one stream per core runs far
+/// below the bandwidth the update pass gets with its four: measured on the 4096x4096 bench layer,
+/// cold after an AdamW pass, 1 thread: 3.7-4.4 ms for one stream, 2.4-3.6 ms for four with the
+/// prefetch (the same bytes). The prefetch stays inside each sub-range (no address past the data).
+template <class S>
+S finite_probe(const S* p, Index lo, Index hi, S scale) {
   using P = Packet<S>;
   constexpr Index PS = packet_size<S>;
-  constexpr Index kBlock = Index(1) << 14;
+  constexpr Index kPrefetch = 2048 / Index(sizeof(S));  // 2 KiB ahead in each sub-range
+  const P zero = ei::pset1<P>(S(0)), sc = ei::pset1<P>(scale);
+  const Index q = (hi - lo) / 4 / PS * PS;  // each sub-range's length, whole packets
+  const S* s0 = p + lo;
+  const S* s1 = s0 + q;
+  const S* s2 = s1 + q;
+  const S* s3 = s2 + q;
+  P a0 = zero, a1 = zero, a2 = zero, a3 = zero;
+  Index i = 0;
+  auto body = [&](Index k) {
+    a0 = ei::padd(a0, ei::pmul(ei::pmul(ei::ploadu<P>(s0 + k), sc), zero));
+    a1 = ei::padd(a1, ei::pmul(ei::pmul(ei::ploadu<P>(s1 + k), sc), zero));
+    a2 = ei::padd(a2, ei::pmul(ei::pmul(ei::ploadu<P>(s2 + k), sc), zero));
+    a3 = ei::padd(a3, ei::pmul(ei::pmul(ei::ploadu<P>(s3 + k), sc), zero));
+  };
+#if defined(__GNUC__)
+  for (; i + kPrefetch < q; i += PS) {
+    __builtin_prefetch(s0 + i + kPrefetch);
+    __builtin_prefetch(s1 + i + kPrefetch);
+    __builtin_prefetch(s2 + i + kPrefetch);
+    __builtin_prefetch(s3 + i + kPrefetch);
+    body(i);
+  }
+#endif
+  for (; i < q; i += PS) body(i);
+  // The rest after the four sub-ranges: fewer than 4 packets plus a scalar tail.
+  Index k = lo + 4 * q;
+  for (; k + PS <= hi; k += PS) a0 = ei::padd(a0, ei::pmul(ei::pmul(ei::ploadu<P>(p + k), sc), zero));
+  S tail = S(0);
+  for (; k < hi; ++k) tail += (p[k] * scale) * S(0);
+  return ei::predux(ei::padd(ei::padd(a0, a1), ei::padd(a2, a3))) + tail;
+}
+}  // namespace detail
+
+/// True when every entry of p[0..n) is finite with |p[i]| < 2^Limit (Limit = 0: finite only).
+/// One SIMD read pass: x * 2^(E_max - Limit) overflows to +-inf exactly when |x| >= 2^Limit (the
+/// largest value below 2^Limit scales to exactly the largest finite one), and y * 0 is 0 for
+/// finite y and NaN for +-inf or NaN; NaN survives the sums. No early exit: the common case is
+/// all-finite, and a branch-free loop runs at memory speed (detail::finite_probe says how it is
+/// read). Arrays of more than kParallelMin entries are split into one contiguous range per
+/// OpenMP thread when the user's build enables OpenMP and no parallel region is active; this
+/// region and the update's must not be nested in another region, or libgomp serves them with
+/// different thread teams and each step pays for it (measured: 3-10x slower at 2 threads).
+template <int Limit = 0, class S>
+bool all_finite(const S* p, Index n) {
   constexpr int kScaleExp = Limit == 0 ? 0 : std::numeric_limits<S>::max_exponent - Limit;
   static_assert(Limit == 0 || (Limit > 0 && kScaleExp > 0), "all_finite: Limit out of range");
   const S scale = std::ldexp(S(1), kScaleExp);
-  const Index nblocks = (n + kBlock - 1) / kBlock;
-  int bad = 0;
 #if defined(_OPENMP)
-#pragma omp parallel for schedule(static) reduction(| : bad) if (nblocks > 4 && !omp_in_parallel())
-#endif
-  for (Index b = 0; b < nblocks; ++b) {
-    const Index lo = b * kBlock, hi = std::min(n, lo + kBlock);
-    P acc = ei::pset1<P>(S(0));
-    const P zero = ei::pset1<P>(S(0)), sc = ei::pset1<P>(scale);
-    Index i = lo;
-    for (; i + PS <= hi; i += PS) acc = ei::padd(acc, ei::pmul(ei::pmul(ei::ploadu<P>(p + i), sc), zero));
-    S tail = S(0);
-    for (; i < hi; ++i) tail += (p[i] * scale) * S(0);
-    bad |= !(ei::predux(acc) + tail == S(0));
+  constexpr Index kParallelMin = Index(1) << 16;
+  if (n > kParallelMin && !omp_in_parallel()) {
+    int bad = 0;
+#pragma omp parallel reduction(| : bad)
+    {
+      const Index nt = omp_get_num_threads(), t = omp_get_thread_num();
+      const Index lo = n * t / nt, hi = n * (t + 1) / nt;
+      bad |= !(detail::finite_probe(p, lo, hi, scale) == S(0));
+    }
+    return bad == 0;
   }
-  return bad == 0;
+#endif
+  return detail::finite_probe(p, Index(0), n, scale) == S(0);
 }
 
 }  // namespace steepest::simd
