@@ -262,7 +262,7 @@ TEST_CASE("column sums of squares (the fused column pass): a plain loop's bits a
   // column). Shapes: narrower than two cache lines, a column count that splits unevenly, 1 row,
   // and large enough to take the threaded path.
   for (auto [m, n] : std::vector<std::pair<Eigen::Index, Eigen::Index>>{
-           {3, 5}, {1, 70000}, {700, 31}, {300, 1000}, {257, 333}, {64, 4096}}) {
+           {3, 5}, {1, 70000}, {700, 31}, {300, 1000}, {257, 333}, {64, 4096}, {7, 100}, {10, 37}}) {
     CAPTURE(m);
     CAPTURE(n);
     std::mt19937 rng(unsigned(m * 7 + n));
