@@ -90,8 +90,9 @@ void row_norms(const Eigen::MatrixBase<D>& G, double r, V& out) {
 /// the rows in order whatever the thread count, so the sums are the same bits at 1 or N threads:
 /// the columns are split into one contiguous range per thread (ranges a multiple of 64 bytes of
 /// `out` long, so two threads share at most the one cache line where `out`'s alignment puts a
-/// boundary), and each thread reads its range row by row (contiguous, in SIMD packets). Threads when the user's build enables OpenMP, the matrix is large and no
-/// parallel region is active (the same team as the fused pass's, see simd::all_finite).
+/// boundary), and each thread reads its range row by row (contiguous, in SIMD packets). Threads
+/// when the user's build enables OpenMP, the matrix is large and no parallel region is active (the
+/// same team as the fused pass's, see simd::all_finite).
 ///
 /// Four rows are read per sweep of the range, each column still summed over them in order
 /// (s += a^2, then s += b^2, ...: the same bits as one row at a time), with a prefetch of the next
