@@ -91,6 +91,16 @@ void apply_elem_in_place(const E& elem, RowMatrix<S>& u) {
   for (; i + PS <= n; i += PS) simd::store(p + i, k.template apply<P>(simd::load<P>(p + i), i, 0));
   for (; i < n; ++i) p[i] = k.template apply<S>(p[i], i, 0);
 }
+
+/// A zero r x c state buffer stored in `Precision`, for parameters of scalar S in memory space
+/// Space: what each transform with a precision policy allocates in init. The one place that
+/// refuses, at compile time, a precision that cannot hold S's state.
+template <class Precision, class S, class Space>
+buffer_t<state_storage_t<Precision, S>, Space> zero_state(Index r, Index c) {
+  static_assert(!Precision::rounds || std::is_same_v<S, float>,
+                "steepest: bf16 optimizer state (Bf16State) needs float parameters");
+  return buffer_t<state_storage_t<Precision, S>, Space>::Zero(r, c);
+}
 }  // namespace detail
 
 enum class MomentumKind {
@@ -114,9 +124,7 @@ struct Momentum {
   static constexpr std::array<BufferSpec, 1> buffers{{{"m", Domain::Finite}}};
   template <class S, class Space>
   static void init(State<S, Space>& st, Index r, Index c) {
-    static_assert(!Precision::rounds || std::is_same_v<S, float>,
-                  "steepest: bf16 optimizer state (Bf16State) needs float parameters");
-    st.m = buffer_t<state_storage_t<Precision, S>, Space>::Zero(r, c);
+    st.m = detail::zero_state<Precision, S, Space>(r, c);
   }
   template <class S>
   static void apply(Ctx<S>& ctx, State<S>& st) {
@@ -203,10 +211,8 @@ struct Adam {
   static constexpr std::array<BufferSpec, 2> buffers{{{"m", Domain::Finite}, {"v", Domain::NonNegative}}};
   template <class S, class Space>
   static void init(State<S, Space>& st, Index r, Index c) {
-    static_assert(!Precision::rounds || std::is_same_v<S, float>,
-                  "steepest: bf16 optimizer state (Bf16State) needs float parameters");
-    st.m = buffer_t<state_storage_t<Precision, S>, Space>::Zero(r, c);
-    st.v = buffer_t<state_storage_t<Precision, S>, Space>::Zero(r, c);
+    st.m = detail::zero_state<Precision, S, Space>(r, c);
+    st.v = detail::zero_state<Precision, S, Space>(r, c);
   }
   template <class S>
   static void apply(Ctx<S>& ctx, State<S>& st) {
