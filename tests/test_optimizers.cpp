@@ -810,7 +810,9 @@ TEST_CASE("all_finite finds one bad entry anywhere: every position, the four sub
   const std::size_t n = 300007;  // above the parallel threshold, odd
   std::vector<double> d(n, 3.0);
   REQUIRE(st::simd::all_finite<40>(d.data(), st::Index(n)));
-  for (std::size_t seam : {std::size_t(0), n / 8, n / 4, n / 2, 3 * n / 4, n - 8})
+  // Seams at 1 and 2 threads: the sub-ranges start near every n/8 (each thread's range split in
+  // four, whole packets), and the remainder just before n.
+  for (std::size_t seam : {std::size_t(0), n / 8, n / 4, 3 * n / 8, n / 2, 5 * n / 8, 3 * n / 4, 7 * n / 8, n - 8})
     for (std::size_t pos = seam < 8 ? 0 : seam - 8; pos < std::min(n, seam + 8); ++pos) {
       d[pos] = std::numeric_limits<double>::quiet_NaN();
       CHECK_FALSE(st::simd::all_finite(d.data(), st::Index(n)));
