@@ -13,6 +13,7 @@ window. Each ratio is formed per repetition, and the table gives its median and 
 
   Newton-Schulz with bf16 products (rules ending in Bf16, built when oneDNN is found): also the
     speedup over the same rule's fp32 path, per repetition.
+  Gradients in bf16 (rules ending in Bf16Grads): the speedup over the same rule given fp32 gradients.
   Newton-Schulz on OpenBLAS (rules ending in OpenBlasSyrk / OpenBlasGemm, built when OpenBLAS is
     found): the SYRK form's speedup over the plain-GEMM form and over the Eigen path, per repetition.
 
@@ -21,7 +22,7 @@ Usage: bench/report.py [path/to/steepest_bench] [--quick] [--repetitions N] [--o
 --quick keeps 1024x4096 and 4096x4096; --out also writes the tables (with the machine and the
 command) to FILE.md. --torch PYTHON (an interpreter with PyTorch, e.g. the peer venv) adds the
 PyTorch CPU peer (bench/torch_peer_cpu.py): for each repetition, shape and thread count,
-steepest_bench's AdamW, AdamWBf16State and MuonQuinticBf16 and then torch's AdamW(fused=True) and
+steepest_bench's AdamW, AdamWBf16State, AdamWBf16Grads(Bf16State) and MuonQuinticBf16 and then torch's AdamW(fused=True) and
 torch.optim.Muon run in turn, and the table gives the per-turn time ratios' median and spread.
 --update FILE.md replaces the text between the lines `<!-- cpu-tables:begin -->` and
 `<!-- cpu-tables:end -->` of FILE.md with the tables (how docs/PERFORMANCE.md is regenerated);
@@ -79,6 +80,7 @@ def torch_peer(binary, torch_py, reps, quick):
     peer = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_peer_cpu.py")
     shapes = [(1024, 4096), (4096, 4096)] if quick else [(1024, 1024), (1024, 4096), (4096, 4096)]
     pairs = {"AdamW": "torch.AdamW(fused=True)", "AdamWBf16State": "torch.AdamW(fused=True)",
+             "AdamWBf16Grads": "torch.AdamW(fused=True)", "AdamWBf16GradsBf16State": "torch.AdamW(fused=True)",
              "MuonQuinticBf16": "torch.optim.Muon"}
     ratios = {}  # (rule, m, n, t) -> list of (steepest ms, torch ms)
     for r in range(reps):
@@ -233,6 +235,16 @@ def main():
             shape = "GPT-2 small" if m == 0 else f"{m}x{n}"
             lines.append(f"| {rule} | {shape} | {t} | {ms_b:.2f} | {ms_f:.2f} | state {bpp:.0f} | "
                          f"{statistics.median(sp):.2f} | {min(sp):.2f}-{max(sp):.2f} |")
+    grads16 = against_base("Bf16Grads")
+    if grads16:
+        lines += ["", "Gradients given in bf16 (Gradients<Eigen::bfloat16>, widened in the pass) against the same "
+                  "rule given fp32 gradients; speedup = fp32-gradient time / bf16-gradient time per repetition:", "",
+                  "| rule | shape | threads | bf16-gradient ms | fp32-gradient ms | speedup (median) | spread |",
+                  "|---|---|---|---|---|---|---|"]
+        for (rule, m, n, t), sp, ms_b, ms_f in grads16:
+            shape = "GPT-2 small" if m == 0 else f"{m}x{n}"
+            lines.append(f"| {rule} | {shape} | {t} | {ms_b:.2f} | {ms_f:.2f} | {statistics.median(sp):.2f} | "
+                         f"{min(sp):.2f}-{max(sp):.2f} |")
     syrk = sorted(k for k in runs if k[0].endswith("OpenBlasSyrk"))
     if syrk:
         lines += ["", "Newton-Schulz on OpenBLAS (fp32): the symmetric products by SYRK against the same step "

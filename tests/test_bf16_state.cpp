@@ -389,3 +389,230 @@ TEST_CASE("bf16 state: names, bytes, and a shape error or non-finite gradient ch
   CHECK(w == w0);
   CHECK(state.step == 1);
 }
+
+// --- bf16 gradients (Gradients<Eigen::bfloat16> for float parameters) -------------------------
+
+namespace {
+/// x rounded to the nearest bf16 (a plain cast), and its exact float value.
+Eigen::bfloat16 to_bf16(float x) { return Eigen::bfloat16(x); }
+
+/// A model with every kind of layer a step treats differently: matrices of odd widths (packet
+/// tails), one above the fused pass's 16K-entry block (split over threads), a vector (d x 1), a
+/// 1-wide matrix, and a tensor split into column blocks (strided: the unfused path).
+struct Bf16GradModel {
+  struct T {
+    std::string name;
+    st::Role role;
+    st::Index r, c;
+    int col_blocks;  // 0: one layer
+  };
+  std::vector<T> ts = {{"emb", st::Role::Embedding, 50, 24, 0}, {"h", st::Role::Hidden, 37, 70, 0},
+                       {"big", st::Role::Hidden, 300, 70, 0},   {"proj", st::Role::Hidden, 16, 48, 3},
+                       {"narrow", st::Role::Hidden, 9, 1, 0},   {"b", st::Role::Vector, 37, 1, 0},
+                       {"head", st::Role::Output, 10, 37, 0}};
+  std::vector<std::vector<float>> w;
+  st::ParamSet<float> params;
+  Bf16GradModel() {
+    for (std::size_t k = 0; k < ts.size(); ++k) {
+      w.emplace_back(std::size_t(ts[k].r * ts[k].c));
+      for (std::size_t i = 0; i < w[k].size(); ++i) w[k][i] = float(0.2 * std::cos(0.7 * double(i) + double(k)));
+    }
+    for (std::size_t k = 0; k < ts.size(); ++k) {
+      if (ts[k].col_blocks > 0)
+        params.add_blocks(ts[k].name, ts[k].role, w[k].data(), ts[k].r, ts[k].c, st::Blocks::cols(ts[k].col_blocks));
+      else if (ts[k].role == st::Role::Vector)
+        params.add_vector(ts[k].name, w[k].data(), ts[k].r);
+      else
+        params.add(ts[k].name, ts[k].role, w[k].data(), ts[k].r, ts[k].c);
+    }
+  }
+  /// Step t's gradients in bf16 and the same values widened to float (exact).
+  void gradients(int t, std::vector<std::vector<Eigen::bfloat16>>& gb, std::vector<std::vector<float>>& gf) const {
+    gb.clear(), gf.clear();
+    for (std::size_t k = 0; k < ts.size(); ++k) {
+      const auto g = gradient(w[k].size(), t, 0.3 * double(k));
+      gb.emplace_back(), gf.emplace_back();
+      for (float x : g) {
+        gb.back().push_back(to_bf16(x * 3.0f));
+        gf.back().push_back(float(gb.back().back()));
+      }
+    }
+  }
+};
+
+/// Every saved buffer of a state, as raw bytes, in visit order.
+template <class State>
+std::vector<unsigned char> state_bytes_of(State& s) {
+  std::vector<unsigned char> out;
+  for (auto& l : s.layers)
+    std::decay_t<decltype(s)>::chain_type::visit(l, [&](auto& b) {
+      const auto* p = reinterpret_cast<const unsigned char*>(b.data());
+      out.insert(out.end(), p, p + sizeof(*b.data()) * std::size_t(b.size()));
+    });
+  return out;
+}
+template <class State>
+std::vector<unsigned char> routed_state_bytes(State& s) {
+  return state_bytes_of(s);
+}
+template <class S, class Sp, class... O>
+std::vector<unsigned char> routed_state_bytes(st::RoutedState<S, Sp, O...>& s) {
+  std::vector<unsigned char> out;
+  std::apply([&](auto&... part) { ((void)[&] { const auto b = state_bytes_of(part); out.insert(out.end(), b.begin(), b.end()); }(), ...); }, s.parts);
+  return out;
+}
+
+/// Four steps of `make()` on the model with bf16 gradients, and on a second copy with the same
+/// gradients widened to float: weights and every state byte must be equal.
+template <class Make>
+void same_as_widened(Make make, bool fuse) {
+  Bf16GradModel a, b;
+  auto oa = make(), ob = make();
+  CAPTURE(oa.name());
+  oa.fuse = fuse, ob.fuse = fuse;
+  auto sa = oa.init(a.params);
+  auto sb = ob.init(b.params);
+  std::vector<std::vector<Eigen::bfloat16>> gb;
+  std::vector<std::vector<float>> gf;
+  for (int t = 1; t <= 4; ++t) {
+    a.gradients(t, gb, gf);
+    st::Gradients<Eigen::bfloat16> Gb;
+    st::Gradients<float> Gf;
+    for (std::size_t k = 0; k < a.ts.size(); ++k) {
+      Gb.add(gb[k].data(), a.ts[k].r, a.ts[k].c);
+      Gf.add(gf[k].data(), a.ts[k].r, a.ts[k].c);
+    }
+    REQUIRE(oa.step(a.params, Gb, sa));
+    REQUIRE(ob.step(b.params, Gf, sb));
+  }
+  for (std::size_t k = 0; k < a.w.size(); ++k) {
+    CAPTURE(a.ts[k].name);
+    CHECK(std::memcmp(a.w[k].data(), b.w[k].data(), 4 * a.w[k].size()) == 0);
+    CHECK(a.w[k] != Bf16GradModel().w[k]);  // the step did move it
+  }
+  CHECK(routed_state_bytes(sa) == routed_state_bytes(sb));
+  CHECK(sa.step == 4);
+}
+}  // namespace
+
+TEST_CASE("bf16 gradients: every rule steps exactly as with the same gradients widened to float") {
+  // Widening bf16 -> float is exact, so a step given bf16 gradients must store the bits the
+  // float path stores (itself checked against plain loops and PyTorch elsewhere); fused rules
+  // read the bf16 words in their one pass, normalizations and Muon widen first.
+  for (bool fuse : {true, false}) {
+    CAPTURE(fuse);
+    same_as_widened([] { return st::adamw(); }, fuse);
+    same_as_widened([] { return st::adamw<st::Bf16State>(); }, fuse);
+    same_as_widened([] { return st::lion(); }, fuse);
+    same_as_widened([] { return st::sign_descent(); }, fuse);
+    same_as_widened([] { return st::moga_row(); }, fuse);
+    same_as_widened([] { return st::moga_col(); }, fuse);
+    same_as_widened([] { return st::moga_row_momentum<st::Bf16State>(); }, fuse);
+    same_as_widened([] { return st::muon(); }, fuse);
+  }
+}
+
+TEST_CASE("bf16 gradients: AdamW equals a plain loop written from the formula") {
+  const st::Index r = 33, c = 65;
+  const double lr = 0.01, b1 = 0.9, b2 = 0.99, eps = 1e-8, wd = 0.1;
+  st::Hyper hp;
+  hp.lr = lr, hp.beta1 = b1, hp.beta2 = b2, hp.eps = eps, hp.weight_decay = wd;
+  std::vector<float> w(std::size_t(r * c));
+  for (std::size_t i = 0; i < w.size(); ++i) w[i] = float(0.1 * std::sin(double(i)));
+  std::vector<float> wref = w, m(w.size(), 0.0f), v(w.size(), 0.0f);
+  st::ParamSet<float> params;
+  params.add("w", st::Role::Hidden, w.data(), r, c);
+  auto opt = st::adamw(hp);
+  auto state = opt.init(params);
+  double worst = 0;
+  for (int t = 1; t <= 5; ++t) {
+    const auto g = gradient(w.size(), t, 0.1);
+    // The bf16 gradient written from its definition: the top 16 bits of the float, rounded to
+    // nearest even (independent of Eigen's cast).
+    std::vector<std::uint16_t> gw(w.size());
+    for (std::size_t i = 0; i < g.size(); ++i) gw[i] = ref_round_nearest(g[i]);
+    st::Gradients<Eigen::bfloat16> G;
+    G.add(reinterpret_cast<const Eigen::bfloat16*>(gw.data()), r, c);
+    REQUIRE(opt.step(params, G, state));
+    const double c1 = 1.0 / (1.0 - std::pow(b1, t)), c2 = 1.0 / std::sqrt(1.0 - std::pow(b2, t));
+    for (std::size_t i = 0; i < w.size(); ++i) {
+      const float gi = ref_widen(gw[i]);
+      m[i] = float(b1 * m[i] + (1 - b1) * gi);
+      v[i] = float(b2 * v[i] + (1 - b2) * double(gi) * gi);
+      wref[i] = float((1 - lr * wd) * wref[i] - lr * (c1 * m[i]) / (c2 * std::sqrt(double(v[i])) + eps));
+    }
+  }
+  for (std::size_t i = 0; i < w.size(); ++i) worst = std::max(worst, double(std::fabs(w[i] - wref[i])));
+  CAPTURE(worst);
+  CHECK(worst < 1e-6);  // each step moves w by about lr = 0.01
+}
+
+TEST_CASE("bf16 gradients: a NaN, an infinity or |g| >= 2^40 anywhere refuses the step and changes nothing") {
+  const std::uint16_t bad_words[] = {0x7FC0, 0xFFC1, 0x7F80, 0xFF80, 0x5380 /* 2^40 */, 0xD380 /* -2^40 */, 0x6000};
+  const std::uint16_t largest_ok = 0x537F;  // the largest bf16 below 2^40 (2^40 - 2^32)
+  REQUIRE(ref_widen(0x5380) == std::ldexp(1.0f, 40));
+  REQUIRE(ref_widen(largest_ok) < std::ldexp(1.0f, 40));
+  st::Hyper hp;
+  hp.on_non_finite = st::NonFinitePolicy::Skip;
+  for (std::size_t n = 1; n <= 150; ++n) {
+    std::vector<float> w(n, 0.5f);
+    st::ParamSet<float> params;
+    params.add_vector("b", w.data(), st::Index(n));
+    auto opt = st::adamw<st::Bf16State>(hp);
+    auto state = opt.init(params);
+    std::vector<std::uint16_t> g(n, ref_round_nearest(-0.25f));
+    st::Gradients<Eigen::bfloat16> G;
+    G.add_vector(reinterpret_cast<const Eigen::bfloat16*>(g.data()), st::Index(n));
+    REQUIRE(opt.step(params, G, state));
+    const auto w1 = w;
+    const auto s1 = state_bytes_of(state);
+    for (std::size_t pos = 0; pos < n; ++pos) {
+      const std::uint16_t keep = g[pos];
+      for (std::uint16_t b : bad_words) {
+        g[pos] = b;
+        CHECK_FALSE(opt.step(params, G, state));
+      }
+      g[pos] = keep;
+    }
+    CHECK(w == w1);
+    CHECK(state_bytes_of(state) == s1);
+    CHECK(state.step == 1);
+    g[n / 2] = largest_ok;
+    CHECK(opt.step(params, G, state));
+  }
+  // The probe's sub-range and thread seams of a long array (see the float test in
+  // test_optimizers.cpp), on bf16 words directly.
+  const std::size_t n = 300007;
+  std::vector<std::uint16_t> d(n, 0x3F80);  // 1.0
+  REQUIRE(st::simd::all_finite<40>(d.data(), st::Index(n)));
+  for (std::size_t seam : {std::size_t(0), n / 8, n / 4, 3 * n / 8, n / 2, 5 * n / 8, 3 * n / 4, 7 * n / 8, n - 8})
+    for (std::size_t pos = seam < 8 ? 0 : seam - 8; pos < std::min(n, seam + 8); ++pos) {
+      d[pos] = 0x7FC0;
+      CHECK_FALSE(st::simd::all_finite(d.data(), st::Index(n)));
+      d[pos] = 0xD380;
+      CHECK_FALSE(st::simd::all_finite<40>(d.data(), st::Index(n)));
+      CHECK(st::simd::all_finite(d.data(), st::Index(n)));
+      d[pos] = largest_ok;
+      CHECK(st::simd::all_finite<40>(d.data(), st::Index(n)));
+      d[pos] = 0x3F80;
+    }
+}
+
+TEST_CASE("bf16 gradients: a shape mismatch is refused with both shapes, nothing changed") {
+  std::vector<float> w(12, 1.0f);
+  std::vector<Eigen::bfloat16> g(12, Eigen::bfloat16(0.5f));
+  st::ParamSet<float> params;
+  params.add("w", st::Role::Hidden, w.data(), 3, 4);
+  auto opt = st::adamw();
+  auto state = opt.init(params);
+  st::Gradients<Eigen::bfloat16> bad;
+  bad.add(g.data(), 4, 3);
+  try {
+    opt.step(params, bad, state);
+    FAIL("no shape_error");
+  } catch (const st::shape_error& e) {
+    CHECK(std::string(e.what()).find("gradient is 4x3 but the weight is 3x4") != std::string::npos);
+  }
+  CHECK(w == std::vector<float>(12, 1.0f));
+  CHECK(state.step == 0);
+}

@@ -85,25 +85,63 @@ bool elem_needs_rows(FusedForm f) {
 }
 
 /// Runs `elems` (a tuple of Elem kernels) over the flat range [begin, end) of a layer whose
-/// column index starts at c0: SIMD packets, then a scalar tail. The kernels are copied into a
-/// local whose address never escapes, so the compiler keeps their constants in registers
-/// (through a reference or a by-value parameter, every store to m, v or w might alias them and
-/// forces reloads; measured 1.2x slower).
-template <class S, class Tuple, std::size_t... I>
-void run_range(const S* STEEPEST_RESTRICT g, const Tuple& kernels, Index begin, Index end,
+/// column index starts at c0: SIMD packets, then a scalar tail. g holds the gradient as G: the
+/// parameters' scalar S, or bf16 bits widened to float as they are read (simd::load_wide). The
+/// kernels are copied into a local whose address never escapes, so the compiler keeps their
+/// constants in registers (through a reference or a by-value parameter, every store to m, v or w
+/// might alias them and forces reloads; measured 1.2x slower).
+template <class G, class Tuple, std::size_t... I>
+void run_range(const G* STEEPEST_RESTRICT g, const Tuple& kernels, Index begin, Index end,
                Index c0, std::index_sequence<I...>) {
+  using S = simd::wide_t<G>;
   Tuple ks = kernels;
   using P = simd::Packet<S>;
   constexpr Index PS = simd::packet_size<S>;
   Index i = begin;
   for (; i + PS <= end; i += PS) {
-    P u = simd::load<P>(g + i);
+    P u = simd::load_wide<P>(g + i);
     ((u = std::get<I>(ks).template apply<P>(u, i, c0 + (i - begin))), ...);
   }
   for (; i < end; ++i) {
-    S u = g[i];
+    S u = simd::load_wide<S>(g + i);
     ((u = std::get<I>(ks).template apply<S>(u, i, c0 + (i - begin))), ...);
   }
+}
+
+template <class T>
+bool elem_reads_raw_gradient(Geometry g) {
+  if constexpr (std::is_same_v<T, LayerDualize>) return !LayerDualize::pointwise(g.fused());
+  else return false;
+}
+
+/// The fused pass over one layer (Chain::fused): blocks of whole rows (by_rows) or of ~16K
+/// entries, big enough to amortize, small enough to balance two threads; OpenMP over the blocks
+/// when enabled and not already inside a parallel region.
+template <class G, class Tuple, std::size_t... I>
+void fused_pass(const G* g, const Tuple& kernels, Index rows, Index cols, bool by_rows,
+                std::index_sequence<I...> seq) {
+  Tuple ks = kernels;
+  const Index size = rows * cols;
+  const Index block = by_rows ? std::max<Index>(1, 16384 / std::max<Index>(cols, 1)) : 16384;
+  const Index units = by_rows ? rows : size;
+  const Index nblocks = (units + block - 1) / block;
+  bool parallel = false;
+#if defined(_OPENMP)
+  parallel = nblocks > 1 && !omp_in_parallel();
+#pragma omp parallel for schedule(static) if (parallel) firstprivate(ks)
+#endif
+  for (Index b = 0; b < nblocks; ++b) {
+    const Index lo = b * block, hi = std::min(units, lo + block);
+    if (by_rows) {
+      for (Index r = lo; r < hi; ++r) {
+        (std::get<I>(ks).begin_row(r), ...);
+        run_range(g, ks, r * cols, (r + 1) * cols, 0, seq);
+      }
+    } else {
+      run_range(g, ks, lo, hi, 0, seq);
+    }
+  }
+  (void)parallel;
 }
 }  // namespace detail
 
@@ -138,9 +176,15 @@ struct Chain {
     else return false;
   }
 
-  /// One pass over memory for the whole chain: reads ctx.grad, the states and W once, writes
-  /// the states and W once. Rows are the unit of work when a per-row/column factor is used (and
-  /// of OpenMP parallelism when enabled and not already inside a parallel region).
+  /// True when the fused pass reads the raw gradient outside the pass too (a row / column /
+  /// global normalization's factors, computed before or at each row, read it as floats): such a
+  /// layer's bf16 gradient is widened before the pass (Optimizer::run_host).
+  static bool reads_raw_gradient(Geometry g) { return (detail::elem_reads_raw_gradient<Ts>(g) || ...); }
+
+  /// One pass over memory for the whole chain: reads the gradient (ctx.grad or ctx.grad_bf16),
+  /// the states and W once, writes the states and W once. Rows are the unit of work when a
+  /// per-row/column factor is used (and of OpenMP parallelism when enabled and not already inside
+  /// a parallel region).
   template <class S, class Tuple>
   static void fused(Ctx<S>& ctx, Tuple& st) {
     if constexpr (fusable_v<S>) {
@@ -183,32 +227,15 @@ struct Chain {
 
   template <class S, class Tuple, std::size_t... I>
   static void fused_impl(Ctx<S>& ctx, Tuple& st, std::index_sequence<I...> seq) {
-    auto ks = std::make_tuple(Ts::elem(ctx, std::get<I>(st))...);
-    const Index rows = ctx.w.rows(), cols = ctx.w.cols(), size = rows * cols;
+    const auto ks = std::make_tuple(Ts::elem(ctx, std::get<I>(st))...);
     const bool by_rows = (detail::elem_needs_rows<Ts>(ctx.geometry.fused()) || ...);
-    const S* g = ctx.grad;
-    // Blocks of whole rows (by_rows) or of ~16K entries: big enough to amortize, small enough
-    // to balance two threads.
-    const Index block = by_rows ? std::max<Index>(1, 16384 / std::max<Index>(cols, 1)) : 16384;
-    const Index units = by_rows ? rows : size;
-    const Index nblocks = (units + block - 1) / block;
-    bool parallel = false;
-#if defined(_OPENMP)
-    parallel = nblocks > 1 && !omp_in_parallel();
-#pragma omp parallel for schedule(static) if (parallel) firstprivate(ks)
-#endif
-    for (Index b = 0; b < nblocks; ++b) {
-      const Index lo = b * block, hi = std::min(units, lo + block);
-      if (by_rows) {
-        for (Index r = lo; r < hi; ++r) {
-          (std::get<I>(ks).begin_row(r), ...);
-          detail::run_range(g, ks, r * cols, (r + 1) * cols, 0, seq);
-        }
-      } else {
-        detail::run_range(g, ks, lo, hi, 0, seq);
+    if constexpr (std::is_same_v<S, float>) {
+      if (ctx.grad_bf16) {
+        detail::fused_pass(ctx.grad_bf16, ks, ctx.w.rows(), ctx.w.cols(), by_rows, seq);
+        return;
       }
     }
-    (void)parallel;
+    detail::fused_pass(ctx.grad, ks, ctx.w.rows(), ctx.w.cols(), by_rows, seq);
   }
 
   template <class S, class Tuple, std::size_t... I>

@@ -94,11 +94,30 @@ struct LayerNorm {
 
 namespace detail {
 
+/// Refuses, at compile time, gradients a step cannot take for parameters of scalar S in Space:
+/// they are S, or bf16 (Eigen::bfloat16) for float parameters in host memory.
+template <class S, class G, class Space>
+constexpr void check_gradient_type() {
+  static_assert(std::is_same_v<G, S> || (std::is_same_v<G, Eigen::bfloat16> && std::is_same_v<S, float>),
+                "steepest: gradients must have the parameters' scalar type, or be Eigen::bfloat16 "
+                "for float parameters");
+  static_assert(std::is_same_v<G, S> || is_host_v<Space>,
+                "steepest: bf16 gradients are taken in host memory only; a device step needs "
+                "gradients of the parameters' scalar type");
+}
+/// A gradient's entries as the kernels address them: G itself, or the raw bits of a bf16.
+template <class G>
+const auto* gradient_words(const G* p) {
+  if constexpr (std::is_same_v<G, Eigen::bfloat16>) return reinterpret_cast<const std::uint16_t*>(p);
+  else return p;
+}
+
 /// The checks every optimizer runs before a step that do not depend on its chain: one gradient
 /// per tensor, each with its tensor's shape, and a state made for as many layers as there are.
-template <class S, class Space>
-void check_step_inputs(const ParamSet<S, Space>& params, const Gradients<S, Space>& grads,
+template <class S, class G, class Space>
+void check_step_inputs(const ParamSet<S, Space>& params, const Gradients<G, Space>& grads,
                        std::size_t state_layers) {
+  check_gradient_type<S, G, Space>();
   const auto& ts = params.tensors();
   if (grads.size() != ts.size())
     throw shape_error("step: " + std::to_string(grads.size()) + " gradients for " + std::to_string(ts.size()) +
@@ -116,13 +135,15 @@ void check_step_inputs(const ParamSet<S, Space>& params, const Gradients<S, Spac
 /// True when every gradient is finite; otherwise throws (Error) or returns false (Skip).
 /// One contiguous read pass per tensor (Unchecked: none). On a device: one check kernel over
 /// every gradient and one 4-byte read of its flag (the only host synchronization of a step).
-template <class S, class Space>
-bool gradients_finite(const ParamSet<S, Space>& params, const Gradients<S, Space>& grads, NonFinitePolicy policy) {
+/// bf16 gradients are tested as the floats they widen to, against the same bound.
+template <class S, class G, class Space>
+bool gradients_finite(const ParamSet<S, Space>& params, const Gradients<G, Space>& grads, NonFinitePolicy policy) {
   if (policy == NonFinitePolicy::Unchecked) return true;
   std::size_t bad = grads.size();
   if constexpr (is_host_v<Space>) {
     for (std::size_t i = 0; i < grads.size() && bad == grads.size(); ++i)
-      if (!simd::all_finite<gradient_limit_exponent<S>>(grads.data(i), grads.rows(i) * grads.cols(i))) bad = i;
+      if (!simd::all_finite<gradient_limit_exponent<S>>(gradient_words(grads.data(i)), grads.rows(i) * grads.cols(i)))
+        bad = i;
   } else {
     bad = Space::first_non_finite(params, grads);
   }
@@ -208,8 +229,9 @@ class Optimizer {
   }
 
   /// Steps every layer. Returns true when taken, false when skipped (NonFinitePolicy::Skip).
-  template <class S, class Space>
-  bool step(ParamSet<S, Space>& params, const Gradients<S, Space>& grads, State<S, Space>& st) const {
+  /// `grads` holds S, or bf16 for float parameters on the host (params.hpp).
+  template <class S, class Space, class G>
+  bool step(ParamSet<S, Space>& params, const Gradients<G, Space>& grads, State<S, Space>& st) const {
     detail::check_step_inputs(params, grads, st.layers.size());
     check_state(params, st);
     if (!detail::gradients_finite(params, grads, hp.on_non_finite)) return false;
@@ -251,9 +273,10 @@ class Optimizer {
 
   /// Step t (1-based) of every layer the state owns; no checks (step() and routed optimizers
   /// check first). `lr_factor` multiplies every layer's learning rate.
-  template <class S, class Space>
-  void run(ParamSet<S, Space>& params, const Gradients<S, Space>& grads, State<S, Space>& st, long long t,
+  template <class S, class Space, class G>
+  void run(ParamSet<S, Space>& params, const Gradients<G, Space>& grads, State<S, Space>& st, long long t,
            bool fused, double lr_factor = 1.0) const {
+    detail::check_gradient_type<S, G, Space>();
     if constexpr (!is_host_v<Space>) {
       Space::run(*this, params, grads, st, t, fused, lr_factor);  // the device executor
     } else {
@@ -263,9 +286,10 @@ class Optimizer {
   }
 
  private:
-  template <class S>
-  void run_host(ParamSet<S>& params, const Gradients<S>& grads, State<S>& st, long long t, bool fused,
+  template <class S, class G>
+  void run_host(ParamSet<S>& params, const Gradients<G>& grads, State<S>& st, long long t, bool fused,
                 double lr_factor) const {
+    constexpr bool bf16_grads = !std::is_same_v<G, S>;
     // Layers run one after another; the work inside a layer is what runs in parallel (the fused
     // kernels' OpenMP blocks, Eigen's GEMMs). An OpenMP loop over layers made every inner region
     // a nested one, which libgomp serves with a fresh team: ~0.1 ms per layer per step measured
@@ -275,11 +299,27 @@ class Optimizer {
       RowMatrix<S>& u = st.scratch.update[j];
       const auto g = grads.of(l);
       Ctx<S> ctx{u, l.matrix(), hp, t, geometry_of(l), l.role != Role::Vector, lr_of(l, lr_factor), radius_of(l),
-                 st.scratch.workspace[j], l.contiguous() ? g.data() : nullptr};
-      if (fused && l.contiguous() && ChainT::template can_fuse<S>(ctx.geometry)) {
-        ChainT::fused(ctx, st.layers[j]);  // one pass: u is not used
+                 st.scratch.workspace[j]};
+      if constexpr (bf16_grads) {
+        if (l.contiguous()) ctx.grad_bf16 = detail::gradient_words(g.data());
       } else {
-        u = g;  // a strided block is gathered here; the step writes W through its view
+        if (l.contiguous()) ctx.grad = g.data();
+      }
+      if (fused && l.contiguous() && ChainT::template can_fuse<S>(ctx.geometry)) {
+        if constexpr (bf16_grads) {
+          // The pass widens bf16 as it reads; a row / column / global normalization's factors
+          // read the raw gradient before or beside it, so that layer's gradient is widened into
+          // u first (exact) and the pass reads floats: the float path's bits either way.
+          if (ChainT::reads_raw_gradient(ctx.geometry)) {
+            u = g.template cast<S>();
+            ctx.grad = u.data(), ctx.grad_bf16 = nullptr;
+          }
+        }
+        ChainT::fused(ctx, st.layers[j]);  // one pass: u is not used (but as widened gradient)
+      } else {
+        // A strided block is gathered here (bf16 widened exactly); the step writes W through its view.
+        if constexpr (bf16_grads) u = g.template cast<S>();
+        else u = g;
         ChainT::apply(ctx, st.layers[j]);
       }
     }

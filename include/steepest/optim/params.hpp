@@ -13,7 +13,9 @@
 //   interleaved gate/up [2f, d], Blocks::interleaved_rows(2) -> rows 0,2,4.. and 1,3,5.. (f x d)
 //   batched experts [b, m, n] (add_batched)        -> b layers of m x n
 // Gradients are given per tensor (Gradients, in the order the tensors were added), and each
-// layer reads its block of its tensor's gradient through the same view.
+// layer reads its block of its tensor's gradient through the same view. Float parameters also
+// take bf16 gradients (Gradients<Eigen::bfloat16>, host memory): a step widens each entry
+// exactly and does its arithmetic in float, reading 2 bytes per gradient entry instead of 4.
 #pragma once
 
 #include <Eigen/Core>
@@ -212,7 +214,8 @@ class ParamSet {
 };
 
 /// Gradients in the order their tensors were added to the ParamSet (in the same memory space);
-/// each knows its own shape so a mismatch is caught with both shapes in the message.
+/// each knows its own shape so a mismatch is caught with both shapes in the message. Scalar is
+/// the parameters' scalar, or Eigen::bfloat16 for float parameters on the host (see above).
 template <class Scalar = float, class Space = Host>
 class Gradients {
  public:
@@ -229,7 +232,8 @@ class Gradients {
     return {grads_[i].data, grads_[i].rows, grads_[i].cols};
   }
   /// The block of its tensor's gradient that layer `l` steps (same offset and row stride; host).
-  ConstRowMap<Scalar> of(const Layer<Scalar>& l) const {
+  template <class LayerScalar>
+  ConstRowMap<Scalar> of(const Layer<LayerScalar>& l) const {
     return {grads_[l.tensor].data + l.offset, l.rows, l.cols, Eigen::OuterStride<>(l.stride)};
   }
 

@@ -243,9 +243,10 @@ class Routed {
   }
 
   /// Steps every layer by its route. Returns true when taken, false when skipped
-  /// (NonFinitePolicy::Skip); nothing is written unless every check passes.
-  template <class S, class Space>
-  bool step(ParamSet<S, Space>& params, const Gradients<S, Space>& grads, State<S, Space>& st) const {
+  /// (NonFinitePolicy::Skip); nothing is written unless every check passes. `grads` holds S,
+  /// or bf16 for float parameters on the host (params.hpp).
+  template <class S, class Space, class G>
+  bool step(ParamSet<S, Space>& params, const Gradients<G, Space>& grads, State<S, Space>& st) const {
     detail::check_step_inputs(params, grads, st.route.size());
     check_parts(params, st, std::index_sequence_for<Opts...>{});
     if (!detail::gradients_finite(params, grads, on_non_finite)) return false;
@@ -271,8 +272,8 @@ class Routed {
   void check_parts(const ParamSet<S, Space>& params, const State<S, Space>& st, std::index_sequence<I...>) const {
     (std::get<I>(routes).opt.check_state(params, std::get<I>(st.parts)), ...);
   }
-  template <class S, class Space, std::size_t... I>
-  void run_parts(ParamSet<S, Space>& params, const Gradients<S, Space>& grads, State<S, Space>& st, long long t,
+  template <class S, class Space, class G, std::size_t... I>
+  void run_parts(ParamSet<S, Space>& params, const Gradients<G, Space>& grads, State<S, Space>& st, long long t,
                  std::index_sequence<I...>) const {
     ((std::get<I>(routes).opt.run(params, grads, std::get<I>(st.parts), t, fuse && std::get<I>(routes).opt.fuse,
                                   lr_factor)),

@@ -53,6 +53,9 @@ struct Ctx {
   double radius;                        ///< resolved radius of the layer
   typename Space::template workspace<S>& ws;
   const S* grad = nullptr;              ///< the raw gradient (contiguous layers; the fused path)
+  /// The raw gradient's bf16 bits instead, when a float layer's gradients are bf16 (then grad is
+  /// null); the fused pass widens it as it reads (Chain::fused).
+  const std::uint16_t* grad_bf16 = nullptr;
 };
 
 /// The values a saved state buffer may hold; load() refuses a checkpoint with others.

@@ -100,13 +100,6 @@ STEEPEST_HD inline IntPacket<P> dither_high(const IntPacket<P>& h) {
   else return ei::plogical_shift_right<16>(h);
 }
 
-/// bf16 bits -> float, exactly.
-STEEPEST_HD inline float bf16_to_float(std::uint16_t b) {
-  const std::uint32_t u = std::uint32_t(b) << 16;
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-}
 /// float -> bf16 bits, rounded stochastically by the low 16 bits of r (see the file comment).
 STEEPEST_HD inline std::uint16_t bf16_round(float f, std::uint32_t r) {
   std::uint32_t u;
