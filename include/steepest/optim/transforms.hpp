@@ -504,6 +504,13 @@ struct DecoupledStep {
     template <class P>
     STEEPEST_HD P apply(P u, Index i, Index) const {
       using namespace simd;
+#if !defined(__CUDA_ARCH__) && defined(__GNUC__)
+      // The weight is the step's one 4-byte read stream beside 2-byte ones when gradients and
+      // state are bf16; fetching it 2 KiB ahead (an address computed as an integer: prefetches
+      // past the end do not fault) measured that step 1.2-1.3x faster (docs/PERFORMANCE.md).
+      if constexpr (!std::is_arithmetic_v<P>)
+        __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(w + i) + 2048), 1);
+#endif
       store(w + i, sub(mul(set1<P>(keep), load<P>(w + i)), mul(set1<P>(step), u)));
       return u;
     }
