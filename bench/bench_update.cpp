@@ -260,6 +260,11 @@ void AdamWBf16Grads(benchmark::State& s) { run_rule(s, [] { return st::adamw(hp(
 void AdamWBf16GradsBf16State(benchmark::State& s) {
   run_rule(s, [] { return st::adamw<st::Bf16State>(hp()); }, 18, false, true);
 }
+// MOGA-row momentum-only given bf16 gradients: 18 bytes per parameter, 14 with bf16 momentum.
+void MogaRowMomentumBf16Grads(benchmark::State& s) { run_rule(s, [] { return st::moga_row_momentum(hp()); }, 18, false, true); }
+void MogaRowMomentumBf16GradsBf16State(benchmark::State& s) {
+  run_rule(s, [] { return st::moga_row_momentum<st::Bf16State>(hp()); }, 14, false, true);
+}
 void MuonQuintic(benchmark::State& s) { run_rule(s, [] { return st::muon(hp()); }, 20, true); }
 void MuonPolarExpress(benchmark::State& s) {
   run_rule(s, [] { return st::muon<st::SpectralPolarExpress>(hp()); }, 20, true);
@@ -316,6 +321,8 @@ BENCHMARK(AdamWBf16State)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(MogaRowMomentumBf16State)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(AdamWBf16Grads)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(AdamWBf16GradsBf16State)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(MogaRowMomentumBf16Grads)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(MogaRowMomentumBf16GradsBf16State)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(MuonQuintic)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(MuonPolarExpress)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(Scion)->Apply([](auto* b) { shapes(b, true); });

@@ -398,7 +398,8 @@ Eigen::bfloat16 to_bf16(float x) { return Eigen::bfloat16(x); }
 
 /// A model with every kind of layer a step treats differently: matrices of odd widths (packet
 /// tails), one above the fused pass's 16K-entry block (split over threads), a vector (d x 1), a
-/// 1-wide matrix, and a tensor split into column blocks (strided: the unfused path).
+/// 1-wide matrix, a tensor split into column blocks (strided: the unfused path), and a row and a
+/// vector longer than the 4096-entry blocks sums of squares are taken in.
 struct Bf16GradModel {
   struct T {
     std::string name;
@@ -409,7 +410,8 @@ struct Bf16GradModel {
   std::vector<T> ts = {{"emb", st::Role::Embedding, 50, 24, 0}, {"h", st::Role::Hidden, 37, 70, 0},
                        {"big", st::Role::Hidden, 300, 70, 0},   {"proj", st::Role::Hidden, 16, 48, 3},
                        {"narrow", st::Role::Hidden, 9, 1, 0},   {"b", st::Role::Vector, 37, 1, 0},
-                       {"head", st::Role::Output, 10, 37, 0}};
+                       {"head", st::Role::Output, 10, 37, 0},   {"wide", st::Role::Hidden, 3, 4500, 0},
+                       {"long", st::Role::Vector, 9000, 1, 0}};
   std::vector<std::vector<float>> w;
   st::ParamSet<float> params;
   Bf16GradModel() {
@@ -497,8 +499,9 @@ void same_as_widened(Make make, bool fuse) {
 
 TEST_CASE("bf16 gradients: every rule steps exactly as with the same gradients widened to float") {
   // Widening bf16 -> float is exact, so a step given bf16 gradients must store the bits the
-  // float path stores (itself checked against plain loops and PyTorch elsewhere); fused rules
-  // read the bf16 words in their one pass, normalizations and Muon widen first.
+  // float path stores (itself checked against plain loops and PyTorch elsewhere): fused rules
+  // read the bf16 words in their one pass, their row / column / whole-vector factors included;
+  // Muon and strided blocks widen first.
   for (bool fuse : {true, false}) {
     CAPTURE(fuse);
     same_as_widened([] { return st::adamw(); }, fuse);

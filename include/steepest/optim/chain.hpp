@@ -108,12 +108,6 @@ void run_range(const G* STEEPEST_RESTRICT g, const Tuple& kernels, Index begin, 
   }
 }
 
-template <class T>
-bool elem_reads_raw_gradient(Geometry g) {
-  if constexpr (std::is_same_v<T, LayerDualize>) return !LayerDualize::pointwise(g.fused());
-  else return false;
-}
-
 /// The fused pass over one layer (Chain::fused): blocks of whole rows (by_rows) or of ~16K
 /// entries, big enough to amortize, small enough to balance two threads; OpenMP over the blocks
 /// when enabled and not already inside a parallel region.
@@ -175,11 +169,6 @@ struct Chain {
     if constexpr (fusable_v<S>) return can_fuse_impl(g, std::index_sequence_for<Ts...>{});
     else return false;
   }
-
-  /// True when the fused pass reads the raw gradient outside the pass too (a row / column /
-  /// global normalization's factors, computed before or at each row, read it as floats): such a
-  /// layer's bf16 gradient is widened before the pass (Optimizer::run_host).
-  static bool reads_raw_gradient(Geometry g) { return (detail::elem_reads_raw_gradient<Ts>(g) || ...); }
 
   /// One pass over memory for the whole chain: reads the gradient (ctx.grad or ctx.grad_bf16),
   /// the states and W once, writes the states and W once. Rows are the unit of work when a

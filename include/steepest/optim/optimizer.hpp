@@ -306,16 +306,7 @@ class Optimizer {
         if (l.contiguous()) ctx.grad = g.data();
       }
       if (fused && l.contiguous() && ChainT::template can_fuse<S>(ctx.geometry)) {
-        if constexpr (bf16_grads) {
-          // The pass widens bf16 as it reads; a row / column / global normalization's factors
-          // read the raw gradient before or beside it, so that layer's gradient is widened into
-          // u first (exact) and the pass reads floats: the float path's bits either way.
-          if (ChainT::reads_raw_gradient(ctx.geometry)) {
-            u = g.template cast<S>();
-            ctx.grad = u.data(), ctx.grad_bf16 = nullptr;
-          }
-        }
-        ChainT::fused(ctx, st.layers[j]);  // one pass: u is not used (but as widened gradient)
+        ChainT::fused(ctx, st.layers[j]);  // one pass (bf16 widened as it is read): u is not used
       } else {
         // A strided block is gathered here (bf16 widened exactly); the step writes W through its view.
         if constexpr (bf16_grads) u = g.template cast<S>();

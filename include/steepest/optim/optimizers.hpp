@@ -59,7 +59,7 @@ inline Optimizer<SGDNesterovChain> sgd_nesterov(Hyper hp = {}) {
 }
 /// AdamW (Loshchilov & Hutter): Adam with bias correction and decoupled weight decay. Its moments
 /// are kept in `Precision`: adamw<Bf16State>(hp) stores them as bf16 (20 bytes moved per fp32
-/// parameter instead of 28; optim/precision.hpp).
+/// parameter instead of 28, 18 given bf16 gradients; optim/precision.hpp).
 template <class Precision = FullPrecision>
 Optimizer<AdamWChainIn<Precision>> adamw(Hyper hp = {}) {
   return {hp, detail::all_roles(detail::kIdentity, detail::kIdentity)};
@@ -114,8 +114,8 @@ Optimizer<MogaChain<O>> moga_col(Hyper hp = {}) {
 /// a step moves 20 bytes per parameter (gradient, momentum, weight) instead of AdamW's 28, in one
 /// fused pass. Vectors get the RMS-normalized direction g / rms(g) (their norm is the only scale a
 /// momentum-only rule has), so one learning rate serves both.
-/// Its momentum is kept in `Precision`: moga_row_momentum<Bf16State>(hp) moves 14 bytes per fp32
-/// parameter.
+/// Its momentum is kept in `Precision`: moga_row_momentum<Bf16State>(hp) moves 16 bytes per fp32
+/// parameter (14 given bf16 gradients).
 template <class Precision = FullPrecision>
 using MogaMomentumChainIn = Chain<LayerDualize, Momentum<MomentumKind::EMA, Precision>, GeometryScale, DecoupledStep>;
 using MogaMomentumChain = MogaMomentumChainIn<>;

@@ -54,7 +54,7 @@ struct Ctx {
   typename Space::template workspace<S>& ws;
   const S* grad = nullptr;              ///< the raw gradient (contiguous layers; the fused path)
   /// The raw gradient's bf16 bits instead, when a float layer's gradients are bf16 (then grad is
-  /// null); the fused pass widens it as it reads (Chain::fused).
+  /// null); the fused pass, and LayerDualize's factors, widen it as they read.
   const std::uint16_t* grad_bf16 = nullptr;
 };
 
@@ -348,22 +348,35 @@ struct LayerDualize {
     const S* factors;  // per row (Row) or per column (Col)
     S f;               // current row's factor, or the global one
     const S* grad = nullptr;  // RowFromGrad: the raw gradient, `cols` per row
+    const std::uint16_t* grad_bf16 = nullptr;  // RowFromGrad: or its bf16 bits (grad null)
     Index cols = 0, rows = 0;
     const S* next_row = nullptr;  // RowFromGrad: the gradient row after the current one, if any
+    const std::uint16_t* next_row_bf16 = nullptr;  // the same, bf16 gradients
     STEEPEST_HD void begin_row(Index r) {
       if (mode == Mode::Row) f = factors[r];
       else if (mode == Mode::Global && factors) f = factors[0];  // a factor left in device memory
 #if !defined(__CUDA_ARCH__)
       else if (mode == Mode::RowFromGrad) {
+        if constexpr (std::is_same_v<S, float>) {
+          if (grad_bf16) {
+            f = factor_of(eigen_detail::row_sumsq_bf16(grad_bf16 + r * cols, cols));
+            next_row_bf16 = r + 1 < rows ? grad_bf16 + (r + 1) * cols : nullptr;
+            return;
+          }
+        }
         f = row_factor(grad + r * cols, cols);
         next_row = r + 1 < rows ? grad + (r + 1) * cols : nullptr;
       }
 #endif
     }
+    /// 1 / sqrt(sum of squares) (0 for a zero row), the expression the unfused factors use.
+    static S factor_of(double sumsq) {
+      const S nrm = static_cast<S>(std::sqrt(sumsq));
+      return nrm > S(0) ? S(1) / nrm : S(0);
+    }
     /// 1 / ||row||_2 (0 for a zero row), the same expression the unfused path's factors use.
     static S row_factor(const S* row, Index n) {
-      const S nrm = static_cast<S>(std::sqrt(eigen_detail::row_sumsq(Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>>(row, n))));
-      return nrm > S(0) ? S(1) / nrm : S(0);
+      return factor_of(eigen_detail::row_sumsq(Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>>(row, n)));
     }
     template <class P>
     STEEPEST_HD P apply(P u, Index, Index c) const {
@@ -373,6 +386,7 @@ struct LayerDualize {
       // row_factor's sum of squares (a single read stream, which alone runs at a fraction of the
       // bandwidth) finds it in cache; g is still read from DRAM once.
       if (next_row) __builtin_prefetch(next_row + c);
+      else if (next_row_bf16) __builtin_prefetch(next_row_bf16 + c);
 #endif
       switch (mode) {
         case Mode::Identity: return u;
@@ -398,6 +412,7 @@ struct LayerDualize {
         // a parallel region of its own).
         Elem<S> e{Mode::RowFromGrad, nullptr, S(1)};
         e.grad = ctx.grad;
+        e.grad_bf16 = ctx.grad_bf16;
         e.cols = g.cols();
         e.rows = g.rows();
         return e;
@@ -405,10 +420,18 @@ struct LayerDualize {
       case FusedForm::Col2:
         // Sum of squares per column, row by row (contiguous, vectorized reads of g), its columns
         // split over the threads: the same sums at any thread count.
-        eigen_detail::col_sumsq(ctx.grad, g.rows(), g.cols(), a);
+        if constexpr (std::is_same_v<S, float>) {
+          if (ctx.grad_bf16) eigen_detail::col_sumsq(ctx.grad_bf16, g.rows(), g.cols(), a);
+          else eigen_detail::col_sumsq(ctx.grad, g.rows(), g.cols(), a);
+        } else {
+          eigen_detail::col_sumsq(ctx.grad, g.rows(), g.cols(), a);
+        }
         a = a.unaryExpr([&](S v) { return inv(std::sqrt(v)); });
         return {mode_of(form), a.data(), S(1)};
       default: {
+        if constexpr (std::is_same_v<S, float>)
+          if (ctx.grad_bf16)
+            return {mode_of(form), nullptr, inv(static_cast<S>(std::sqrt(eigen_detail::row_sumsq_bf16(ctx.grad_bf16, g.size()))))};
         const Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>> flat(ctx.grad, g.size());
         return {mode_of(form), nullptr, inv(static_cast<S>(std::sqrt(eigen_detail::row_sumsq(flat))))};
       }

@@ -19,6 +19,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <vector>
 
 #include "../../core/config.hpp"
 #include "packet.hpp"
@@ -52,6 +54,27 @@ double row_sumsq(const Row& row) {
   if (n <= kAccurateBlock) return double(row.squaredNorm());
   double s = 0.0;
   for (Index j = 0; j < n; j += kAccurateBlock) s += double(row.segment(j, std::min(kAccurateBlock, n - j)).squaredNorm());
+  return s;
+}
+
+/// row_sumsq of n bf16 entries (their bits at p), bit for bit what row_sumsq gives on the widened
+/// float row: each block of kAccurateBlock entries is widened into a per-thread buffer and
+/// summed by the same reduction (Eigen's does not depend on where the row lies in memory).
+inline double row_sumsq_bf16(const std::uint16_t* p, Index n) {
+  using P = simd::Packet<float>;
+  constexpr Index PS = simd::packet_size<float>;
+  static thread_local std::vector<float> buf;
+  buf.resize(std::size_t(std::min(n, kAccurateBlock)));
+  auto block = [&](const std::uint16_t* q, Index len) {  // one block widened, then summed
+    float* b = buf.data();
+    Index j = 0;
+    for (; j + PS <= len; j += PS) simd::store(b + j, simd::load_wide<P>(q + j));
+    for (; j < len; ++j) b[j] = simd::bf16_to_float(q[j]);
+    return Eigen::Map<const Eigen::Matrix<float, 1, Eigen::Dynamic>>(b, len).squaredNorm();
+  };
+  if (n <= kAccurateBlock) return double(block(p, n));
+  double s = 0.0;
+  for (Index j = 0; j < n; j += kAccurateBlock) s += double(block(p + j, std::min(kAccurateBlock, n - j)));
   return s;
 }
 
@@ -99,23 +122,31 @@ void row_norms(const Eigen::MatrixBase<D>& G, double r, V& out) {
 /// four rows. Why: one row at a time is a single read stream, which alone runs at a fraction of
 /// the bandwidth (see simd::finite_probe); measured on 4096x4096 at 1 thread, cold: 4.2 ms for
 /// four streams against 5.0 ms for one (AVX-512), 4.5 against 6.8 (SSE2).
-template <class S, class V>
-void col_sumsq(const S* g, Index rows, Index cols, V& out) {
+///
+/// g may hold bf16 bits (T = std::uint16_t): each entry is widened exactly as it is read, so the
+/// sums are those of the widened float matrix, bit for bit.
+template <class T, class V>
+void col_sumsq(const T* g, Index rows, Index cols, V& out) {
   namespace ei = Eigen::internal;
+  using S = simd::wide_t<T>;
   using P = simd::Packet<S>;
   constexpr Index PS = simd::packet_size<S>;
   out.resize(cols);
   out.setZero();
   S* o = out.data();
+  auto sq = [](const T* p) {  // one entry squared, in S (the scalar tails)
+    const S x = simd::load_wide<S>(p);
+    return x * x;
+  };
   auto sum_range = [&](Index c0, Index c1) {
     if (c0 >= c1) return;
     Index r = 0;
     for (; r + 4 <= rows; r += 4) {
-      const S* a = g + r * cols;
-      const S* b = a + cols;
-      const S* c = b + cols;
-      const S* d = c + cols;
-      const S* next = r + 8 <= rows ? d + cols : nullptr;  // the next four rows, when all exist
+      const T* a = g + r * cols;
+      const T* b = a + cols;
+      const T* c = b + cols;
+      const T* d = c + cols;
+      const T* next = r + 8 <= rows ? d + cols : nullptr;  // the next four rows, when all exist
       Index j = c0;
       for (; j + PS <= c1; j += PS) {
 #if defined(__GNUC__)
@@ -126,33 +157,33 @@ void col_sumsq(const S* g, Index rows, Index cols, V& out) {
           __builtin_prefetch(next + 3 * cols + j);
         }
 #endif
-        P s = ei::ploadu<P>(o + j), t = ei::ploadu<P>(a + j);
+        P s = ei::ploadu<P>(o + j), t = simd::load_wide<P>(a + j);
         s = ei::padd(s, ei::pmul(t, t));
-        t = ei::ploadu<P>(b + j);
+        t = simd::load_wide<P>(b + j);
         s = ei::padd(s, ei::pmul(t, t));
-        t = ei::ploadu<P>(c + j);
+        t = simd::load_wide<P>(c + j);
         s = ei::padd(s, ei::pmul(t, t));
-        t = ei::ploadu<P>(d + j);
+        t = simd::load_wide<P>(d + j);
         s = ei::padd(s, ei::pmul(t, t));
         ei::pstoreu(o + j, s);
       }
       for (; j < c1; ++j) {
         S s = o[j];
-        s += a[j] * a[j];
-        s += b[j] * b[j];
-        s += c[j] * c[j];
-        s += d[j] * d[j];
+        s += sq(a + j);
+        s += sq(b + j);
+        s += sq(c + j);
+        s += sq(d + j);
         o[j] = s;
       }
     }
     for (; r < rows; ++r) {
-      const S* a = g + r * cols;
+      const T* a = g + r * cols;
       Index j = c0;
       for (; j + PS <= c1; j += PS) {
-        const P t = ei::ploadu<P>(a + j);
+        const P t = simd::load_wide<P>(a + j);
         ei::pstoreu(o + j, ei::padd(ei::ploadu<P>(o + j), ei::pmul(t, t)));
       }
-      for (; j < c1; ++j) o[j] += a[j] * a[j];
+      for (; j < c1; ++j) o[j] += sq(a + j);
     }
   };
 #if defined(_OPENMP)
