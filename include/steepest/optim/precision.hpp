@@ -62,15 +62,8 @@ using state_word_t = typename Precision::template word<S>;
 
 namespace simd {
 
-/// Loads lanes of stored state as P (the parameter's scalar or its packet).
-template <class P, class S>
-STEEPEST_HD inline P load_state(const S* p) {
-  return load<P>(p);
-}
-template <class P>
-STEEPEST_HD inline P load_state(const std::uint16_t* p) {
-  return load_bf16<P>(p);
-}
+// Stored state is loaded with simd::load_wide (packet.hpp), which widens bf16 words exactly.
+
 /// Stores x into state: as is (full precision) or rounded by the dither words r (bf16).
 template <class P, class S, class R>
 STEEPEST_HD inline void store_state(S* p, const P& x, const R&) {

@@ -168,7 +168,7 @@ struct Momentum {
     template <class P>
     STEEPEST_HD P apply(P u, Index i, Index) const {
       using namespace simd;
-      const P mo = load_state<P>(m + i), B = set1<P>(b);
+      const P mo = load_wide<P>(m + i), B = set1<P>(b);
       P mn;
       if constexpr (Kind == MomentumKind::HeavyBall || Kind == MomentumKind::Nesterov)
         mn = flush_subnormal<P, S>(add(mul(B, mo), u));
@@ -244,8 +244,8 @@ struct Adam {
     template <class P>
     STEEPEST_HD P apply(P u, Index i, Index) const {
       using namespace simd;
-      const P mn = flush_subnormal<P, S>(add(mul(set1<P>(b1), load_state<P>(m + i)), mul(set1<P>(omb1), u)));
-      const P vn = flush_subnormal<P, S>(add(mul(set1<P>(b2), load_state<P>(v + i)), mul(set1<P>(omb2), mul(u, u))));
+      const P mn = flush_subnormal<P, S>(add(mul(set1<P>(b1), load_wide<P>(m + i)), mul(set1<P>(omb1), u)));
+      const P vn = flush_subnormal<P, S>(add(mul(set1<P>(b2), load_wide<P>(v + i)), mul(set1<P>(omb2), mul(u, u))));
       const auto r = state_dither<Precision, P>(i, seed);
       store_state(m + i, mn, r);
       store_state(v + i, vn, state_dither_high<Precision, P>(r));
