@@ -12,18 +12,24 @@
 // its own threading), from Debian's libdnnl-dev; Debian's OpenBLAS is built without sbgemm.
 //
 // One step, on the wide orientation X (k x l, k <= l), everything k x l or k x k:
-//   Xb = bf16(X)                 oneDNN reorder (round to nearest even)
-//   A  = Xb Xb^T                 matmul, fp32 accumulation and output
-//   Ab = bf16(A);  C = Ab Ab     matmul
-//   B  = b A + c C;  Bb = bf16(B)
-//   X  = a X + Bb Xb             matmul, then the fp32 axpy
-// so every product sees bf16 inputs and every sum is fp32; the iterate X itself stays fp32 between
-// steps (rounding it to bf16 only as a product's input). A double input is rounded the same way
-// (the products are bf16 either way) and the result returned in double.
+//   Xb = bf16(X)                       oneDNN reorder (round to nearest even)
+//   A  = Xb Xb^T                       matmul, fp32 accumulation and output
+//   Ab = bf16(A);  A <- c Ab Ab + b A  matmul; c is its output scale, b A its sum post-op
+//   Bb = bf16(A);  X <- Bb Xb + a X    matmul; a X its sum post-op, written over X
+// so every product sees bf16 inputs and every sum is fp32 and happens inside the product that
+// feeds it (no pass of its own); the iterate X itself stays fp32 between steps (rounding it to
+// bf16 only as a product's input). A double input is rounded the same way (the products are
+// bf16 either way) and the result returned in double.
 //
-// Threads: oneDNN runs its matmuls and reorders on its own OpenMP team (omp_set_num_threads /
-// OMP_NUM_THREADS). A CPU without a bf16 matmul in oneDNN (no AVX-512) makes the first call throw
-// std::runtime_error naming the reason, before anything is written.
+// Layouts, chosen by measurement (docs/PERFORMANCE.md): oneDNN's AMX matmul reads its right
+// operand fastest when it is stored transposed (format `ba`), 1.3x on the k x k square here. The
+// Gram product's right operand is Xb^T, i.e. Xb read as `ba` for free, and A is symmetric, so the
+// square reads Ab as `ba` too. (For the last product that would need a transposed copy of Xb:
+// a reorder of its own that cost as much as it saved.)
+//
+// The sum's scales are fixed when a primitive is made (oneDNN 2.x), so the workspace keeps one
+// pair of primitives per distinct (a, b, c) of the schedule: one for the quintic, one per step
+// for Polar Express.
 #pragma once
 
 #include <oneapi/dnnl/dnnl.hpp>
@@ -42,21 +48,31 @@
 namespace steepest {
 
 /// Scratch of OneDnnBf16: the fp32 iterate, the bf16 product inputs and the oneDNN primitives of
-/// the current shape (rebuilt when the shape changes; oneDNN JIT-compiles a primitive once).
+/// the current shape and schedule (rebuilt when either changes; oneDNN JIT-compiles a primitive
+/// once).
 struct OneDnnNewtonSchulzWorkspace {
   using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  /// The two products of one step whose sums depend on the step's coefficients.
+  struct StepProducts {
+    PolarCoefficients pc;
+    dnnl::matmul square;  // A <- c Ab Ab + b A
+    dnnl::matmul apply;   // X <- Bb Xb + a X
+  };
   Index k = -1, l = -1;
-  Mat X, Y, A, C;                       // fp32: iterate, next iterate, Gram matrix, its square
+  Mat X, A;                             // fp32: the iterate; the Gram matrix, then B in its place
   std::vector<std::uint16_t> Xb, Ab;    // bf16 bit patterns (oneDNN's bf16 layout)
   dnnl::engine engine;
   dnnl::stream stream;
-  dnnl::memory::desc kl_f32, kl_bf16, kk_f32, kk_bf16, lk_bf16_t;
-  dnnl::matmul gram, square, apply;     // A = Xb Xb^T;  C = Ab Ab;  Y = Ab Xb
+  dnnl::memory::desc kl_f32, kl_bf16, kk_f32, kk_bf16, kk_bf16_t, lk_bf16_t;
+  dnnl::matmul gram;                    // A = Xb Xb^T
+  std::vector<StepProducts> steps;      // per step of the schedule (steps with equal coefficients share)
+  std::vector<int> step_of;             // step s -> index into `steps`
   dnnl::reorder to_bf16_kl, to_bf16_kk;
   std::string impl;                     // the matmul implementation oneDNN chose (e.g. brg:avx512_core_amx_bf16)
 
-  void prepare(Index k_, Index l_) {
-    if (k_ == k && l_ == l) return;
+  /// Makes the primitives for a k_ x l_ iterate and the coefficients `pcs` (one per step).
+  void prepare(Index k_, Index l_, const std::vector<PolarCoefficients>& pcs) {
+    if (k_ == k && l_ == l && same_schedule(pcs)) return;
     using dnnl::memory;
     using dt = memory::data_type;
     using tag = memory::format_tag;
@@ -68,27 +84,45 @@ struct OneDnnNewtonSchulzWorkspace {
       const memory::dim K = k_, L = l_;
       kl_f32 = memory::desc({K, L}, dt::f32, tag::ab);
       kl_bf16 = memory::desc({K, L}, dt::bf16, tag::ab);
-      lk_bf16_t = memory::desc({L, K}, dt::bf16, tag::ba);  // X^T: the same bytes as Xb, read transposed
+      lk_bf16_t = memory::desc({L, K}, dt::bf16, tag::ba);  // Xb^T: the same bytes as Xb, read transposed
       kk_f32 = memory::desc({K, K}, dt::f32, tag::ab);
       kk_bf16 = memory::desc({K, K}, dt::bf16, tag::ab);
+      kk_bf16_t = memory::desc({K, K}, dt::bf16, tag::ba);  // Ab read transposed: Ab^T = Ab (A symmetric)
       const dnnl::matmul::primitive_desc pg(dnnl::matmul::desc(kl_bf16, lk_bf16_t, kk_f32), engine);
-      const dnnl::matmul::primitive_desc ps(dnnl::matmul::desc(kk_bf16, kk_bf16, kk_f32), engine);
-      const dnnl::matmul::primitive_desc pa(dnnl::matmul::desc(kk_bf16, kl_bf16, kl_f32), engine);
       gram = dnnl::matmul(pg);
-      square = dnnl::matmul(ps);
-      apply = dnnl::matmul(pa);
+      steps.clear();
+      step_of.clear();
+      for (const PolarCoefficients& pc : pcs) {
+        std::size_t i = 0;
+        while (i < steps.size() && !(steps[i].pc.a == pc.a && steps[i].pc.b == pc.b && steps[i].pc.c == pc.c)) ++i;
+        if (i == steps.size()) {
+          dnnl::primitive_attr sq;
+          sq.set_output_scales(0, {float(pc.c)});
+          dnnl::post_ops sq_sum;
+          sq_sum.append_sum(float(pc.b));
+          sq.set_post_ops(sq_sum);
+          dnnl::primitive_attr ap;
+          dnnl::post_ops ap_sum;
+          ap_sum.append_sum(float(pc.a));
+          ap.set_post_ops(ap_sum);
+          const dnnl::matmul::primitive_desc ps(dnnl::matmul::desc(kk_bf16, kk_bf16_t, kk_f32), sq, engine);
+          const dnnl::matmul::primitive_desc pa(dnnl::matmul::desc(kk_bf16, kl_bf16, kl_f32), ap, engine);
+          steps.push_back({pc, dnnl::matmul(ps), dnnl::matmul(pa)});
+        }
+        step_of.push_back(int(i));
+      }
       to_bf16_kl = dnnl::reorder(dnnl::reorder::primitive_desc(engine, kl_f32, engine, kl_bf16));
       to_bf16_kk = dnnl::reorder(dnnl::reorder::primitive_desc(engine, kk_f32, engine, kk_bf16));
       impl = pg.impl_info_str();
     } catch (const dnnl::error& e) {
       k = l = -1;
+      steps.clear();
+      step_of.clear();
       throw std::runtime_error(std::string("steepest::OneDnnBf16: oneDNN has no bf16 matmul here (") + e.what() +
                                "); it needs a CPU with AVX-512; use the default EigenProducts");
     }
     X.resize(k_, l_);
-    Y.resize(k_, l_);
     A.resize(k_, k_);
-    C.resize(k_, k_);
     Xb.resize(std::size_t(k_ * l_));
     Ab.resize(std::size_t(k_ * k_));
     k = k_;
@@ -96,6 +130,16 @@ struct OneDnnNewtonSchulzWorkspace {
   }
 
   dnnl::memory mem(const dnnl::memory::desc& d, void* p) const { return dnnl::memory(d, engine, p); }
+
+ private:
+  bool same_schedule(const std::vector<PolarCoefficients>& pcs) const {
+    if (pcs.size() != step_of.size()) return false;
+    for (std::size_t s = 0; s < pcs.size(); ++s) {
+      const PolarCoefficients& q = steps[std::size_t(step_of[s])].pc;
+      if (!(q.a == pcs[s].a && q.b == pcs[s].b && q.c == pcs[s].c)) return false;
+    }
+    return true;
+  }
 };
 
 /// Newton-Schulz products engine: bf16 inputs, fp32 accumulation, on oneDNN (see the file comment).
@@ -111,7 +155,9 @@ struct OneDnnBf16 {
     O& out = writable(out_);
     NewtonSchulzStart<Scalar> st;
     if (!newton_schulz_start<Schedule>(G, out, steps, "newton_schulz (oneDNN bf16)", st)) return;
-    ws.prepare(st.k, st.l);  // throws before anything is written when oneDNN cannot serve this CPU
+    std::vector<PolarCoefficients> pcs(static_cast<std::size_t>(steps));
+    for (int s = 0; s < steps; ++s) pcs[std::size_t(s)] = Schedule::at(s, steps);
+    ws.prepare(st.k, st.l, pcs);  // throws before anything is written when oneDNN cannot serve this CPU
     // The normalization in the input's precision, then fp32 (the iterate's type).
     if (st.tall)
       ws.X = (G.transpose() * st.inv).template cast<float>();
@@ -119,24 +165,21 @@ struct OneDnnBf16 {
       ws.X = (G * st.inv).template cast<float>();
 
     using dnnl::memory;
-    memory xb = ws.mem(ws.kl_bf16, ws.Xb.data()), xbt = ws.mem(ws.lk_bf16_t, ws.Xb.data());
-    memory ab = ws.mem(ws.kk_bf16, ws.Ab.data());
-    memory a = ws.mem(ws.kk_f32, ws.A.data()), c = ws.mem(ws.kk_f32, ws.C.data());
+    memory x = ws.mem(ws.kl_f32, ws.X.data()), xb = ws.mem(ws.kl_bf16, ws.Xb.data()),
+           xbt = ws.mem(ws.lk_bf16_t, ws.Xb.data());
+    memory a = ws.mem(ws.kk_f32, ws.A.data()), ab = ws.mem(ws.kk_bf16, ws.Ab.data()),
+           abt = ws.mem(ws.kk_bf16_t, ws.Ab.data());
+    // One stream, in order: each primitive starts after the one before it has finished.
     for (int s = 0; s < steps; ++s) {
-      const PolarCoefficients pc = Schedule::at(s, steps);
-      memory x = ws.mem(ws.kl_f32, ws.X.data()), y = ws.mem(ws.kl_f32, ws.Y.data());
+      const auto& p = ws.steps[std::size_t(ws.step_of[std::size_t(s)])];
       ws.to_bf16_kl.execute(ws.stream, x, xb);
       ws.gram.execute(ws.stream, {{DNNL_ARG_SRC, xb}, {DNNL_ARG_WEIGHTS, xbt}, {DNNL_ARG_DST, a}});
       ws.to_bf16_kk.execute(ws.stream, a, ab);
-      ws.square.execute(ws.stream, {{DNNL_ARG_SRC, ab}, {DNNL_ARG_WEIGHTS, ab}, {DNNL_ARG_DST, c}});
-      ws.stream.wait();
-      ws.A = float(pc.b) * ws.A + float(pc.c) * ws.C;  // B, in A's buffer (A is not needed again)
+      p.square.execute(ws.stream, {{DNNL_ARG_SRC, ab}, {DNNL_ARG_WEIGHTS, abt}, {DNNL_ARG_DST, a}});
       ws.to_bf16_kk.execute(ws.stream, a, ab);
-      ws.apply.execute(ws.stream, {{DNNL_ARG_SRC, ab}, {DNNL_ARG_WEIGHTS, xb}, {DNNL_ARG_DST, y}});
-      ws.stream.wait();
-      ws.Y += float(pc.a) * ws.X;
-      std::swap(ws.X, ws.Y);  // swaps buffers; the memory objects are made anew each step
+      p.apply.execute(ws.stream, {{DNNL_ARG_SRC, ab}, {DNNL_ARG_WEIGHTS, xb}, {DNNL_ARG_DST, x}});
     }
+    ws.stream.wait();
     if (st.tall)
       out = ws.X.transpose().template cast<Scalar>();
     else
