@@ -148,3 +148,35 @@ TEST_CASE("exact polar of a rank-deficient matrix: <G, D> = nuclear norm, ||D||_
   for (double v : ref::singular_values_eig(D)) dmax = std::max(dmax, v);
   CHECK(dmax == doctest::Approx(1.0).epsilon(1e-10));
 }
+
+TEST_CASE("the tiled transposed copy of the tall path: the same bits as a plain loop, at every tile seam") {
+  // detail::assign_transposed is how every engine turns a tall G into its wide iterate and back;
+  // it must be exactly (scale * src(i, j)) cast, placed at (j, i), for shapes on and off the
+  // 32-entry tiles, for a strided destination, and for a scale that rounds.
+  using MrD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using MrF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  std::mt19937 rng(5);
+  std::normal_distribution<double> nd;
+  for (auto [m, n] : {std::pair<int, int>{1, 1}, {32, 32}, {33, 31}, {100, 7}, {7, 100}, {65, 64}, {0, 5}}) {
+    CAPTURE(m);
+    CAPTURE(n);
+    MrD src(m, n);
+    for (Eigen::Index i = 0; i < src.size(); ++i) src.data()[i] = nd(rng);
+    const double scale = 1.0 / 3.0;
+    MrF dst = MrF::Constant(n, m, -1.f);
+    st::detail::assign_transposed(dst, src, scale);
+    // A column-major destination with padding between columns: the same values, nothing past them.
+    std::vector<float> padded(std::size_t((n + 3) * m) + 1, 7.f);
+    Eigen::Map<Eigen::MatrixXf, 0, Eigen::OuterStride<>> strided(padded.data(), n, m, Eigen::OuterStride<>(n + 3));
+    st::detail::assign_transposed(strided, src.cast<float>());
+    bool same = true, strided_same = true;
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < n; ++j) {
+        same = same && dst(j, i) == float(src(i, j) * scale);
+        strided_same = strided_same && strided(j, i) == float(src(i, j));
+      }
+    CHECK(same);
+    CHECK(strided_same);
+    CHECK(padded.back() == 7.f);
+  }
+}

@@ -160,7 +160,7 @@ struct OneDnnBf16 {
     ws.prepare(st.k, st.l, pcs);  // throws before anything is written when oneDNN cannot serve this CPU
     // The normalization in the input's precision, then fp32 (the iterate's type).
     if (st.tall)
-      ws.X = (G.transpose() * st.inv).template cast<float>();
+      detail::assign_transposed(ws.X, G, st.inv);
     else
       ws.X = (G * st.inv).template cast<float>();
 
@@ -181,7 +181,7 @@ struct OneDnnBf16 {
     }
     ws.stream.wait();
     if (st.tall)
-      out = ws.X.transpose().template cast<Scalar>();
+      detail::assign_transposed(out, ws.X);
     else
       out = ws.X.template cast<Scalar>();
   }

@@ -119,7 +119,7 @@ struct OpenBlas {
     ws.A.resize(k, k);
     ws.C.resize(k, k);
     if (st.tall)
-      ws.X.noalias() = G.transpose() * st.inv;
+      detail::assign_transposed(ws.X, G, st.inv);
     else
       ws.X.noalias() = G * st.inv;
     for (int s = 0; s < steps; ++s) {
@@ -144,7 +144,7 @@ struct OpenBlas {
       std::swap(ws.X, ws.Y);  // swaps buffers, not contents
     }
     if (st.tall)
-      out = ws.X.transpose();
+      detail::assign_transposed(out, ws.X);
     else
       out = ws.X;
   }
