@@ -8,6 +8,10 @@
 #include <steepest/polar/onednn.hpp>
 #include <steepest/steepest.hpp>
 
+#include <Eigen/Eigenvalues>
+#include <Eigen/QR>
+
+#include <memory>
 #include <random>
 
 #include "reference.hpp"
@@ -55,6 +59,23 @@ bool bf16_available() {
     }
   }();
   return ok;
+}
+
+// ref::conditioned with U, V from Householder QR of Gaussian matrices instead of an SVD (a
+// Jacobi SVD of a 1700 x 800 matrix takes seconds): G = U diag(s) V^T and its polar factor U V^T.
+ref::Conditioned orthogonal_conditioned(int m, int n, double kappa, unsigned seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<double> nd;
+  const int k = std::min(m, n);
+  auto orthonormal = [&](int rows) {
+    Md R(rows, k);
+    for (Eigen::Index i = 0; i < R.size(); ++i) R.data()[i] = nd(rng);
+    return Md(Eigen::HouseholderQR<Md>(R).householderQ() * Md::Identity(rows, k));
+  };
+  const Md U = orthonormal(m), V = orthonormal(n);
+  Eigen::VectorXd s(k);
+  for (int i = 0; i < k; ++i) s(i) = std::pow(kappa, -double(i) / std::max(k - 1, 1));
+  return {U * s.asDiagonal() * V.transpose(), U * V.transpose()};
 }
 
 }  // namespace
@@ -110,6 +131,28 @@ TEST_CASE("bf16 Polar Express x5: near the exact polar factor (SVD)") {
   }
 }
 
+TEST_CASE("bf16 Newton-Schulz on wide iterates: the Gram product on its upper block triangle") {
+  // From k = min(m, n) >= 768 with l >= 2k the Gram product is formed as 10 block products plus
+  // 6 mirrored blocks (blocks of 200 rows here, and 198 / 196 at 790: uneven). The result must
+  // stay in the same band as the full products, and near the fp32 Eigen iteration.
+  if (!bf16_available()) return;
+  for (auto [m, n] : {std::pair<int, int>{800, 1700}, {790, 1600}, {1700, 800}}) {
+    CAPTURE(m);
+    CAPTURE(n);
+    const auto c = orthogonal_conditioned(m, n, 10.0, unsigned(m + n));
+    const Md O = bf16_ns<st::QuinticSchedule>(c.G, 5);
+    // Singular values from the k x k Gram matrix of O (eigenvalues are their squares).
+    const Md gram = m <= n ? Md(O * O.transpose()) : Md(O.transpose() * O);
+    const Eigen::VectorXd ev = Eigen::SelfAdjointEigenSolver<Md>(gram, Eigen::EigenvaluesOnly).eigenvalues();
+    CHECK(std::sqrt(ev.minCoeff()) >= 0.65);
+    CHECK(std::sqrt(ev.maxCoeff()) <= 1.23);
+    const Md F = fp32_ns<st::QuinticSchedule>(c.G, 5);
+    CHECK((O - F).norm() <= 0.03 * F.norm());
+    const Md P = bf16_ns<st::PolarExpressSchedule>(c.G, 5);
+    CHECK((P - c.polar).norm() <= 0.15 * c.polar.norm());
+  }
+}
+
 TEST_CASE("bf16 Newton-Schulz keeps the fp32 path's edge cases") {
   if (!bf16_available()) return;
   st::OneDnnNewtonSchulzWorkspace ws;
@@ -154,6 +197,19 @@ TEST_CASE("bf16 Newton-Schulz keeps the fp32 path's edge cases") {
       const Md F = fp32_ns<st::QuinticSchedule>(*G, 5);
       CHECK((O.cast<double>() - F).norm() <= 0.03 * F.norm());
     }
+  }
+  SUBCASE("a copied workspace computes on its own buffers, after the original is gone") {
+    // The primitives are bound to the workspace's buffers: a copy that kept them would write into
+    // (freed) memory of the original. 800 x 1700 has the Gram product formed in blocks.
+    const auto c = orthogonal_conditioned(800, 1700, 10.0, 4);
+    const Mf Gf = c.G.cast<float>();
+    Mf first(800, 1700), again(800, 1700);
+    auto original = std::make_unique<st::OneDnnNewtonSchulzWorkspace>();
+    st::OneDnnBf16::run<st::QuinticSchedule>(Gf, first, 5, *original);
+    st::OneDnnNewtonSchulzWorkspace copy = *original;
+    original.reset();
+    st::OneDnnBf16::run<st::QuinticSchedule>(Gf, again, 5, copy);
+    CHECK((first.array() == again.array()).all());
   }
   SUBCASE("double input: bf16 products, the result in double") {
     const auto c = ref::conditioned(30, 50, 10.0, 3);

@@ -21,21 +21,27 @@
 // bf16 only as a product's input). A double input is rounded the same way (the products are
 // bf16 either way) and the result returned in double.
 //
-// Layouts, chosen by measurement (docs/PERFORMANCE.md): oneDNN's AMX matmul reads its right
-// operand fastest when it is stored transposed (format `ba`), 1.3x on the k x k square here. The
-// Gram product's right operand is Xb^T, i.e. Xb read as `ba` for free, and A is symmetric, so the
-// square reads Ab as `ba` too. (For the last product that would need a transposed copy of Xb:
-// a reorder of its own that cost as much as it saved.)
+// The Gram product A = Xb Xb^T is symmetric, and on wide or large iterates (k >= 768 with
+// l >= 2k, or k >= 2048) it is formed on its upper block triangle only: the rows of Xb are cut
+// into 4 blocks, the 10 blocks i <= j of A are each one matmul (Xb_i Xb_j^T, the right operand
+// read transposed in place), and the 6 below the diagonal are copied over as transposes: 10/16
+// of the flops. Measured (docs/PERFORMANCE.md): the whole bf16 Muon step 0.89-0.95 of the time
+// at 1024 x 4096, 4096 x 1024 and 4096 x 4096, but 1.07 / 1.17 at 1024 x 1024, where the mirror
+// and the ten calls cost more than the flops they save. oneDNN 2.6 runs such strided products
+// on its `gemm:jit` kernels, which were as fast per flop here, except with an output scale and
+// a sum post-op, 3x slower: so the square c Ab Ab + b A stays one full product, its symmetry
+// unused. The last product, B X, has none to use.
 //
-// The sum's scales are fixed when a primitive is made (oneDNN 2.x), so the workspace keeps one
-// pair of primitives per distinct (a, b, c) of the schedule: one for the quintic, one per step
-// for Polar Express.
+// The sums' scales are fixed when a primitive is made (oneDNN 2.x), so the workspace keeps one
+// set of primitives per distinct (a, b, c) of the schedule: one for the quintic, one per step for
+// Polar Express.
 #pragma once
 
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include <Eigen/Core>
 
+#include <algorithm>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -52,44 +58,73 @@ namespace steepest {
 /// once).
 struct OneDnnNewtonSchulzWorkspace {
   using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  /// The two products of one step whose sums depend on the step's coefficients.
+  /// One matmul with its operands bound (the buffers below do not move between prepare()s).
+  struct Product {
+    dnnl::matmul mm;
+    dnnl::memory src, wei, dst;
+    void run(const dnnl::stream& s) const {
+      mm.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
+    }
+  };
+  /// One reorder (here fp32 -> bf16, round to nearest even) with its operands bound.
+  struct Conversion {
+    dnnl::reorder reorder;
+    dnnl::memory from, to;
+    void run(const dnnl::stream& s) const {
+      dnnl::memory f = from, t = to;  // handles: execute() takes them by non-const reference
+      reorder.execute(s, f, t);
+    }
+  };
+  /// The products of one step whose sums depend on the step's coefficients.
   struct StepProducts {
     PolarCoefficients pc;
-    dnnl::matmul square;  // A <- c Ab Ab + b A
-    dnnl::matmul apply;   // X <- Bb Xb + a X
+    Product square;               // A <- c Ab Ab + b A (Ab read transposed: Ab^T = Ab)
+    Product apply;                // X <- Bb Xb + a X
   };
   Index k = -1, l = -1;
   Mat X, A;                             // fp32: the iterate; the Gram matrix, then B in its place
   std::vector<std::uint16_t> Xb, Ab;    // bf16 bit patterns (oneDNN's bf16 layout)
+  std::vector<Index> cut;               // row block i of A is [cut[i], cut[i + 1])
   dnnl::engine engine;
   dnnl::stream stream;
-  dnnl::memory::desc kl_f32, kl_bf16, kk_f32, kk_bf16, kk_bf16_t, lk_bf16_t;
-  dnnl::matmul gram;                    // A = Xb Xb^T
+  std::vector<Product> gram;            // A = Xb Xb^T, on its upper block triangle (or whole)
   std::vector<StepProducts> steps;      // per step of the schedule (steps with equal coefficients share)
   std::vector<int> step_of;             // step s -> index into `steps`
-  dnnl::reorder to_bf16_kl, to_bf16_kk;
-  std::string impl;                     // the matmul implementation oneDNN chose (e.g. brg:avx512_core_amx_bf16)
+  Conversion to_bf16_kl, to_bf16_kk;    // Xb = bf16(X), Ab = bf16(A)
+  std::string impl;                     // the implementation oneDNN chose for the Gram product (e.g. brg:avx512_core_amx_bf16)
+
+  OneDnnNewtonSchulzWorkspace() = default;
+  // The primitives are bound to this workspace's own buffers, so a copy starts empty (it prepares
+  // its own on first use); a move keeps them (Eigen and std::vector moves keep the buffers).
+  OneDnnNewtonSchulzWorkspace(const OneDnnNewtonSchulzWorkspace&) {}
+  OneDnnNewtonSchulzWorkspace& operator=(const OneDnnNewtonSchulzWorkspace& o) {
+    if (this != &o) *this = OneDnnNewtonSchulzWorkspace();
+    return *this;
+  }
+  OneDnnNewtonSchulzWorkspace(OneDnnNewtonSchulzWorkspace&&) = default;
+  OneDnnNewtonSchulzWorkspace& operator=(OneDnnNewtonSchulzWorkspace&&) = default;
 
   /// Makes the primitives for a k_ x l_ iterate and the coefficients `pcs` (one per step).
   void prepare(Index k_, Index l_, const std::vector<PolarCoefficients>& pcs) {
     if (k_ == k && l_ == l && same_schedule(pcs)) return;
+    k = l = -1;  // until every primitive is made
+    X.resize(k_, l_);
+    A.resize(k_, k_);
+    Xb.resize(std::size_t(k_ * l_));
+    Ab.resize(std::size_t(k_ * k_));
+    const Index blocks = k_ >= 768 && (l_ >= 2 * k_ || k_ >= 2048) ? 4 : 1;  // see the file comment
+    const Index h = blocks == 1 ? k_ : (k_ + blocks - 1) / blocks;
+    cut.clear();
+    for (Index i = 0; i < blocks; ++i) cut.push_back(i * h);
+    cut.push_back(k_);
     using dnnl::memory;
     using dt = memory::data_type;
-    using tag = memory::format_tag;
     try {
       if (!engine) {
         engine = dnnl::engine(dnnl::engine::kind::cpu, 0);
         stream = dnnl::stream(engine);
       }
-      const memory::dim K = k_, L = l_;
-      kl_f32 = memory::desc({K, L}, dt::f32, tag::ab);
-      kl_bf16 = memory::desc({K, L}, dt::bf16, tag::ab);
-      lk_bf16_t = memory::desc({L, K}, dt::bf16, tag::ba);  // Xb^T: the same bytes as Xb, read transposed
-      kk_f32 = memory::desc({K, K}, dt::f32, tag::ab);
-      kk_bf16 = memory::desc({K, K}, dt::bf16, tag::ab);
-      kk_bf16_t = memory::desc({K, K}, dt::bf16, tag::ba);  // Ab read transposed: Ab^T = Ab (A symmetric)
-      const dnnl::matmul::primitive_desc pg(dnnl::matmul::desc(kl_bf16, lk_bf16_t, kk_f32), engine);
-      gram = dnnl::matmul(pg);
+      gram = triangle(Xb.data(), l_, k_, dnnl::primitive_attr());
       steps.clear();
       step_of.clear();
       for (const PolarCoefficients& pc : pcs) {
@@ -105,33 +140,71 @@ struct OneDnnNewtonSchulzWorkspace {
           dnnl::post_ops ap_sum;
           ap_sum.append_sum(float(pc.a));
           ap.set_post_ops(ap_sum);
-          const dnnl::matmul::primitive_desc ps(dnnl::matmul::desc(kk_bf16, kk_bf16_t, kk_f32), sq, engine);
+          const memory::desc kk_bf16 = dense(k_, k_, dt::bf16), kl_bf16 = dense(k_, l_, dt::bf16),
+                             kl_f32 = dense(k_, l_, dt::f32);
           const dnnl::matmul::primitive_desc pa(dnnl::matmul::desc(kk_bf16, kl_bf16, kl_f32), ap, engine);
-          steps.push_back({pc, dnnl::matmul(ps), dnnl::matmul(pa)});
+          const memory::desc kk_bf16_t({k_, k_}, dt::bf16, memory::format_tag::ba), kk_f32 = dense(k_, k_, dt::f32);
+          const dnnl::matmul::primitive_desc ps(dnnl::matmul::desc(kk_bf16, kk_bf16_t, kk_f32), sq, engine);
+          steps.push_back({pc,
+                           {dnnl::matmul(ps), memory(kk_bf16, engine, Ab.data()), memory(kk_bf16_t, engine, Ab.data()),
+                            memory(kk_f32, engine, A.data())},
+                           {dnnl::matmul(pa), memory(kk_bf16, engine, Ab.data()), memory(kl_bf16, engine, Xb.data()),
+                            memory(kl_f32, engine, X.data())}});
         }
         step_of.push_back(int(i));
       }
-      to_bf16_kl = dnnl::reorder(dnnl::reorder::primitive_desc(engine, kl_f32, engine, kl_bf16));
-      to_bf16_kk = dnnl::reorder(dnnl::reorder::primitive_desc(engine, kk_f32, engine, kk_bf16));
-      impl = pg.impl_info_str();
+      to_bf16_kl.from = memory(dense(k_, l_, dt::f32), engine, X.data());
+      to_bf16_kl.to = memory(dense(k_, l_, dt::bf16), engine, Xb.data());
+      to_bf16_kl.reorder = dnnl::reorder(to_bf16_kl.from, to_bf16_kl.to);
+      to_bf16_kk.from = memory(dense(k_, k_, dt::f32), engine, A.data());
+      to_bf16_kk.to = memory(dense(k_, k_, dt::bf16), engine, Ab.data());
+      to_bf16_kk.reorder = dnnl::reorder(to_bf16_kk.from, to_bf16_kk.to);
     } catch (const dnnl::error& e) {
-      k = l = -1;
       steps.clear();
       step_of.clear();
+      gram.clear();
       throw std::runtime_error(std::string("steepest::OneDnnBf16: oneDNN has no bf16 matmul here (") + e.what() +
                                "); it needs a CPU with AVX-512; use the default EigenProducts");
     }
-    X.resize(k_, l_);
-    A.resize(k_, k_);
-    Xb.resize(std::size_t(k_ * l_));
-    Ab.resize(std::size_t(k_ * k_));
     k = k_;
     l = l_;
   }
 
-  dnnl::memory mem(const dnnl::memory::desc& d, void* p) const { return dnnl::memory(d, engine, p); }
+  /// Copies the upper block triangle of A onto the lower one (A(j, i) = A(i, j)^T, blocks i < j).
+  void mirror_blocks() {
+    for (std::size_t i = 0; i + 1 < cut.size(); ++i)
+      for (std::size_t j = i + 1; j + 1 < cut.size(); ++j) {
+        const Index r0 = cut[i], r = cut[i + 1] - cut[i], c0 = cut[j], c = cut[j + 1] - cut[j];
+        auto lower = A.block(c0, r0, c, r);
+        detail::assign_transposed(lower, A.block(r0, c0, r, c));
+      }
+  }
 
  private:
+  static dnnl::memory::desc dense(Index rows, Index cols, dnnl::memory::data_type t) {
+    return dnnl::memory::desc({rows, cols}, t, dnnl::memory::format_tag::ab);
+  }
+
+  /// The products D(i, j) = S_i S_j^T for row blocks i <= j of S (rows x inner, bf16, row-major),
+  /// into A (f32, k x k) with `attr`'s scale and sum. S_j^T is S_j read transposed in place.
+  std::vector<Product> triangle(std::uint16_t* S, Index inner, Index rows, const dnnl::primitive_attr& attr) {
+    using dnnl::memory;
+    using dt = memory::data_type;
+    std::vector<Product> out;
+    for (std::size_t i = 0; i + 1 < cut.size(); ++i)
+      for (std::size_t j = i; j + 1 < cut.size(); ++j) {
+        const Index mi = cut[i + 1] - cut[i], nj = cut[j + 1] - cut[j];
+        const memory::desc src({mi, inner}, dt::bf16, memory::dims{inner, 1});
+        const memory::desc wei({inner, nj}, dt::bf16, memory::dims{1, inner});
+        const memory::desc dst({mi, nj}, dt::f32, memory::dims{rows, 1});
+        const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), attr, engine);
+        if (i == 0 && j == 0) impl = pd.impl_info_str();
+        out.push_back({dnnl::matmul(pd), memory(src, engine, S + cut[i] * inner),
+                       memory(wei, engine, S + cut[j] * inner), memory(dst, engine, A.data() + cut[i] * rows + cut[j])});
+      }
+    return out;
+  }
+
   bool same_schedule(const std::vector<PolarCoefficients>& pcs) const {
     if (pcs.size() != step_of.size()) return false;
     for (std::size_t s = 0; s < pcs.size(); ++s) {
@@ -164,20 +237,21 @@ struct OneDnnBf16 {
     else
       ws.X = (G * st.inv).template cast<float>();
 
-    using dnnl::memory;
-    memory x = ws.mem(ws.kl_f32, ws.X.data()), xb = ws.mem(ws.kl_bf16, ws.Xb.data()),
-           xbt = ws.mem(ws.lk_bf16_t, ws.Xb.data());
-    memory a = ws.mem(ws.kk_f32, ws.A.data()), ab = ws.mem(ws.kk_bf16, ws.Ab.data()),
-           abt = ws.mem(ws.kk_bf16_t, ws.Ab.data());
-    // One stream, in order: each primitive starts after the one before it has finished.
+    // One stream, in order: each primitive starts after the one before it has finished (the CPU
+    // stream runs them in the calling thread); the block mirror waits for the stream first.
+    const bool blocked = ws.cut.size() > 2;
     for (int s = 0; s < steps; ++s) {
       const auto& p = ws.steps[std::size_t(ws.step_of[std::size_t(s)])];
-      ws.to_bf16_kl.execute(ws.stream, x, xb);
-      ws.gram.execute(ws.stream, {{DNNL_ARG_SRC, xb}, {DNNL_ARG_WEIGHTS, xbt}, {DNNL_ARG_DST, a}});
-      ws.to_bf16_kk.execute(ws.stream, a, ab);
-      p.square.execute(ws.stream, {{DNNL_ARG_SRC, ab}, {DNNL_ARG_WEIGHTS, abt}, {DNNL_ARG_DST, a}});
-      ws.to_bf16_kk.execute(ws.stream, a, ab);
-      p.apply.execute(ws.stream, {{DNNL_ARG_SRC, ab}, {DNNL_ARG_WEIGHTS, xb}, {DNNL_ARG_DST, x}});
+      ws.to_bf16_kl.run(ws.stream);
+      for (const auto& g : ws.gram) g.run(ws.stream);
+      if (blocked) {
+        ws.stream.wait();
+        ws.mirror_blocks();
+      }
+      ws.to_bf16_kk.run(ws.stream);
+      p.square.run(ws.stream);
+      ws.to_bf16_kk.run(ws.stream);
+      p.apply.run(ws.stream);
     }
     ws.stream.wait();
     if (st.tall)
