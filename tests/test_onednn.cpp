@@ -125,7 +125,7 @@ TEST_CASE("bf16 Polar Express x5: near the exact polar factor (SVD)") {
     const auto c = ref::conditioned(m, n, 10.0, unsigned(m * 17 + n));
     const Md O = bf16_ns<st::PolarExpressSchedule>(c.G, 5);
     const Eigen::VectorXd s = svals(O);
-    CHECK(s.minCoeff() >= 0.83);  // fp32 band [0.87, 1.13]; bf16 measured [0.847, 1.125]
+    CHECK(s.minCoeff() >= 0.83);  // fp32 band [0.87, 1.13]; bf16 measured [0.863, 1.124]
     CHECK(s.maxCoeff() <= 1.15);
     CHECK((O - c.polar).norm() <= 0.15 * c.polar.norm());  // measured <= 0.125
   }
