@@ -45,7 +45,6 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
-#include <utility>
 #include <vector>
 
 #include "../norms/spectral.hpp"
@@ -124,7 +123,7 @@ struct OneDnnNewtonSchulzWorkspace {
         engine = dnnl::engine(dnnl::engine::kind::cpu, 0);
         stream = dnnl::stream(engine);
       }
-      gram = triangle(Xb.data(), l_, k_, dnnl::primitive_attr());
+      gram = gram_blocks(l_, k_);
       steps.clear();
       step_of.clear();
       for (const PolarCoefficients& pc : pcs) {
@@ -185,22 +184,22 @@ struct OneDnnNewtonSchulzWorkspace {
     return dnnl::memory::desc({rows, cols}, t, dnnl::memory::format_tag::ab);
   }
 
-  /// The products D(i, j) = S_i S_j^T for row blocks i <= j of S (rows x inner, bf16, row-major),
-  /// into A (f32, k x k) with `attr`'s scale and sum. S_j^T is S_j read transposed in place.
-  std::vector<Product> triangle(std::uint16_t* S, Index inner, Index rows, const dnnl::primitive_attr& attr) {
+  /// The Gram products A(i, j) = Xb_i Xb_j^T for row blocks i <= j of Xb (k x l, bf16,
+  /// row-major), into A (f32, k x k); Xb_j^T is Xb_j read transposed in place.
+  std::vector<Product> gram_blocks(Index l_, Index k_) {
     using dnnl::memory;
     using dt = memory::data_type;
     std::vector<Product> out;
     for (std::size_t i = 0; i + 1 < cut.size(); ++i)
       for (std::size_t j = i; j + 1 < cut.size(); ++j) {
         const Index mi = cut[i + 1] - cut[i], nj = cut[j + 1] - cut[j];
-        const memory::desc src({mi, inner}, dt::bf16, memory::dims{inner, 1});
-        const memory::desc wei({inner, nj}, dt::bf16, memory::dims{1, inner});
-        const memory::desc dst({mi, nj}, dt::f32, memory::dims{rows, 1});
-        const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), attr, engine);
+        const memory::desc src({mi, l_}, dt::bf16, memory::dims{l_, 1});
+        const memory::desc wei({l_, nj}, dt::bf16, memory::dims{1, l_});
+        const memory::desc dst({mi, nj}, dt::f32, memory::dims{k_, 1});
+        const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), engine);
         if (i == 0 && j == 0) impl = pd.impl_info_str();
-        out.push_back({dnnl::matmul(pd), memory(src, engine, S + cut[i] * inner),
-                       memory(wei, engine, S + cut[j] * inner), memory(dst, engine, A.data() + cut[i] * rows + cut[j])});
+        out.push_back({dnnl::matmul(pd), memory(src, engine, Xb.data() + cut[i] * l_),
+                       memory(wei, engine, Xb.data() + cut[j] * l_), memory(dst, engine, A.data() + cut[i] * k_ + cut[j])});
       }
     return out;
   }
