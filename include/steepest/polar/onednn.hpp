@@ -126,9 +126,12 @@ struct OneDnnNewtonSchulzWorkspace {
       gram = gram_blocks(l_, k_);
       steps.clear();
       step_of.clear();
+      const memory::desc kk_bf16 = dense(k_, k_, dt::bf16), kl_bf16 = dense(k_, l_, dt::bf16),
+                         kl_f32 = dense(k_, l_, dt::f32), kk_f32 = dense(k_, k_, dt::f32),
+                         kk_bf16_t({k_, k_}, dt::bf16, memory::format_tag::ba);
       for (const PolarCoefficients& pc : pcs) {
         std::size_t i = 0;
-        while (i < steps.size() && !(steps[i].pc.a == pc.a && steps[i].pc.b == pc.b && steps[i].pc.c == pc.c)) ++i;
+        while (i < steps.size() && !same_coefficients(steps[i].pc, pc)) ++i;
         if (i == steps.size()) {
           dnnl::primitive_attr sq;
           sq.set_output_scales(0, {float(pc.c)});
@@ -139,10 +142,7 @@ struct OneDnnNewtonSchulzWorkspace {
           dnnl::post_ops ap_sum;
           ap_sum.append_sum(float(pc.a));
           ap.set_post_ops(ap_sum);
-          const memory::desc kk_bf16 = dense(k_, k_, dt::bf16), kl_bf16 = dense(k_, l_, dt::bf16),
-                             kl_f32 = dense(k_, l_, dt::f32);
           const dnnl::matmul::primitive_desc pa(dnnl::matmul::desc(kk_bf16, kl_bf16, kl_f32), ap, engine);
-          const memory::desc kk_bf16_t({k_, k_}, dt::bf16, memory::format_tag::ba), kk_f32 = dense(k_, k_, dt::f32);
           const dnnl::matmul::primitive_desc ps(dnnl::matmul::desc(kk_bf16, kk_bf16_t, kk_f32), sq, engine);
           steps.push_back({pc,
                            {dnnl::matmul(ps), memory(kk_bf16, engine, Ab.data()), memory(kk_bf16_t, engine, Ab.data()),
@@ -152,11 +152,11 @@ struct OneDnnNewtonSchulzWorkspace {
         }
         step_of.push_back(int(i));
       }
-      to_bf16_kl.from = memory(dense(k_, l_, dt::f32), engine, X.data());
-      to_bf16_kl.to = memory(dense(k_, l_, dt::bf16), engine, Xb.data());
+      to_bf16_kl.from = memory(kl_f32, engine, X.data());
+      to_bf16_kl.to = memory(kl_bf16, engine, Xb.data());
       to_bf16_kl.reorder = dnnl::reorder(to_bf16_kl.from, to_bf16_kl.to);
-      to_bf16_kk.from = memory(dense(k_, k_, dt::f32), engine, A.data());
-      to_bf16_kk.to = memory(dense(k_, k_, dt::bf16), engine, Ab.data());
+      to_bf16_kk.from = memory(kk_f32, engine, A.data());
+      to_bf16_kk.to = memory(kk_bf16, engine, Ab.data());
       to_bf16_kk.reorder = dnnl::reorder(to_bf16_kk.from, to_bf16_kk.to);
     } catch (const dnnl::error& e) {
       steps.clear();
@@ -204,11 +204,14 @@ struct OneDnnNewtonSchulzWorkspace {
     return out;
   }
 
+  static bool same_coefficients(const PolarCoefficients& p, const PolarCoefficients& q) {
+    return p.a == q.a && p.b == q.b && p.c == q.c;
+  }
+
   bool same_schedule(const std::vector<PolarCoefficients>& pcs) const {
     if (pcs.size() != step_of.size()) return false;
     for (std::size_t s = 0; s < pcs.size(); ++s) {
-      const PolarCoefficients& q = steps[std::size_t(step_of[s])].pc;
-      if (!(q.a == pcs[s].a && q.b == pcs[s].b && q.c == pcs[s].c)) return false;
+      if (!same_coefficients(steps[std::size_t(step_of[s])].pc, pcs[s])) return false;
     }
     return true;
   }
