@@ -4,6 +4,8 @@
 //   Ref/StreamTriad      a = b + s c, 12 bytes/element
 //   Ref/GemmXXt          Eigen GEMM X X^T of the Newton-Schulz shapes (GFLOP/s), as many per
 //                        iteration as 5 Newton-Schulz steps have flops
+//   GramSquare*          the two symmetric products of a Newton-Schulz step (X X^T, A A) alone:
+//                        OpenBLAS SYRK against plain GEMM and Eigen (with OpenBLAS only)
 // Rules run through the public API (Optimizer::step on a ParamSet), fp32, at 1 and 2 threads
 // (last argument). Counters: ns_per_param, bytes_per_second (the bytes the rule must move),
 // GFLOPs for Newton-Schulz.
@@ -290,6 +292,55 @@ void MuonQuinticOpenBlasGemm(benchmark::State& s) {
   using G = st::SpectralNorm<st::NewtonSchulz<st::QuinticSchedule, 5, st::OpenBlas<st::GramProduct::Gemm>>>;
   run_rule(s, [] { return st::muon<G>(hp()); }, 20, true);
 }
+
+// The two symmetric products of one Newton-Schulz step alone, A = X X^T and C = A A, on the
+// layer's Gram shape (X k x l, k <= l), exactly as the OpenBLAS engine forms them: SYRK, the
+// mirror of A's upper triangle that the second SYRK reads, SYRK (k^2 l + k^3 flops); against two
+// plain GEMMs (2 k^2 l + 2 k^3) and Eigen's two products. These measure the target "symmetric
+// products >= 1.4x plain" product by product: the whole step also has B X, which has no symmetry.
+struct GramSquareInputs {
+  Eigen::Index k, l;
+  st::RowMatrix<float> X, A, C;
+  explicit GramSquareInputs(benchmark::State& s)
+      : k(std::min(s.range(0), s.range(1))), l(std::max(s.range(0), s.range(1))), X(k, l), A(k, k), C(k, k) {
+    set_threads(int(s.range(2)));
+    const auto r = random_vec(std::size_t(k * l), 7);
+    X = Eigen::Map<const st::RowMatrix<float>>(r.data(), k, l) * (1.0f / std::sqrt(float(l)));
+  }
+  void finish(benchmark::State& s, double flops) const {
+    s.counters["GFLOPs"] = benchmark::Counter(flops * 1e-9, benchmark::Counter::kIsIterationInvariantRate);
+  }
+};
+void GramSquareOpenBlasSyrk(benchmark::State& s) {
+  GramSquareInputs g(s);
+  const blasint bk = blasint(g.k), bl = blasint(g.l);
+  for (auto _ : s) {
+    st::detail::blas_syrk(bk, bl, g.X.data(), bl, g.A.data(), bk);
+    st::detail::mirror_upper_to_lower(g.A.data(), g.k);
+    st::detail::blas_syrk(bk, bk, g.A.data(), bk, g.C.data(), bk);
+    benchmark::DoNotOptimize(g.C.data());
+  }
+  g.finish(s, double(g.k) * double(g.k) * double(g.l + g.k));
+}
+void GramSquareOpenBlasGemm(benchmark::State& s) {
+  GramSquareInputs g(s);
+  const blasint bk = blasint(g.k), bl = blasint(g.l);
+  for (auto _ : s) {
+    st::detail::blas_gemm(CblasTrans, bk, bk, bl, g.X.data(), bl, g.X.data(), bl, g.A.data(), bk);
+    st::detail::blas_gemm(CblasNoTrans, bk, bk, bk, g.A.data(), bk, g.A.data(), bk, g.C.data(), bk);
+    benchmark::DoNotOptimize(g.C.data());
+  }
+  g.finish(s, 2.0 * double(g.k) * double(g.k) * double(g.l + g.k));
+}
+void GramSquare(benchmark::State& s) {  // Eigen's products, the default engine's
+  GramSquareInputs g(s);
+  for (auto _ : s) {
+    g.A.noalias() = g.X * g.X.transpose();
+    g.C.noalias() = g.A * g.A;
+    benchmark::DoNotOptimize(g.C.data());
+  }
+  g.finish(s, 2.0 * double(g.k) * double(g.k) * double(g.l + g.k));
+}
 #endif
 
 // Shapes (rows, cols); (0, 0) is the GPT-2-small parameter set.
@@ -333,6 +384,9 @@ BENCHMARK(MuonPolarExpressBf16)->Apply([](auto* b) { shapes(b, true); });
 #if defined(STEEPEST_BENCH_OPENBLAS)
 BENCHMARK(MuonQuinticOpenBlasSyrk)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(MuonQuinticOpenBlasGemm)->Apply([](auto* b) { shapes(b, true); });
+BENCHMARK(GramSquareOpenBlasSyrk)->Apply([](auto* b) { shapes(b, true); });
+BENCHMARK(GramSquareOpenBlasGemm)->Apply([](auto* b) { shapes(b, true); });
+BENCHMARK(GramSquare)->Apply([](auto* b) { shapes(b, true); });
 #endif
 
 BENCHMARK_MAIN();
