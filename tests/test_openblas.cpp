@@ -10,6 +10,7 @@
 
 #include <random>
 
+#include "muon_engine_check.hpp"
 #include "reference.hpp"
 
 namespace st = steepest;
@@ -152,41 +153,9 @@ TEST_CASE_TEMPLATE("OpenBLAS Newton-Schulz keeps the Eigen path's edge cases", E
 }
 
 TEST_CASE("Muon on OpenBLAS: the geometry says so, the step is the Eigen Muon step to float rounding") {
-  const int m = 48, n = 80;
-  std::mt19937 rng(11);
-  std::normal_distribution<float> nd;
-  std::vector<float> w0(m * n), g(m * n), gb(n);
-  for (auto& x : g) x = nd(rng);
-  for (auto& x : gb) x = nd(rng);
-  for (auto& x : w0) x = 0.02f * nd(rng);
-  std::vector<float> we = w0, wb = w0, bias_e(n, 0.f), bias_b(n, 0.f);
-  auto build = [&](std::vector<float>& w, std::vector<float>& b) {
-    st::ParamSet<float> p;
-    p.add("w", st::Role::Hidden, w.data(), m, n);
-    p.add("b", st::Role::Vector, b.data(), n, 1);
-    return p;
-  };
-  st::ParamSet<float> pe = build(we, bias_e), pb = build(wb, bias_b);
-  st::Gradients<float> grads;
-  grads.add(g.data(), m, n);
-  grads.add(gb.data(), n, 1);
-  st::Hyper hp;
-  hp.lr = 0.02;
-  auto oe = st::muon(hp);
-  auto ob = st::muon<st::SpectralOpenBlas>(hp);
-  CHECK(ob.optimizer<0>().geometry_of(pb[0]).name() == "2->2 (quinticx5/openblas-syrk)");
-  auto se = oe.init(pe);
-  auto sb = ob.init(pb);
-  for (int t = 0; t < 3; ++t) {
-    REQUIRE(oe.step(pe, grads, se));
-    REQUIRE(ob.step(pb, grads, sb));
-  }
-  double diff = 0, moved = 0;
-  for (std::size_t i = 0; i < we.size(); ++i) {
-    diff += double(wb[i] - we[i]) * (wb[i] - we[i]);
-    moved += double(we[i] - w0[i]) * (we[i] - w0[i]);
-  }
-  CHECK(moved > 0);
-  CHECK(std::sqrt(diff) <= 1e-4 * std::sqrt(moved));
-  CHECK(bias_e == bias_b);
+  const auto r = muon_engine_check::compare_with_eigen_muon<st::SpectralOpenBlas>();
+  CHECK(r.geometry == "2->2 (quinticx5/openblas-syrk)");
+  CHECK(r.moved > 0);
+  CHECK(r.diff <= 1e-4 * r.moved);
+  CHECK(r.bias_equal);
 }
