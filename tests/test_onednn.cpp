@@ -11,9 +11,17 @@
 #include <Eigen/Eigenvalues>
 #include <Eigen/QR>
 
+#include <cmath>
+#include <cstdint>
 #include <memory>
 #include <random>
+#include <vector>
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#include "muon_engine_check.hpp"
 #include "reference.hpp"
 
 namespace st = steepest;
@@ -153,6 +161,71 @@ TEST_CASE("bf16 Newton-Schulz on wide iterates: the Gram product on its upper bl
   }
 }
 
+TEST_CASE("symmetric_blocks_to_bf16: upper blocks rounded to nearest even, mirrored below") {
+  // Against a plain loop: entry (i, j) of the result comes from (min, max) of the block pair,
+  // i.e. from the upper block triangle only (the lower blocks of P and Q hold poison). alpha and
+  // beta are powers of two, so alpha p + beta q is one rounding whether or not the compiler
+  // fuses it, and Eigen::bfloat16's conversion (round to nearest even) is the reference.
+  for (int threads : {1, 2}) {
+    CAPTURE(threads);
+#if defined(_OPENMP)
+    omp_set_num_threads(threads);
+#endif
+    const Eigen::Index k = 70;
+    const std::vector<Eigen::Index> cut = {0, 18, 36, 54, 70};  // uneven, not packet multiples
+    std::mt19937 rng(5);
+    std::normal_distribution<float> nd;
+    st::RowMatrix<float> P(k, k), Q(k, k);
+    for (Eigen::Index i = 0; i < P.size(); ++i) {
+      P.data()[i] = nd(rng);
+      Q.data()[i] = nd(rng);
+    }
+    auto block = [&](Eigen::Index i) {
+      Eigen::Index b = 0;
+      while (cut[std::size_t(b) + 1] <= i) ++b;
+      return b;
+    };
+    for (Eigen::Index i = 0; i < k; ++i)
+      for (Eigen::Index j = 0; j < k; ++j)
+        if (block(i) > block(j)) P(i, j) = Q(i, j) = std::nanf("");  // never read
+    P(3, 5) = 1.0f + 1.0f / 256;   // halfway between two bf16: ties to even (1.0)
+    P(3, 6) = 1.0f + 3.0f / 256;   // halfway: ties to even (1 + 4/256)
+    Q(3, 5) = Q(3, 6) = 0.0f;
+    std::vector<std::uint16_t> out(std::size_t(k * k), 0xFFFF);
+    st::detail::symmetric_blocks_to_bf16(P.data(), 0.5f, Q.data(), -2.0f, k, cut, out.data());
+    int wrong = 0;
+    for (Eigen::Index i = 0; i < k; ++i)
+      for (Eigen::Index j = 0; j < k; ++j) {
+        const bool upper = block(i) <= block(j);
+        const Eigen::Index r = upper ? i : j, c = upper ? j : i;
+        const float v = 0.5f * P(r, c) + -2.0f * Q(r, c);
+        const std::uint16_t want = Eigen::numext::bit_cast<std::uint16_t>(Eigen::bfloat16(v));
+        wrong += out[std::size_t(i * k + j)] != want;
+      }
+    CHECK(wrong == 0);
+    CHECK(out[std::size_t(3 * k + 5)] == 0x3F00);  // 0.5 * (1 + 1/256) = 0.5 + 1/512: ties to 0.5
+    CHECK(out[std::size_t(3 * k + 6)] == 0x3F02);  // 0.5 + 3/512: ties up to 0.5 + 4/512
+    // Without Q: alpha P alone.
+    st::detail::symmetric_blocks_to_bf16(P.data(), 1.0f, nullptr, 0.0f, k, cut, out.data());
+    CHECK(out[std::size_t(69 * k + 1)] == Eigen::numext::bit_cast<std::uint16_t>(Eigen::bfloat16(P(1, 69))));
+  }
+}
+
+TEST_CASE("bf16 Newton-Schulz on large iterates: the square on its block triangle too") {
+  // From k >= 2048 the square Ab Ab is formed as 10 block products, and its sums and the bf16
+  // rounding of A and B run in one pass over the upper block triangle (blocks of 513 and 511
+  // rows here: uneven, not a multiple of the tile or the packet). The result must stay near the
+  // fp32 Eigen iteration and (Polar Express) the polar factor, as on smaller shapes.
+  if (!bf16_available()) return;
+  const int m = 2050, n = 2100;
+  const auto c = orthogonal_conditioned(m, n, 10.0, 7u);
+  const Md O = bf16_ns<st::QuinticSchedule>(c.G, 5);
+  const Md F = fp32_ns<st::QuinticSchedule>(c.G, 5);
+  CHECK((O - F).norm() <= 0.03 * F.norm());
+  const Md P = bf16_ns<st::PolarExpressSchedule>(c.G, 5);
+  CHECK((P - c.polar).norm() <= 0.15 * c.polar.norm());
+}
+
 TEST_CASE("bf16 Newton-Schulz keeps the fp32 path's edge cases") {
   if (!bf16_available()) return;
   st::OneDnnNewtonSchulzWorkspace ws;
@@ -222,42 +295,9 @@ TEST_CASE("bf16 Newton-Schulz keeps the fp32 path's edge cases") {
 
 TEST_CASE("Muon with bf16 products: the geometry says so, the step is near the fp32 Muon step") {
   if (!bf16_available()) return;
-  const int m = 48, n = 80;
-  std::mt19937 rng(11);
-  std::normal_distribution<float> nd;
-  std::vector<float> w32(m * n), wbf(m * n), g(m * n), bias32(n), biasbf(n), gb(n);
-  for (auto& x : g) x = nd(rng);
-  for (auto& x : gb) x = nd(rng);
-  for (std::size_t i = 0; i < w32.size(); ++i) w32[i] = wbf[i] = 0.02f * nd(rng);
-  for (std::size_t i = 0; i < bias32.size(); ++i) bias32[i] = biasbf[i] = 0.0f;
-  auto build = [&](std::vector<float>& w, std::vector<float>& b) {
-    st::ParamSet<float> p;
-    p.add("w", st::Role::Hidden, w.data(), m, n);
-    p.add("b", st::Role::Vector, b.data(), n, 1);
-    return p;
-  };
-  st::ParamSet<float> p32 = build(w32, bias32), pbf = build(wbf, biasbf);
-  st::Gradients<float> grads;
-  grads.add(g.data(), m, n);
-  grads.add(gb.data(), n, 1);
-  st::Hyper hp;
-  hp.lr = 0.02;
-  auto o32 = st::muon(hp);
-  auto obf = st::muon<st::SpectralBf16>(hp);
-  CHECK(obf.optimizer<0>().geometry_of(pbf[0]).name() == "2->2 (quinticx5/onednn-bf16)");
-  auto s32 = o32.init(p32);
-  auto sbf = obf.init(pbf);
-  std::vector<float> w0 = w32;
-  for (int t = 0; t < 3; ++t) {
-    REQUIRE(o32.step(p32, grads, s32));
-    REQUIRE(obf.step(pbf, grads, sbf));
-  }
-  double diff = 0, moved = 0;
-  for (std::size_t i = 0; i < w32.size(); ++i) {
-    diff += double(wbf[i] - w32[i]) * (wbf[i] - w32[i]);
-    moved += double(w32[i] - w0[i]) * (w32[i] - w0[i]);
-  }
-  CHECK(moved > 0);
-  CHECK(std::sqrt(diff) <= 0.03 * std::sqrt(moved));  // the steps differ by bf16's rounding only
-  CHECK(bias32 == biasbf);                             // AdamW's route does not touch Newton-Schulz
+  const auto r = muon_engine_check::compare_with_eigen_muon<st::SpectralBf16>();
+  CHECK(r.geometry == "2->2 (quinticx5/onednn-bf16)");
+  CHECK(r.moved > 0);
+  CHECK(r.diff <= 0.03 * r.moved);  // the steps differ by bf16's rounding only
+  CHECK(r.bias_equal);              // AdamW's route does not touch Newton-Schulz
 }

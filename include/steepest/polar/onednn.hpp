@@ -29,8 +29,12 @@
 // at 1024 x 4096, 4096 x 1024 and 4096 x 4096, but 1.07 / 1.17 at 1024 x 1024, where the mirror
 // and the ten calls cost more than the flops they save. oneDNN 2.6 runs such strided products
 // on its `gemm:jit` kernels, which were as fast per flop here, except with an output scale and
-// a sum post-op, 3x slower: so the square c Ab Ab + b A stays one full product, its symmetry
-// unused. The last product, B X, has none to use.
+// a sum post-op, 3x slower. So below k = 2048 the square c Ab Ab + b A stays one full product
+// with its sums as post-ops; from k = 2048 it is formed on its block triangle too, as 10 plain
+// products C(i, j) = Ab_i Ab_j^T (Ab is symmetric), and one pass over the upper blocks
+// (detail::symmetric_blocks_to_bf16, threaded) forms Bb = bf16(c C + b A) and writes each block
+// and its transpose; an earlier pass of the same kind gives Ab = bf16(A) from the Gram blocks.
+// The last product, B X, has no symmetry to use.
 //
 // The sums' scales are fixed when a primitive is made (oneDNN 2.x), so the workspace keeps one
 // set of primitives per distinct (a, b, c) of the schedule: one for the quintic, one per step for
@@ -47,10 +51,89 @@
 #include <string>
 #include <vector>
 
+#include "../backend/eigen/bf16.hpp"
 #include "../norms/spectral.hpp"
 #include "newton_schulz.hpp"
 
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
 namespace steepest {
+
+// Packet types lose their vector attributes, with a warning, as template arguments
+// (IntPacket<Packet16f>); bf16.hpp silences the same warning.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wignored-attributes"
+#endif
+
+namespace detail {
+
+/// dst = bf16(alpha P + beta Q), rounded to nearest even, for a symmetric k x k result of which
+/// only the upper block triangle of P and Q was formed (row blocks [cut[i], cut[i + 1])): each
+/// block (i, j), i <= j, is rounded once and written to (i, j) and, transposed, to (j, i). P, Q
+/// fp32 and dst bf16 bits, all row-major k x k; Q null means beta Q = 0. The ten block pairs are
+/// split over the OpenMP threads (the rule is per entry, so the same bits at any thread count).
+/// Why one pass: it replaces a mirror of the fp32 blocks, a sum and a conversion, three passes
+/// over k^2 entries (and it reads only the upper triangle).
+inline void symmetric_blocks_to_bf16(const float* P, float alpha, const float* Q, float beta, Index k,
+                                     const std::vector<Index>& cut, std::uint16_t* dst) {
+  using namespace simd;
+  using Pk = Packet<float>;
+  using Pi = IntPacket<Pk>;
+  constexpr Index PS = packet_size<float>, T = 32;
+  std::vector<std::pair<Index, Index>> pairs;
+  for (std::size_t i = 0; i + 1 < cut.size(); ++i)
+    for (std::size_t j = i; j + 1 < cut.size(); ++j) pairs.emplace_back(Index(i), Index(j));
+  // Round to nearest even: add 0x7FFF plus the lowest kept bit, then keep the high 16 bits
+  // (store_bf16's rule with that addend; NaN lanes are left unrounded there).
+  auto rne = [](const Pk& x) {
+    const Pi u = ei::preinterpret<Pi>(x);
+    return ei::padd(ei::pset1<Pi>(0x7FFF), ei::pand(ei::plogical_shift_right<16>(u), ei::pset1<Pi>(1)));
+  };
+  auto rne1 = [](float x) {
+    std::uint32_t u;
+    std::memcpy(&u, &x, sizeof u);
+    return bf16_round(x, 0x7FFFU + ((u >> 16) & 1U));
+  };
+  const Index npairs = Index(pairs.size());
+#if defined(_OPENMP)
+#pragma omp parallel for schedule(dynamic, 1) if (!omp_in_parallel())
+#endif
+  for (Index q = 0; q < npairs; ++q) {
+    const auto [bi, bj] = pairs[std::size_t(q)];
+    const Index r0 = cut[std::size_t(bi)], r1 = cut[std::size_t(bi) + 1];
+    const Index c0 = cut[std::size_t(bj)], c1 = cut[std::size_t(bj) + 1];
+    alignas(64) std::uint16_t tile[T * T];  // one rounded tile, rows of T
+    for (Index i = r0; i < r1; i += T)
+      for (Index j = c0; j < c1; j += T) {
+        const Index r = std::min(T, r1 - i), c = std::min(T, c1 - j);
+        for (Index a = 0; a < r; ++a) {
+          const float* p = P + (i + a) * k + j;
+          const float* qq = Q ? Q + (i + a) * k + j : nullptr;
+          std::uint16_t* out = tile + a * T;
+          Index b = 0;
+          for (; b + PS <= c; b += PS) {
+            Pk x = ei::pmul(ei::pset1<Pk>(alpha), ei::ploadu<Pk>(p + b));
+            if (qq) x = ei::padd(x, ei::pmul(ei::pset1<Pk>(beta), ei::ploadu<Pk>(qq + b)));
+            store_bf16(out + b, x, rne(x));
+          }
+          for (; b < c; ++b) out[b] = rne1(alpha * p[b] + (qq ? beta * qq[b] : 0.0f));
+          std::memcpy(dst + (i + a) * k + j, out, std::size_t(c) * sizeof(std::uint16_t));
+        }
+        if (bi != bj)  // the transposed tile below the diagonal
+          for (Index b = 0; b < c; ++b)
+            for (Index a = 0; a < r; ++a) dst[(j + b) * k + i + a] = tile[a * T + b];
+      }
+  }
+}
+
+}  // namespace detail
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 /// Scratch of OneDnnBf16: the fp32 iterate, the bf16 product inputs and the oneDNN primitives of
 /// the current shape and schedule (rebuilt when either changes; oneDNN JIT-compiles a primitive
@@ -77,16 +160,19 @@ struct OneDnnNewtonSchulzWorkspace {
   /// The products of one step whose sums depend on the step's coefficients.
   struct StepProducts {
     PolarCoefficients pc;
-    Product square;               // A <- c Ab Ab + b A (Ab read transposed: Ab^T = Ab)
+    Product square;               // A <- c Ab Ab + b A (Ab read transposed: Ab^T = Ab); unused when square_blocked
     Product apply;                // X <- Bb Xb + a X
   };
   Index k = -1, l = -1;
   Mat X, A;                             // fp32: the iterate; the Gram matrix, then B in its place
+  Mat C;                                // fp32 Ab Ab on its upper block triangle (square_blocked only)
   std::vector<std::uint16_t> Xb, Ab;    // bf16 bit patterns (oneDNN's bf16 layout)
   std::vector<Index> cut;               // row block i of A is [cut[i], cut[i + 1])
+  bool square_blocked = false;          // k >= 2048: the square on its block triangle too (file comment)
   dnnl::engine engine;
   dnnl::stream stream;
   std::vector<Product> gram;            // A = Xb Xb^T, on its upper block triangle (or whole)
+  std::vector<Product> square_tri;      // C = Ab Ab^T (= Ab Ab) on its upper block triangle, when square_blocked
   std::vector<StepProducts> steps;      // per step of the schedule (steps with equal coefficients share)
   std::vector<int> step_of;             // step s -> index into `steps`
   Conversion to_bf16_kl, to_bf16_kk;    // Xb = bf16(X), Ab = bf16(A)
@@ -109,6 +195,8 @@ struct OneDnnNewtonSchulzWorkspace {
     k = l = -1;  // until every primitive is made
     X.resize(k_, l_);
     A.resize(k_, k_);
+    square_blocked = k_ >= 2048;  // see the file comment
+    C.resize(square_blocked ? k_ : 0, square_blocked ? k_ : 0);
     Xb.resize(std::size_t(k_ * l_));
     Ab.resize(std::size_t(k_ * k_));
     const Index blocks = k_ >= 768 && (l_ >= 2 * k_ || k_ >= 2048) ? 4 : 1;  // see the file comment
@@ -123,7 +211,9 @@ struct OneDnnNewtonSchulzWorkspace {
         engine = dnnl::engine(dnnl::engine::kind::cpu, 0);
         stream = dnnl::stream(engine);
       }
-      gram = gram_blocks(l_, k_);
+      gram = triangle_blocks(Xb.data(), l_, k_, A.data());
+      square_tri.clear();
+      if (square_blocked) square_tri = triangle_blocks(Ab.data(), k_, k_, C.data());
       steps.clear();
       step_of.clear();
       const memory::desc kk_bf16 = dense(k_, k_, dt::bf16), kl_bf16 = dense(k_, l_, dt::bf16),
@@ -143,10 +233,14 @@ struct OneDnnNewtonSchulzWorkspace {
           ap_sum.append_sum(float(pc.a));
           ap.set_post_ops(ap_sum);
           const dnnl::matmul::primitive_desc pa(dnnl::matmul::desc(kk_bf16, kl_bf16, kl_f32), ap, engine);
-          const dnnl::matmul::primitive_desc ps(dnnl::matmul::desc(kk_bf16, kk_bf16_t, kk_f32), sq, engine);
-          steps.push_back({pc,
-                           {dnnl::matmul(ps), memory(kk_bf16, engine, Ab.data()), memory(kk_bf16_t, engine, Ab.data()),
-                            memory(kk_f32, engine, A.data())},
+          const dnnl::matmul::primitive_desc ps =
+              square_blocked ? dnnl::matmul::primitive_desc()
+                             : dnnl::matmul::primitive_desc(dnnl::matmul::desc(kk_bf16, kk_bf16_t, kk_f32), sq, engine);
+          Product square;
+          if (!square_blocked)
+            square = {dnnl::matmul(ps), memory(kk_bf16, engine, Ab.data()), memory(kk_bf16_t, engine, Ab.data()),
+                      memory(kk_f32, engine, A.data())};
+          steps.push_back({pc, square,
                            {dnnl::matmul(pa), memory(kk_bf16, engine, Ab.data()), memory(kl_bf16, engine, Xb.data()),
                             memory(kl_f32, engine, X.data())}});
         }
@@ -162,6 +256,7 @@ struct OneDnnNewtonSchulzWorkspace {
       steps.clear();
       step_of.clear();
       gram.clear();
+      square_tri.clear();
       throw std::runtime_error(std::string("steepest::OneDnnBf16: oneDNN has no bf16 matmul here (") + e.what() +
                                "); it needs a CPU with AVX-512; use the default EigenProducts");
     }
@@ -184,9 +279,10 @@ struct OneDnnNewtonSchulzWorkspace {
     return dnnl::memory::desc({rows, cols}, t, dnnl::memory::format_tag::ab);
   }
 
-  /// The Gram products A(i, j) = Xb_i Xb_j^T for row blocks i <= j of Xb (k x l, bf16,
-  /// row-major), into A (f32, k x k); Xb_j^T is Xb_j read transposed in place.
-  std::vector<Product> gram_blocks(Index l_, Index k_) {
+  /// The products D(i, j) = S_i S_j^T for row blocks i <= j of S (k x l, bf16, row-major), into
+  /// D (f32, k x k); S_j^T is S_j read transposed in place. S = Xb gives the Gram matrix; S = Ab
+  /// (symmetric) gives Ab Ab.
+  std::vector<Product> triangle_blocks(std::uint16_t* S, Index l_, Index k_, float* D) {
     using dnnl::memory;
     using dt = memory::data_type;
     std::vector<Product> out;
@@ -197,9 +293,9 @@ struct OneDnnNewtonSchulzWorkspace {
         const memory::desc wei({l_, nj}, dt::bf16, memory::dims{1, l_});
         const memory::desc dst({mi, nj}, dt::f32, memory::dims{k_, 1});
         const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(src, wei, dst), engine);
-        if (i == 0 && j == 0) impl = pd.impl_info_str();
-        out.push_back({dnnl::matmul(pd), memory(src, engine, Xb.data() + cut[i] * l_),
-                       memory(wei, engine, Xb.data() + cut[j] * l_), memory(dst, engine, A.data() + cut[i] * k_ + cut[j])});
+        if (i == 0 && j == 0 && D == A.data()) impl = pd.impl_info_str();
+        out.push_back({dnnl::matmul(pd), memory(src, engine, S + cut[i] * l_), memory(wei, engine, S + cut[j] * l_),
+                       memory(dst, engine, D + cut[i] * k_ + cut[j])});
       }
     return out;
   }
@@ -242,17 +338,29 @@ struct OneDnnBf16 {
     // One stream, in order: each primitive starts after the one before it has finished (the CPU
     // stream runs them in the calling thread); the block mirror waits for the stream first.
     const bool blocked = ws.cut.size() > 2;
+    const Index k = ws.k;
     for (int s = 0; s < steps; ++s) {
       const auto& p = ws.steps[std::size_t(ws.step_of[std::size_t(s)])];
       ws.to_bf16_kl.run(ws.stream);
       for (const auto& g : ws.gram) g.run(ws.stream);
-      if (blocked) {
+      if (ws.square_blocked) {
+        // Ab = bf16(A) and Bb = bf16(c C + b A) from the upper block triangles, mirrored as
+        // they are rounded; the square C = Ab Ab on its block triangle, without post-ops.
         ws.stream.wait();
-        ws.mirror_blocks();
+        detail::symmetric_blocks_to_bf16(ws.A.data(), 1.0f, nullptr, 0.0f, k, ws.cut, ws.Ab.data());
+        for (const auto& q : ws.square_tri) q.run(ws.stream);
+        ws.stream.wait();
+        detail::symmetric_blocks_to_bf16(ws.C.data(), float(p.pc.c), ws.A.data(), float(p.pc.b), k, ws.cut,
+                                         ws.Ab.data());
+      } else {
+        if (blocked) {
+          ws.stream.wait();
+          ws.mirror_blocks();
+        }
+        ws.to_bf16_kk.run(ws.stream);
+        p.square.run(ws.stream);
+        ws.to_bf16_kk.run(ws.stream);
       }
-      ws.to_bf16_kk.run(ws.stream);
-      p.square.run(ws.stream);
-      ws.to_bf16_kk.run(ws.stream);
       p.apply.run(ws.stream);
     }
     ws.stream.wait();
