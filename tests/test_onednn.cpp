@@ -139,10 +139,11 @@ TEST_CASE("bf16 Polar Express x5: near the exact polar factor (SVD)") {
   }
 }
 
-TEST_CASE("bf16 Newton-Schulz on wide iterates: the Gram product on its upper block triangle") {
-  // From k = min(m, n) >= 768 with l >= 2k the Gram product is formed as 10 block products plus
-  // 6 mirrored blocks (blocks of 200 rows here, and 198 / 196 at 790: uneven). The result must
-  // stay in the same band as the full products, and near the fp32 Eigen iteration.
+TEST_CASE("bf16 Newton-Schulz on wide iterates: both symmetric products on their block triangles") {
+  // From k = min(m, n) >= 768 with l >= 2k the Gram product and the square are formed as 10
+  // block products each, the 6 lower blocks written by the passes that round A and B (blocks of
+  // 200 rows here, and 198 / 196 at 790: uneven). The result must stay in the same band as the
+  // full products, and near the fp32 Eigen iteration.
   if (!bf16_available()) return;
   for (auto [m, n] : {std::pair<int, int>{800, 1700}, {790, 1600}, {1700, 800}}) {
     CAPTURE(m);
@@ -211,19 +212,23 @@ TEST_CASE("symmetric_blocks_to_bf16: upper blocks rounded to nearest even, mirro
   }
 }
 
-TEST_CASE("bf16 Newton-Schulz on large iterates: the square on its block triangle too") {
-  // From k >= 2048 the square Ab Ab is formed as 10 block products, and its sums and the bf16
-  // rounding of A and B run in one pass over the upper block triangle (blocks of 513 and 511
-  // rows here: uneven, not a multiple of the tile or the packet). The result must stay near the
-  // fp32 Eigen iteration and (Polar Express) the polar factor, as on smaller shapes.
+TEST_CASE("bf16 Newton-Schulz on square-ish iterates: both symmetric products on their block triangles") {
+  // From k >= 1024 (any l) the Gram product and the square are formed as 10 block products each,
+  // and the bf16 rounding of A and of B = c C + b A run in one pass over the upper blocks each
+  // (blocks of 258 and 256 rows here: uneven, not a multiple of the tile or the packet). The
+  // result must stay near the fp32 Eigen iteration and (Polar Express) the polar factor, as on
+  // smaller shapes; tall too (the transposed orientation).
   if (!bf16_available()) return;
-  const int m = 2050, n = 2100;
-  const auto c = orthogonal_conditioned(m, n, 10.0, 7u);
-  const Md O = bf16_ns<st::QuinticSchedule>(c.G, 5);
-  const Md F = fp32_ns<st::QuinticSchedule>(c.G, 5);
-  CHECK((O - F).norm() <= 0.03 * F.norm());
-  const Md P = bf16_ns<st::PolarExpressSchedule>(c.G, 5);
-  CHECK((P - c.polar).norm() <= 0.15 * c.polar.norm());
+  for (auto [m, n] : {std::pair<int, int>{1030, 1100}, {1100, 1030}}) {
+    CAPTURE(m);
+    CAPTURE(n);
+    const auto c = orthogonal_conditioned(m, n, 10.0, unsigned(m + 2 * n));
+    const Md O = bf16_ns<st::QuinticSchedule>(c.G, 5);
+    const Md F = fp32_ns<st::QuinticSchedule>(c.G, 5);
+    CHECK((O - F).norm() <= 0.03 * F.norm());
+    const Md P = bf16_ns<st::PolarExpressSchedule>(c.G, 5);
+    CHECK((P - c.polar).norm() <= 0.15 * c.polar.norm());
+  }
 }
 
 TEST_CASE("bf16 Newton-Schulz keeps the fp32 path's edge cases") {

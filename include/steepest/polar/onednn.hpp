@@ -21,20 +21,21 @@
 // bf16 only as a product's input). A double input is rounded the same way (the products are
 // bf16 either way) and the result returned in double.
 //
-// The Gram product A = Xb Xb^T is symmetric, and on wide or large iterates (k >= 768 with
-// l >= 2k, or k >= 2048) it is formed on its upper block triangle only: the rows of Xb are cut
-// into 4 blocks, the 10 blocks i <= j of A are each one matmul (Xb_i Xb_j^T, the right operand
-// read transposed in place), and the 6 below the diagonal are copied over as transposes: 10/16
-// of the flops. Measured (docs/PERFORMANCE.md): the whole bf16 Muon step 0.89-0.95 of the time
-// at 1024 x 4096, 4096 x 1024 and 4096 x 4096, but 1.07 / 1.17 at 1024 x 1024, where the mirror
-// and the ten calls cost more than the flops they save. oneDNN 2.6 runs such strided products
-// on its `gemm:jit` kernels, which were as fast per flop here, except with an output scale and
-// a sum post-op, 3x slower. So below k = 2048 the square c Ab Ab + b A stays one full product
-// with its sums as post-ops; from k = 2048 it is formed on its block triangle too, as 10 plain
-// products C(i, j) = Ab_i Ab_j^T (Ab is symmetric), and one pass over the upper blocks
-// (detail::symmetric_blocks_to_bf16, threaded) forms Bb = bf16(c C + b A) and writes each block
-// and its transpose; an earlier pass of the same kind gives Ab = bf16(A) from the Gram blocks.
-// The last product, B X, has no symmetry to use.
+// Both symmetric products, A = Xb Xb^T and Ab Ab, are formed on their upper block triangles when
+// k >= 1024, or k >= 768 with l >= 2k: the rows of the left operand are cut into 4 blocks and
+// the 10 blocks i <= j are each one matmul (S_i S_j^T, the right operand read transposed in
+// place; Ab is symmetric, so Ab Ab = Ab Ab^T), 10/16 of the flops. oneDNN 2.6 runs such strided
+// products on its `gemm:jit` kernels, as fast per flop here but 3x slower with an output scale
+// and a sum post-op, so the blocks carry none: one pass over the upper blocks
+// (detail::symmetric_blocks_to_bf16, split over the threads) rounds A to Ab, and another forms
+// Bb = bf16(c C + b A) from the square's blocks C, each writing a block and its transpose (no
+// fp32 mirror, no separate conversion). Measured (docs/PERFORMANCE.md), time against one full
+// square with post-ops: 0.92-0.94 at 4096 x 4096; 0.87 / 0.95 (quintic, 1 / 2 threads) and
+// 0.96 / 1.05 (Polar Express) at 1024 x 1024, 0.80 / 0.82 at 1536 x 1536 (the engine alone);
+// 0.96-0.99 at 1024 x 4096 and 4096 x 1024. Below these sizes the ten calls and the passes cost
+// more than the flops they save (512 x 512 at 2 threads: 1.36), so smaller iterates keep one
+// full product each, the square's sums as its post-ops. The last product,
+// B X, has no symmetry to use.
 //
 // The sums' scales are fixed when a primitive is made (oneDNN 2.x), so the workspace keeps one
 // set of primitives per distinct (a, b, c) of the schedule: one for the quintic, one per step for
@@ -160,19 +161,19 @@ struct OneDnnNewtonSchulzWorkspace {
   /// The products of one step whose sums depend on the step's coefficients.
   struct StepProducts {
     PolarCoefficients pc;
-    Product square;               // A <- c Ab Ab + b A (Ab read transposed: Ab^T = Ab); unused when square_blocked
+    Product square;               // A <- c Ab Ab + b A (Ab read transposed: Ab^T = Ab); unused when blocked
     Product apply;                // X <- Bb Xb + a X
   };
   Index k = -1, l = -1;
   Mat X, A;                             // fp32: the iterate; the Gram matrix, then B in its place
-  Mat C;                                // fp32 Ab Ab on its upper block triangle (square_blocked only)
+  Mat C;                                // fp32 Ab Ab on its upper block triangle (blocked only)
   std::vector<std::uint16_t> Xb, Ab;    // bf16 bit patterns (oneDNN's bf16 layout)
   std::vector<Index> cut;               // row block i of A is [cut[i], cut[i + 1])
-  bool square_blocked = false;          // k >= 2048: the square on its block triangle too (file comment)
+  bool blocked = false;                 // both symmetric products on their block triangles (file comment)
   dnnl::engine engine;
   dnnl::stream stream;
   std::vector<Product> gram;            // A = Xb Xb^T, on its upper block triangle (or whole)
-  std::vector<Product> square_tri;      // C = Ab Ab^T (= Ab Ab) on its upper block triangle, when square_blocked
+  std::vector<Product> square_tri;      // C = Ab Ab^T (= Ab Ab) on its upper block triangle, when blocked
   std::vector<StepProducts> steps;      // per step of the schedule (steps with equal coefficients share)
   std::vector<int> step_of;             // step s -> index into `steps`
   Conversion to_bf16_kl, to_bf16_kk;    // Xb = bf16(X), Ab = bf16(A)
@@ -195,11 +196,11 @@ struct OneDnnNewtonSchulzWorkspace {
     k = l = -1;  // until every primitive is made
     X.resize(k_, l_);
     A.resize(k_, k_);
-    square_blocked = k_ >= 2048;  // see the file comment
-    C.resize(square_blocked ? k_ : 0, square_blocked ? k_ : 0);
     Xb.resize(std::size_t(k_ * l_));
     Ab.resize(std::size_t(k_ * k_));
-    const Index blocks = k_ >= 768 && (l_ >= 2 * k_ || k_ >= 2048) ? 4 : 1;  // see the file comment
+    blocked = k_ >= 1024 || (k_ >= 768 && l_ >= 2 * k_);  // see the file comment
+    C.resize(blocked ? k_ : 0, blocked ? k_ : 0);
+    const Index blocks = blocked ? 4 : 1;
     const Index h = blocks == 1 ? k_ : (k_ + blocks - 1) / blocks;
     cut.clear();
     for (Index i = 0; i < blocks; ++i) cut.push_back(i * h);
@@ -213,7 +214,7 @@ struct OneDnnNewtonSchulzWorkspace {
       }
       gram = triangle_blocks(Xb.data(), l_, k_, A.data());
       square_tri.clear();
-      if (square_blocked) square_tri = triangle_blocks(Ab.data(), k_, k_, C.data());
+      if (blocked) square_tri = triangle_blocks(Ab.data(), k_, k_, C.data());
       steps.clear();
       step_of.clear();
       const memory::desc kk_bf16 = dense(k_, k_, dt::bf16), kl_bf16 = dense(k_, l_, dt::bf16),
@@ -234,10 +235,10 @@ struct OneDnnNewtonSchulzWorkspace {
           ap.set_post_ops(ap_sum);
           const dnnl::matmul::primitive_desc pa(dnnl::matmul::desc(kk_bf16, kl_bf16, kl_f32), ap, engine);
           const dnnl::matmul::primitive_desc ps =
-              square_blocked ? dnnl::matmul::primitive_desc()
+              blocked ? dnnl::matmul::primitive_desc()
                              : dnnl::matmul::primitive_desc(dnnl::matmul::desc(kk_bf16, kk_bf16_t, kk_f32), sq, engine);
           Product square;
-          if (!square_blocked)
+          if (!blocked)
             square = {dnnl::matmul(ps), memory(kk_bf16, engine, Ab.data()), memory(kk_bf16_t, engine, Ab.data()),
                       memory(kk_f32, engine, A.data())};
           steps.push_back({pc, square,
@@ -264,15 +265,6 @@ struct OneDnnNewtonSchulzWorkspace {
     l = l_;
   }
 
-  /// Copies the upper block triangle of A onto the lower one (A(j, i) = A(i, j)^T, blocks i < j).
-  void mirror_blocks() {
-    for (std::size_t i = 0; i + 1 < cut.size(); ++i)
-      for (std::size_t j = i + 1; j + 1 < cut.size(); ++j) {
-        const Index r0 = cut[i], r = cut[i + 1] - cut[i], c0 = cut[j], c = cut[j + 1] - cut[j];
-        auto lower = A.block(c0, r0, c, r);
-        detail::assign_transposed(lower, A.block(r0, c0, r, c));
-      }
-  }
 
  private:
   static dnnl::memory::desc dense(Index rows, Index cols, dnnl::memory::data_type t) {
@@ -336,14 +328,13 @@ struct OneDnnBf16 {
       ws.X = (G * st.inv).template cast<float>();
 
     // One stream, in order: each primitive starts after the one before it has finished (the CPU
-    // stream runs them in the calling thread); the block mirror waits for the stream first.
-    const bool blocked = ws.cut.size() > 2;
+    // stream runs them in the calling thread); the passes over the blocks wait for the stream first.
     const Index k = ws.k;
     for (int s = 0; s < steps; ++s) {
       const auto& p = ws.steps[std::size_t(ws.step_of[std::size_t(s)])];
       ws.to_bf16_kl.run(ws.stream);
       for (const auto& g : ws.gram) g.run(ws.stream);
-      if (ws.square_blocked) {
+      if (ws.blocked) {
         // Ab = bf16(A) and Bb = bf16(c C + b A) from the upper block triangles, mirrored as
         // they are rounded; the square C = Ab Ab on its block triangle, without post-ops.
         ws.stream.wait();
@@ -353,10 +344,6 @@ struct OneDnnBf16 {
         detail::symmetric_blocks_to_bf16(ws.C.data(), float(p.pc.c), ws.A.data(), float(p.pc.b), k, ws.cut,
                                          ws.Ab.data());
       } else {
-        if (blocked) {
-          ws.stream.wait();
-          ws.mirror_blocks();
-        }
         ws.to_bf16_kk.run(ws.stream);
         p.square.run(ws.stream);
         ws.to_bf16_kk.run(ws.stream);
