@@ -149,6 +149,39 @@ TEST_CASE("exact polar of a rank-deficient matrix: <G, D> = nuclear norm, ||D||_
   CHECK(dmax == doctest::Approx(1.0).epsilon(1e-10));
 }
 
+TEST_CASE("the copies in and out of the wide path: the same bits as a plain loop, either storage order") {
+  // detail::assign_scaled / assign_cast copy G into an engine's iterate and the iterate out; when
+  // the storage orders differ they go tile by tile. Either way each entry must be exactly
+  // (scale * src(i, j)) cast, at (i, j), on and off the 32-entry tiles.
+  using MrD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  using McF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic>;
+  using MrF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+  std::mt19937 rng(6);
+  std::normal_distribution<double> nd;
+  for (auto [m, n] : {std::pair<int, int>{1, 1}, {32, 32}, {33, 31}, {100, 7}, {7, 100}, {65, 64}, {0, 5}}) {
+    CAPTURE(m);
+    CAPTURE(n);
+    MrD src(m, n);
+    for (Eigen::Index i = 0; i < src.size(); ++i) src.data()[i] = nd(rng);
+    const double scale = 1.0 / 3.0;
+    McF col = McF::Constant(m, n, -1.f);  // row-major into column-major: tiles
+    MrF row = MrF::Constant(m, n, -1.f);  // the same order: one assignment
+    st::detail::assign_scaled(col, src, scale);
+    st::detail::assign_scaled(row, src, scale);
+    MrF back = MrF::Constant(m, n, -1.f);  // column-major back into row-major: tiles
+    st::detail::assign_cast(back, col);
+    McF col2 = McF::Constant(m, n, -1.f);
+    st::detail::assign_cast(col2, src);
+    bool same = true;
+    for (int i = 0; i < m; ++i)
+      for (int j = 0; j < n; ++j) {
+        const float want = float(src(i, j) * scale);
+        same = same && col(i, j) == want && row(i, j) == want && back(i, j) == want && col2(i, j) == float(src(i, j));
+      }
+    CHECK(same);
+  }
+}
+
 TEST_CASE("the tiled transposed copy of the tall path: the same bits as a plain loop, at every tile seam") {
   // detail::assign_transposed is how every engine turns a tall G into its wide iterate and back;
   // it must be exactly (scale * src(i, j)) cast, placed at (j, i), for shapes on and off the

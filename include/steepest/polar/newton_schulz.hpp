@@ -91,6 +91,33 @@ void assign_transposed(Dst& dst, const Eigen::MatrixBase<Src>& src) {
   });
 }
 
+/// dst = scale * src, each entry cast to dst's scalar: one assignment when both are stored in the
+/// same order, tile by tile when they are not (a row-major layer into a column-major iterate or
+/// back: a plain assignment then walks one of the two down its columns, as a transpose does;
+/// 68 ms of the 195 ms a bf16 step took on a column-major 1024 x 4096 input). Same bits either way.
+template <class Dst, class Src, class Scale>
+void assign_scaled(Dst& dst, const Eigen::MatrixBase<Src>& src, Scale scale) {
+  if constexpr (bool(Dst::IsRowMajor) == bool(Src::IsRowMajor)) {
+    dst = (src * scale).template cast<typename Dst::Scalar>();
+  } else {
+    for_each_tile(src.rows(), src.cols(), [&](Index i, Index j, Index r, Index c) {
+      dst.block(i, j, r, c) = (src.block(i, j, r, c) * scale).template cast<typename Dst::Scalar>();
+    });
+  }
+}
+
+/// dst = src, each entry cast to dst's scalar, tile by tile when the storage orders differ.
+template <class Dst, class Src>
+void assign_cast(Dst& dst, const Eigen::MatrixBase<Src>& src) {
+  if constexpr (bool(Dst::IsRowMajor) == bool(Src::IsRowMajor)) {
+    dst = src.template cast<typename Dst::Scalar>();
+  } else {
+    for_each_tile(src.rows(), src.cols(), [&](Index i, Index j, Index r, Index c) {
+      dst.block(i, j, r, c) = src.block(i, j, r, c).template cast<typename Dst::Scalar>();
+    });
+  }
+}
+
 }  // namespace detail
 
 /// out = NS_steps(G) with the coefficients of `Schedule`. `out` has G's shape; may alias G.
@@ -108,7 +135,7 @@ void newton_schulz(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& ou
   if (st.tall)
     detail::assign_transposed(ws.X, G, st.inv);
   else
-    ws.X.noalias() = G * st.inv;
+    detail::assign_scaled(ws.X, G, st.inv);
   for (int s = 0; s < steps; ++s) {
     const PolarCoefficients c = Schedule::at(s, steps);
     ws.A.noalias() = ws.X * ws.X.transpose();
@@ -121,7 +148,7 @@ void newton_schulz(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& ou
   if (st.tall)
     detail::assign_transposed(out, ws.X);
   else
-    out = ws.X;
+    detail::assign_cast(out, ws.X);
 }
 
 /// The products engine of Newton-Schulz: how the three products of a step are formed. The

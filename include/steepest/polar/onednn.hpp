@@ -325,7 +325,7 @@ struct OneDnnBf16 {
     if (st.tall)
       detail::assign_transposed(ws.X, G, st.inv);
     else
-      ws.X = (G * st.inv).template cast<float>();
+      detail::assign_scaled(ws.X, G, st.inv);
 
     // One stream, in order: each primitive starts after the one before it has finished (the CPU
     // stream runs them in the calling thread); the passes over the blocks wait for the stream first.
@@ -354,7 +354,7 @@ struct OneDnnBf16 {
     if (st.tall)
       detail::assign_transposed(out, ws.X);
     else
-      out = ws.X.template cast<Scalar>();
+      detail::assign_cast(out, ws.X);
   }
 };
 

@@ -121,7 +121,7 @@ struct OpenBlas {
     if (st.tall)
       detail::assign_transposed(ws.X, G, st.inv);
     else
-      ws.X.noalias() = G * st.inv;
+      detail::assign_scaled(ws.X, G, st.inv);
     for (int s = 0; s < steps; ++s) {
       const PolarCoefficients pc = Schedule::at(s, steps);
       const Scalar a = static_cast<Scalar>(pc.a), b = static_cast<Scalar>(pc.b), c = static_cast<Scalar>(pc.c);
@@ -146,7 +146,7 @@ struct OpenBlas {
     if (st.tall)
       detail::assign_transposed(out, ws.X);
     else
-      out = ws.X;
+      detail::assign_cast(out, ws.X);
   }
 };
 
