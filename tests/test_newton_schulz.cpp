@@ -33,6 +33,18 @@ Eigen::VectorXd ns_singular_values(const Md& G, int steps, Md* out = nullptr) {
 
 const std::pair<int, int> kShapes[] = {{64, 64}, {32, 128}, {200, 50}, {1, 9}, {9, 1}};
 
+// The shapes the tiled copies are checked at: on, across and off the 32-entry tiles, and empty.
+const std::pair<int, int> kTileSeamShapes[] = {{1, 1}, {32, 32}, {33, 31}, {100, 7}, {7, 100}, {65, 64}, {0, 5}};
+
+using MrD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+/// An m x n row-major matrix of N(0, 1) entries drawn from rng.
+MrD gaussian_rows(int m, int n, std::mt19937& rng) {
+  std::normal_distribution<double> nd;
+  MrD g(m, n);
+  for (Eigen::Index i = 0; i < g.size(); ++i) g.data()[i] = nd(rng);
+  return g;
+}
 }  // namespace
 
 TEST_CASE("quintic Newton-Schulz, 5 steps: singular values in the measured band") {
@@ -153,16 +165,13 @@ TEST_CASE("the copies in and out of the wide path: the same bits as a plain loop
   // detail::assign_scaled / assign_cast copy G into an engine's iterate and the iterate out; when
   // the storage orders differ they go tile by tile. Either way each entry must be exactly
   // (scale * src(i, j)) cast, at (i, j), on and off the 32-entry tiles.
-  using MrD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using McF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic>;
   using MrF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   std::mt19937 rng(6);
-  std::normal_distribution<double> nd;
-  for (auto [m, n] : {std::pair<int, int>{1, 1}, {32, 32}, {33, 31}, {100, 7}, {7, 100}, {65, 64}, {0, 5}}) {
+  for (auto [m, n] : kTileSeamShapes) {
     CAPTURE(m);
     CAPTURE(n);
-    MrD src(m, n);
-    for (Eigen::Index i = 0; i < src.size(); ++i) src.data()[i] = nd(rng);
+    const MrD src = gaussian_rows(m, n, rng);
     const double scale = 1.0 / 3.0;
     McF col = McF::Constant(m, n, -1.f);  // row-major into column-major: tiles
     MrF row = MrF::Constant(m, n, -1.f);  // the same order: one assignment
@@ -186,15 +195,12 @@ TEST_CASE("the tiled transposed copy of the tall path: the same bits as a plain 
   // detail::assign_transposed is how every engine turns a tall G into its wide iterate and back;
   // it must be exactly (scale * src(i, j)) cast, placed at (j, i), for shapes on and off the
   // 32-entry tiles, for a strided destination, and for a scale that rounds.
-  using MrD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using MrF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   std::mt19937 rng(5);
-  std::normal_distribution<double> nd;
-  for (auto [m, n] : {std::pair<int, int>{1, 1}, {32, 32}, {33, 31}, {100, 7}, {7, 100}, {65, 64}, {0, 5}}) {
+  for (auto [m, n] : kTileSeamShapes) {
     CAPTURE(m);
     CAPTURE(n);
-    MrD src(m, n);
-    for (Eigen::Index i = 0; i < src.size(); ++i) src.data()[i] = nd(rng);
+    const MrD src = gaussian_rows(m, n, rng);
     const double scale = 1.0 / 3.0;
     MrF dst = MrF::Constant(n, m, -1.f);
     st::detail::assign_transposed(dst, src, scale);

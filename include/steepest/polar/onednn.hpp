@@ -176,7 +176,7 @@ struct OneDnnNewtonSchulzWorkspace {
   std::vector<Product> square_tri;      // C = Ab Ab^T (= Ab Ab) on its upper block triangle, when blocked
   std::vector<StepProducts> steps;      // per step of the schedule (steps with equal coefficients share)
   std::vector<int> step_of;             // step s -> index into `steps`
-  Conversion to_bf16_kl, to_bf16_kk;    // Xb = bf16(X), Ab = bf16(A)
+  Conversion to_bf16_kl, to_bf16_kk;    // Xb = bf16(X), Ab = bf16(A) (the latter unblocked only)
   std::string impl;                     // the implementation oneDNN chose for the Gram product (e.g. brg:avx512_core_amx_bf16)
 
   OneDnnNewtonSchulzWorkspace() = default;
@@ -224,23 +224,22 @@ struct OneDnnNewtonSchulzWorkspace {
         std::size_t i = 0;
         while (i < steps.size() && !same_coefficients(steps[i].pc, pc)) ++i;
         if (i == steps.size()) {
-          dnnl::primitive_attr sq;
-          sq.set_output_scales(0, {float(pc.c)});
-          dnnl::post_ops sq_sum;
-          sq_sum.append_sum(float(pc.b));
-          sq.set_post_ops(sq_sum);
           dnnl::primitive_attr ap;
           dnnl::post_ops ap_sum;
           ap_sum.append_sum(float(pc.a));
           ap.set_post_ops(ap_sum);
           const dnnl::matmul::primitive_desc pa(dnnl::matmul::desc(kk_bf16, kl_bf16, kl_f32), ap, engine);
-          const dnnl::matmul::primitive_desc ps =
-              blocked ? dnnl::matmul::primitive_desc()
-                             : dnnl::matmul::primitive_desc(dnnl::matmul::desc(kk_bf16, kk_bf16_t, kk_f32), sq, engine);
-          Product square;
-          if (!blocked)
+          Product square;  // blocked: the square is square_tri and its sums are a pass (file comment)
+          if (!blocked) {
+            dnnl::primitive_attr sq;
+            sq.set_output_scales(0, {float(pc.c)});
+            dnnl::post_ops sq_sum;
+            sq_sum.append_sum(float(pc.b));
+            sq.set_post_ops(sq_sum);
+            const dnnl::matmul::primitive_desc ps(dnnl::matmul::desc(kk_bf16, kk_bf16_t, kk_f32), sq, engine);
             square = {dnnl::matmul(ps), memory(kk_bf16, engine, Ab.data()), memory(kk_bf16_t, engine, Ab.data()),
                       memory(kk_f32, engine, A.data())};
+          }
           steps.push_back({pc, square,
                            {dnnl::matmul(pa), memory(kk_bf16, engine, Ab.data()), memory(kl_bf16, engine, Xb.data()),
                             memory(kl_f32, engine, X.data())}});
@@ -250,9 +249,12 @@ struct OneDnnNewtonSchulzWorkspace {
       to_bf16_kl.from = memory(kl_f32, engine, X.data());
       to_bf16_kl.to = memory(kl_bf16, engine, Xb.data());
       to_bf16_kl.reorder = dnnl::reorder(to_bf16_kl.from, to_bf16_kl.to);
-      to_bf16_kk.from = memory(kk_f32, engine, A.data());
-      to_bf16_kk.to = memory(kk_bf16, engine, Ab.data());
-      to_bf16_kk.reorder = dnnl::reorder(to_bf16_kk.from, to_bf16_kk.to);
+      to_bf16_kk = Conversion();  // blocked: the passes over the blocks round A and B instead
+      if (!blocked) {
+        to_bf16_kk.from = memory(kk_f32, engine, A.data());
+        to_bf16_kk.to = memory(kk_bf16, engine, Ab.data());
+        to_bf16_kk.reorder = dnnl::reorder(to_bf16_kk.from, to_bf16_kk.to);
+      }
     } catch (const dnnl::error& e) {
       steps.clear();
       step_of.clear();
@@ -264,7 +266,6 @@ struct OneDnnNewtonSchulzWorkspace {
     k = k_;
     l = l_;
   }
-
 
  private:
   static dnnl::memory::desc dense(Index rows, Index cols, dnnl::memory::data_type t) {
