@@ -162,7 +162,9 @@ TEST_CASE("stochastic rounding is unbiased over steps; round-to-nearest is not")
   }
 }
 
-TEST_CASE("AdamW with bf16 moments equals a plain loop written from the formula") {
+// Both AdamW and rescaled AdamW (the 1/n scale of hidden matrices after the moments).
+template <class Opt>
+void check_adamw_bf16_against_loop(Opt opt, bool rescaled) {
   struct Shape {
     st::Index r, c;
   };
@@ -179,7 +181,7 @@ TEST_CASE("AdamW with bf16 moments equals a plain loop written from the formula"
   }
   for (std::size_t k = 0; k < shapes.size(); ++k)
     params.add("l" + std::to_string(k), k == 3 ? st::Role::Vector : st::Role::Hidden, w[k].data(), shapes[k].r, shapes[k].c);
-  auto opt = st::adamw<st::Bf16State>(hp);
+  opt.hp = hp;
   auto state = opt.init(params);
   CHECK(state.state_bytes() == std::size_t(2 * 2 * params.num_params()));
   std::vector<std::vector<std::uint16_t>> m, v;
@@ -203,7 +205,8 @@ TEST_CASE("AdamW with bf16 moments equals a plain loop written from the formula"
         const std::uint32_t h = ref_dither(i, t);
         m[k][i] = ref_round(mn, h);
         v[k][i] = ref_round(vn, h >> 16);
-        const float u = (c1 * mn) / (c2 * std::sqrt(vn) + float(eps));
+        float u = (c1 * mn) / (c2 * std::sqrt(vn) + float(eps));
+        if (rescaled && k != 3) u *= float(1.0 / double(shapes[k].c));  // hidden: 1/fan_in
         wref[k][i] = keep * wref[k][i] - step * u;
       }
   }
@@ -225,6 +228,16 @@ TEST_CASE("AdamW with bf16 moments equals a plain loop written from the formula"
   CHECK(double(mismatched) <= kMismatchAllowed * double(total));
   CHECK(worst_ulps <= (kMismatchAllowed > 0 ? 1 : 0));
   CHECK(worst_w < 1e-6);
+}
+
+TEST_CASE("AdamW with bf16 moments equals a plain loop written from the formula") {
+  check_adamw_bf16_against_loop(st::adamw<st::Bf16State>(), false);
+}
+
+TEST_CASE("rescaled AdamW with bf16 moments equals a plain loop written from the formula") {
+  auto opt = st::adamw_rescaled<st::Bf16State>();
+  CHECK(opt.name() == "adam-bf16+geometry-scale+step");
+  check_adamw_bf16_against_loop(opt, true);
 }
 
 TEST_CASE("bf16 state: the fused and unfused passes and 1 or 2 threads store the same bits") {

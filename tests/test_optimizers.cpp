@@ -342,8 +342,8 @@ TEST_CASE("Scion matches a scalar reference and keeps ||W|| <= radius over 100 s
     st::ScionRadii radii;
     radii.hidden = 2.0;
     radii.vector = 3.0;
-    auto opt = st::scion(hp, radii);
-    opt.roles[0].geometry = st::geometry<st::MeanNormalized<st::SpectralExact>>();
+    auto opt = st::scion<st::SpectralExact>(hp, radii);  // the polar method as a template argument
+    REQUIRE(opt.roles[0].geometry == st::geometry<st::MeanNormalized<st::SpectralExact>>());
     check_same(run_lib(opt, 5), ref, 1e-10);
   }
   // The constraint, in float with both the exact LMO and quintic Newton-Schulz.
@@ -355,7 +355,7 @@ TEST_CASE("Scion matches a scalar reference and keeps ||W|| <= radius over 100 s
     st::ScionRadii radii;
     radii.hidden = 5.0;
     auto opt = st::scion(hp, radii);
-    if (exact) opt.roles[0].geometry = st::geometry<st::MeanNormalized<st::SpectralExact>>();
+    if (exact) opt = st::scion<st::SpectralExact>(hp, radii);
     st::norm_matched_init(P, opt, 1);
     const double rho = 5.0;
     CHECK(st::MeanNormalized<st::SpectralExact>::value(P[0].matrix()) == doctest::Approx(rho).epsilon(1e-5));
@@ -441,6 +441,7 @@ TEST_CASE("least squares: every optimizer lowers the loss") {
   CHECK(fit(st::muon(hyper(0.02, 0.9, 0, 0), hyper(0.02, 0.9, 0.99, 0)), 100) < 0.1);
   CHECK(fit(st::muon_scion(hyper(0.02, 0.9, 0, 0)), 100) < 0.1);
   CHECK(fit(st::scion_unconstrained(hyper(0.03, 0.9, 0, 0), {1, 1, 1, 1}), 100) < 0.1);
+  CHECK(fit(st::scion_unconstrained<st::SpectralPolarExpress>(hyper(0.03, 0.9, 0, 0), {1, 1, 1, 1}), 100) < 0.1);
 }
 
 TEST_CASE("a custom optimizer in a few lines: Nesterov + compile-time row geometry") {

@@ -40,7 +40,10 @@ using SGDNesterovChain = Chain<Momentum<MomentumKind::Nesterov>, DecoupledStep>;
 template <class Precision = FullPrecision>
 using AdamWChainIn = Chain<Adam<Precision>, DecoupledStep>;
 using AdamWChain = AdamWChainIn<>;
-using RescaledAdamWChain = Chain<AdamMoments, GeometryScale, DecoupledStep>;
+/// Rescaled AdamW's chain with its moments stored in `Precision`.
+template <class Precision = FullPrecision>
+using RescaledAdamWChainIn = Chain<Adam<Precision>, GeometryScale, DecoupledStep>;
+using RescaledAdamWChain = RescaledAdamWChainIn<>;
 using SignDescentChain = Chain<LayerDualize, DecoupledStep>;
 using LionChain = Chain<LionMoment, DecoupledStep>;
 using MuonChain = Chain<Momentum<MomentumKind::NesterovEMA>, LayerDualize, GeometryScale, ShapeScale,
@@ -65,8 +68,10 @@ Optimizer<AdamWChainIn<Precision>> adamw(Hyper hp = {}) {
   return {hp, detail::all_roles(detail::kIdentity, detail::kIdentity)};
 }
 /// AdamW with the 1̄->inf width-aware scale: hidden and output matrices' updates are multiplied
-/// by s(m, n) = 1/n (fan-in), Adam's muP rule; embeddings and vectors are left at scale 1.
-inline Optimizer<RescaledAdamWChain> adamw_rescaled(Hyper hp = {}) {
+/// by s(m, n) = 1/n (fan-in), Adam's muP rule; embeddings and vectors are left at scale 1. Its
+/// moments are kept in `Precision`, as adamw's are.
+template <class Precision = FullPrecision>
+Optimizer<RescaledAdamWChainIn<Precision>> adamw_rescaled(Hyper hp = {}) {
   auto r = detail::all_roles(geometry<MeanNormalized<SignNorm>>(), detail::kIdentity);
   r[std::size_t(Role::Embedding)].geometry = detail::kIdentity;
   return {hp, r};
@@ -173,8 +178,12 @@ struct ScionRadii {
 };
 
 namespace detail {
-inline std::array<RoleDefaults, 4> scion_roles(ScionRadii r) {
-  return {RoleDefaults{geometry<MeanNormalized<Spectral>>(), r.hidden},
+template <class Polar>
+std::array<RoleDefaults, 4> scion_roles(ScionRadii r) {
+  static_assert(is_spectral_policy<Polar>::value,
+                "steepest::scion: Polar must be a spectral policy (Spectral, SpectralPolarExpress, "
+                "SpectralExact, or SpectralNorm<NewtonSchulz<Schedule, Steps>>)");
+  return {RoleDefaults{geometry<MeanNormalized<Polar>>(), r.hidden},
           RoleDefaults{geometry<MeanNormalized<ColNormalize>>(), r.embedding},
           RoleDefaults{geometry<MeanNormalized<SignNorm>>(), r.output},
           RoleDefaults{geometry<VectorRMS>(), r.vector}};
@@ -185,13 +194,17 @@ inline std::array<RoleDefaults, 4> scion_roles(ScionRadii r) {
 /// (spectral sqrt(m/n) U V^T, columns sqrt(m)/n, sign/n, RMS), W <- (1 - lr) W - lr rho D(M).
 /// Keeps ||W|| <= rho in each layer's geometry. Weight decay is not used (the constraint
 /// replaces it). Note: the embedding's column LMO here carries the mean-normalized 1/n (n = vocab,
-/// fixed across widths), so its radius is rho/n in Scion's own convention.
-inline Optimizer<ScionChain> scion(Hyper hp = {}, ScionRadii radii = {}) {
-  return {hp, detail::scion_roles(radii)};
+/// fixed across widths), so its radius is rho/n in Scion's own convention. `Polar` computes the
+/// hidden matrices' polar factor, as in muon<Polar> (quintic Newton-Schulz x5 by default;
+/// SpectralExact keeps ||D|| = 1 exactly, so the constraint holds to round-off).
+template <class Polar = Spectral>
+Optimizer<ScionChain> scion(Hyper hp = {}, ScionRadii radii = {}) {
+  return {hp, detail::scion_roles<Polar>(radii)};
 }
 /// Scion, unconstrained mode: W <- (1 - lr wd) W - lr rho D(M).
-inline Optimizer<ScionUnconstrainedChain> scion_unconstrained(Hyper hp = {}, ScionRadii radii = {}) {
-  return {hp, detail::scion_roles(radii)};
+template <class Polar = Spectral>
+Optimizer<ScionUnconstrainedChain> scion_unconstrained(Hyper hp = {}, ScionRadii radii = {}) {
+  return {hp, detail::scion_roles<Polar>(radii)};
 }
 
 /// Norm-matched initialization: each layer gets Gaussian entries rescaled so that its norm in the
