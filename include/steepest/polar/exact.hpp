@@ -5,6 +5,17 @@
 // For a rank-deficient G the polar factor is taken on the range of G: U_r V_r^T over the
 // singular values above the round-off threshold max(m, n) * eps * s_max, so that
 // <G, D> = ||G||_nuclear and ||D||_2 = 1 still hold; a zero G gives a zero D.
+//
+// Build time: Eigen's BDCSVD<MatrixXd> (with the JacobiSVD it uses on small blocks) is the
+// heaviest template the library instantiates: about 17 s of g++ -O3 and 1 GB in each translation
+// unit that takes a spectral geometry's value or SpectralExact's direction (an optimizer with a
+// spectral role does). A program of many translation units can compile it once:
+//   - define STEEPEST_EXTERN_SVD in every translation unit (an explicit instantiation
+//     declaration: the compiler then leaves the members to another unit), and
+//   - in exactly one .cpp: `#define STEEPEST_SVD_INSTANCE` before `#include <steepest/polar/exact.hpp>`
+//     (the explicit instantiation definition).
+// The project's own tests, examples and benchmarks build this way (CMake: steepest_svd_instance,
+// through steepest_project_options); without either macro nothing changes.
 #pragma once
 
 #include <Eigen/SVD>
@@ -12,6 +23,14 @@
 #include <limits>
 
 #include "../core/config.hpp"
+
+#if defined(STEEPEST_SVD_INSTANCE)
+template class Eigen::JacobiSVD<Eigen::MatrixXd, Eigen::ColPivHouseholderQRPreconditioner>;
+template class Eigen::BDCSVD<Eigen::MatrixXd>;
+#elif defined(STEEPEST_EXTERN_SVD)
+extern template class Eigen::JacobiSVD<Eigen::MatrixXd, Eigen::ColPivHouseholderQRPreconditioner>;
+extern template class Eigen::BDCSVD<Eigen::MatrixXd>;
+#endif
 
 namespace steepest {
 
