@@ -76,16 +76,22 @@ int main() {
         s);
     // cudaMemcpy of B bytes moves 2B (read + write).
     const double copy_gbs = adam_bytes / (copy_ms * 1e6);
+    Eigen::bfloat16* gb = nullptr;  // the gradient in bf16 (the bf16-gradient rows)
+    sc::check(cudaMalloc(&gb, N * sizeof(Eigen::bfloat16)), "cudaMalloc");
+    sc::check(cudaMemset(gb, 0, N * sizeof(Eigen::bfloat16)), "cudaMemset");
     st::ParamSet<float, sc::Device> ps(sc::Device{&ctx});
     st::Gradients<float, sc::Device> gs;
+    st::Gradients<Eigen::bfloat16, sc::Device> gbs;
     ps.add("w", st::Role::Hidden, w, m, n);
     gs.add(g, m, n);
-    auto run = [&](const char* name, auto opt, double bytes) {
+    gbs.add(gb, m, n);
+    auto run_with = [&](const char* name, auto opt, double bytes, const auto& grads) {
       auto state = opt.init(ps);
-      const float ms = median_ms([&] { opt.step(ps, gs, state); }, s);
-      const double gbs = bytes / (ms * 1e6);
-      std::printf("%-28s %5ldx%-6ld %10.3f %10.1f %8.2f\n", name, m, n, ms, gbs, gbs / copy_gbs);
+      const float ms = median_ms([&] { opt.step(ps, grads, state); }, s);
+      const double gbs_rate = bytes / (ms * 1e6);
+      std::printf("%-28s %5ldx%-6ld %10.3f %10.1f %8.2f\n", name, m, n, ms, gbs_rate, gbs_rate / copy_gbs);
     };
+    auto run = [&](const char* name, auto opt, double bytes) { run_with(name, opt, bytes, gs); };
     std::printf("%-28s %5ldx%-6ld %10.3f %10.1f %8.2f\n", "memcpy D2D (reference)", m, n, copy_ms, copy_gbs, 1.0);
     run("AdamW", st::adamw(hp), 7.0 * 4 * double(N));
     run("rescaled AdamW", st::adamw_rescaled(hp), 7.0 * 4 * double(N));
@@ -93,7 +99,13 @@ int main() {
     run("sign descent", st::sign_descent(hp), 3.0 * 4 * double(N));
     run("MOGA-row (row-norm prepass)", st::moga_row(hp), 7.0 * 4 * double(N));  // bytes of the main pass
     run("MOGA-col (col-norm prepass)", st::moga_col(hp), 7.0 * 4 * double(N));
+    // Fewer bytes per parameter: bf16 moments (20 B), bf16 gradients (26 B), both (18 B).
+    run("AdamW, bf16 state", st::adamw<st::Bf16State>(hp), 20.0 * double(N));
+    run_with("AdamW, bf16 grads", st::adamw(hp), 26.0 * double(N), gbs);
+    run_with("AdamW, bf16 grads+state", st::adamw<st::Bf16State>(hp), 18.0 * double(N), gbs);
+    run_with("MOGA-row, bf16 grads", st::moga_row(hp), 26.0 * double(N), gbs);
     for (float* p : {w, g, src, dst}) sc::check(cudaFree(p), "cudaFree");
+    sc::check(cudaFree(gb), "cudaFree");
   }
 
   // Newton-Schulz in each product precision, engine and Gram mode, against one cuBLAS GEMM of

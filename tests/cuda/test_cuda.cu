@@ -155,14 +155,33 @@ void add_model(st::ParamSet<S, Space>& ps, st::Gradients<S, Space>& gs, const st
   }
 }
 
-/// The model on the host and on the device, with the same weights.
+/// A device copy of a bf16 array.
+struct DevBf16 {
+  Eigen::bfloat16* p = nullptr;
+  std::size_t n = 0;
+  explicit DevBf16(std::size_t count) : n(count) {
+    sc::check(cudaMalloc(&p, sizeof(Eigen::bfloat16) * std::max<std::size_t>(1, n)), "cudaMalloc");
+  }
+  DevBf16(const DevBf16&) = delete;
+  ~DevBf16() { cudaFree(p); }
+  void upload(const std::vector<Eigen::bfloat16>& h) {
+    sc::check(cudaMemcpy(p, h.data(), sizeof(Eigen::bfloat16) * n, cudaMemcpyHostToDevice), "cudaMemcpy");
+  }
+};
+
+/// The model on the host and on the device, with the same weights; the gradients in fp32 and,
+/// rounded, in bf16 (Gradients<Eigen::bfloat16> on both backends).
 struct TwoBackends {
   std::vector<RowMat> w, g;                       // host weights and gradients
   std::vector<std::unique_ptr<Dev>> dw, dg;       // device copies
+  std::vector<std::vector<Eigen::bfloat16>> gb;   // the gradients rounded to bf16
+  std::vector<std::unique_ptr<DevBf16>> dgb;      // their device copies
   st::ParamSet<float> hp;
   st::Gradients<float> hg;
+  st::Gradients<Eigen::bfloat16> hgb;
   st::ParamSet<float, sc::Device> dp;
   st::Gradients<float, sc::Device> dgs;
+  st::Gradients<Eigen::bfloat16, sc::Device> dgbs;
   explicit TwoBackends(sc::Context& ctx) : dp(sc::Device{&ctx}) {
     const auto& spec = model_spec();
     std::vector<float*> hw, hgp, dwp, dgp;
@@ -177,6 +196,12 @@ struct TwoBackends {
     }
     add_model(hp, hg, hw, hgp);
     add_model(dp, dgs, dwp, dgp);
+    for (std::size_t i = 0; i < spec.size(); ++i) {
+      gb.emplace_back(std::size_t(g[i].size()));
+      dgb.push_back(std::make_unique<DevBf16>(gb.back().size()));
+      hgb.add(gb.back().data(), spec[i].m, spec[i].n);
+      dgbs.add(dgb.back()->p, spec[i].m, spec[i].n);
+    }
   }
   /// New gradients for step t, on both backends.
   void gradients(int t, float poison = 0.0f) {
@@ -185,6 +210,8 @@ struct TwoBackends {
       if (i == 2 && poison != 0.0f) g[i](1, 1) = poison;
       sc::check(cudaMemcpy(dg[i]->p, g[i].data(), sizeof(float) * std::size_t(g[i].size()), cudaMemcpyHostToDevice),
                 "cudaMemcpy");
+      for (Index k = 0; k < g[i].size(); ++k) gb[i][std::size_t(k)] = Eigen::bfloat16(g[i].data()[k]);
+      dgb[i]->upload(gb[i]);
     }
   }
   double difference() const {
@@ -197,15 +224,24 @@ struct TwoBackends {
 
 /// `steps` steps of `opt` on both backends; then the device state is saved and loaded on the
 /// host, the host state on the device, and both continue: every leg must stay together.
-template <class Opt>
+/// Bf16: both backends are given the gradients in bf16.
+template <bool Bf16 = false, class Opt>
 void check_backends(const char* name, Opt opt, sc::Context& ctx, double tol, int steps = 3) {
   TwoBackends mb(ctx);
+  auto step_both = [&](auto& hs, auto& ds) {
+    if constexpr (Bf16) {
+      opt.step(mb.hp, mb.hgb, hs);
+      opt.step(mb.dp, mb.dgbs, ds);
+    } else {
+      opt.step(mb.hp, mb.hg, hs);
+      opt.step(mb.dp, mb.dgs, ds);
+    }
+  };
   auto hs = opt.init(mb.hp);
   auto ds = opt.init(mb.dp);
   for (int t = 0; t < steps; ++t) {
     mb.gradients(t);
-    opt.step(mb.hp, mb.hg, hs);
-    opt.step(mb.dp, mb.dgs, ds);
+    step_both(hs, ds);
   }
   const double e = mb.difference();
   EXPECT(e < tol, "%s: device vs host after %d steps: %.3g (tolerance %.1g)", name, steps, e, tol);
@@ -220,8 +256,7 @@ void check_backends(const char* name, Opt opt, sc::Context& ctx, double tol, int
   st::load(opt, ds2, fh);
   for (int t = steps; t < steps + 2; ++t) {
     mb.gradients(t);
-    opt.step(mb.hp, mb.hg, hs2);
-    opt.step(mb.dp, mb.dgs, ds2);
+    step_both(hs2, ds2);
   }
   const double e2 = mb.difference();
   EXPECT(e2 < 2 * tol, "%s: after swapping states across backends and 2 more steps: %.3g", name, e2);
@@ -283,10 +318,12 @@ E device_form(E e, std::vector<std::vector<float>>&) {
 inline st::LayerDualize::Elem<float> device_form(st::LayerDualize::Elem<float> e,
                                                  std::vector<std::vector<float>>& factors) {
   using Mode = st::LayerDualize::Mode;
+  using E = st::LayerDualize::Elem<float>;
   if (e.mode != Mode::RowFromGrad) return e;
   std::vector<float> f(std::size_t(e.rows));
-  for (Index r = 0; r < e.rows; ++r)
-    f[std::size_t(r)] = st::LayerDualize::Elem<float>::row_factor(e.grad + r * e.cols, e.cols);
+  for (Index r = 0; r < e.rows; ++r)  // from the bf16 words when the gradient is bf16, as the host does
+    f[std::size_t(r)] = e.grad_bf16 ? E::factor_of(st::eigen_detail::row_sumsq_bf16(e.grad_bf16 + r * e.cols, e.cols))
+                                    : E::row_factor(e.grad + r * e.cols, e.cols);
   factors.push_back(std::move(f));
   return {Mode::Row, factors.back().data(), 1.0f};
 }
@@ -301,9 +338,12 @@ auto host_pack(st::Ctx<float>& ctx, typename ChainT::template LayerState<float>&
 // (layers split over tables and chunks, whole rows per chunk when a factor is per row) and its
 // per-block body `chain_block`, run here over host memory for every block and thread index --
 // against the CPU optimizer. Runs without a GPU, so CI checks the executor's indexing and the
-// device arithmetic (the same Elem code) where the kernels cannot run.
-template <class Opt>
+// device arithmetic (the same Elem code) where the kernels cannot run. Bf16: the gradients are
+// given in bf16 to both (the CPU optimizer's Gradients<Eigen::bfloat16>; the tables read
+// __nv_bfloat16 and widen each entry, as the device pass does).
+template <bool Bf16 = false, class Opt>
 void check_executor_on_host(const char* name, Opt opt) {
+  using In = std::conditional_t<Bf16, __nv_bfloat16, float>;
   using ChainT = typename Opt::chain;
   using Info = sc::detail::ChainInfo<ChainT>;
   // Shapes: a long row (several chunks of whole rows), many small layers (> one table), one
@@ -316,13 +356,17 @@ void check_executor_on_host(const char* name, Opt opt) {
     g.push_back(RowMat(shapes[i].first, shapes[i].second));
   }
   std::vector<RowMat> we = w;  // stepped by the emulated executor
+  std::vector<std::vector<Eigen::bfloat16>> gb(shapes.size());  // the bf16 gradients (Bf16)
   st::ParamSet<float> pc, pe;
   st::Gradients<float> gs;
+  st::Gradients<Eigen::bfloat16> gsb;
   for (std::size_t i = 0; i < shapes.size(); ++i) {
     const st::Role role = shapes[i].second == 1 ? st::Role::Vector : st::Role::Hidden;
     pc.add("p" + std::to_string(i), role, w[i].data(), shapes[i].first, shapes[i].second);
     pe.add("p" + std::to_string(i), role, we[i].data(), shapes[i].first, shapes[i].second);
     gs.add(g[i].data(), shapes[i].first, shapes[i].second);
+    gb[i].resize(std::size_t(g[i].size()));
+    gsb.add(gb[i].data(), shapes[i].first, shapes[i].second);
   }
   auto sc_ = opt.init(pc);
   auto se = opt.init(pe);
@@ -332,32 +376,39 @@ void check_executor_on_host(const char* name, Opt opt) {
     for (std::size_t i = 0; i < g.size(); ++i) {
       g[i].noalias() = random(g[i].rows(), g[i].cols(), unsigned(100 * t + i));
       if (g[i].rows() > 2) g[i].row(1).setZero();  // a zero row: zero direction
+      for (Index k = 0; k < g[i].size(); ++k) gb[i][std::size_t(k)] = Eigen::bfloat16(g[i].data()[k]);
     }
-    opt.step(pc, gs, sc_);
+    if constexpr (Bf16) opt.step(pc, gsb, sc_);
+    else opt.step(pc, gs, sc_);
     std::vector<std::vector<float>> factors;  // per-row factors of the emulated prepass
     // (the packs point into the inner vectors, whose buffers stay put as the outer one grows)
     using Pack = decltype(host_pack<ChainT>(std::declval<st::Ctx<float>&>(), se.layers[0], factors,
                                             std::make_index_sequence<Info::size>{}));
-    auto launch = [&](const sc::kernels::ChainTable<float, Pack>& tab, int blocks) {
+    auto launch = [&](const sc::kernels::ChainTable<float, Pack, In>& tab, int blocks) {
       ++launches;
       tables_ok = tables_ok && blocks > 0 && blocks <= sc::kernels::kChainBlocks;
       for (int b = 0; b < blocks; ++b) {
-        tables_ok = tables_ok && tab.block_layer[b] < sc::kernels::ChainTable<float, Pack>::kMax;
+        tables_ok = tables_ok && tab.block_layer[b] < sc::kernels::ChainTable<float, Pack, In>::kMax;
         for (Index tid = 0; tid < sc::kernels::kChainThreads; ++tid)
           sc::kernels::chain_block(tab, b, tid, Index(sc::kernels::kChainThreads));
       }
     };
-    sc::kernels::TableBuilder<float, Pack, decltype(launch)> builder(launch);
+    sc::kernels::TableBuilder<float, Pack, decltype(launch), In> builder(launch);
     for (std::size_t j = 0; j < pe.size(); ++j) {
       const auto& l = pe[j];
       st::Ctx<float> ctx{se.scratch.update[j], l.matrix(), opt.hp, t, opt.geometry_of(l), l.role != st::Role::Vector,
-                         opt.lr_of(l, 1.0), opt.radius_of(l), se.scratch.workspace[j], g[j].data()};
+                         opt.lr_of(l, 1.0), opt.radius_of(l), se.scratch.workspace[j]};
+      if constexpr (Bf16) ctx.grad_bf16 = reinterpret_cast<const std::uint16_t*>(gb[j].data());
+      else ctx.grad = g[j].data();
       if (!ChainT::template can_fuse<float>(ctx.geometry)) {
         tables_ok = false;  // every layer of these chains fuses
         continue;
       }
       const bool by_rows = Info::has_layer_dualize && st::LayerDualize::needs_rows(ctx.geometry.fused());
-      builder.add(host_pack<ChainT>(ctx, se.layers[j], factors, std::make_index_sequence<Info::size>{}), g[j].data(), nullptr,
+      const In* gj;
+      if constexpr (Bf16) gj = sc::detail::device_words(gb[j].data());
+      else gj = g[j].data();
+      builder.add(host_pack<ChainT>(ctx, se.layers[j], factors, std::make_index_sequence<Info::size>{}), gj, nullptr,
                   l.rows * l.cols, l.cols, by_rows);
     }
     builder.flush();
@@ -384,6 +435,16 @@ void check_executor_on_host() {
   sgd_l2.roles[std::size_t(st::Role::Vector)].geometry = st::geometry<st::VectorNorm<2>>();
   sgd_l2.roles[std::size_t(st::Role::Hidden)].geometry = st::geometry<st::VectorNorm<2>>();
   check_executor_on_host("2-normalized SGD", sgd_l2);
+  // bf16 gradients: the rules whose fused pass reads the gradient for factors too (MOGA-row,
+  // MOGA-col, the global 2-norm) and plain ones, with fp32 and bf16 state.
+  check_executor_on_host<true>("AdamW, bf16 gradients", st::adamw(hp));
+  check_executor_on_host<true>("AdamW, bf16 gradients and state", st::adamw<st::Bf16State>(hp));
+  check_executor_on_host<true>("Lion, bf16 gradients", st::lion(hp));
+  check_executor_on_host<true>("MOGA-row, bf16 gradients", st::moga_row(hp));
+  check_executor_on_host<true>("MOGA-col, bf16 gradients", st::moga_col(hp));
+  check_executor_on_host<true>("MOGA-row momentum-only, bf16 gradients and state",
+                               st::moga_row_momentum<st::Bf16State>(hp));
+  check_executor_on_host<true>("2-normalized SGD, bf16 gradients", sgd_l2);
 
   // The gradient check's pass (the same tables, a read-only kernel): the first poisoned tensor
   // is found, wherever its bad entry sits, across table splits.
@@ -410,6 +471,35 @@ void check_executor_on_host() {
                   g[i].cols(), false);
     builder.flush();
     EXPECT(flag == (poisoned < 0 ? INT_MAX : poisoned), "gradient check pass: found %d, poisoned %d", flag, poisoned);
+  }
+  // The same pass over bf16 gradients (the tables read __nv_bfloat16, widened): the largest bf16
+  // below 2^40 (2^40 - 2^32) passes, 2^40, NaN and Inf are refused.
+  for (int poisoned : {-1, 0, 41, 77}) {
+    std::vector<std::vector<Eigen::bfloat16>> g;
+    std::vector<Index> cols;
+    for (int i = 0; i < 80; ++i) {
+      cols.push_back(i == 50 ? 70000 : 5);
+      g.emplace_back(std::size_t((1 + i % 3) * cols.back()), Eigen::bfloat16(1.0f));
+    }
+    const float limit = std::ldexp(1.0f, st::gradient_limit_exponent<float>);
+    g[3][0] = Eigen::bfloat16(-(limit - std::ldexp(1.0f, st::gradient_limit_exponent<float> - 8)));
+    if (poisoned >= 0)
+      g[std::size_t(poisoned)][std::size_t(cols[std::size_t(poisoned)] - 1)] =
+          Eigen::bfloat16(poisoned == 77 ? -limit : std::nanf(""));
+    if (poisoned == 41) g[77][0] = Eigen::bfloat16(INFINITY);
+    int flag = INT_MAX;
+    auto launch = [&](const sc::kernels::ChainTable<float, Pack, __nv_bfloat16>& tab, int blocks) {
+      for (int b = 0; b < blocks; ++b)
+        for (Index tid = 0; tid < sc::kernels::kChainThreads; ++tid)
+          sc::kernels::chain_block(tab, b, tid, Index(sc::kernels::kChainThreads));
+    };
+    sc::kernels::TableBuilder<float, Pack, decltype(launch), __nv_bfloat16> builder(launch);
+    for (std::size_t i = 0; i < g.size(); ++i)
+      builder.add(sc::kernels::make_pack(sc::kernels::FiniteCheck{&flag, int(i)}), sc::detail::device_words(g[i].data()),
+                  nullptr, Index(g[i].size()), cols[i], false);
+    builder.flush();
+    EXPECT(flag == (poisoned < 0 ? INT_MAX : poisoned), "bf16 gradient check pass: found %d, poisoned %d", flag,
+           poisoned);
   }
 }
 
@@ -566,9 +656,17 @@ int main() {
   check_backends("MOGA-row momentum-only, bf16 state", st::moga_row_momentum<st::Bf16State>(hp), exact, 1e-4);
   check_backends("MOGA-row (Adam first)", st::moga_row<st::MogaOrder::AdamThenNormalize>(hp), exact, 1e-5);
   check_backends("MOGA-col (Adam first)", st::moga_col<st::MogaOrder::AdamThenNormalize>(hp), exact, 1e-5);
+  // bf16 gradients on both backends: the fused pass and the factors' prepass widen as they read,
+  // the strided blocks and Muon's staged layers start from a widened copy.
+  check_backends<true>("AdamW, bf16 gradients", st::adamw(hp), exact, 1e-5);
+  check_backends<true>("AdamW, bf16 gradients and state", st::adamw<st::Bf16State>(hp), exact, 1e-4);
+  check_backends<true>("MOGA-row, bf16 gradients", st::moga_row(hp), exact, 1e-5);
+  check_backends<true>("MOGA-col, bf16 gradients", st::moga_col(hp), exact, 1e-5);
+  check_backends<true>("sign descent, bf16 gradients", st::sign_descent(lh), exact, 1e-6);
   st::Hyper mh;
   mh.lr = 2e-2, mh.beta1 = 0.95, mh.weight_decay = 0.01;
   check_backends("Muon + AdamW (fp32 GEMM)", st::muon(mh, hp), exact, 1e-4);
+  check_backends<true>("Muon + AdamW, bf16 gradients (fp32 GEMM)", st::muon(mh, hp), exact, 1e-4);
   check_backends("Muon, Polar Express (fp32 GEMM)", st::muon<st::SpectralPolarExpress>(mh, hp), exact, 1e-4);
   check_backends("Muon-Scion (fp32 GEMM)", st::muon_scion(mh), exact, 1e-4);
   {

@@ -26,7 +26,9 @@
 // Non-finite gradients: with NonFinitePolicy::Error or Skip, a step runs one check kernel over
 // every gradient and reads a 4-byte flag back (one host synchronization per step), so a refused
 // step throws or returns false and changes nothing, exactly as on the CPU. Unchecked does not
-// synchronize at all. Parameters are fp32.
+// synchronize at all. Parameters are fp32; gradients fp32, or bf16 (Gradients<Eigen::bfloat16,
+// Device>), widened to fp32 as the passes read them, as on the CPU: the fused pass and its
+// factors' prepass read 2 bytes per entry, a staged layer's first update is the widened copy.
 #pragma once
 
 #include <algorithm>
@@ -83,14 +85,15 @@ constexpr int kChainBlocks = 192;   // blocks per launch table
 constexpr Index kChainChunk = 32768;  // entries per block (whole rows when a factor is per row)
 
 /// A launch table: up to kMax layers and kChainBlocks (layer, chunk) blocks, passed by value.
-template <class S, class Pack>
+/// In: what the pass reads, S or a bf16 gradient (__nv_bfloat16, widened to S as it is read).
+template <class S, class Pack, class In = S>
 struct ChainTable {
   static constexpr std::size_t kPerLayer = sizeof(Pack) + 2 * sizeof(void*) + 3 * sizeof(Index) + sizeof(int);
   static constexpr std::size_t kFixed = kChainBlocks * (sizeof(unsigned short) + sizeof(int)) + 64;
   static constexpr int kMax = int(std::min<std::size_t>(64, (4000 - kFixed) / kPerLayer));
   static_assert(kMax >= 1, "steepest::cuda: a chain's Elem kernels are too large for one launch table (4 KiB)");
   Pack ks[kMax];
-  const S* g[kMax];  ///< input of the pass: the raw gradient, or the running update
+  const In* g[kMax];  ///< input of the pass: the raw gradient, or the running update
   S* out[kMax];      ///< where the pass's result goes (null: nowhere, the chain ended in a step)
   Index n[kMax], cols[kMax], chunk[kMax];
   int by_rows[kMax];  ///< 1: call begin_row per entry (a per-row or per-column factor)
@@ -101,12 +104,12 @@ static_assert(sizeof(ChainTable<float, ElemPack<>>) <= 4096, "steepest: a launch
 
 /// The body of a chain pass for one block of a table (host-callable, so the table logic is
 /// checked without a GPU): entries [begin, end) of layer ti, by threads tid, tid + nthreads, ...
-template <class S, class Pack>
-STEEPEST_HD void chain_block(const ChainTable<S, Pack>& tab, int block, Index tid, Index nthreads) {
+template <class S, class Pack, class In>
+STEEPEST_HD void chain_block(const ChainTable<S, Pack, In>& tab, int block, Index tid, Index nthreads) {
   const int ti = tab.block_layer[block];
   const Index begin = Index(tab.block_chunk[block]) * tab.chunk[ti];
   const Index end = begin + tab.chunk[ti] < tab.n[ti] ? begin + tab.chunk[ti] : tab.n[ti];
-  const S* g = tab.g[ti];  // may alias out (in place on the running update): not restrict
+  const In* g = tab.g[ti];  // may alias out (in place on the running update): not restrict
   S* out = tab.out[ti];
   Pack k = tab.ks[ti];
   if (tab.by_rows[ti]) {
@@ -115,30 +118,30 @@ STEEPEST_HD void chain_block(const ChainTable<S, Pack>& tab, int block, Index ti
       const Index r = i / cols;
       Pack kr = k;
       pack_begin_row(kr, r);
-      const S u = pack_apply<S>(kr, g[i], i, i - r * cols);
+      const S u = pack_apply<S>(kr, S(widen(g[i])), i, i - r * cols);
       if (out) out[i] = u;
     }
   } else {
     pack_begin_row(k, 0);  // a whole-matrix factor left in device memory is read once
     for (Index i = begin + tid; i < end; i += nthreads) {
-      const S u = pack_apply<S>(k, g[i], i, 0);
+      const S u = pack_apply<S>(k, S(widen(g[i])), i, 0);
       if (out) out[i] = u;
     }
   }
 }
 
-template <class S, class Pack>
-__global__ void __launch_bounds__(kChainThreads) chain_pass(ChainTable<S, Pack> tab) {
+template <class S, class Pack, class In>
+__global__ void __launch_bounds__(kChainThreads) chain_pass(ChainTable<S, Pack, In> tab) {
   chain_block(tab, int(blockIdx.x), Index(threadIdx.x), Index(blockDim.x));
 }
 
 /// Fills launch tables layer by layer and hands each full one to `launch(table, blocks)`.
-template <class S, class Pack, class Launch>
+template <class S, class Pack, class Launch, class In = S>
 class TableBuilder {
  public:
   explicit TableBuilder(Launch launch) : launch_(launch) {}
   /// A layer of n entries in rows of `cols`; by_rows when its kernels need the row index.
-  void add(const Pack& k, const S* g, S* out, Index n, Index cols, bool by_rows) {
+  void add(const Pack& k, const In* g, S* out, Index n, Index cols, bool by_rows) {
     if (n <= 0) return;
     const Index chunk = by_rows ? std::max<Index>(1, kChainChunk / std::max<Index>(cols, 1)) * cols : kChainChunk;
     const Index chunks = (n + chunk - 1) / chunk;
@@ -162,11 +165,22 @@ class TableBuilder {
   }
 
  private:
-  using Table = ChainTable<S, Pack>;
+  using Table = ChainTable<S, Pack, In>;
   Launch launch_;
   Table tab_{};
   int layers_ = 0, blocks_ = 0;
 };
+
+/// u = the rows x cols block of g with row stride `stride`, widened (u contiguous): the first
+/// update of a staged layer whose gradient is bf16 (an fp32 gradient is copied by cudaMemcpy2D).
+template <class In, class S>
+__global__ void widen_rows(const In* __restrict__ g, Index stride, Index rows, Index cols, S* __restrict__ u) {
+  const Index count = rows * cols;
+  for (Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += Index(gridDim.x) * blockDim.x) {
+    const Index r = i / cols;
+    u[i] = S(widen(g[r * stride + (i - r * cols)]));
+  }
+}
 
 /// 1 / sqrt(x), and 0 for x = 0 (a zero row or column has a zero direction), in place.
 __global__ void inv_sqrt_in_place(float* __restrict__ a, Index count) {
@@ -174,7 +188,8 @@ __global__ void inv_sqrt_in_place(float* __restrict__ a, Index count) {
     a[i] = a[i] > 0.0f ? 1.0f / sqrtf(a[i]) : 0.0f;
 }
 
-/// out[r] = 1 / ||row r of g||_2 (0 for a zero row), one block per row.
+/// out[r] = 1 / ||row r of g||_2 (0 for a zero row), one block per row (S: float or a bf16
+/// gradient).
 template <class S>
 __global__ void __launch_bounds__(kRowThreads) inv_row_norms(const S* __restrict__ g, Index m, Index n,
                                                              float* __restrict__ out) {
@@ -251,22 +266,40 @@ inline bool device_geometry(Geometry g) {
 
 inline Context& context_of(const Device& d);
 
-/// A table builder whose full tables launch chain_pass on `stream`.
-template <class S, class Pack>
+/// A table builder whose full tables launch chain_pass on `stream`; the passes read In.
+template <class S, class Pack, class In = S>
 auto table_builder(cudaStream_t stream) {
-  auto launch = [stream](const kernels::ChainTable<S, Pack>& tab, int blocks) {
-    kernels::chain_pass<S, Pack><<<unsigned(blocks), kernels::kChainThreads, 0, stream>>>(tab);
+  auto launch = [stream](const kernels::ChainTable<S, Pack, In>& tab, int blocks) {
+    kernels::chain_pass<S, Pack, In><<<unsigned(blocks), kernels::kChainThreads, 0, stream>>>(tab);
     check_launch("chain_pass (optimizer step)");
   };
-  return kernels::TableBuilder<S, Pack, decltype(launch)>(launch);
+  return kernels::TableBuilder<S, Pack, decltype(launch), In>(launch);
 }
 
-/// One layer's part of a device step.
-template <class S>
+/// A gradient's entries as the device kernels read them: G itself, or a bf16 gradient as CUDA's
+/// bf16 type (the same 16 bits as Eigen::bfloat16).
+template <class G>
+struct device_word {
+  using type = G;
+};
+template <>
+struct device_word<Eigen::bfloat16> {
+  using type = __nv_bfloat16;
+};
+static_assert(sizeof(Eigen::bfloat16) == sizeof(__nv_bfloat16), "steepest: bf16 is 16 bits on both sides");
+template <class G>
+using device_word_t = typename device_word<G>::type;
+template <class G>
+const device_word_t<G>* device_words(const G* p) {
+  return reinterpret_cast<const device_word_t<G>*>(p);
+}
+
+/// One layer's part of a device step; In is what its gradient holds (S, or __nv_bfloat16).
+template <class S, class In = S>
 struct LayerJob {
   std::size_t j;        ///< state layer
   const Layer<S>* l;
-  const S* g;           ///< its gradient (a strided block when the layer is)
+  const In* g;          ///< its gradient (a strided block when the layer is)
   S* w;                 ///< the weights the Elem kernels write (scratch when strided)
   S* u = nullptr;       ///< running update (staged layers)
   float* factors = nullptr;  ///< fused geometry's factors
@@ -308,18 +341,19 @@ struct Device {
   }
 
   /// The first tensor whose gradient has a NaN or Inf, or grads.size(): one read-only
-  /// multi-tensor pass and one 4-byte read back (synchronizes the stream).
-  template <class S>
-  static std::size_t first_non_finite(const ParamSet<S, Device>& params, const Gradients<S, Device>& grads) {
+  /// multi-tensor pass and one 4-byte read back (synchronizes the stream). bf16 gradients are
+  /// tested as the floats they widen to, against the same bound.
+  template <class S, class G>
+  static std::size_t first_non_finite(const ParamSet<S, Device>& params, const Gradients<G, Device>& grads) {
     Context& ctx = detail::context_of(params.space());
     auto& flag = ctx.scratch_flag;
     int* f = flag.reserve(1);
     const int none = INT_MAX;
     check(cudaMemcpyAsync(f, &none, sizeof(int), cudaMemcpyHostToDevice, ctx.stream()), "cudaMemcpyAsync (check flag)");
-    auto b = detail::table_builder<S, kernels::ElemPack<kernels::FiniteCheck>>(ctx.stream());
+    auto b = detail::table_builder<S, kernels::ElemPack<kernels::FiniteCheck>, detail::device_word_t<G>>(ctx.stream());
     for (std::size_t i = 0; i < grads.size(); ++i)
-      b.add(kernels::make_pack(kernels::FiniteCheck{f, int(i)}), grads.data(i), nullptr, grads.rows(i) * grads.cols(i),
-            grads.cols(i), false);
+      b.add(kernels::make_pack(kernels::FiniteCheck{f, int(i)}), detail::device_words(grads.data(i)), nullptr,
+            grads.rows(i) * grads.cols(i), grads.cols(i), false);
     b.flush();
     int h = none;
     check(cudaMemcpyAsync(&h, f, sizeof(int), cudaMemcpyDeviceToHost, ctx.stream()), "cudaMemcpyAsync (check flag)");
@@ -342,8 +376,8 @@ struct Device {
   }
 
   /// Step t of every layer of state `st` (optimizer `opt`); the checks ran before.
-  template <class Opt, class S, class State>
-  static void run(const Opt& opt, ParamSet<S, Device>& params, const Gradients<S, Device>& grads, State& st,
+  template <class Opt, class S, class State, class G>
+  static void run(const Opt& opt, ParamSet<S, Device>& params, const Gradients<G, Device>& grads, State& st,
                   long long t, bool fused, double lr_factor);
 };
 
@@ -356,36 +390,40 @@ inline Context& context_of(const Device& d) {
   return *d.ctx;
 }
 
-template <class ChainT, class S, class Opt>
+template <class ChainT, class S, class Opt, class In = S>
 struct Executor {
   using Info = ChainInfo<ChainT>;
   using LayerState = typename ChainT::template LayerState<S, Device>;
+  using Job = LayerJob<S, In>;
   const Opt& opt;
   Context& cx;
   StepScratch<S>& scratch;
   std::vector<LayerState>& states;
   long long t;
 
-  Ctx<S, Device> ctx_of(const LayerJob<S>& job) const {
+  Ctx<S, Device> ctx_of(const Job& job) const {
     const Layer<S>& l = *job.l;
-    return Ctx<S, Device>{scratch.none, LayerView<S>{job.w, l.rows, l.cols}, opt.hp, t, job.geometry,
-                          l.role != Role::Vector, job.lr, job.radius, cx, job.g};
+    Ctx<S, Device> c{scratch.none, LayerView<S>{job.w, l.rows, l.cols}, opt.hp, t, job.geometry,
+                     l.role != Role::Vector, job.lr, job.radius, cx};
+    if constexpr (std::is_same_v<In, S>) c.grad = job.g;
+    else c.grad_bf16 = reinterpret_cast<const std::uint16_t*>(job.g);
+    return c;
   }
 
-  template <class Pack>
+  template <class Pack, class From = S>
   auto builder() const {
-    return table_builder<S, Pack>(cx.stream());
+    return table_builder<S, Pack, From>(cx.stream());
   }
 
   // ---- the fused path: the whole chain in one pass -----------------------------------------
 
   /// LayerDualize's Elem with the factors of the prepass (on the device; null when the form
   /// needs none).
-  static LayerDualize::Elem<S> dualize_elem(const LayerJob<S>& job) {
+  static LayerDualize::Elem<S> dualize_elem(const Job& job) {
     return {LayerDualize::mode_of(job.geometry.fused()), job.factors, S(1)};
   }
   template <class T, std::size_t I>
-  auto elem_of(LayerJob<S>& job) {
+  auto elem_of(Job& job) {
     if constexpr (is_layer_dualize_v<T>) {
       return dualize_elem(job);
     } else {
@@ -394,11 +432,11 @@ struct Executor {
     }
   }
   template <std::size_t Begin, std::size_t... K>
-  auto pack_of(LayerJob<S>& job, std::index_sequence<K...>) {
+  auto pack_of(Job& job, std::index_sequence<K...>) {
     return kernels::make_pack(elem_of<typename Info::template at<Begin + K>, Begin + K>(job)...);
   }
 
-  void fused(std::vector<LayerJob<S>>& jobs) {
+  void fused(std::vector<Job>& jobs) {
     if constexpr (ChainT::template fusable_v<S>) {
       if (jobs.empty()) return;
       // Factors of a normalization at the chain's head, from a read-only pass over g.
@@ -423,7 +461,7 @@ struct Executor {
         f += count;
       }
       using Pack = decltype(pack_of<0>(jobs.front(), std::make_index_sequence<Info::size>{}));
-      auto b = builder<Pack>();
+      auto b = builder<Pack, In>();
       for (auto& job : jobs) {
         const Layer<S>& l = *job.l;
         const bool by_rows = Info::has_layer_dualize && LayerDualize::needs_rows(job.geometry.fused());
@@ -433,7 +471,7 @@ struct Executor {
       b.flush();
     }
   }
-  static Index factor_count(const LayerJob<S>& job) {
+  static Index factor_count(const Job& job) {
     if (!Info::has_layer_dualize) return 0;
     switch (job.geometry.fused()) {
       case FusedForm::Row2: return job.l->rows;
@@ -446,12 +484,12 @@ struct Executor {
   // ---- the staged path: transform by transform on a running update -------------------------
 
   /// Layers of one shape and geometry, run in lockstep (their updates back to back in u).
-  void staged(std::vector<LayerJob<S>>& jobs, bool from_gradient) {
+  void staged(std::vector<Job>& jobs, bool from_gradient) {
     run_from<0>(jobs, from_gradient);
   }
 
   template <std::size_t I>
-  void run_from(std::vector<LayerJob<S>>& jobs, bool from_gradient) {
+  void run_from(std::vector<Job>& jobs, bool from_gradient) {
     if constexpr (I < Info::size) {
       using T = typename Info::template at<I>;
       if constexpr (device_elem_v<T>) {
@@ -465,21 +503,27 @@ struct Executor {
     }
   }
 
-  /// Transforms [I, J) (all with an Elem) as one pass over each layer's update.
+  /// Transforms [I, J) (all with an Elem) as one pass over each layer's update, reading the
+  /// gradient itself (read_gradient) or the running update.
   template <std::size_t I, std::size_t J>
-  void segment(std::vector<LayerJob<S>>& jobs, bool read_gradient) {
+  void segment(std::vector<Job>& jobs, bool read_gradient) {
+    if (read_gradient) segment_pass<I, J, In>(jobs, [](const Job& job) { return job.g; });
+    else segment_pass<I, J, S>(jobs, [](const Job& job) -> const S* { return job.u; });
+  }
+  template <std::size_t I, std::size_t J, class From, class Source>
+  void segment_pass(std::vector<Job>& jobs, Source source) {
     using Pack = decltype(pack_of<I>(jobs.front(), std::make_index_sequence<J - I>{}));
-    auto b = builder<Pack>();
+    auto b = builder<Pack, From>();
     for (auto& job : jobs) {
       const Layer<S>& l = *job.l;
-      b.add(pack_of<I>(job, std::make_index_sequence<J - I>{}), read_gradient ? job.g : job.u,
-            J == Info::size ? nullptr : job.u, l.rows * l.cols, l.cols, false);
+      b.add(pack_of<I>(job, std::make_index_sequence<J - I>{}), source(job), J == Info::size ? nullptr : job.u,
+            l.rows * l.cols, l.cols, false);
     }
     b.flush();
   }
 
   template <class T, std::size_t I>
-  void single(std::vector<LayerJob<S>>& jobs) {
+  void single(std::vector<Job>& jobs) {
     const Index m = jobs.front().l->rows, n = jobs.front().l->cols;
     if constexpr (is_layer_dualize_v<T>) {
       const Geometry g = jobs.front().geometry;
@@ -524,31 +568,33 @@ struct Executor {
 
 }  // namespace detail
 
-template <class Opt, class S, class State>
-void Device::run(const Opt& opt, ParamSet<S, Device>& params, const Gradients<S, Device>& grads, State& st,
+template <class Opt, class S, class State, class G>
+void Device::run(const Opt& opt, ParamSet<S, Device>& params, const Gradients<G, Device>& grads, State& st,
                  long long t, bool fused, double lr_factor) {
   static_assert(std::is_same_v<S, float>, "steepest::cuda::Device: the CUDA backend steps fp32 parameters");
   using ChainT = typename Opt::chain;
+  using In = detail::device_word_t<G>;
+  using Job = detail::LayerJob<S, In>;
   Context& cx = detail::context_of(params.space());
   StepScratch<S>& scratch = st.scratch;
-  detail::Executor<ChainT, S, Opt> ex{opt, cx, scratch, st.layers, t};
+  detail::Executor<ChainT, S, Opt, In> ex{opt, cx, scratch, st.layers, t};
 
   // Sort the layers: fused (one pass), or staged in groups of one shape and geometry.
-  std::vector<detail::LayerJob<S>> one_pass;
-  std::vector<std::vector<detail::LayerJob<S>>> groups;
+  std::vector<Job> one_pass;
+  std::vector<std::vector<Job>> groups;
   std::size_t staged_entries = 0, strided_entries = 0;
   for (std::size_t j = 0; j < st.layers.size(); ++j) {
     const Layer<S>& l = params[st.index[j]];
     if (l.rows * l.cols == 0) continue;
-    detail::LayerJob<S> job{j, &l, grads.data(l.tensor) + l.offset, l.data, nullptr, nullptr,
-                            opt.lr_of(l, lr_factor), opt.radius_of(l), opt.geometry_of(l)};
+    Job job{j, &l, detail::device_words(grads.data(l.tensor)) + l.offset, l.data, nullptr, nullptr,
+            opt.lr_of(l, lr_factor), opt.radius_of(l), opt.geometry_of(l)};
     if (!l.contiguous()) strided_entries += std::size_t(l.rows * l.cols);
     if (fused && l.contiguous() && ChainT::template can_fuse<S>(job.geometry)) {
       one_pass.push_back(job);
       continue;
     }
     staged_entries += std::size_t(l.rows * l.cols);
-    auto same = [&](const std::vector<detail::LayerJob<S>>& g) {
+    auto same = [&](const std::vector<Job>& g) {
       const Layer<S>& f = *g.front().l;
       return f.rows == l.rows && f.cols == l.cols && f.contiguous() == l.contiguous() &&
              g.front().geometry == job.geometry;
@@ -563,7 +609,7 @@ void Device::run(const Opt& opt, ParamSet<S, Device>& params, const Gradients<S,
   S* wtmp = strided_entries ? scratch.w.reserve(strided_entries) : nullptr;
   const cudaStream_t s = cx.stream();
   const auto pitch = [](Index c) { return sizeof(S) * std::size_t(c); };
-  std::vector<detail::LayerJob<S>*> strided;  // (fused layers are contiguous by construction)
+  std::vector<Job*> strided;  // (fused layers are contiguous by construction)
   for (auto& g : groups)
     for (auto& job : g) {
       const Layer<S>& l = *job.l;
@@ -582,15 +628,20 @@ void Device::run(const Opt& opt, ParamSet<S, Device>& params, const Gradients<S,
   ex.fused(one_pass);
   for (auto& g : groups) {
     // The first pass reads the gradient itself when it can (contiguous, and the chain starts with
-    // an Elem); otherwise u starts as a copy of it.
+    // an Elem); otherwise u starts as a copy of it (widened, for a bf16 gradient).
     const bool contiguous = g.front().l->contiguous();
     const bool direct = contiguous && detail::device_elem_v<typename detail::ChainInfo<ChainT>::template at<0>>;
     if (!direct)
       for (auto& job : g) {
         const Layer<S>& l = *job.l;
-        check(cudaMemcpy2DAsync(job.u, pitch(l.cols), job.g, pitch(l.stride), pitch(l.cols), std::size_t(l.rows),
-                                cudaMemcpyDeviceToDevice, s),
-              "cudaMemcpy2DAsync (gradient to update)");
+        if constexpr (std::is_same_v<In, S>) {
+          check(cudaMemcpy2DAsync(job.u, pitch(l.cols), job.g, pitch(l.stride), pitch(l.cols), std::size_t(l.rows),
+                                  cudaMemcpyDeviceToDevice, s),
+                "cudaMemcpy2DAsync (gradient to update)");
+        } else {
+          kernels::widen_rows<<<kernels::grid_for(l.rows * l.cols), 256, 0, s>>>(job.g, l.stride, l.rows, l.cols, job.u);
+          check_launch("widen_rows (bf16 gradient to update)");
+        }
       }
     ex.staged(g, direct);
   }

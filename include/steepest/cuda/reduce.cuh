@@ -9,6 +9,8 @@
 // thread reads element i and then writes element i, which is safe in place.
 #pragma once
 
+#include <cuda_bf16.h>
+
 #include "device.hpp"
 
 namespace steepest {
@@ -16,6 +18,15 @@ namespace cuda {
 namespace kernels {
 
 constexpr int kRowThreads = 256;
+
+/// An entry as the arithmetic sees it: itself, or a bf16 gradient widened to float (exactly).
+/// __bfloat162float rather than the conversion operator, which __CUDA_NO_BFLOAT16_CONVERSIONS__
+/// (set by some builds, PyTorch's among them) removes.
+template <class T>
+STEEPEST_HD inline T widen(T x) {
+  return x;
+}
+STEEPEST_HD inline float widen(__nv_bfloat16 x) { return __bfloat162float(x); }
 
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -36,12 +47,13 @@ __device__ __forceinline__ float block_sum(float v) {
 }
 
 /// Sum of squares of one row, reduced over the block; every thread gets it. Strided by
-/// blockDim.x, so each warp reads consecutive addresses.
+/// blockDim.x, so each warp reads consecutive addresses. S may be __nv_bfloat16 (a bf16
+/// gradient, widened as it is read), as in col_sumsq and sumsq.
 template <class S>
 __device__ __forceinline__ float block_row_sumsq(const S* row, Index n) {
   float acc = 0.0f;
   for (Index j = threadIdx.x; j < n; j += blockDim.x) {
-    const float x = float(row[j]);
+    const float x = float(widen(row[j]));
     acc = fmaf(x, x, acc);
   }
   return block_sum(acc);
@@ -86,7 +98,7 @@ __global__ void col_sumsq(const S* __restrict__ a, Index m, Index n, Index rows_
   float acc = 0.0f;
   if (c < n)
     for (Index r = r0 + (threadIdx.x >> 5); r < r1; r += blockDim.x >> 5) {
-      const float x = float(a[r * n + c]);
+      const float x = float(widen(a[r * n + c]));
       acc = fmaf(x, x, acc);
     }
   __shared__ float part[32][33];  // [row-group][column], padded against bank conflicts
@@ -107,7 +119,7 @@ __global__ void sumsq(const S* __restrict__ a, Index count, Index stride, float*
   a += Index(blockIdx.y) * stride;
   float acc = 0.0f;
   for (Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += Index(gridDim.x) * blockDim.x) {
-    const float x = float(a[i]);
+    const float x = float(widen(a[i]));
     acc = fmaf(x, x, acc);
   }
   acc = block_sum(acc);

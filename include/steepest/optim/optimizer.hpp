@@ -94,16 +94,13 @@ struct LayerNorm {
 
 namespace detail {
 
-/// Refuses, at compile time, gradients a step cannot take for parameters of scalar S in Space:
-/// they are S, or bf16 (Eigen::bfloat16) for float parameters in host memory.
-template <class S, class G, class Space>
+/// Refuses, at compile time, gradients a step cannot take for parameters of scalar S: they are
+/// S, or bf16 (Eigen::bfloat16) for float parameters, in either memory space.
+template <class S, class G>
 constexpr void check_gradient_type() {
   static_assert(std::is_same_v<G, S> || (std::is_same_v<G, Eigen::bfloat16> && std::is_same_v<S, float>),
                 "steepest: gradients must have the parameters' scalar type, or be Eigen::bfloat16 "
                 "for float parameters");
-  static_assert(std::is_same_v<G, S> || is_host_v<Space>,
-                "steepest: bf16 gradients are taken in host memory only; a device step needs "
-                "gradients of the parameters' scalar type");
 }
 /// A gradient's entries as the kernels address them: G itself, or the raw bits of a bf16.
 template <class G>
@@ -117,7 +114,7 @@ const auto* gradient_words(const G* p) {
 template <class S, class G, class Space>
 void check_step_inputs(const ParamSet<S, Space>& params, const Gradients<G, Space>& grads,
                        std::size_t state_layers) {
-  check_gradient_type<S, G, Space>();
+  check_gradient_type<S, G>();
   const auto& ts = params.tensors();
   if (grads.size() != ts.size())
     throw shape_error("step: " + std::to_string(grads.size()) + " gradients for " + std::to_string(ts.size()) +
@@ -229,7 +226,7 @@ class Optimizer {
   }
 
   /// Steps every layer. Returns true when taken, false when skipped (NonFinitePolicy::Skip).
-  /// `grads` holds S, or bf16 for float parameters on the host (params.hpp).
+  /// `grads` holds S, or bf16 for float parameters (params.hpp).
   template <class S, class Space, class G>
   bool step(ParamSet<S, Space>& params, const Gradients<G, Space>& grads, State<S, Space>& st) const {
     detail::check_step_inputs(params, grads, st.layers.size());
@@ -276,7 +273,7 @@ class Optimizer {
   template <class S, class Space, class G>
   void run(ParamSet<S, Space>& params, const Gradients<G, Space>& grads, State<S, Space>& st, long long t,
            bool fused, double lr_factor = 1.0) const {
-    detail::check_gradient_type<S, G, Space>();
+    detail::check_gradient_type<S, G>();
     if constexpr (!is_host_v<Space>) {
       Space::run(*this, params, grads, st, t, fused, lr_factor);  // the device executor
     } else {

@@ -14,7 +14,7 @@
 //   batched experts [b, m, n] (add_batched)        -> b layers of m x n
 // Gradients are given per tensor (Gradients, in the order the tensors were added), and each
 // layer reads its block of its tensor's gradient through the same view. Float parameters also
-// take bf16 gradients (Gradients<Eigen::bfloat16>, host memory): a step widens each entry
+// take bf16 gradients (Gradients<Eigen::bfloat16>, host or device memory): a step widens each entry
 // exactly and does its arithmetic in float, reading 2 bytes per gradient entry instead of 4.
 #pragma once
 
