@@ -2,6 +2,8 @@
 // on a shared machine (ratios within one run):
 //   Ref/HandFusedAdamW   one-pass AdamW loop, 28 bytes/param (read g m v w, write m v w)
 //   Ref/StreamTriad      a = b + s c, 12 bytes/element
+//   Ref/ReadStream       a sum over one array, 4 bytes/element (read only)
+//   FiniteCheck          the library's gradient check alone (simd::all_finite), 4 bytes/param
 //   Ref/GemmXXt          Eigen GEMM X X^T of the Newton-Schulz shapes (GFLOP/s), as many per
 //                        iteration as 5 Newton-Schulz steps have flops
 //   GramSquare*          the two symmetric products of a Newton-Schulz step (X X^T, A A) alone:
@@ -124,6 +126,24 @@ void Ref_StreamTriad(benchmark::State& state) {
   counters(state, double(n), 12);
 }
 
+// A read-only pass (4 bytes/element): the sum of the entries, one hand loop. What the finite
+// check (FiniteCheck below) is set against: both read each gradient entry once and write nothing.
+void Ref_ReadStream(benchmark::State& state) {
+  const auto n = ref_size(state);
+  set_threads(int(state.range(2)));
+  const auto a = random_vec(n, 2);
+  const float* __restrict pa = a.data();
+  for (auto _ : state) {
+    float sum = 0;
+#if defined(_OPENMP)
+#pragma omp parallel for simd schedule(static) reduction(+ : sum)
+#endif
+    for (std::ptrdiff_t i = 0; i < std::ptrdiff_t(n); ++i) sum += pa[i];
+    benchmark::DoNotOptimize(sum);
+  }
+  counters(state, double(n), 4);
+}
+
 // The GEMM reference for Newton-Schulz: X X^T products of the layer's shape, as many per
 // iteration as the flops of 5 Newton-Schulz steps (5 (4 k^2 n + 2 k^3), the count the rules
 // report), so one iteration lasts about as long as one step of the rule it is set against and
@@ -244,6 +264,15 @@ void AdamW(benchmark::State& s) { run_rule(s, [] { return st::adamw(hp()); }, 28
 void AdamWUnchecked(benchmark::State& s) {
   run_rule(s, [] { auto h = hp(); h.on_non_finite = st::NonFinitePolicy::Unchecked; return st::adamw(h); }, 28, false);
 }
+// The check that NonFinitePolicy::Error (the default) runs before a step, alone: one read of
+// the gradient (the part of AdamW's time that AdamWUnchecked does not have).
+void FiniteCheck(benchmark::State& state) {
+  const auto n = ref_size(state);
+  set_threads(int(state.range(2)));
+  const auto g = random_vec(n, 2);
+  for (auto _ : state) benchmark::DoNotOptimize(st::simd::all_finite<st::gradient_limit_exponent<float>>(g.data(), st::Index(n)));
+  counters(state, double(n), 4);
+}
 void AdamWRescaled(benchmark::State& s) { run_rule(s, [] { return st::adamw_rescaled(hp()); }, 28, false); }
 void Sign(benchmark::State& s) { run_rule(s, [] { return st::sign_descent(hp()); }, 12, false); }
 void Lion(benchmark::State& s) { run_rule(s, [] { return st::lion(hp()); }, 20, false); }
@@ -359,7 +388,9 @@ void shapes(benchmark::internal::Benchmark* b, bool ns) {
 
 BENCHMARK(Ref_HandFusedAdamW)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(Ref_StreamTriad)->Apply([](auto* b) { shapes(b, false); });
+BENCHMARK(Ref_ReadStream)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(Ref_GemmXXt)->Apply([](auto* b) { shapes(b, true); });
+BENCHMARK(FiniteCheck)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(AdamW)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(AdamWUnchecked)->Apply([](auto* b) { shapes(b, false); });
 BENCHMARK(AdamWRescaled)->Apply([](auto* b) { shapes(b, false); });

@@ -214,6 +214,26 @@ def main():
                             statistics.median(b["real_time"] for b in runs[ref].values())))
         return out
 
+    checks = sorted(k for k in runs if k[0] == "FiniteCheck")
+    if checks:
+        lines += ["", "The gradient check alone (FiniteCheck: simd::all_finite, 4 B/param read) against a "
+                  "hand-written read-only pass over as many floats (Ref_ReadStream), and what the check adds to "
+                  "AdamW (AdamW - AdamWUnchecked, medians); ratio = check time / read-pass time per repetition:", "",
+                  "| shape | threads | check ms | read pass ms | ratio (median) | spread | check GB/s | "
+                  "AdamW - unchecked ms |",
+                  "|---|---|---|---|---|---|---|---|"]
+        def med_ms(k):
+            return statistics.median(b["real_time"] for b in runs[k].values()) if k in runs else float("nan")
+        for key in checks:
+            _, m, n, t = key
+            ref = ("Ref_ReadStream", m, n, t)
+            r = paired(key, ref, lambda b: b["real_time"])
+            gbs = statistics.median(b.get("bytes_per_second", 0) for b in runs[key].values()) / 1e9
+            added = med_ms(("AdamW", m, n, t)) - med_ms(("AdamWUnchecked", m, n, t))
+            shape = "GPT-2 small" if m == 0 else f"{m}x{n}"
+            r_txt = f"{statistics.median(r):.2f} | {min(r):.2f}-{max(r):.2f}" if r else "- | -"
+            lines.append(f"| {shape} | {t} | {med_ms(key):.2f} | {med_ms(ref):.2f} | {r_txt} | {gbs:.1f} | "
+                         f"{added:.2f} |")
     bf16 = sorted(k for k in runs if k[0].endswith("Bf16"))
     if bf16:
         lines += ["", "Newton-Schulz products in bf16 (oneDNN) against the same rule in fp32 (Eigen), "
