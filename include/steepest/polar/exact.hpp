@@ -14,7 +14,7 @@
 //     declaration: the compiler then leaves the members to another unit), and
 //   - in exactly one .cpp: `#define STEEPEST_SVD_INSTANCE` before `#include <steepest/polar/exact.hpp>`
 //     (the explicit instantiation definition).
-// The project's own tests, examples and benchmarks build this way (CMake: steepest_svd_instance,
+// The project's own tests and small examples build this way (CMake: steepest_svd_instance,
 // through steepest_project_options); without either macro nothing changes.
 #pragma once
 
