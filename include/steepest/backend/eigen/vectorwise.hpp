@@ -48,13 +48,19 @@ inline constexpr Index kAccurateBlock = 4096;
 /// accumulator over the 3e5 entries of a 300 x 1000 tensor taken as one vector drifted 4e-5
 /// relative from the exact sum (measured), the size of error a whole-tensor norm (VectorNorm,
 /// the RMS geometry) must not have. Rows of up to one block cost what `squaredNorm()` costs.
+/// The blocking itself: block_sum(j, len) is the sum of squares of entries [j, j + len) in the
+/// row's scalar type; the blocks are added in double.
+template <class BlockSum>
+double blocked_sumsq(Index n, BlockSum block_sum) {
+  if (n <= kAccurateBlock) return double(block_sum(Index(0), n));
+  double s = 0.0;
+  for (Index j = 0; j < n; j += kAccurateBlock) s += double(block_sum(j, std::min(kAccurateBlock, n - j)));
+  return s;
+}
 template <class Row>
 double row_sumsq(const Row& row) {
-  const Index n = row.size();
-  if (n <= kAccurateBlock) return double(row.squaredNorm());
-  double s = 0.0;
-  for (Index j = 0; j < n; j += kAccurateBlock) s += double(row.segment(j, std::min(kAccurateBlock, n - j)).squaredNorm());
-  return s;
+  if (row.size() <= kAccurateBlock) return double(row.squaredNorm());  // the row itself, no segment
+  return blocked_sumsq(row.size(), [&](Index j, Index len) { return row.segment(j, len).squaredNorm(); });
 }
 
 /// row_sumsq of n bf16 entries (their bits at p), bit for bit what row_sumsq gives on the widened
@@ -65,17 +71,14 @@ inline double row_sumsq_bf16(const std::uint16_t* p, Index n) {
   constexpr Index PS = simd::packet_size<float>;
   static thread_local std::vector<float> buf;
   buf.resize(std::size_t(std::min(n, kAccurateBlock)));
-  auto block = [&](const std::uint16_t* q, Index len) {  // one block widened, then summed
+  return blocked_sumsq(n, [&](Index at, Index len) {  // one block widened, then summed
+    const std::uint16_t* q = p + at;
     float* b = buf.data();
     Index j = 0;
     for (; j + PS <= len; j += PS) simd::store(b + j, simd::load_wide<P>(q + j));
     for (; j < len; ++j) b[j] = simd::bf16_to_float(q[j]);
     return Eigen::Map<const Eigen::Matrix<float, 1, Eigen::Dynamic>>(b, len).squaredNorm();
-  };
-  if (n <= kAccurateBlock) return double(block(p, n));
-  double s = 0.0;
-  for (Index j = 0; j < n; j += kAccurateBlock) s += double(block(p + j, std::min(kAccurateBlock, n - j)));
-  return s;
+  });
 }
 
 /// out(i) = ||G.row(i)||_r, computed in the matrix's scalar type.
