@@ -334,6 +334,14 @@ auto host_pack(st::Ctx<float>& ctx, typename ChainT::template LayerState<float>&
   return sc::kernels::make_pack(device_form(Info::template at<I>::elem(ctx, std::get<I>(ls)), factors)...);
 }
 
+// Every block of a launch table, every thread index: what chain_pass does, on the host.
+template <class Table>
+void run_table_on_host(const Table& tab, int blocks) {
+  for (int b = 0; b < blocks; ++b)
+    for (Index tid = 0; tid < sc::kernels::kChainThreads; ++tid)
+      sc::kernels::chain_block(tab, b, tid, Index(sc::kernels::kChainThreads));
+}
+
 // Host-only: the device executor's one-pass form of every fusable chain -- its launch tables
 // (layers split over tables and chunks, whole rows per chunk when a factor is per row) and its
 // per-block body `chain_block`, run here over host memory for every block and thread index --
@@ -387,11 +395,9 @@ void check_executor_on_host(const char* name, Opt opt) {
     auto launch = [&](const sc::kernels::ChainTable<float, Pack, In>& tab, int blocks) {
       ++launches;
       tables_ok = tables_ok && blocks > 0 && blocks <= sc::kernels::kChainBlocks;
-      for (int b = 0; b < blocks; ++b) {
+      for (int b = 0; b < blocks; ++b)
         tables_ok = tables_ok && tab.block_layer[b] < sc::kernels::ChainTable<float, Pack, In>::kMax;
-        for (Index tid = 0; tid < sc::kernels::kChainThreads; ++tid)
-          sc::kernels::chain_block(tab, b, tid, Index(sc::kernels::kChainThreads));
-      }
+      run_table_on_host(tab, blocks);
     };
     sc::kernels::TableBuilder<float, Pack, decltype(launch), In> builder(launch);
     for (std::size_t j = 0; j < pe.size(); ++j) {
@@ -417,6 +423,36 @@ void check_executor_on_host(const char* name, Opt opt) {
   for (std::size_t i = 0; i < w.size(); ++i) worst = std::max(worst, rel(we[i], w[i]));
   EXPECT(tables_ok && launches > 3, "%s: executor tables (%d launches)", name, launches);
   EXPECT(worst < 1e-6, "%s: executor's one-pass form on the host vs the CPU optimizer: %.3g", name, worst);
+}
+
+// The check pass over 80 gradients of G (one of 70000 entries per row: several tables): the
+// first poisoned tensor is found, wherever its bad entry sits; `below` (the largest G under the
+// bound, tensor 3) passes, 2^40 itself is refused (tensor 77), like NaN and Inf.
+template <class G>
+void check_finite_pass(const char* what, float below) {
+  using Pack = sc::kernels::ElemPack<sc::kernels::FiniteCheck>;
+  using In = sc::detail::device_word_t<G>;
+  const float limit = std::ldexp(1.0f, st::gradient_limit_exponent<float>);
+  for (int poisoned : {-1, 0, 41, 77}) {
+    std::vector<std::vector<G>> g;
+    std::vector<Index> cols;
+    for (int i = 0; i < 80; ++i) {
+      cols.push_back(i == 50 ? 70000 : 5);
+      g.emplace_back(std::size_t((1 + i % 3) * cols.back()), G(1.0f));
+    }
+    g[3][0] = G(-below);
+    if (poisoned >= 0)
+      g[std::size_t(poisoned)][std::size_t(cols[std::size_t(poisoned)] - 1)] = G(poisoned == 77 ? -limit : std::nanf(""));
+    if (poisoned == 41) g[77][0] = G(INFINITY);  // a later bad tensor does not hide the first
+    int flag = INT_MAX;
+    auto launch = [&](const sc::kernels::ChainTable<float, Pack, In>& tab, int blocks) { run_table_on_host(tab, blocks); };
+    sc::kernels::TableBuilder<float, Pack, decltype(launch), In> builder(launch);
+    for (std::size_t i = 0; i < g.size(); ++i)
+      builder.add(sc::kernels::make_pack(sc::kernels::FiniteCheck{&flag, int(i)}), sc::detail::device_words(g[i].data()),
+                  nullptr, Index(g[i].size()), cols[i], false);
+    builder.flush();
+    EXPECT(flag == (poisoned < 0 ? INT_MAX : poisoned), "%s: found %d, poisoned %d", what, flag, poisoned);
+  }
 }
 
 void check_executor_on_host() {
@@ -446,61 +482,13 @@ void check_executor_on_host() {
                                st::moga_row_momentum<st::Bf16State>(hp));
   check_executor_on_host<true>("2-normalized SGD, bf16 gradients", sgd_l2);
 
-  // The gradient check's pass (the same tables, a read-only kernel): the first poisoned tensor
-  // is found, wherever its bad entry sits, across table splits.
-  using Pack = sc::kernels::ElemPack<sc::kernels::FiniteCheck>;
-  for (int poisoned : {-1, 0, 41, 77}) {
-    std::vector<RowMat> g;
-    for (int i = 0; i < 80; ++i) g.push_back(RowMat::Ones(1 + i % 3, i == 50 ? 70000 : 5));
-    // The bound is |g| < 2^40 for float: the largest float below it passes (tensor 3), 2^40
-    // itself is refused (tensor 77), like NaN and Inf.
-    const float limit = std::ldexp(1.0f, st::gradient_limit_exponent<float>);
-    g[3](0, 0) = -std::nextafter(limit, 0.0f);
-    if (poisoned >= 0)
-      g[std::size_t(poisoned)](0, g[std::size_t(poisoned)].cols() - 1) = poisoned == 77 ? -limit : std::nanf("");
-    if (poisoned == 41) g[77](0, 0) = INFINITY;  // a later bad tensor does not hide the first
-    int flag = INT_MAX;
-    auto launch = [&](const sc::kernels::ChainTable<float, Pack>& tab, int blocks) {
-      for (int b = 0; b < blocks; ++b)
-        for (Index tid = 0; tid < sc::kernels::kChainThreads; ++tid)
-          sc::kernels::chain_block(tab, b, tid, Index(sc::kernels::kChainThreads));
-    };
-    sc::kernels::TableBuilder<float, Pack, decltype(launch)> builder(launch);
-    for (std::size_t i = 0; i < g.size(); ++i)
-      builder.add(sc::kernels::make_pack(sc::kernels::FiniteCheck{&flag, int(i)}), g[i].data(), nullptr, g[i].size(),
-                  g[i].cols(), false);
-    builder.flush();
-    EXPECT(flag == (poisoned < 0 ? INT_MAX : poisoned), "gradient check pass: found %d, poisoned %d", flag, poisoned);
-  }
-  // The same pass over bf16 gradients (the tables read __nv_bfloat16, widened): the largest bf16
-  // below 2^40 (2^40 - 2^32) passes, 2^40, NaN and Inf are refused.
-  for (int poisoned : {-1, 0, 41, 77}) {
-    std::vector<std::vector<Eigen::bfloat16>> g;
-    std::vector<Index> cols;
-    for (int i = 0; i < 80; ++i) {
-      cols.push_back(i == 50 ? 70000 : 5);
-      g.emplace_back(std::size_t((1 + i % 3) * cols.back()), Eigen::bfloat16(1.0f));
-    }
-    const float limit = std::ldexp(1.0f, st::gradient_limit_exponent<float>);
-    g[3][0] = Eigen::bfloat16(-(limit - std::ldexp(1.0f, st::gradient_limit_exponent<float> - 8)));
-    if (poisoned >= 0)
-      g[std::size_t(poisoned)][std::size_t(cols[std::size_t(poisoned)] - 1)] =
-          Eigen::bfloat16(poisoned == 77 ? -limit : std::nanf(""));
-    if (poisoned == 41) g[77][0] = Eigen::bfloat16(INFINITY);
-    int flag = INT_MAX;
-    auto launch = [&](const sc::kernels::ChainTable<float, Pack, __nv_bfloat16>& tab, int blocks) {
-      for (int b = 0; b < blocks; ++b)
-        for (Index tid = 0; tid < sc::kernels::kChainThreads; ++tid)
-          sc::kernels::chain_block(tab, b, tid, Index(sc::kernels::kChainThreads));
-    };
-    sc::kernels::TableBuilder<float, Pack, decltype(launch), __nv_bfloat16> builder(launch);
-    for (std::size_t i = 0; i < g.size(); ++i)
-      builder.add(sc::kernels::make_pack(sc::kernels::FiniteCheck{&flag, int(i)}), sc::detail::device_words(g[i].data()),
-                  nullptr, Index(g[i].size()), cols[i], false);
-    builder.flush();
-    EXPECT(flag == (poisoned < 0 ? INT_MAX : poisoned), "bf16 gradient check pass: found %d, poisoned %d", flag,
-           poisoned);
-  }
+  // The gradient check's pass (the same tables, a read-only kernel), over fp32 gradients and
+  // over bf16 ones (the tables read __nv_bfloat16, widened). The bound is |g| < 2^40: the
+  // largest value below it in the gradient's type passes (float: nextafter; bf16: 2^40 - 2^32).
+  const float limit = std::ldexp(1.0f, st::gradient_limit_exponent<float>);
+  check_finite_pass<float>("gradient check pass", std::nextafter(limit, 0.0f));
+  check_finite_pass<Eigen::bfloat16>("bf16 gradient check pass",
+                                     limit - std::ldexp(1.0f, st::gradient_limit_exponent<float> - 8));
 }
 
 
