@@ -30,11 +30,14 @@ using Mf = Eigen::MatrixXf;
 
 namespace {
 
+// convolution_from_k = 0 runs the last product as the 1x1 convolution at every size (by default
+// only from k = 1536, too large for these tests' references).
 template <class Schedule>
-Md bf16_ns(const Md& G, int steps) {
+Md bf16_ns(const Md& G, int steps, Eigen::Index convolution_from_k = st::OneDnnNewtonSchulzWorkspace().convolution_from_k) {
   const Mf Gf = G.cast<float>();
   Mf O(G.rows(), G.cols());
   st::OneDnnNewtonSchulzWorkspace ws;
+  ws.convolution_from_k = convolution_from_k;
   st::OneDnnBf16::run<Schedule>(Gf, O, steps, ws);
   return O.cast<double>();
 }
@@ -160,6 +163,62 @@ TEST_CASE("bf16 Newton-Schulz on wide iterates: both symmetric products on their
     const Md P = bf16_ns<st::PolarExpressSchedule>(c.G, 5);
     CHECK((P - c.polar).norm() <= 0.15 * c.polar.norm());
   }
+}
+
+TEST_CASE("bf16 Newton-Schulz with the last product as a 1x1 convolution") {
+  // X <- Bb Xb + a X as oneDNN's convolution, its weights Xb^T reordered into the kernel's
+  // blocked layout each step (the default from k = 1536; forced here on small, odd, tall, blocked
+  // and 1-wide shapes). Judged as the matmul path is: near the fp32 Eigen iteration and (Polar
+  // Express) the polar factor. Against the matmul path (the same bf16 inputs, fp32 sums): the
+  // same bits on this machine's AMX kernels (measured 0); checked at 1e-2 of the norm, as another
+  // kernel may sum in another order and flip a few bf16 roundings.
+  if (!bf16_available()) return;
+  std::vector<std::pair<int, int>> shapes(std::begin(kShapes), std::end(kShapes));
+  shapes.insert(shapes.end(), {{790, 1600}, {1030, 1100}, {1100, 1030}});
+  for (auto [m, n] : shapes) {
+    CAPTURE(m);
+    CAPTURE(n);
+    const auto c = orthogonal_conditioned(m, n, 10.0, unsigned(3 * m + n));
+    const Md O = bf16_ns<st::QuinticSchedule>(c.G, 5, 0);
+    // Singular values in the quintic's bf16 band, from the k x k Gram matrix of O.
+    const Md gram = m <= n ? Md(O * O.transpose()) : Md(O.transpose() * O);
+    const Eigen::VectorXd ev = Eigen::SelfAdjointEigenSolver<Md>(gram, Eigen::EigenvaluesOnly).eigenvalues();
+    CHECK(std::sqrt(ev.minCoeff()) >= 0.65);
+    CHECK(std::sqrt(ev.maxCoeff()) <= 1.23);
+    // Near the fp32 iteration, except at k = 1 (one singular value: where it lands after 5 steps
+    // in the band is sensitive to rounding; the quintic test above says why).
+    const Md F = fp32_ns<st::QuinticSchedule>(c.G, 5);
+    if (std::min(m, n) > 1) CHECK((O - F).norm() <= 0.03 * F.norm());
+    const Md M = bf16_ns<st::QuinticSchedule>(c.G, 5, 1 << 30);
+    CHECK((O - M).norm() <= 1e-2 * M.norm());
+    MESSAGE("convolution against matmul: " << (O - M).norm() / M.norm());
+    const Md P = bf16_ns<st::PolarExpressSchedule>(c.G, 5, 0);
+    CHECK((P - c.polar).norm() <= 0.15 * c.polar.norm());
+  }
+}
+
+TEST_CASE("The workspace switches between the convolution and the matmul for one shape") {
+  // prepare() rebuilds the primitives when convolution_from_k moves across k, and a copy keeps
+  // the setting: the same result either way, and the same as a fresh workspace's.
+  if (!bf16_available()) return;
+  const auto c = orthogonal_conditioned(96, 300, 10.0, 7u);
+  const Mf G = c.G.cast<float>();
+  Mf O1(96, 300), O2(96, 300), O3(96, 300);
+  st::OneDnnNewtonSchulzWorkspace ws;
+  ws.convolution_from_k = 0;
+  st::OneDnnBf16::run<st::QuinticSchedule>(G, O1, 5, ws);
+  CHECK(ws.apply_conv);
+  ws.convolution_from_k = 1 << 30;
+  st::OneDnnBf16::run<st::QuinticSchedule>(G, O2, 5, ws);
+  CHECK_FALSE(ws.apply_conv);
+  CHECK(O2.isApprox(Mf(bf16_ns<st::QuinticSchedule>(c.G, 5, 1 << 30).cast<float>()), 1e-6f));
+  ws.convolution_from_k = 0;
+  const st::OneDnnNewtonSchulzWorkspace copy = ws;
+  CHECK(copy.convolution_from_k == 0);
+  st::OneDnnNewtonSchulzWorkspace w2 = copy;
+  st::OneDnnBf16::run<st::QuinticSchedule>(G, O3, 5, w2);
+  CHECK(w2.apply_conv);
+  CHECK(O3 == O1);
 }
 
 TEST_CASE("symmetric_blocks_to_bf16: upper blocks rounded to nearest even, mirrored below") {

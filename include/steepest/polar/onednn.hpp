@@ -15,7 +15,8 @@
 //   Xb = bf16(X)                       oneDNN reorder (round to nearest even)
 //   A  = Xb Xb^T                       matmul, fp32 accumulation and output
 //   Ab = bf16(A);  A <- c Ab Ab + b A  matmul; c is its output scale, b A its sum post-op
-//   Bb = bf16(A);  X <- Bb Xb + a X    matmul; a X its sum post-op, written over X
+//   Bb = bf16(A);  X <- Bb Xb + a X    matmul, or from k >= 1536 a 1x1 convolution (below); a X
+//                                      its sum post-op, written over X
 // so every product sees bf16 inputs and every sum is fp32 and happens inside the product that
 // feeds it (no pass of its own); the iterate X itself stays fp32 between steps (rounding it to
 // bf16 only as a product's input). A double input is rounded the same way (the products are
@@ -37,6 +38,14 @@
 // full product each, the square's sums as its post-ops. The last product,
 // B X, has no symmetry to use.
 //
+// From k >= 1536 the last product is a 1x1 convolution, oneDNN 2.6's better-tuned AMX kernel
+// for it (brgconv_1x1): Bb is the source (k channels at k points), X the destination (l channels),
+// and the weights Xb^T, reordered from Xb each step into the blocked layout the kernel picks.
+// Measured here (one thread, the whole iteration, convolution / matmul): 0.82-0.90 from k = 2048,
+// 0.95-0.97 at k = 1536, but 1.00-1.06 at k = 1024 and below, where the reorder costs what the
+// faster product saves (docs/PERFORMANCE.md). Every buffer a product reads or writes starts on a
+// cache line (detail::CacheLineAllocator).
+//
 // The sums' scales are fixed when a primitive is made (oneDNN 2.x), so the workspace keeps one
 // set of primitives per distinct (a, b, c) of the schedule: one for the quintic, one per step for
 // Polar Express.
@@ -50,6 +59,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <new>
 #include <vector>
 
 #include "../backend/eigen/bf16.hpp"
@@ -70,6 +80,26 @@ namespace steepest {
 #endif
 
 namespace detail {
+
+/// std::allocator on 64-byte (cache-line) boundaries, whatever the build's flags. Why: oneDNN's
+/// AMX kernels load each operand row as whole tiles, and a row that starts 16 bytes into a line
+/// (where malloc puts a large block) straddles one more line per load: measured at 1024x4096, one
+/// thread, the last product took 19.3 ms from a 16-byte-aligned buffer and 10.7 ms from a
+/// 64-byte-aligned one, with the same descriptors.
+template <class T>
+struct CacheLineAllocator {
+  using value_type = T;
+  static constexpr std::size_t alignment = 64;
+  CacheLineAllocator() = default;
+  template <class U>
+  CacheLineAllocator(const CacheLineAllocator<U>&) noexcept {}
+  T* allocate(std::size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(alignment))); }
+  void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t(alignment)); }
+  template <class U>
+  bool operator==(const CacheLineAllocator<U>&) const noexcept { return true; }
+  template <class U>
+  bool operator!=(const CacheLineAllocator<U>&) const noexcept { return false; }
+};
 
 /// dst = bf16(alpha P + beta Q), rounded to nearest even, for a symmetric k x k result of which
 /// only the upper block triangle of P and Q was formed (row blocks [cut[i], cut[i + 1])): each
@@ -143,7 +173,7 @@ struct OneDnnNewtonSchulzWorkspace {
   using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   /// One matmul with its operands bound (the buffers below do not move between prepare()s).
   struct Product {
-    dnnl::matmul mm;
+    dnnl::primitive mm;  // a matmul, or (the last product) a 1x1 convolution
     dnnl::memory src, wei, dst;
     void run(const dnnl::stream& s) const {
       mm.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
@@ -162,12 +192,15 @@ struct OneDnnNewtonSchulzWorkspace {
   struct StepProducts {
     PolarCoefficients pc;
     Product square;               // A <- c Ab Ab + b A (Ab read transposed: Ab^T = Ab); unused when blocked
-    Product apply;                // X <- Bb Xb + a X
+    Product apply;                // X <- Bb Xb + a X (a 1x1 convolution reading Xw)
   };
   Index k = -1, l = -1;
-  Mat X, A;                             // fp32: the iterate; the Gram matrix, then B in its place
-  Mat C;                                // fp32 Ab Ab on its upper block triangle (blocked only)
-  std::vector<std::uint16_t> Xb, Ab;    // bf16 bit patterns (oneDNN's bf16 layout)
+  // fp32, row-major, on cache lines (detail::CacheLineAllocator; an Eigen matrix is aligned only
+  // as far as the build's flags say): the k x l iterate X; the k x k Gram matrix A, then B in its
+  // place; C = Ab Ab on its upper block triangle (blocked only). iterate() views X as a matrix.
+  std::vector<float, detail::CacheLineAllocator<float>> X, A, C;
+  std::vector<std::uint16_t, detail::CacheLineAllocator<std::uint16_t>> Xb, Ab;  // bf16 bit patterns
+  std::vector<std::uint16_t, detail::CacheLineAllocator<std::uint16_t>> Xw;  // Xb^T, blocked for the last product
   std::vector<Index> cut;               // row block i of A is [cut[i], cut[i + 1])
   bool blocked = false;                 // both symmetric products on their block triangles (file comment)
   dnnl::engine engine;
@@ -177,29 +210,38 @@ struct OneDnnNewtonSchulzWorkspace {
   std::vector<StepProducts> steps;      // per step of the schedule (steps with equal coefficients share)
   std::vector<int> step_of;             // step s -> index into `steps`
   Conversion to_bf16_kl, to_bf16_kk;    // Xb = bf16(X), Ab = bf16(A) (the latter unblocked only)
+  Conversion to_apply_weights;          // Xw = Xb^T, reordered into the blocked weights layout
+  bool apply_conv = false;              // the last product is a 1x1 convolution (file comment)
+  /// The last product runs as a 1x1 convolution from this k on (file comment: measured faster
+  /// from k = 1536, slower below). A tuning point, read by prepare(); the tests lower it to run
+  /// the convolution on small shapes.
+  Index convolution_from_k = 1536;
   std::string impl;                     // the implementation oneDNN chose for the Gram product (e.g. brg:avx512_core_amx_bf16)
 
   OneDnnNewtonSchulzWorkspace() = default;
   // The primitives are bound to this workspace's own buffers, so a copy starts empty (it prepares
   // its own on first use); a move keeps them (Eigen and std::vector moves keep the buffers).
-  OneDnnNewtonSchulzWorkspace(const OneDnnNewtonSchulzWorkspace&) {}
+  OneDnnNewtonSchulzWorkspace(const OneDnnNewtonSchulzWorkspace& o) : convolution_from_k(o.convolution_from_k) {}
   OneDnnNewtonSchulzWorkspace& operator=(const OneDnnNewtonSchulzWorkspace& o) {
-    if (this != &o) *this = OneDnnNewtonSchulzWorkspace();
+    if (this != &o) *this = OneDnnNewtonSchulzWorkspace(o);
     return *this;
   }
   OneDnnNewtonSchulzWorkspace(OneDnnNewtonSchulzWorkspace&&) = default;
   OneDnnNewtonSchulzWorkspace& operator=(OneDnnNewtonSchulzWorkspace&&) = default;
 
+  /// The fp32 iterate as a k x l row-major matrix (after prepare()).
+  Eigen::Map<Mat> iterate() { return Eigen::Map<Mat>(X.data(), k, l); }
+
   /// Makes the primitives for a k_ x l_ iterate and the coefficients `pcs` (one per step).
   void prepare(Index k_, Index l_, const std::vector<PolarCoefficients>& pcs) {
-    if (k_ == k && l_ == l && same_schedule(pcs)) return;
+    if (k_ == k && l_ == l && same_schedule(pcs) && apply_conv == (k_ >= convolution_from_k)) return;
     k = l = -1;  // until every primitive is made
-    X.resize(k_, l_);
-    A.resize(k_, k_);
+    X.resize(std::size_t(k_ * l_));
+    A.resize(std::size_t(k_ * k_));
     Xb.resize(std::size_t(k_ * l_));
     Ab.resize(std::size_t(k_ * k_));
     blocked = k_ >= 1024 || (k_ >= 768 && l_ >= 2 * k_);  // see the file comment
-    C.resize(blocked ? k_ : 0, blocked ? k_ : 0);
+    C.resize(blocked ? std::size_t(k_ * k_) : 0);
     const Index blocks = blocked ? 4 : 1;
     const Index h = blocks == 1 ? k_ : (k_ + blocks - 1) / blocks;
     cut.clear();
@@ -217,6 +259,9 @@ struct OneDnnNewtonSchulzWorkspace {
       if (blocked) square_tri = triangle_blocks(Ab.data(), k_, k_, C.data());
       steps.clear();
       step_of.clear();
+      Xw.clear();
+      to_apply_weights = Conversion();
+      apply_conv = k_ >= convolution_from_k;
       const memory::desc kk_bf16 = dense(k_, k_, dt::bf16), kl_bf16 = dense(k_, l_, dt::bf16),
                          kl_f32 = dense(k_, l_, dt::f32), kk_f32 = dense(k_, k_, dt::f32),
                          kk_bf16_t({k_, k_}, dt::bf16, memory::format_tag::ba);
@@ -228,7 +273,25 @@ struct OneDnnNewtonSchulzWorkspace {
           dnnl::post_ops ap_sum;
           ap_sum.append_sum(float(pc.a));
           ap.set_post_ops(ap_sum);
-          const dnnl::matmul::primitive_desc pa(dnnl::matmul::desc(kk_bf16, kl_bf16, kl_f32), ap, engine);
+          Product apply;
+          if (apply_conv) {
+            const dnnl::convolution_forward::primitive_desc pa = apply_desc(k_, l_, ap);
+            if (Xw.empty()) {
+              Xw.resize(pa.weights_desc().get_size() / sizeof(std::uint16_t));
+              const memory::desc xbt({l_, k_, 1, 1}, dt::bf16, memory::dims{1, l_, 1, 1});  // Xb^T, in place
+              to_apply_weights.from = memory(xbt, engine, Xb.data());
+              to_apply_weights.to = memory(pa.weights_desc(), engine, Xw.data());
+              to_apply_weights.reorder = dnnl::reorder(to_apply_weights.from, to_apply_weights.to);
+            } else if (pa.weights_desc() != to_apply_weights.to.get_desc()) {
+              throw std::runtime_error("steepest::OneDnnBf16: oneDNN chose different weight layouts for one shape");
+            }
+            apply = {dnnl::convolution_forward(pa), memory(pa.src_desc(), engine, Ab.data()), to_apply_weights.to,
+                     memory(pa.dst_desc(), engine, X.data())};
+          } else {
+            const dnnl::matmul::primitive_desc pa(dnnl::matmul::desc(kk_bf16, kl_bf16, kl_f32), ap, engine);
+            apply = {dnnl::matmul(pa), memory(kk_bf16, engine, Ab.data()), memory(kl_bf16, engine, Xb.data()),
+                     memory(kl_f32, engine, X.data())};
+          }
           Product square;  // blocked: the square is square_tri and its sums are a pass (file comment)
           if (!blocked) {
             dnnl::primitive_attr sq;
@@ -240,9 +303,7 @@ struct OneDnnNewtonSchulzWorkspace {
             square = {dnnl::matmul(ps), memory(kk_bf16, engine, Ab.data()), memory(kk_bf16_t, engine, Ab.data()),
                       memory(kk_f32, engine, A.data())};
           }
-          steps.push_back({pc, square,
-                           {dnnl::matmul(pa), memory(kk_bf16, engine, Ab.data()), memory(kl_bf16, engine, Xb.data()),
-                            memory(kl_f32, engine, X.data())}});
+          steps.push_back({pc, square, apply});
         }
         step_of.push_back(int(i));
       }
@@ -268,6 +329,26 @@ struct OneDnnNewtonSchulzWorkspace {
   }
 
  private:
+  /// X <- Bb Xb + a X as a 1x1 convolution (see the file comment): the k x k left operand Bb is
+  /// the source, k channels at k points ([1, k, 1, k], nhwc: Bb row-major); the l output channels
+  /// have the weights W(n, i) = Xb(i, n), i.e. Xb^T, in the layout the kernel picks (`any`); the
+  /// destination [1, l, 1, k] nhwc is X row-major, its sum post-op a X. The layouts are checked:
+  /// a primitive that would read them differently is refused rather than run on the wrong bytes.
+  dnnl::convolution_forward::primitive_desc apply_desc(Index k_, Index l_, const dnnl::primitive_attr& attr) const {
+    using dnnl::memory;
+    using dt = memory::data_type;
+    using tag = memory::format_tag;
+    const memory::desc src({1, k_, 1, k_}, dt::bf16, tag::nhwc), dst({1, l_, 1, k_}, dt::f32, tag::nhwc),
+        wei({l_, k_, 1, 1}, dt::bf16, tag::any);
+    const dnnl::convolution_forward::primitive_desc pd(
+        dnnl::convolution_forward::desc(dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src,
+                                        wei, dst, {1, 1}, {0, 0}, {0, 0}),
+        attr, engine);
+    if (pd.src_desc() != src || pd.dst_desc() != dst)
+      throw std::runtime_error("steepest::OneDnnBf16: oneDNN's convolution wants other layouts than the iterate's");
+    return pd;
+  }
+
   static dnnl::memory::desc dense(Index rows, Index cols, dnnl::memory::data_type t) {
     return dnnl::memory::desc({rows, cols}, t, dnnl::memory::format_tag::ab);
   }
@@ -322,11 +403,12 @@ struct OneDnnBf16 {
     std::vector<PolarCoefficients> pcs(static_cast<std::size_t>(steps));
     for (int s = 0; s < steps; ++s) pcs[std::size_t(s)] = Schedule::at(s, steps);
     ws.prepare(st.k, st.l, pcs);  // throws before anything is written when oneDNN cannot serve this CPU
+    Eigen::Map<OneDnnNewtonSchulzWorkspace::Mat> X = ws.iterate();
     // The normalization in the input's precision, then fp32 (the iterate's type).
     if (st.tall)
-      detail::assign_transposed(ws.X, G, st.inv);
+      detail::assign_transposed(X, G, st.inv);
     else
-      detail::assign_scaled(ws.X, G, st.inv);
+      detail::assign_scaled(X, G, st.inv);
 
     // One stream, in order: each primitive starts after the one before it has finished (the CPU
     // stream runs them in the calling thread); the passes over the blocks wait for the stream first.
@@ -349,13 +431,14 @@ struct OneDnnBf16 {
         p.square.run(ws.stream);
         ws.to_bf16_kk.run(ws.stream);
       }
+      if (ws.apply_conv) ws.to_apply_weights.run(ws.stream);
       p.apply.run(ws.stream);
     }
     ws.stream.wait();
     if (st.tall)
-      detail::assign_transposed(out, ws.X);
+      detail::assign_transposed(out, X);
     else
-      detail::assign_cast(out, ws.X);
+      detail::assign_cast(out, X);
   }
 };
 
