@@ -39,7 +39,7 @@
 // B X, has no symmetry to use.
 //
 // From k >= 1536 the last product is a 1x1 convolution, oneDNN 2.6's better-tuned AMX kernel
-// for it (brgconv_1x1): Bb is the source (k channels at k points), X the destination (l channels),
+// for it (brgconv_1x1), where oneDNN has one that reads Bb and writes X as they are stored: Bb is the source (k channels at k points), X the destination (l channels),
 // and the weights Xb^T, reordered from Xb each step into the blocked layout the kernel picks.
 // Measured here (one thread, the whole iteration, convolution / matmul): 0.82-0.90 from k = 2048,
 // 0.95-0.97 at k = 1536, but 1.00-1.06 at k = 1024 and below, where the reorder costs what the
@@ -57,9 +57,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <new>
 #include <stdexcept>
 #include <string>
-#include <new>
 #include <vector>
 
 #include "../backend/eigen/bf16.hpp"
@@ -192,7 +192,7 @@ struct OneDnnNewtonSchulzWorkspace {
   struct StepProducts {
     PolarCoefficients pc;
     Product square;               // A <- c Ab Ab + b A (Ab read transposed: Ab^T = Ab); unused when blocked
-    Product apply;                // X <- Bb Xb + a X (a 1x1 convolution reading Xw)
+    Product apply;                // X <- Bb Xb + a X: a matmul, or a 1x1 convolution reading Xw (apply_conv)
   };
   Index k = -1, l = -1;
   // fp32, row-major, on cache lines (detail::CacheLineAllocator; an Eigen matrix is aligned only
@@ -213,14 +213,16 @@ struct OneDnnNewtonSchulzWorkspace {
   Conversion to_apply_weights;          // Xw = Xb^T, reordered into the blocked weights layout
   bool apply_conv = false;              // the last product is a 1x1 convolution (file comment)
   /// The last product runs as a 1x1 convolution from this k on (file comment: measured faster
-  /// from k = 1536, slower below). A tuning point, read by prepare(); the tests lower it to run
-  /// the convolution on small shapes.
+  /// from k = 1536, slower below), where oneDNN has a convolution that reads Bb and writes X in
+  /// their plain layouts (else the matmul). A tuning point, read by prepare(); the tests lower it
+  /// to run the convolution on small shapes.
   Index convolution_from_k = 1536;
   std::string impl;                     // the implementation oneDNN chose for the Gram product (e.g. brg:avx512_core_amx_bf16)
 
   OneDnnNewtonSchulzWorkspace() = default;
   // The primitives are bound to this workspace's own buffers, so a copy starts empty (it prepares
-  // its own on first use); a move keeps them (Eigen and std::vector moves keep the buffers).
+  // its own on first use, with the same convolution_from_k); a move keeps them (std::vector
+  // moves keep the buffers).
   OneDnnNewtonSchulzWorkspace(const OneDnnNewtonSchulzWorkspace& o) : convolution_from_k(o.convolution_from_k) {}
   OneDnnNewtonSchulzWorkspace& operator=(const OneDnnNewtonSchulzWorkspace& o) {
     if (this != &o) *this = OneDnnNewtonSchulzWorkspace(o);
@@ -261,7 +263,7 @@ struct OneDnnNewtonSchulzWorkspace {
       step_of.clear();
       Xw.clear();
       to_apply_weights = Conversion();
-      apply_conv = k_ >= convolution_from_k;
+      apply_conv = k_ >= convolution_from_k && convolution_reads_plain_layouts(k_, l_);
       const memory::desc kk_bf16 = dense(k_, k_, dt::bf16), kl_bf16 = dense(k_, l_, dt::bf16),
                          kl_f32 = dense(k_, l_, dt::f32), kk_f32 = dense(k_, k_, dt::f32),
                          kk_bf16_t({k_, k_}, dt::bf16, memory::format_tag::ba);
@@ -347,6 +349,22 @@ struct OneDnnNewtonSchulzWorkspace {
     if (pd.src_desc() != src || pd.dst_desc() != dst)
       throw std::runtime_error("steepest::OneDnnBf16: oneDNN's convolution wants other layouts than the iterate's");
     return pd;
+  }
+
+  /// Whether this CPU's oneDNN has the convolution of apply_desc on Bb and X as they are stored
+  /// (another kernel could want blocked source or destination layouts, or none exist): if not,
+  /// the last product stays a matmul rather than the step failing.
+  bool convolution_reads_plain_layouts(Index k_, Index l_) const {
+    dnnl::primitive_attr attr;
+    dnnl::post_ops sum;
+    sum.append_sum(1.0f);
+    attr.set_post_ops(sum);
+    try {
+      (void)apply_desc(k_, l_, attr);
+      return true;
+    } catch (const std::exception&) {  // dnnl::error (no such convolution) or the layout check
+      return false;
+    }
   }
 
   static dnnl::memory::desc dense(Index rows, Index cols, dnnl::memory::data_type t) {
