@@ -212,6 +212,8 @@ struct OneDnnNewtonSchulzWorkspace {
   Conversion to_bf16_kl, to_bf16_kk;    // Xb = bf16(X), Ab = bf16(A) (the latter unblocked only)
   Conversion to_apply_weights;          // Xw = Xb^T, reordered into the blocked weights layout
   bool apply_conv = false;              // the last product is a 1x1 convolution (file comment)
+  bool conv_wanted = false;             // k >= convolution_from_k when prepared (so a CPU without the
+                                        // convolution keeps its primitives instead of re-probing)
   /// The last product runs as a 1x1 convolution from this k on (file comment: measured faster
   /// from k = 1536, slower below), where oneDNN has a convolution that reads Bb and writes X in
   /// their plain layouts (else the matmul). A tuning point, read by prepare(); the tests lower it
@@ -236,7 +238,8 @@ struct OneDnnNewtonSchulzWorkspace {
 
   /// Makes the primitives for a k_ x l_ iterate and the coefficients `pcs` (one per step).
   void prepare(Index k_, Index l_, const std::vector<PolarCoefficients>& pcs) {
-    if (k_ == k && l_ == l && same_schedule(pcs) && apply_conv == (k_ >= convolution_from_k)) return;
+    const bool want_conv = k_ >= convolution_from_k;
+    if (k_ == k && l_ == l && same_schedule(pcs) && want_conv == conv_wanted) return;
     k = l = -1;  // until every primitive is made
     X.resize(std::size_t(k_ * l_));
     A.resize(std::size_t(k_ * k_));
@@ -263,7 +266,8 @@ struct OneDnnNewtonSchulzWorkspace {
       step_of.clear();
       Xw.clear();
       to_apply_weights = Conversion();
-      apply_conv = k_ >= convolution_from_k && convolution_reads_plain_layouts(k_, l_);
+      conv_wanted = want_conv;  // asked for; apply_conv says whether this CPU's oneDNN could
+      apply_conv = want_conv && convolution_reads_plain_layouts(k_, l_);
       const memory::desc kk_bf16 = dense(k_, k_, dt::bf16), kl_bf16 = dense(k_, l_, dt::bf16),
                          kl_f32 = dense(k_, l_, dt::f32), kk_f32 = dense(k_, k_, dt::f32),
                          kk_bf16_t({k_, k_}, dt::bf16, memory::format_tag::ba);
