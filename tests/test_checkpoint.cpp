@@ -305,7 +305,7 @@ TEST_CASE("crafted files: impossible values, broken structure and wrong sizes ar
     return join(p.header, payload);
   };
   refused(poke("e/adam.m", 3, std::numeric_limits<float>::quiet_NaN()), "layer 'e', buffer 'adam.m': entry 3 is nan");
-  refused(poke("o/adam.v", 0, -1.0f), "layer 'o', buffer 'adam.v': entry 0 is -1, outside its domain (finite and >= 0)");
+  refused(poke("o/adam.v", 0, -1.0f), "layer 'o', buffer 'adam.v': entry 0 is -1, outside its domain (finite and >= 0");
   refused(poke("h/nesterov-ema.m", 29, std::numeric_limits<float>::infinity()), "buffer 'nesterov-ema.m': entry 29 is inf");
   // A flipped tensor byte without a new CRC; the CRC field itself damaged.
   std::string flipped = good;
@@ -574,7 +574,358 @@ TEST_CASE("bf16 state: BF16 tensors in the file, bitwise round trip and resume, 
   refused(join(parts.header, payload), "layer 'h', buffer 'adam-bf16.m': entry 1 is");
   payload = parts.payload;
   payload[0] = char(0x80), payload[1] = char(0x7F);
-  refused(join(parts.header, payload), "outside its domain (finite)");
+  refused(join(parts.header, payload), "outside its domain (finite");
   // Truncated by one bf16 entry.
   refused(file.substr(0, file.size() - 2), "size");
+}
+
+// ---- Crafted files and a hostile checkpoint directory ----
+
+namespace {
+
+/// `file` with the CRC-32 recomputed as save() does: its 8 digits at byte `digits_at` (of the
+/// file) taken as '0', the result written there in hex (`upper`: capital letters).
+std::string with_crc_at(std::string file, std::size_t digits_at, bool upper = false) {
+  file.replace(digits_at, 8, "00000000");
+  char hex[9];
+  std::snprintf(hex, sizeof hex, upper ? "%08X" : "%08x", unsigned(st::io::crc32(file.data(), file.size())));
+  return file.replace(digits_at, 8, hex);
+}
+/// A header without its crc32 field (which the format allows).
+std::string drop_crc(const std::string& header) {
+  const auto at = header.find(",\"crc32\":\"");
+  REQUIRE(at != std::string::npos);
+  return std::string(header).erase(at, 19);
+}
+bool present(const std::string& path) {  // anything at the name, a dangling link included
+  struct stat sb;
+  return ::lstat(path.c_str(), &sb) == 0;
+}
+unsigned mode_of(const std::string& path) {
+  struct stat sb;
+  REQUIRE(::stat(path.c_str(), &sb) == 0);
+  return unsigned(sb.st_mode & 07777);
+}
+
+}  // namespace
+
+TEST_CASE("integers in files: one checked parser, digits only, no overflow") {
+  std::uint64_t v = 7;
+  CHECK(st::io::parse_decimal("18446744073709551615", UINT64_MAX, v));
+  CHECK(v == UINT64_MAX);
+  v = 7;
+  for (const char* bad : {"18446744073709551616", "99999999999999999999", "", "-1", "+1", " 1", "1 ", "0x10", "1e3", "1.0"})
+    CHECK_FALSE_MESSAGE(st::io::parse_decimal(bad, UINT64_MAX, v), bad);
+  CHECK(v == 7);  // a refusal leaves the output alone
+  CHECK(st::io::parse_decimal("9007199254740992", std::uint64_t(1) << 53, v));
+  CHECK(v == (std::uint64_t(1) << 53));
+  for (const char* above : {"9007199254740993", "9223372036854775808", "9300000000000000000", "10000000000000000000"})
+    CHECK_FALSE_MESSAGE(st::io::parse_decimal(above, std::uint64_t(1) << 53, v), above);
+  CHECK(st::io::parse_hex("DEADbeef", 0xffffffffu, v));
+  CHECK(v == 0xdeadbeefu);
+  CHECK_FALSE(st::io::parse_hex("100000000", 0xffffffffu, v));
+  CHECK_FALSE(st::io::parse_hex("dead beef", 0xffffffffu, v));
+}
+
+TEST_CASE("a crafted step count past 2^53 is refused, with its CRC fixed up and with the field removed") {
+  auto opt = st::adamw(hyper(0.01, 0.9, 0.99, 0.0));
+  Net<float> net;
+  auto state = opt.init(net.params);
+  net.step(opt, state, 1);
+  const Parts p = split(st::save_bytes(opt, state));
+  const auto before = snapshot(state);
+  // 9.3e18 lies between 2^63 and 10^19: 19 digits, which a signed 64-bit accumulator wraps to a
+  // negative count that passed a "> 2^53" test; the others bracket 2^53, 2^63 and 2^64.
+  for (const char* step : {"9300000000000000000", "9223372036854775808", "18446744073709551615",
+                           "18446744073709551616", "9007199254740993", "-1", "1e3", " 1"}) {
+    const std::string header = replace_once(p.header, "\"step\":\"1\"", std::string("\"step\":\"") + step + "\"");
+    for (const std::string& h : {header, drop_crc(header)}) {
+      CHECK_THROWS_WITH_AS(st::load_bytes(opt, state, join(h, p.payload)), doctest::Contains("is not a count in [0, 2^53]"),
+                           st::state_file_error);
+      CHECK(snapshot(state) == before);
+    }
+  }
+  // 2^53 itself is a count, with and without a CRC.
+  const std::string top = replace_once(p.header, "\"step\":\"1\"", "\"step\":\"9007199254740992\"");
+  for (const std::string& h : {top, drop_crc(top)}) {
+    auto fresh = opt.init(net.params);
+    st::load_bytes(opt, fresh, join(h, p.payload));
+    CHECK(fresh.step == (1LL << 53));
+  }
+}
+
+TEST_CASE("the crc32 field: found at any spacing and in either case; a stale one says to drop it") {
+  auto opt = st::adamw(hyper(0.01, 0.9, 0.99, 0.0));
+  Net<float> net;
+  auto state = opt.init(net.params);
+  net.step(opt, state, 1);
+  const std::string file = st::save_bytes(opt, state);
+  const Parts p = split(file);
+  // Spaced as Python's json.dumps writes it: "crc32": "...".
+  {
+    const std::string spaced = join(replace_once(p.header, "\"crc32\":\"", "\"crc32\" :  \""), p.payload, false);
+    auto fresh = opt.init(net.params);
+    st::load_bytes(opt, fresh, with_crc_at(spaced, spaced.find("\"crc32\" :  \"") + 12));
+    CHECK(snapshot(fresh) == snapshot(state));
+  }
+  {  // capital hex digits
+    auto fresh = opt.init(net.params);
+    st::load_bytes(opt, fresh, with_crc_at(file, file.find("\"crc32\":\"") + 9, true));
+    CHECK(snapshot(fresh) == snapshot(state));
+  }
+  // A metadata field added by a tool that copied the rest, crc32 included: refused, naming the fix.
+  const std::string rewritten =
+      join(replace_once(p.header, "\"__metadata__\":{", "\"__metadata__\":{\"note\":\"rewritten\","), p.payload, false);
+  CHECK_THROWS_WITH_AS(st::load_bytes(opt, state, rewritten), doctest::Contains("must drop the crc32 field"),
+                       st::state_file_error);
+  // The same without the field loads.
+  auto fresh = opt.init(net.params);
+  st::load_bytes(opt, fresh, join(drop_crc(split(rewritten).header), p.payload));
+  CHECK(snapshot(fresh) == snapshot(state));
+  // Malformed: too short, an escape standing for a digit, a sign.
+  const auto at = p.header.find("\"crc32\":\"") + 9;
+  for (const std::string& digits : {std::string("0000000"), std::string("\\u00300000000"), std::string("+0000000")}) {
+    std::string h = p.header;
+    h.replace(at, 8, digits);
+    CHECK_THROWS_WITH_AS(st::load_bytes(opt, state, join(h, p.payload, false)), doctest::Contains("malformed crc32"),
+                         st::state_file_error);
+  }
+}
+
+TEST_CASE("save never writes through a planted link, keeps the old file's mode, refuses a link as target") {
+  const std::string path = "steepest_ckpt_links.safetensors", tmp = path + ".tmp", victim = "steepest_ckpt_victim.txt";
+  auto opt = st::adamw(hyper(0.01, 0.9, 0.99, 0.0));
+  Net<float> net;
+  auto state = opt.init(net.params);
+  net.step(opt, state, 1);
+  std::remove(path.c_str());
+  std::remove(tmp.c_str());
+  spit(victim, "precious");
+  // A symbolic link planted at the temporary's name: unlinked, never followed.
+  REQUIRE(::symlink(victim.c_str(), tmp.c_str()) == 0);
+  st::save(opt, state, path);
+  CHECK(slurp(victim) == "precious");
+  CHECK_FALSE(present(tmp));
+  CHECK(slurp(path) == st::save_bytes(opt, state));
+  // A hard link to the victim there: neither truncated nor rewritten.
+  REQUIRE(::link(victim.c_str(), tmp.c_str()) == 0);
+  net.step(opt, state, 2);
+  st::save(opt, state, path);
+  CHECK(slurp(victim) == "precious");
+  CHECK_FALSE(present(tmp));
+  // The target's permission bits survive a save, whatever the umask.
+  for (unsigned mode : {0600u, 0640u, 0604u}) {
+    REQUIRE(::chmod(path.c_str(), mode) == 0);
+    st::save(opt, state, path);
+    CHECK(mode_of(path) == mode);
+  }
+  // A new file: 0666 less the umask.
+  std::remove(path.c_str());
+  const mode_t old_mask = ::umask(027);
+  st::save(opt, state, path);
+  ::umask(old_mask);
+  CHECK(mode_of(path) == 0640u);
+  // A symbolic link at the target itself: refused; the link and what it names are untouched.
+  std::remove(path.c_str());
+  REQUIRE(::symlink(victim.c_str(), path.c_str()) == 0);
+  CHECK_THROWS_WITH_AS(st::save(opt, state, path), doctest::Contains("symbolic link"), st::state_file_error);
+  struct stat sb;
+  REQUIRE(::lstat(path.c_str(), &sb) == 0);
+  CHECK(S_ISLNK(sb.st_mode));
+  CHECK(slurp(victim) == "precious");
+  CHECK_FALSE(present(tmp));
+  std::remove(path.c_str());
+  std::remove(victim.c_str());
+}
+
+namespace {
+
+/// Resident memory (kB) from /proc/self/status: "VmRSS" now or "VmHWM", its peak.
+long long status_kb(const std::string& field) {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line))
+    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1));
+  return -1;
+}
+/// How far resident memory rose above its level at the call while f() ran, in bytes (the peak
+/// is reset first through /proc/self/clear_refs, Linux 4.0 and later).
+template <class F>
+long long peak_rise(F&& f) {
+  {
+    std::ofstream reset("/proc/self/clear_refs");
+    REQUIRE_MESSAGE(bool(reset << "5"), "cannot reset the peak resident size");
+  }
+  const long long before = status_kb("VmRSS");
+  f();
+  return (status_kb("VmHWM") - before) * 1024;
+}
+
+}  // namespace
+
+TEST_CASE("a near-limit wide header, or a wide layers string, is refused at a small multiple of its size") {
+  const std::string path = "steepest_ckpt_wide.safetensors";
+  auto opt = st::adamw(hyper(0.01, 0.9, 0.99, 0.0));
+  Net<float> net;
+  auto state = opt.init(net.params);
+  const auto before = snapshot(state);
+  const std::size_t target = 99'900'000;  // just under the 100 MB a header may have
+  const auto write_file = [&](const std::string& open, const std::string& close) {
+    std::string header = open;
+    header.reserve(target + 64);
+    while (header.size() + close.size() + 2 < target) header += "0,";
+    header += "0" + close;
+    header.append((8 - (8 + header.size()) % 8) % 8, ' ');
+    std::string len(8, '\0');
+    const std::uint64_t n = header.size();
+    std::memcpy(len.data(), &n, 8);
+    std::ofstream f(path, std::ios::binary | std::ios::trunc);
+    f << len << header;
+    return double(n);
+  };
+  // One long array beside the metadata.
+  const double n1 = write_file("{\"__metadata__\":{\"format\":\"steepest.optimizer-state\"},\"x\":[", "]}");
+  const long long rise1 = peak_rise([&] {
+    CHECK_THROWS_WITH_AS(st::load(opt, state, path), doctest::Contains("values"), st::state_file_error);
+  });
+  // The same inside the "layers" metadata string, parsed after the header.
+  const double n2 = write_file(
+      "{\"__metadata__\":{\"format\":\"steepest.optimizer-state\",\"format_version\":\"2\",\"dtype\":\"F32\","
+      "\"step\":\"1\",\"optimizer\":\"adam+step\",\"layers\":\"[",
+      "]\"}}");
+  const long long rise2 = peak_rise([&] {
+    CHECK_THROWS_WITH_AS(st::load(opt, state, path), doctest::Contains("values"), st::state_file_error);
+  });
+  MESSAGE("refused header of " << n1 / 1e6 << " MB: resident memory rose " << double(rise1) / 1e6
+          << " MB; as the layers string: " << double(rise2) / 1e6 << " MB");
+  // The header's own bytes (and, for the string, its decoded copy), and little more.
+  CHECK(double(rise1) <= 1.1 * n1 + 16e6);
+  CHECK(double(rise2) <= 2.1 * n2 + 16e6);
+  CHECK(snapshot(state) == before);
+  std::remove(path.c_str());
+}
+
+TEST_CASE("a first moment no gradient sequence can reach is refused, naming layer, buffer, entry and value") {
+  auto opt = st::adamw(hyper(0.01, 0.9, 0.99, 0.0));
+  Net<float> net;
+  auto state = opt.init(net.params);
+  net.step(opt, state, 1);
+  auto crafted = state;
+  std::get<0>(crafted.layers[1]).m(0, 2) = 3.4e38f;  // layer "e"; finite, and v there is small
+  const std::string file = st::save_bytes(opt, crafted);
+  auto target = opt.init(net.params);
+  const auto before = snapshot(target);
+  CHECK_THROWS_WITH_AS(st::load_bytes(opt, target, file),
+                       doctest::Contains("layer 'e', buffer 'adam.m': entry 2 is 3.3999999521443642e+38, outside its domain"),
+                       st::state_file_error);
+  CHECK(snapshot(target) == before);
+  // Under NonFinitePolicy::Unchecked no gradient bound holds, so any finite moment is reachable.
+  auto unchecked_hp = hyper(0.01, 0.9, 0.99, 0.0);
+  unchecked_hp.on_non_finite = st::NonFinitePolicy::Unchecked;
+  auto unchecked = st::adamw(unchecked_hp);
+  st::load_bytes(unchecked, target, file);
+  CHECK(std::get<0>(target.layers[1]).m(0, 2) == 3.4e38f);
+}
+
+namespace {
+
+/// The largest magnitude a buffer may have, written out here from the recurrences (gradients
+/// below G = 2^40, betas b1 = 0.9, b2 = 0.99): an EMA stays below G, a heavy-ball sum below
+/// G / (1 - b1), Adam's second moment below G^2; load() allows twice that for rounding.
+double expected_limit(const std::string& key) {
+  const double G = std::ldexp(1.0, 40), b1 = 0.9;
+  const auto starts = [&](const char* p) { return key.rfind(p, 0) == 0; };
+  const bool second = key.size() > 2 && key.compare(key.size() - 2, 2, ".v") == 0;
+  if (starts("adam")) return second ? 2 * G * G : 2 * G;
+  if (starts("nesterov-ema") || starts("ema") || starts("lion")) return 2 * G;
+  if (starts("momentum") || starts("nesterov")) return 2 * G / (1 - b1);
+  FAIL("no reach written for buffer '" << key << "'");
+  return 0;
+}
+/// Sets b[i] to the representable value of b's type nearest `x` from below in magnitude.
+template <class B>
+void set_below(B& b, long i, double x) {
+  b.data()[i] = static_cast<typename B::Scalar>(float(x));
+  if (std::fabs(double(static_cast<float>(b.data()[i]))) > std::fabs(x))  // rounded up: one bf16 unit down
+    b.data()[i] = static_cast<typename B::Scalar>(float(x * (1.0 - std::ldexp(1.0, -7))));
+  REQUIRE(std::fabs(double(static_cast<float>(b.data()[i]))) <= std::fabs(x));
+}
+
+/// Every buffer of a fresh state of `opt` at the edge of what load() accepts (alternating signs;
+/// second moments alternate 0 and the edge), saved and loaded back; then one step with gradients
+/// of zero and one with the largest accepted entries (2^40 - 2^16, alternating signs): the
+/// parameters and the state stay finite. One entry just past its edge is refused.
+template <class Opt>
+void edge_state_steps_finitely(const Opt& opt, const char* what) {
+  CAPTURE(what);
+  Net<float> net;
+  auto edge = opt.init(net.params);
+  std::string first_key;
+  edge.for_each_layer([&](const st::LayerRecord&, const std::string&, auto&& visit) {
+    visit([&](const std::string& key, auto& b, st::Domain d) {
+      const double limit = expected_limit(key);
+      for (long i = 0; i < b.size(); ++i)
+        set_below(b, i, d == st::Domain::NonNegative ? (i % 2 ? limit : 0.0) : (i % 2 ? -limit : limit));
+      if (first_key.empty()) first_key = key;
+    });
+  });
+  const std::string file = st::save_bytes(opt, edge);
+  const std::vector<float> w0[] = {net.h, net.e, net.o, net.v};
+  for (const double g : {0.0, std::ldexp(1.0, 40) - std::ldexp(1.0, 16)}) {
+    auto state = opt.init(net.params);
+    st::load_bytes(opt, state, file);  // accepted: at the edge, not past it
+    std::vector<float> gh(30), ge(20), go(18), gv(6);
+    for (auto* G : {&gh, &ge, &go, &gv})
+      for (std::size_t i = 0; i < G->size(); ++i) (*G)[i] = float(i % 2 ? -g : g);
+    st::Gradients<float> grads;
+    grads.add(gh.data(), 6, 5);
+    grads.add(ge.data(), 5, 4);
+    grads.add(go.data(), 3, 6);
+    grads.add_vector(gv.data(), 6);
+    REQUIRE(opt.step(net.params, grads, state));
+    for (const auto* w : {&net.h, &net.e, &net.o, &net.v})
+      for (float x : *w) REQUIRE_MESSAGE(std::isfinite(x), "gradient entries " << g);
+    state.for_each_layer([&](const st::LayerRecord&, const std::string&, auto&& visit) {
+      visit([&](const std::string& key, auto& b, st::Domain) {
+        for (long i = 0; i < b.size(); ++i) REQUIRE_MESSAGE(std::isfinite(double(static_cast<float>(b.data()[i]))), key);
+      });
+    });
+    net.h = w0[0], net.e = w0[1], net.o = w0[2], net.v = w0[3];
+  }
+  if (first_key.empty()) return;  // no state (sign descent)
+  // Past the edge by 1%: refused, naming the buffer.
+  bool done = false;
+  edge.for_each_layer([&](const st::LayerRecord&, const std::string&, auto&& visit) {
+    visit([&](const std::string& key, auto& b, st::Domain) {
+      if (done) return;
+      b.data()[0] = static_cast<typename std::decay_t<decltype(b)>::Scalar>(float(1.01 * expected_limit(key)));
+      done = true;
+    });
+  });
+  auto state = opt.init(net.params);
+  const std::string expected = "buffer '" + first_key + "': entry 0 is";
+  CHECK_THROWS_WITH_AS(st::load_bytes(opt, state, st::save_bytes(opt, edge)), doctest::Contains(expected.c_str()),
+                       st::state_file_error);
+}
+
+}  // namespace
+
+TEST_CASE("every named optimizer: a state at the edge of the accepted domain plus any accepted gradient stays finite") {
+  st::Hyper hp = hyper(0.01, 0.9, 0.99, 0.1);
+  edge_state_steps_finitely(st::sgd(hp), "sgd");
+  edge_state_steps_finitely(st::sgd_nesterov(hp), "sgd_nesterov");
+  edge_state_steps_finitely(st::adamw(hp), "adamw");
+  edge_state_steps_finitely(st::adamw<st::Bf16State>(hp), "adamw<Bf16State>");
+  edge_state_steps_finitely(st::adamw_rescaled(hp), "adamw_rescaled");
+  edge_state_steps_finitely(st::sign_descent(hp), "sign_descent");
+  edge_state_steps_finitely(st::lion(hp), "lion");
+  edge_state_steps_finitely(st::moga_row(hp), "moga_row");
+  edge_state_steps_finitely(st::moga_row<st::MogaOrder::AdamThenNormalize>(hp), "moga_row<AdamThenNormalize>");
+  edge_state_steps_finitely(st::moga_col(hp), "moga_col");
+  edge_state_steps_finitely(st::moga_row_momentum(hp), "moga_row_momentum");
+  edge_state_steps_finitely(st::moga_row_momentum<st::Bf16State>(hp), "moga_row_momentum<Bf16State>");
+  edge_state_steps_finitely(st::muon(hp, hp), "muon");
+  edge_state_steps_finitely(st::muon_scion(hp), "muon_scion");
+  edge_state_steps_finitely(st::scion(hp), "scion");
+  edge_state_steps_finitely(st::scion_unconstrained(hp), "scion_unconstrained");
 }

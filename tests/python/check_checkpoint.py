@@ -84,6 +84,12 @@ rewritten = os.path.join(work, "rewritten.safetensors")
 save_file(tensors, rewritten, metadata=meta2)
 out = subprocess.run([fixture, "load", rewritten], capture_output=True, text=True)
 check(out.returncode == 0 and out.stdout.startswith("match step=2"), "a file rewritten by safetensors loads bitwise: %s" % out.stdout.strip())
+# The same rewrite with the metadata copied whole, crc32 included: the CRC no longer matches
+# (the header changed), and the refusal says to drop the field.
+save_file(tensors, rewritten, metadata=meta)
+out = subprocess.run([fixture, "load", rewritten], capture_output=True, text=True)
+check(out.returncode == 2 and "must drop the crc32 field" in out.stdout,
+      "a rewrite that copied crc32 is refused, naming the fix: %s" % out.stdout.strip())
 bad = dict(tensors)
 bad["blocks.0.b/adam.v"] = bad["blocks.0.b/adam.v"].copy()
 bad["blocks.0.b/adam.v"][1, 0] = -1.0

@@ -1,15 +1,21 @@
 // steepest/io/file.hpp -- durable file writes and bounded file reads (POSIX), for checkpoints.
 //
-// Writing (DurableWriter): the bytes go to one temporary file per target, "<path>.tmp", opened
-// with O_TRUNC, so a save that was killed leaves at most one stale temporary, which the next
-// save to the same path reuses. commit() then
+// Writing (DurableWriter): the bytes go to one temporary file per target, "<path>.tmp". Whatever
+// sits at that name (a killed save's leftover, or a symlink or hard link someone planted in the
+// directory) is unlinked, never opened, and the temporary is created anew with
+// O_CREAT | O_EXCL | O_NOFOLLOW: a save never writes through a link. The target itself must be
+// a regular file or absent: a symlink, FIFO or directory at `path` is refused before anything is
+// written (save to the file a link names, not to the link). The new file keeps the old one's
+// permission bits (and, where the process may, its owner and group); a new target gets 0666
+// less the umask, as any new file. commit() then
 //   1. fsync()s the temporary (its data and size are on disk before its name is),
 //   2. close()s it and checks the result (NFS and quota errors are reported at close),
 //   3. rename()s it over `path` (atomic: a reader sees the old file or the new one), and
 //   4. fsync()s the directory, so the rename itself survives a power loss.
 // Any failure removes the temporary and throws state_file_error; `path` is untouched until the
 // rename. Two processes saving to the same path at once are not supported (they share the
-// temporary): give each writer (each rank) its own path.
+// temporary's name: the second one's O_EXCL fails, or it unlinks the first one's file): give
+// each writer (each rank) its own path.
 //
 // Reading (InputFile): refuses anything that is not a regular file (a FIFO, a device such as
 // /dev/zero, a directory) before reading a byte, and knows the file's size up front, so a
@@ -51,8 +57,24 @@ inline std::string directory_of(const std::string& path) {
 class DurableWriter {
  public:
   explicit DurableWriter(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp") {
-    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    struct stat old;
+    const bool replacing = ::lstat(path_.c_str(), &old) == 0;
+    if (!replacing && errno != ENOENT)
+      throw state_file_error("cannot write '" + path_ + "': " + detail::errno_text());
+    if (replacing && S_ISLNK(old.st_mode))
+      throw state_file_error("cannot write '" + path_ + "': it is a symbolic link (save to the file it names, or remove the link)");
+    if (replacing && !S_ISREG(old.st_mode))
+      throw state_file_error("cannot write '" + path_ + "': it exists and is not a regular file");
+    if (::unlink(tmp_.c_str()) != 0 && errno != ENOENT)
+      throw state_file_error("cannot write '" + tmp_ + "' (a stale temporary that cannot be removed): " + detail::errno_text());
+    fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, replacing ? 0600 : 0666);
     if (fd_ < 0) throw state_file_error("cannot write '" + tmp_ + "': " + detail::errno_text());
+    if (replacing) {
+      // The old file's owner where the process may set it (root, or the same user); its mode
+      // after, since chown may clear set-id bits.
+      if (old.st_uid != ::geteuid() || old.st_gid != ::getegid()) (void)!::fchown(fd_, old.st_uid, old.st_gid);
+      if (::fchmod(fd_, old.st_mode & 07777) != 0) fail("setting the permissions of");
+    }
   }
   DurableWriter(const DurableWriter&) = delete;
   DurableWriter& operator=(const DurableWriter&) = delete;

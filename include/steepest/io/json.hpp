@@ -1,12 +1,20 @@
 // steepest/io/json.hpp -- the small, strict JSON reader and writer a checkpoint header needs.
 //
 // A checkpoint's header is JSON (the safetensors layout, optim/state_io.hpp), and a file may be
-// crafted, so the reader is strict and bounded: RFC 8259 syntax only, nesting at most
-// `max_depth` deep, duplicate keys refused, control characters in strings refused, and numbers
-// kept as their text so that offsets up to 2^64 - 1 convert exactly (Value::to_u64) instead of
-// passing through a double. Everything it refuses throws json::parse_error with the byte offset.
+// crafted, so the reader is strict and bounded: RFC 8259 syntax only, duplicate keys refused,
+// control characters in strings refused, and numbers kept as their text so that offsets up to
+// 2^64 - 1 convert exactly (Value::to_u64, through io/integer.hpp) instead of passing through a
+// double. Everything it refuses throws json::parse_error with the byte offset.
+//
+// What a document may cost is bounded by json::Limits, checked as the parser goes, so a refused
+// document has allocated at most that much: nesting depth, the number of values (each a Value
+// of sizeof(Value) bytes, arrays and objects growing by doubling) and the bytes of decoded
+// strings (never more than the text's own length). The reader of a checkpoint sets max_values
+// from the layout it expects, so a header of a million tiny elements is refused after a few
+// thousand, not after building a million-node tree (about 58 bytes per header byte).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
@@ -17,6 +25,8 @@
 #include <unordered_set>
 #include <utility>
 #include <vector>
+
+#include "integer.hpp"
 
 namespace steepest::json {
 
@@ -33,6 +43,7 @@ struct Value {
   std::string text;  ///< a String's decoded UTF-8, or a Number's literal as written
   std::vector<Value> items;
   std::vector<std::pair<std::string, Value>> members;
+  std::size_t offset = 0;  ///< byte offset of the value's first character in the parsed text
 
   bool is(Type t) const { return type == t; }
   /// The member called `key`, or nullptr (also when this is not an object).
@@ -42,24 +53,21 @@ struct Value {
     return nullptr;
   }
   /// A Number that is a non-negative integer below 2^64, exactly; false otherwise.
-  bool to_u64(std::uint64_t& out) const {
-    if (type != Type::Number || text.empty() || text.size() > 20) return false;
-    std::uint64_t v = 0;
-    for (char c : text) {
-      if (c < '0' || c > '9') return false;  // a sign, fraction or exponent: not a count
-      const std::uint64_t d = std::uint64_t(c - '0');
-      if (v > (UINT64_MAX - d) / 10) return false;
-      v = v * 10 + d;
-    }
-    out = v;
-    return true;
-  }
+  /// (A sign, fraction or exponent is not a count.)
+  bool to_u64(std::uint64_t& out) const { return type == Type::Number && io::parse_decimal(text, UINT64_MAX, out); }
+};
+
+/// What one document may cost (see the file comment); parse() refuses more.
+struct Limits {
+  int max_depth = 16;                     ///< arrays and objects nested at most this deep
+  std::size_t max_values = SIZE_MAX;      ///< values of every kind, containers included
+  std::size_t max_string_bytes = SIZE_MAX;  ///< decoded bytes of all strings and member names
 };
 
 namespace detail {
 class Parser {
  public:
-  Parser(std::string_view s, int max_depth) : s_(s), max_depth_(max_depth) {}
+  Parser(std::string_view s, const Limits& limits) : s_(s), limits_(limits) {}
 
   Value document() {
     Value v = value(0);
@@ -71,7 +79,8 @@ class Parser {
  private:
   std::string_view s_;
   std::size_t pos_ = 0;
-  int max_depth_;
+  Limits limits_;
+  std::size_t values_ = 0, string_bytes_ = 0;
 
   [[noreturn]] void fail(const std::string& why) const {
     throw parse_error("JSON: " + why + " at byte " + std::to_string(pos_));
@@ -95,9 +104,11 @@ class Parser {
   }
 
   Value value(int depth) {
-    if (depth > max_depth_) fail("nested deeper than " + std::to_string(max_depth_));
+    if (depth > limits_.max_depth) fail("nested deeper than " + std::to_string(limits_.max_depth));
+    if (++values_ > limits_.max_values) fail("more than " + std::to_string(limits_.max_values) + " values");
     Value v;
     const char c = peek();
+    v.offset = pos_;
     if (c == '{') {
       v.type = Value::Type::Object;
       ++pos_;
@@ -211,10 +222,22 @@ class Parser {
   std::string string() {
     ++pos_;  // the opening quote
     std::string out;
+    // Decoded text is never longer than its source: reserving the source's length up to the
+    // closing quote keeps a long string at its size (growing by doubling could reach 3x).
+    std::size_t end = pos_;
+    while (end < s_.size() && s_[end] != '"') end += s_[end] == '\\' ? 2 : 1;
+    const std::size_t allowed = limits_.max_string_bytes - std::min(string_bytes_, limits_.max_string_bytes);
+    out.reserve(std::min(std::min(end, s_.size()) - pos_, allowed));
     for (;;) {
+      // Each pass appends at most 4 bytes, so the bound is exceeded by at most that much.
+      if (string_bytes_ + out.size() > limits_.max_string_bytes)
+        fail("more than " + std::to_string(limits_.max_string_bytes) + " bytes of strings");
       if (pos_ >= s_.size()) fail("unterminated string");
       const char c = s_[pos_++];
-      if (c == '"') return out;
+      if (c == '"') {
+        string_bytes_ += out.size();
+        return out;
+      }
       if (static_cast<unsigned char>(c) < 0x20) fail("control character in a string");
       if (c != '\\') {
         out += c;
@@ -250,8 +273,9 @@ class Parser {
 };
 }  // namespace detail
 
-/// Parses `text` as one JSON value (surrounding whitespace allowed), or throws parse_error.
-inline Value parse(std::string_view text, int max_depth = 16) { return detail::Parser(text, max_depth).document(); }
+/// Parses `text` as one JSON value (surrounding whitespace allowed), or throws parse_error,
+/// also when the document exceeds `limits`.
+inline Value parse(std::string_view text, const Limits& limits = {}) { return detail::Parser(text, limits).document(); }
 
 /// `s` as a JSON string literal (quotes, backslashes and control characters escaped).
 inline std::string quote(std::string_view s) {

@@ -78,6 +78,20 @@ void visit_named_one(St& st, const std::string& prefix, F& f) {
       throw std::logic_error("steepest: transform '" + prefix + "' visits fewer buffers than its `buffers` names");
 }
 
+/// Calls f(limit) for each buffer of transform T's state `st`, in visit order: what the buffer
+/// can reach under hp with inputs below g (BufferSpec::reach), +infinity where T states nothing.
+template <class T, class St, class F>
+void visit_reach_one(St& st, const Hyper& hp, double g, F& f) {
+  std::size_t k = 0;
+  st.visit([&](auto&) {
+    double limit = reach::unbounded;
+    if constexpr (has_buffer_specs<T>::value)
+      if (k < T::buffers.size() && T::buffers[k].reach) limit = T::buffers[k].reach(hp, g);
+    f(limit);
+    ++k;
+  });
+}
+
 template <class T>
 bool elem_needs_rows(FusedForm f) {
   if constexpr (std::is_same_v<T, LayerDualize>) return LayerDualize::needs_rows(f);
@@ -193,6 +207,14 @@ struct Chain {
   static void visit_named(Tuple& st, F&& f) {
     visit_named_impl(st, f, std::index_sequence_for<Ts...>{});
   }
+  /// Calls f(limit) for every saved buffer, in visit_named's order: the largest magnitude it can
+  /// reach under hp when each transform's input entries are below g (BufferSpec::reach), or
+  /// +infinity. g is the gradient bound: the gradient and every geometry's direction (entries
+  /// at most 1, or sqrt(n) for the RMS direction) stay below it.
+  template <class Tuple, class F>
+  static void visit_reach(Tuple& st, const Hyper& hp, double g, F&& f) {
+    visit_reach_impl(st, hp, g, f, std::index_sequence_for<Ts...>{});
+  }
 
  private:
   template <class Tuple, std::size_t... I>
@@ -208,6 +230,10 @@ struct Chain {
       return names[i];
     };
     (detail::visit_named_one<Ts>(std::get<I>(st), prefix(I), f), ...);
+  }
+  template <class Tuple, class F, std::size_t... I>
+  static void visit_reach_impl(Tuple& st, const Hyper& hp, double g, F& f, std::index_sequence<I...>) {
+    (detail::visit_reach_one<Ts>(std::get<I>(st), hp, g, f), ...);
   }
   template <std::size_t... I>
   static bool can_fuse_impl(Geometry g, std::index_sequence<I...>) {

@@ -24,19 +24,26 @@
 //                   the role defaults (geometry, radius, lr_scale). Recorded, not compared: a new
 //                   learning rate, weight decay or beta on resume is a legitimate schedule.
 //   crc32           CRC-32 (zlib's) of the whole file with these 8 hex digits written as '0'.
-// A file written by another tool may omit crc32 (it then loads without the check).
+// A file written by another tool may omit crc32 (it then loads without the check); a tool that
+// rewrites a file must drop it (a copied crc32 no longer matches, and the file is refused).
 //
 // What load() refuses, before anything of the caller's state changes (state_file_error, the
 // message naming the file, and the layer and buffer where there is one):
 //   - not a regular file (a FIFO, /dev/zero, a directory); a header length that does not fit the
 //     file or exceeds 100 MB; a file size other than the one the header describes (checked before
 //     the tensor bytes are read);
-//   - invalid JSON (io/json.hpp: strict, bounded), another format, another version, another dtype;
+//   - invalid JSON (io/json.hpp: strict), or JSON with more values than the state's layout needs
+//     (HeaderLimits: refused while parsing, so a refused header costs about its own size, twice
+//     for a long "layers" string); another format, another version, another dtype;
 //   - another optimizer, or any layer whose name, shape, role, geometry or chain differs from the
 //     state's (so MOGA-row and MOGA-col files, or Muon with Newton-Schulz and with Polar Express,
 //     do not load into each other), missing, extra, misshapen or overlapping tensors;
-//   - a step outside [0, 2^53] (2^53: the step count is used as a double); a value outside its
-//     buffer's domain (BufferSpec: moments finite, second moments finite and >= 0);
+//   - a step outside [0, 2^53] (2^53: the step count is used as a double; every integer is read
+//     by io/integer.hpp, which cannot overflow); a value outside its buffer's domain (BufferSpec:
+//     moments finite, second moments finite and >= 0) or above what its transform can reach from
+//     gradients inside the step's bound under `opt`'s coefficients (BufferSpec::reach, times
+//     kReachSlack; not under NonFinitePolicy::Unchecked, where no bound holds), so that the next
+//     step from a loaded state is finite;
 //   - a CRC-32 mismatch (truncated or corrupt).
 // Memory: save streams the state through a 1 MiB staging buffer (no file image). load reads
 // into freshly allocated buffers in the state's memory space, 1 MiB at a time, and swaps them in
@@ -49,8 +56,9 @@
 // Layers are stored in parameter-set order for plain and routed optimizers alike, and in any
 // memory space: device buffers are staged through the host (copy_to_host / copy_from_host), so a
 // state saved on the GPU loads on the CPU and the other way round. Writing is durable and tidy
-// (io/file.hpp): "<path>.tmp" is written, fsync'ed and renamed over `path`, and the directory is
-// fsync'ed; a save killed midway leaves at most that one temporary, which the next save reuses.
+// (io/file.hpp): "<path>.tmp" is created exclusively (never through a link), written, fsync'ed
+// and renamed over `path` with the old file's permissions, and the directory is fsync'ed; a save
+// killed midway leaves at most that one temporary, which the next save replaces.
 #pragma once
 
 #include <algorithm>
@@ -66,6 +74,7 @@
 
 #include "../io/crc32.hpp"
 #include "../io/file.hpp"
+#include "../io/integer.hpp"
 #include "../io/json.hpp"
 #include "routing.hpp"
 
@@ -123,16 +132,53 @@ inline const char* domain_key(Domain d) {
     default: return "any";
   }
 }
-/// Index of the first of p[0..n) outside `d`, or n.
+/// Index of the first of p[0..n) outside `d` or above `limit` in magnitude, or n.
 template <class S>
-std::size_t first_outside(const S* p, std::size_t n, Domain d) {
+std::size_t first_outside(const S* p, std::size_t n, Domain d, double limit) {
   if (d == Domain::Any) return n;
   for (std::size_t i = 0; i < n; ++i) {
     const double x = to_double(p[i]);
-    if (!std::isfinite(x)) return i;
+    if (!std::isfinite(x) || std::fabs(x) > limit) return i;
     if (d == Domain::NonNegative && x < 0.0) return i;
   }
   return n;
+}
+
+/// A loaded buffer may hold up to kReachSlack times what its transform can reach (BufferSpec::
+/// reach): the recurrences' bounds hold in exact arithmetic, and each step's rounding (and
+/// Bf16State's stochastic rounding, up to one bf16 unit, 2^-8 relative) may go past them.
+inline constexpr double kReachSlack = 2.0;
+
+/// Per buffer of layer `j` of a plain optimizer's state `p`, in save order: the largest magnitude
+/// a loaded value may have (see kReachSlack), +infinity where nothing bounds it. Bounds follow
+/// from the gradient bound 2^gradient_limit_exponent<S>, which holds only where gradients are
+/// checked: with NonFinitePolicy::Unchecked, any finite value is reachable.
+template <class O, class P>
+void push_limits(const O& o, P& p, std::size_t j, NonFinitePolicy policy, std::vector<double>& out) {
+  using C = typename P::chain_type;
+  const double g = std::ldexp(1.0, gradient_limit_exponent<typename P::scalar_type>);
+  C::visit_reach(p.layers[j], o.hp, g, [&](double limit) {
+    out.push_back(policy == NonFinitePolicy::Unchecked ? reach::unbounded : kReachSlack * limit);
+  });
+}
+template <class C, class State>
+std::vector<double> value_limits(const Optimizer<C>& o, State& st) {
+  std::vector<double> out;
+  for (std::size_t j = 0; j < st.layers.size(); ++j) push_limits(o, st, j, o.hp.on_non_finite, out);
+  return out;
+}
+template <class R, class State, std::size_t... I>
+void routed_limits(const R& r, State& st, std::vector<double>& out, std::index_sequence<I...>) {
+  for (std::size_t k = 0; k < st.route.size(); ++k)
+    ((st.route[k] == I ? push_limits(std::get<I>(r.routes).opt, std::get<I>(st.parts), st.local[k], r.on_non_finite, out)
+                       : void()),
+     ...);
+}
+template <class... Opts, class State>
+std::vector<double> value_limits(const Routed<Opts...>& r, State& st) {
+  std::vector<double> out;
+  routed_limits(r, st, out, std::index_sequence_for<Opts...>{});
+  return out;
 }
 
 inline const char* shape_factor_name(ShapeFactor f) {
@@ -184,17 +230,12 @@ std::string routes_json(const Routed<Opts...>& r) {
   return s + "]";
 }
 
-/// Parses a non-negative decimal integer (digits only) into `out`; false when it is not one or
-/// exceeds `max`.
+/// The step count: decimal digits (io/integer.hpp, the one parser of integers in files), at
+/// most `max`; false otherwise.
 inline bool parse_count(const std::string& s, long long max, long long& out) {
-  if (s.empty() || s.size() > 19) return false;
-  long long v = 0;
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-    v = v * 10 + (c - '0');
-  }
-  if (v > max) return false;
-  out = v;
+  std::uint64_t v = 0;
+  if (!io::parse_decimal(s, std::uint64_t(max), v)) return false;
+  out = static_cast<long long>(v);
   return true;
 }
 
@@ -210,6 +251,7 @@ struct LoadTarget {
   buffer_t<S, Space> fresh;
   buffer_t<Eigen::bfloat16, Space> fresh_bf16;
   std::uint64_t offset = 0;  ///< into the tensor bytes (version 2)
+  double limit = reach::unbounded;  ///< largest magnitude accepted (value_limits)
   std::size_t scalar_bytes() const { return bf16 ? sizeof(Eigen::bfloat16) : sizeof(S); }
   const char* dtype() const { return bf16 ? dtype_name<Eigen::bfloat16>() : dtype_name<S>(); }
   std::uint64_t bytes() const { return scalar_bytes() * std::uint64_t(rows) * std::uint64_t(cols); }
@@ -225,13 +267,19 @@ void read_typed(Source& f, const T& t, B& fresh, Hash& hash) {
     const std::size_t n = std::min(chunk, total - done);
     f.read(values.data(), n * sizeof(E));
     hash.update(values.data(), n * sizeof(E));
-    const std::size_t bad = first_outside(values.data(), n, t.domain);
+    const std::size_t bad = first_outside(values.data(), n, t.domain, t.limit);
     if (bad < n) {
-      std::string v = json::number(to_double(values[bad]));
-      if (!v.empty() && v.front() == '"') v = v.substr(1, v.size() - 2);
+      const auto text = [](double x) {
+        std::string v = json::number(x);
+        return !v.empty() && v.front() == '"' ? v.substr(1, v.size() - 2) : v;
+      };
+      std::string domain = domain_name(t.domain);
+      if (t.limit < reach::unbounded)
+        domain += ", at most " + text(t.limit) +
+                  " in magnitude: what gradients inside the step's bound can reach under these hyper-parameters";
       throw state_file_error("state file '" + f.path() + "': layer '" + t.layer + "', buffer '" + t.key +
-                             "': entry " + std::to_string(done + bad) + " is " + v + ", outside its domain (" +
-                             domain_name(t.domain) + ")");
+                             "': entry " + std::to_string(done + bad) + " is " + text(to_double(values[bad])) +
+                             ", outside its domain (" + domain + ")");
     }
     copy_from_host(fresh, Index(done), Index(n), values.data());
     done += n;
@@ -243,9 +291,10 @@ void read_values(Source& f, LoadTarget<S, Space>& t, Hash& hash) {
   else read_typed<S>(f, t, t.fresh, hash);
 }
 
-/// The buffers of `st` in save order, each with a fresh buffer of its shape in st's space.
-template <class State>
-auto load_targets(State& st) {
+/// The buffers of `st` in save order, each with a fresh buffer of its shape in st's space and
+/// the values `opt` lets it hold.
+template <class Opt, class State>
+auto load_targets(const Opt& opt, State& st) {
   using S = typename State::scalar_type;
   using Space = typename State::space_type;
   std::vector<LoadTarget<S, Space>> targets;
@@ -262,6 +311,9 @@ auto load_targets(State& st) {
       targets.push_back(std::move(t));
     });
   });
+  const std::vector<double> limits = value_limits(opt, st);
+  if (limits.size() != targets.size()) throw std::logic_error("steepest::load: value limits do not match the state's buffers");
+  for (std::size_t i = 0; i < targets.size(); ++i) targets[i].limit = limits[i];
   return targets;
 }
 /// Everything checked: the fresh buffers replace the state's (swaps: nothing can fail here).
@@ -313,7 +365,7 @@ void load_v1(const Opt& opt, State& st, Source& f) {
   const auto scalar = read_pod<std::uint32_t>(f, hash);
   if (scalar != sizeof(S)) fail("scalar size " + std::to_string(scalar) + " bytes, expected " + std::to_string(sizeof(S)));
 
-  auto targets = load_targets(st);
+  auto targets = load_targets(opt, st);
   std::vector<const LayerRecord*> records;
   std::vector<std::size_t> buffers_of;
   st.for_each_layer([&](const LayerRecord& rec, const std::string&, auto&& visit) {
@@ -372,6 +424,26 @@ void load_v1(const Opt& opt, State& st, Source& f) {
   (void)computed;
 #endif
   commit_targets(st, targets, step);
+}
+
+/// How many JSON values a version-2 header (and its "layers" string) of a state with `layers`
+/// layers and `buffers` buffers may hold: what save() writes (8 per tensor; 10 + 2 per buffer
+/// per layer) with room for 1000 more (metadata another tool adds, fields of later versions).
+/// Anything wider is refused while it is parsed, before it costs memory (io/json.hpp).
+struct HeaderLimits {
+  json::Limits header, layers;
+};
+template <class State>
+HeaderLimits header_limits(State& st) {
+  std::size_t layers = 0, buffers = 0;
+  st.for_each_layer([&](const LayerRecord&, const std::string&, auto&& visit) {
+    ++layers;
+    visit([&](const std::string&, auto&, Domain) { ++buffers; });
+  });
+  HeaderLimits l;
+  l.header.max_values = 8 * buffers + 1024;
+  l.layers.max_values = 16 * layers + 4 * buffers + 1024;
+  return l;
 }
 
 inline const json::Value& member(const json::Value& obj, const char* key, json::Value::Type type,
@@ -469,9 +541,10 @@ void load_from(const Opt& opt, State& st, Source& f) {
          std::to_string(f.size()) + " bytes)");
   std::string header(n, '\0');
   f.read(header.data(), n);
+  const HeaderLimits limits = header_limits(st);
   Value h;
   try {
-    h = json::parse(header);
+    h = json::parse(header, limits.header);
   } catch (const json::parse_error& e) {
     fail(std::string("not a steepest state file (header: ") + e.what() + ")");
   }
@@ -494,7 +567,7 @@ void load_from(const Opt& opt, State& st, Source& f) {
   // The layers: each one's identity against the state's.
   Value layers;
   try {
-    layers = json::parse(field("layers"));
+    layers = json::parse(field("layers"), limits.layers);
   } catch (const json::parse_error& e) {
     fail(std::string("metadata \"layers\": ") + e.what());
   }
@@ -540,7 +613,7 @@ void load_from(const Opt& opt, State& st, Source& f) {
   std::unordered_map<std::string, const Value*> entries;
   for (const auto& [key, v] : h.members)
     if (key != "__metadata__") entries.emplace(key, &v);
-  auto targets = detail::load_targets(st);
+  auto targets = detail::load_targets(opt, st);
   if (entries.size() != targets.size())
     fail(std::to_string(entries.size()) + " tensors, the state has " + std::to_string(targets.size()));
   const std::uint64_t payload = f.size() - 8 - n;
@@ -580,24 +653,25 @@ void load_from(const Opt& opt, State& st, Source& f) {
   io::Crc32 crc;
   crc.update(first, 8);
   const Value* stored = meta->find("crc32");
+  std::uint64_t stored_crc = 0;
   if (stored) {
-    // The CRC covers the file with its own 8 digits written as '0': find them in the raw header.
-    const std::string pattern = "\"crc32\":\"" + (stored->is(Value::Type::String) ? stored->text : std::string()) + "\"";
-    const auto pos = header.find(pattern);
-    if (!stored->is(Value::Type::String) || stored->text.size() != 8 || pos == std::string::npos)
-      fail("malformed crc32 field");
-    std::string zeroed = header;
-    zeroed.replace(pos + 9, 8, "00000000");
-    crc.update(zeroed.data(), zeroed.size());
+    // The CRC covers the file with its own 8 digits written as '0'. They are found where the
+    // parser met the value (any spacing around it), and must be written there as they read:
+    // 8 hex digits between quotes, no escapes.
+    const std::size_t at = stored->offset;
+    if (!stored->is(Value::Type::String) || stored->text.size() != 8 || header.compare(at, 10, "\"" + stored->text + "\"") != 0 ||
+        !io::parse_hex(stored->text, 0xffffffffu, stored_crc))
+      fail("malformed crc32 field (8 hex digits expected; a tool that rewrites the file must drop the field or recompute it)");
+    crc.update(header.data(), at + 1);
+    crc.update("00000000", 8);
+    crc.update(header.data() + at + 9, header.size() - (at + 9));
   }
   for (std::size_t i : order) detail::read_values(f, targets[i], crc);
-  if (stored) {
-    char hex[9];
-    std::snprintf(hex, sizeof hex, "%08x", static_cast<unsigned>(crc.value()));
 #if !defined(STEEPEST_STATE_IO_FUZZING)  // the fuzzing build lets mutated files past the checksum
-    if (stored->text != hex) fail("checksum mismatch (truncated or corrupt)");
+  if (stored && stored_crc != crc.value())
+    fail("checksum mismatch (truncated or corrupt; or rewritten by a tool that copied the metadata, "
+         "crc32 included: such a tool must drop the crc32 field)");
 #endif
-  }
   detail::commit_targets(st, targets, step);
 }
 }  // namespace detail

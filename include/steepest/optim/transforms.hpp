@@ -12,6 +12,10 @@
 //   static constexpr std::array<BufferSpec, 2> buffers{{{"m", Domain::Finite}, {"v", Domain::NonNegative}}};
 // A checkpoint stores each buffer under that name and load() refuses values outside the domain.
 // Without `buffers`, the buffers are called "0", "1", ... and must be finite.
+// A BufferSpec may also say how large its buffer can get (`reach`, below): from the bound g on
+// the transform's input entries and the hyper-parameters, e.g. an EMA of inputs below g stays
+// below g. load() then refuses larger values too, so a loaded state is one that some sequence
+// of accepted gradients could have produced, and the next step from it is finite.
 //
 // Elementwise transforms also provide the fused form used when every transform of a chain has
 // one (Chain::fused on the host, the multi-tensor kernels on a device):
@@ -29,6 +33,7 @@
 #include <array>
 #include <cmath>
 #include <cstdint>
+#include <limits>
 #include <string>
 
 #include "../backend/eigen/packet.hpp"
@@ -64,11 +69,30 @@ enum class Domain {
   NonNegative,  ///< finite and >= 0 (second moments)
   Any,          ///< anything, NaN and infinities included
 };
+/// The largest magnitude a state buffer can reach when every input entry of its transform is
+/// below g in magnitude, under hyper-parameters `hp` (+infinity: no bound).
+using ReachFn = double (*)(const Hyper& hp, double g);
 /// One named state buffer of a transform (see the file comment).
 struct BufferSpec {
   const char* name;
   Domain domain;
+  ReachFn reach = nullptr;  ///< nullptr: no bound but the domain's
 };
+
+/// Reachable bounds of the usual recurrences, for BufferSpec::reach. Inputs have |u| < g; a
+/// coefficient outside the range where the recurrence is bounded gives +infinity.
+namespace reach {
+inline constexpr double unbounded = std::numeric_limits<double>::infinity();
+/// x <- b x + (1 - b) u, 0 <= b <= 1: a convex combination of inputs, so |x| <= g.
+constexpr double ema(double b, double g) { return b >= 0.0 && b <= 1.0 ? g : unbounded; }
+/// x <- b x + u, |b| < 1: |x| <= g (1 + |b| + |b|^2 + ...) = g / (1 - |b|).
+constexpr double sum(double b, double g) {
+  const double a = b < 0.0 ? -b : b;
+  return a < 1.0 ? g / (1.0 - a) : unbounded;
+}
+/// x <- b x + (1 - b) u^2, 0 <= b <= 1: 0 <= x <= g^2.
+constexpr double ema_of_squares(double b, double g) { return ema(b, g * g); }
+}  // namespace reach
 
 /// A host state buffer (kept for code written against it; transforms use buffer_t<S, Space>).
 template <class S>
@@ -124,7 +148,11 @@ struct Momentum {
     template <class F>
     void visit(F&& f) { f(m); }
   };
-  static constexpr std::array<BufferSpec, 1> buffers{{{"m", Domain::Finite}}};
+  static constexpr double reach_m(const Hyper& hp, double g) {
+    return Kind == MomentumKind::HeavyBall || Kind == MomentumKind::Nesterov ? reach::sum(hp.beta1, g)
+                                                                             : reach::ema(hp.beta1, g);
+  }
+  static constexpr std::array<BufferSpec, 1> buffers{{{"m", Domain::Finite, &reach_m}}};
   template <class S, class Space>
   static void init(State<S, Space>& st, Index r, Index c) {
     st.m = detail::zero_state<Precision, S, Space>(r, c);
@@ -211,7 +239,10 @@ struct Adam {
     template <class F>
     void visit(F&& f) { f(m); f(v); }
   };
-  static constexpr std::array<BufferSpec, 2> buffers{{{"m", Domain::Finite}, {"v", Domain::NonNegative}}};
+  static constexpr double reach_m(const Hyper& hp, double g) { return reach::ema(hp.beta1, g); }
+  static constexpr double reach_v(const Hyper& hp, double g) { return reach::ema_of_squares(hp.beta2, g); }
+  static constexpr std::array<BufferSpec, 2> buffers{
+      {{"m", Domain::Finite, &reach_m}, {"v", Domain::NonNegative, &reach_v}}};
   template <class S, class Space>
   static void init(State<S, Space>& st, Index r, Index c) {
     st.m = detail::zero_state<Precision, S, Space>(r, c);
@@ -276,7 +307,8 @@ struct LionMoment {
     template <class F>
     void visit(F&& f) { f(m); }
   };
-  static constexpr std::array<BufferSpec, 1> buffers{{{"m", Domain::Finite}}};
+  static constexpr double reach_m(const Hyper& hp, double g) { return reach::ema(hp.beta2, g); }
+  static constexpr std::array<BufferSpec, 1> buffers{{{"m", Domain::Finite, &reach_m}}};
   template <class S, class Space>
   static void init(State<S, Space>& st, Index r, Index c) { st.m = buffer_t<S, Space>::Zero(r, c); }
   template <class S>
