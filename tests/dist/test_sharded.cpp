@@ -14,6 +14,7 @@
 #include <doctest/doctest.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -22,6 +23,8 @@
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include <sys/stat.h>
 
 namespace st = steepest;
 namespace sd = steepest::dist;
@@ -333,6 +336,69 @@ TEST_CASE("save is collective and writes the single-process file; load takes eac
     missing = true;
   }
   CHECK(missing);
+}
+
+TEST_CASE("sharded load: a FIFO, /dev/zero and a directory are refused on every rank before a byte is read") {
+  auto& comm = world();
+  Model mine(5);
+  auto opt = sd::shard(st::muon(), comm);
+  auto state = opt.init(mine.params);
+  const auto before = state.step();
+  // No process writes the FIFO: a loader that opened and read it would wait forever (ctest's
+  // timeout would end the job); /dev/zero would be read until memory runs out.
+  const std::string fifo = "sharded_fifo_" + std::to_string(comm.size());
+  if (comm.rank() == 0) {
+    std::remove(fifo.c_str());
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+  }
+  for (const std::string& path : {fifo, std::string("/dev/zero"), std::string(".")}) {
+    std::string message;
+    try {
+      opt.load(mine.params, state, path);
+    } catch (const st::state_file_error& e) {
+      message = e.what();
+    }
+    CHECK_MESSAGE(message.find("not a regular file") != std::string::npos, path << ": " << message);
+    CHECK(state.step() == before);
+  }
+  if (comm.rank() == 0) std::remove(fifo.c_str());
+}
+
+TEST_CASE("a timeout turns a collective that a rank never joins into an error, not a hang") {
+  auto& comm = world();
+  if (comm.size() < 2) {
+    MESSAGE("skipped at 1 rank: a collective cannot be left unjoined (run at 2 and 4 ranks)");
+    return;
+  }
+  CHECK_THROWS_AS(sd::MpiCommunicator(MPI_COMM_WORLD, -1.0), sd::communication_error);
+  MPI_Comm dup;
+  REQUIRE(MPI_Comm_dup(MPI_COMM_WORLD, &dup) == MPI_SUCCESS);
+  {
+    sd::MpiCommunicator timed(dup, 0.2);
+    CHECK(timed.min(comm.rank() + 5) == 5);  // joined by every rank: completes as usual
+    if (comm.rank() == 0) {
+      // Rank 0 asks for a minimum the others do not ask for (yet): without the timeout it waits forever.
+      const auto t0 = std::chrono::steady_clock::now();
+      CHECK_THROWS_WITH_AS(timed.min(7), doctest::Contains("did not complete within"), sd::communication_error);
+      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      CHECK(waited >= 0.2);
+      CHECK(waited < 5.0);
+      // The communicator is done: the abandoned collective may still be in flight.
+      CHECK_THROWS_WITH_AS(timed.min(7), doctest::Contains("end the job"), sd::communication_error);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);  // rank 0 is past its timeout
+    if (comm.rank() != 0) {
+      // Join the abandoned collective late, as the nonblocking form it was, so nothing is left in
+      // flight when the test ends.
+      long long in = 100 + comm.rank(), out = 0;
+      MPI_Request r;
+      REQUIRE(MPI_Iallreduce(&in, &out, 1, MPI_LONG_LONG, MPI_MIN, dup, &r) == MPI_SUCCESS);
+      REQUIRE(MPI_Wait(&r, MPI_STATUS_IGNORE) == MPI_SUCCESS);
+      CHECK(out == 7);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+  }
+  MPI_Comm_free(&dup);
 }
 
 namespace {

@@ -16,6 +16,8 @@
 //   MpiCommunicator   (dist/mpi.hpp)    host buffers, MPI_Allgatherv / MPI_Reduce_scatter / ...
 //   NcclCommunicator  (dist/nccl.cuh)   device buffers, NCCL on the optimizer's CUDA stream
 // A communicator for the test of a formula (counting what each call moves) wraps one of them.
+// Both take an optional timeout (seconds) after which a collective that has not completed, as
+// when a rank died, throws communication_error instead of waiting forever (dist/mpi.hpp).
 #pragma once
 
 #include <stdexcept>

@@ -10,6 +10,15 @@
 // the sharded optimizer's few calls to them and checks their results.
 //
 // What a communicator provides is in dist/communicator.hpp.
+//
+// When a rank dies: under mpirun (Open MPI) the job is aborted as soon as the launcher notices,
+// about a second later, whatever the others are doing. Where the job is kept alive instead
+// (abort-on-failure off, another launcher, a rank that stalls without dying), the other ranks
+// wait in their next collective forever. A timeout turns that wait into an error:
+// MpiCommunicator(comm, timeout_seconds) runs each collective as MPI's nonblocking form and, if it
+// has not completed after that long, throws communication_error. The collective may still be in
+// flight, so the communicator refuses every later call and the job should end (MPI_Abort). The
+// default (0) waits as long as it takes, through the blocking calls.
 #pragma once
 
 // Only MPI's C interface is used; its deprecated C++ bindings are left out (they warn).
@@ -22,9 +31,11 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -33,12 +44,16 @@
 namespace steepest::dist {
 
 /// The communicator over an MPI communicator (not owned: the caller keeps MPI initialized and
-/// the communicator alive while it is used).
+/// the communicator alive while it is used). `timeout_seconds` > 0: a collective that has not
+/// completed after that long throws (see the file comment); 0 waits.
 class MpiCommunicator {
  public:
   using space_type = Host;  // host buffers (MPI here is not assumed to be CUDA-aware)
 
-  explicit MpiCommunicator(MPI_Comm comm = MPI_COMM_WORLD) : comm_(comm) {
+  explicit MpiCommunicator(MPI_Comm comm = MPI_COMM_WORLD, double timeout_seconds = 0.0)
+      : comm_(comm), timeout_(timeout_seconds) {
+    if (!(timeout_seconds >= 0.0))
+      throw communication_error("steepest::dist::MpiCommunicator: timeout_seconds must be >= 0 (0: no timeout)");
     int initialized = 0;
     MPI_Initialized(&initialized);
     if (!initialized) throw communication_error("steepest::dist::MpiCommunicator: MPI is not initialized (call MPI_Init first)");
@@ -47,48 +62,71 @@ class MpiCommunicator {
     check(MPI_Comm_rank(comm_, &rank_), "MPI_Comm_rank");
     check(MPI_Comm_size(comm_, &size_), "MPI_Comm_size");
   }
+  MpiCommunicator(const MpiCommunicator&) = delete;
+  MpiCommunicator& operator=(const MpiCommunicator&) = delete;
+  /// A collective abandoned by a timeout is released here if it has completed since.
+  ~MpiCommunicator() {
+    if (pending_ != MPI_REQUEST_NULL) {
+      int done = 0;
+      MPI_Test(&pending_, &done, MPI_STATUS_IGNORE);
+    }
+  }
   int rank() const { return rank_; }
   int size() const { return size_; }
   MPI_Comm comm() const { return comm_; }
+  double timeout_seconds() const { return timeout_; }
 
   template <class S>
   void allgatherv(const S* mine, S* all, const std::vector<long long>& counts, const std::vector<long long>& displs) {
     const std::vector<int> c = ints(counts, "allgatherv"), d = ints(displs, "allgatherv");
-    check(MPI_Allgatherv(mine, c[std::size_t(rank_)], type<S>(), all, c.data(), d.data(), type<S>(), comm_),
-          "MPI_Allgatherv");
+    const int n = c[std::size_t(rank_)];
+    run("MPI_Allgatherv", [&] { return MPI_Allgatherv(mine, n, type<S>(), all, c.data(), d.data(), type<S>(), comm_); },
+        [&](MPI_Request* r) { return MPI_Iallgatherv(mine, n, type<S>(), all, c.data(), d.data(), type<S>(), comm_, r); });
   }
   template <class S>
   void reduce_scatter(const S* all, S* mine, const std::vector<long long>& counts) {
     const std::vector<int> c = ints(counts, "reduce_scatter");
-    check(MPI_Reduce_scatter(all, mine, c.data(), type<S>(), MPI_SUM, comm_), "MPI_Reduce_scatter");
+    run("MPI_Reduce_scatter", [&] { return MPI_Reduce_scatter(all, mine, c.data(), type<S>(), MPI_SUM, comm_); },
+        [&](MPI_Request* r) { return MPI_Ireduce_scatter(all, mine, c.data(), type<S>(), MPI_SUM, comm_, r); });
   }
   long long min(long long v) {
-    long long out = v;
-    check(MPI_Allreduce(&v, &out, 1, MPI_LONG_LONG, MPI_MIN, comm_), "MPI_Allreduce");
-    return out;
+    // Through members, which outlive a collective that a timeout abandons.
+    scalar_in_ = v, scalar_out_ = v;
+    run("MPI_Allreduce", [&] { return MPI_Allreduce(&scalar_in_, &scalar_out_, 1, MPI_LONG_LONG, MPI_MIN, comm_); },
+        [&](MPI_Request* r) { return MPI_Iallreduce(&scalar_in_, &scalar_out_, 1, MPI_LONG_LONG, MPI_MIN, comm_, r); });
+    return scalar_out_;
   }
   void broadcast(std::string& bytes, int root) {
-    long long n = static_cast<long long>(bytes.size());
-    check(MPI_Bcast(&n, 1, MPI_LONG_LONG, root, comm_), "MPI_Bcast (size)");
+    scalar_out_ = static_cast<long long>(bytes.size());
+    run("MPI_Bcast (size)", [&] { return MPI_Bcast(&scalar_out_, 1, MPI_LONG_LONG, root, comm_); },
+        [&](MPI_Request* r) { return MPI_Ibcast(&scalar_out_, 1, MPI_LONG_LONG, root, comm_, r); });
+    const long long n = scalar_out_;
     bytes.resize(std::size_t(n));
     // In pieces of at most INT_MAX bytes: MPI counts are int.
     for (long long at = 0; at < n; at += INT_MAX) {
       const int piece = int(std::min<long long>(INT_MAX, n - at));
-      check(MPI_Bcast(bytes.data() + at, piece, MPI_BYTE, root, comm_), "MPI_Bcast");
+      char* p = bytes.data() + at;
+      run("MPI_Bcast", [&] { return MPI_Bcast(p, piece, MPI_BYTE, root, comm_); },
+          [&](MPI_Request* r) { return MPI_Ibcast(p, piece, MPI_BYTE, root, comm_, r); });
     }
   }
   std::vector<std::string> gather(const std::string& mine, int root) {
     const int n = int_count(static_cast<long long>(mine.size()), "gather");
     std::vector<int> sizes(std::size_t(size_), 0), displs(std::size_t(size_), 0);
-    check(MPI_Gather(&n, 1, MPI_INT, sizes.data(), 1, MPI_INT, root, comm_), "MPI_Gather (sizes)");
+    scalar_int_ = n;
+    run("MPI_Gather (sizes)", [&] { return MPI_Gather(&scalar_int_, 1, MPI_INT, sizes.data(), 1, MPI_INT, root, comm_); },
+        [&](MPI_Request* r) { return MPI_Igather(&scalar_int_, 1, MPI_INT, sizes.data(), 1, MPI_INT, root, comm_, r); });
     std::string all;
     if (rank_ == root) {
       long long total = 0;
       for (int r = 0; r < size_; ++r) displs[std::size_t(r)] = int_count(total, "gather"), total += sizes[std::size_t(r)];
       all.resize(std::size_t(int_count(total, "gather")));
     }
-    check(MPI_Gatherv(mine.data(), n, MPI_BYTE, all.data(), sizes.data(), displs.data(), MPI_BYTE, root, comm_),
-          "MPI_Gatherv");
+    run("MPI_Gatherv",
+        [&] { return MPI_Gatherv(mine.data(), n, MPI_BYTE, all.data(), sizes.data(), displs.data(), MPI_BYTE, root, comm_); },
+        [&](MPI_Request* r) {
+          return MPI_Igatherv(mine.data(), n, MPI_BYTE, all.data(), sizes.data(), displs.data(), MPI_BYTE, root, comm_, r);
+        });
     std::vector<std::string> out;
     if (rank_ == root)
       for (int r = 0; r < size_; ++r) out.push_back(all.substr(std::size_t(displs[std::size_t(r)]), std::size_t(sizes[std::size_t(r)])));
@@ -113,6 +151,35 @@ class MpiCommunicator {
     for (long long x : v) out.push_back(int_count(x, what));
     return out;
   }
+  /// One collective: `blocking()` without a timeout; otherwise `start(&request)` (its
+  /// nonblocking form) and a wait of at most timeout_ seconds.
+  template <class Blocking, class Start>
+  void run(const char* what, Blocking&& blocking, Start&& start) {
+    if (abandoned_)
+      throw communication_error(std::string("steepest::dist: ") + what + " on rank " + std::to_string(rank_) +
+                                ": an earlier collective timed out and may still be in flight; end the job (MPI_Abort)");
+    if (timeout_ <= 0.0) return check(blocking(), what);
+    MPI_Request req = MPI_REQUEST_NULL;
+    check(start(&req), what);
+    using clock = std::chrono::steady_clock;
+    const auto t0 = clock::now();
+    const auto deadline = t0 + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(timeout_));
+    for (;;) {
+      int done = 0;
+      check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), what);
+      if (done) return;
+      const auto now = clock::now();
+      if (now >= deadline) break;
+      // Spin briefly (a collective usually completes in microseconds), then poll gently.
+      if (now - t0 < std::chrono::milliseconds(1)) std::this_thread::yield();
+      else std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    pending_ = req;
+    abandoned_ = true;
+    throw communication_error(std::string("steepest::dist: ") + what + " did not complete within " +
+                              std::to_string(timeout_) + " s on rank " + std::to_string(rank_) + " of " +
+                              std::to_string(size_) + " (a rank died or stopped calling collectives)");
+  }
   void check(int rc, const char* what) const {
     if (rc == MPI_SUCCESS) return;
     char msg[MPI_MAX_ERROR_STRING] = {};
@@ -123,7 +190,12 @@ class MpiCommunicator {
   }
 
   MPI_Comm comm_;
+  double timeout_ = 0.0;
   int rank_ = 0, size_ = 1;
+  long long scalar_in_ = 0, scalar_out_ = 0;  // min's and broadcast's scalars (see min)
+  int scalar_int_ = 0;                        // gather's size
+  bool abandoned_ = false;
+  MPI_Request pending_ = MPI_REQUEST_NULL;    // the collective a timeout abandoned
 };
 
 }  // namespace steepest::dist

@@ -26,12 +26,22 @@
 //
 // The communicator does not own the ncclComm_t: the caller creates it (ncclCommInitRank, or
 // ncclCommInitAll in one process) and destroys it after the last use.
+//
+// When a rank dies, the others' collectives never complete, and their next wait for the stream
+// (min, broadcast, gather: the finite check and the checkpoint calls) would last forever. With
+// NcclCommunicator(comm, ctx, timeout_seconds) that wait polls the stream and NCCL's async error
+// instead, and after that long aborts the communicator (ncclCommAbort, which releases kernels
+// stuck in a collective) and throws communication_error. The ncclComm_t is then gone (do not
+// destroy it again), every later call throws, and the job should end. 0 (default) waits.
+// Not yet run on a GPU (none was lent); it compiles in CI.
 #pragma once
 
 #include <nccl.h>
 
+#include <chrono>
 #include <climits>
 #include <cstdint>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -64,8 +74,11 @@ class NcclCommunicator {
  public:
   using space_type = cuda::Device;  // device buffers
 
-  NcclCommunicator(ncclComm_t comm, cuda::Context& ctx) : comm_(comm), ctx_(&ctx) {
+  NcclCommunicator(ncclComm_t comm, cuda::Context& ctx, double timeout_seconds = 0.0)
+      : comm_(comm), ctx_(&ctx), timeout_(timeout_seconds) {
     if (comm == nullptr) throw communication_error("steepest::dist::NcclCommunicator: null ncclComm_t");
+    if (!(timeout_seconds >= 0.0))
+      throw communication_error("steepest::dist::NcclCommunicator: timeout_seconds must be >= 0 (0: no timeout)");
     detail::nccl_check(ncclCommUserRank(comm_, &rank_), "ncclCommUserRank", -1);
     detail::nccl_check(ncclCommCount(comm_, &size_), "ncclCommCount", rank_);
   }
@@ -106,7 +119,7 @@ class NcclCommunicator {
     detail::nccl_check(ncclAllReduce(d, d, 1, ncclInt64, ncclMin, comm_, stream()), "ncclAllReduce (min)", rank_);
     long long out = v;
     cuda::check(cudaMemcpyAsync(&out, d, sizeof out, cudaMemcpyDeviceToHost, stream()), "cudaMemcpyAsync (min)");
-    cuda::check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize (min)");
+    sync("cudaStreamSynchronize (min)");
     return out;
   }
   void broadcast(std::string& bytes, int root) {
@@ -115,7 +128,7 @@ class NcclCommunicator {
     cuda::check(cudaMemcpyAsync(d, &n, sizeof n, cudaMemcpyHostToDevice, stream()), "cudaMemcpyAsync (broadcast)");
     detail::nccl_check(ncclBroadcast(d, d, 1, ncclInt64, root, comm_, stream()), "ncclBroadcast (size)", rank_);
     cuda::check(cudaMemcpyAsync(&n, d, sizeof n, cudaMemcpyDeviceToHost, stream()), "cudaMemcpyAsync (broadcast)");
-    cuda::check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize (broadcast)");
+    sync("cudaStreamSynchronize (broadcast)");
     bytes.resize(std::size_t(n));
     if (n == 0) return;
     char* b = scratch_bytes_.reserve(std::size_t(n));
@@ -124,7 +137,7 @@ class NcclCommunicator {
     detail::nccl_check(ncclBroadcast(b, b, std::size_t(n), ncclInt8, root, comm_, stream()), "ncclBroadcast", rank_);
     cuda::check(cudaMemcpyAsync(bytes.data(), b, std::size_t(n), cudaMemcpyDeviceToHost, stream()),
                 "cudaMemcpyAsync (broadcast)");
-    cuda::check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize (broadcast)");
+    sync("cudaStreamSynchronize (broadcast)");
   }
   std::vector<std::string> gather(const std::string& mine, int root) {
     // Every rank's size, by an all-gather of one int64 each.
@@ -138,7 +151,7 @@ class NcclCommunicator {
     cuda::check(cudaMemcpyAsync(sizes.data(), sizes_d, sizeof(long long) * std::size_t(size_), cudaMemcpyDeviceToHost,
                                 stream()),
                 "cudaMemcpyAsync (gather)");
-    cuda::check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize (gather)");
+    sync("cudaStreamSynchronize (gather)");
     std::vector<long long> at(std::size_t(size_) + 1, 0);
     for (int r = 0; r < size_; ++r) at[std::size_t(r) + 1] = at[std::size_t(r)] + sizes[std::size_t(r)];
     char* b = scratch_bytes_.reserve(std::size_t(std::max<long long>(rank_ == root ? at.back() : n, 1)));
@@ -167,11 +180,11 @@ class NcclCommunicator {
       if (!all.empty())
         cuda::check(cudaMemcpyAsync(all.data(), b, all.size(), cudaMemcpyDeviceToHost, stream()),
                     "cudaMemcpyAsync (gather)");
-      cuda::check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize (gather)");
+      sync("cudaStreamSynchronize (gather)");
       for (int r = 0; r < size_; ++r)
         out.push_back(all.substr(std::size_t(at[std::size_t(r)]), std::size_t(sizes[std::size_t(r)])));
     } else {
-      cuda::check(cudaStreamSynchronize(stream()), "cudaStreamSynchronize (gather)");
+      sync("cudaStreamSynchronize (gather)");
     }
     return out;
   }
@@ -182,6 +195,31 @@ class NcclCommunicator {
     static_assert(std::is_same_v<S, float> || std::is_same_v<S, double>,
                   "steepest::dist::NcclCommunicator: float or double buffers");
     return std::is_same_v<S, float> ? ncclFloat32 : ncclFloat64;
+  }
+  /// Waits for the stream: as long as it takes, or at most timeout_ (see the file comment).
+  void sync(const char* what) {
+    if (aborted_)
+      throw communication_error(std::string("steepest::dist: ") + what + " on rank " + std::to_string(rank_) +
+                                ": the communicator was aborted after a timeout; end the job");
+    if (timeout_ <= 0.0) return cuda::check(cudaStreamSynchronize(stream()), what);
+    using clock = std::chrono::steady_clock;
+    const auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(timeout_));
+    for (;;) {
+      const cudaError_t e = cudaStreamQuery(stream());
+      if (e == cudaSuccess) return;
+      if (e != cudaErrorNotReady) cuda::check(e, what);
+      ncclResult_t async = ncclSuccess;
+      detail::nccl_check(ncclCommGetAsyncError(comm_, &async), "ncclCommGetAsyncError", rank_);
+      if (async != ncclSuccess && async != ncclInProgress) detail::nccl_check(async, what, rank_);
+      if (clock::now() >= deadline) break;
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    ncclCommAbort(comm_);
+    aborted_ = true;
+    throw communication_error(std::string("steepest::dist: ") + what + " did not complete within " +
+                              std::to_string(timeout_) + " s on rank " + std::to_string(rank_) + " of " +
+                              std::to_string(size_) + " (a rank died or stopped calling collectives); the " +
+                              "ncclComm_t was aborted");
   }
   /// Runs f's NCCL calls as one group (ended even when one of them throws).
   template <class F>
@@ -198,6 +236,8 @@ class NcclCommunicator {
 
   ncclComm_t comm_;
   cuda::Context* ctx_;
+  double timeout_ = 0.0;
+  bool aborted_ = false;
   int rank_ = 0, size_ = 1;
   cuda::Buffer<long long> scratch_i64_;
   cuda::Buffer<char> scratch_bytes_;

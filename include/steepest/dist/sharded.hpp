@@ -47,11 +47,9 @@
 
 #include <algorithm>
 #include <cstring>
-#include <fstream>
 #include <limits>
 #include <map>
 #include <numeric>
-#include <sstream>
 #include <string>
 #include <type_traits>
 #include <utility>
@@ -483,22 +481,27 @@ class Sharded {
     if (!error.empty()) throw state_file_error("sharded save (rank 0): " + error);
   }
 
-  /// Replaces this rank's state with its share of the state in `path` (read on rank 0 and
-  /// broadcast; collective). Refuses on every rank, changing nothing, as st::load refuses.
+  /// Replaces this rank's state with its share of the state in `path` (collective). Rank 0 loads
+  /// the file with st::load, every check included (a FIFO, a device or an oversized header is
+  /// refused before it is read), and broadcasts its verdict; only a state that passed is sent on,
+  /// as a checkpoint in memory. Refuses on every rank, changing nothing, as st::load refuses.
   template <class S>
   void load(const Params<S>& params, State<S>& st, const std::string& path) const {
     std::string bytes, error;
     if (comm_->rank() == 0) {
-      std::ifstream in(path, std::ios::binary);
-      std::ostringstream all;
-      if (in && (all << in.rdbuf())) bytes = all.str();
-      else error = path + ": cannot be read";
+      try {
+        auto whole = opt_.init(params);
+        steepest::load(opt_, whole, path);
+        bytes = steepest::save_bytes(opt_, whole);
+      } catch (const std::exception& e) {
+        error = e.what();
+      }
     }
     comm_->broadcast(error, 0);
-    if (!error.empty()) throw state_file_error("sharded load: " + error);
+    if (!error.empty()) throw state_file_error("sharded load (rank 0): " + error);
     comm_->broadcast(bytes, 0);
     auto whole = opt_.init(params);
-    steepest::load_bytes(opt_, whole, bytes, path);  // the same bytes everywhere: the same verdict
+    steepest::load_bytes(opt_, whole, bytes, path);
     take_share(params, st, whole);
   }
   /// This rank's share of an unsharded state of the same optimizer and model (every rank
