@@ -5,6 +5,7 @@
 #include <steepest/steepest.hpp>
 
 #include <cmath>
+#include <string>
 #include <vector>
 
 namespace fuzz_model {
@@ -45,6 +46,31 @@ struct Model {
     }
     h = h0, e = e0, v = v0;  // the fuzzer only needs the state
     return s;
+  }
+  /// One step of `s` with the largest gradient entries a step accepts (2^40 - 2^16, signs
+  /// alternating), on a copy of the weights: true when the weights and the state stay finite.
+  template <class Opt, class State>
+  bool edge_step_is_finite(const Opt& opt, State& s) {
+    std::vector<float> h0 = h, e0 = e, v0 = v;
+    const float g = std::ldexp(1.0f, 40) - std::ldexp(1.0f, 16);
+    std::vector<float> gh(30), ge(20), gv(3);
+    for (auto* G : {&gh, &ge, &gv})
+      for (std::size_t i = 0; i < G->size(); ++i) (*G)[i] = i % 2 ? -g : g;
+    steepest::Gradients<float> grads;
+    grads.add(gh.data(), 6, 5);
+    grads.add(ge.data(), 5, 4);
+    grads.add_vector(gv.data(), 3);
+    opt.step(params, grads, s);
+    bool finite = true;
+    for (const auto* w : {&h, &e, &v})
+      for (float x : *w) finite = finite && std::isfinite(x);
+    s.for_each_layer([&](const steepest::LayerRecord&, const std::string&, auto&& visit) {
+      visit([&](const std::string&, auto& b, steepest::Domain) {
+        for (long i = 0; i < b.size(); ++i) finite = finite && std::isfinite(b.data()[i]);
+      });
+    });
+    h = h0, e = e0, v = v0;
+    return finite;
   }
 };
 

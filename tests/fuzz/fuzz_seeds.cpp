@@ -19,6 +19,12 @@ int main(int argc, char** argv) {
     auto s = model.stepped_state(opt);
     steepest::save(opt, s, dir + "/" + name + ".safetensors");
     std::ofstream(dir + "/" + name + ".v1", std::ios::binary) << optim_test::v1_file(opt.name(), s);
+    // The same file without its crc32 field (blanked: the header keeps its length), as another
+    // tool may write it: the loader then takes the path that checks no CRC.
+    std::string bytes = steepest::save_bytes(opt, s);
+    const auto at = bytes.find(",\"crc32\":\"");
+    if (at != std::string::npos) bytes.replace(at, 19, std::string(19, ' '));
+    std::ofstream(dir + "/" + name + ".nocrc.safetensors", std::ios::binary) << bytes;
   };
   write_both("muon", fuzz_model::muon());
   write_both("moga_row", fuzz_model::moga());

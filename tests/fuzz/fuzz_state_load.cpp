@@ -4,7 +4,10 @@
 // comparison (a checksum-tolerant build), so the mutator reaches every check behind it.
 // Invariants checked on every input (abort() = a finding):
 //   - load throws only state_file_error, and then leaves the state bit for bit as it was;
-//   - an accepted file leaves a step in [0, 2^53] and every value inside its buffer's domain.
+//   - an accepted file leaves a step in [0, 2^53] and every value inside its buffer's domain;
+//   - the accepted state then takes one step, with the largest gradient entries a step accepts
+//     (2^40 - 2^16, signs alternating), and the parameters and the state stay finite.
+// The seeds (fuzz_seeds.cpp) include files without the crc32 field, which the format allows.
 #define STEEPEST_STATE_IO_FUZZING 1
 #include <steepest/steepest.hpp>
 
@@ -57,6 +60,7 @@ void try_load(const Opt& opt, fuzz_model::Model& model, const std::string& path)
     return;
   }
   check_domains(state);
+  if (!model.edge_step_is_finite(opt, state)) std::abort();  // an accepted state broke the next step
 }
 
 }  // namespace
