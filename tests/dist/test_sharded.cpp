@@ -338,6 +338,23 @@ TEST_CASE("save is collective and writes the single-process file; load takes eac
   CHECK(missing);
 }
 
+// Whether a layer splits by rows is what each of its transforms states (checked as this file
+// compiles). Full-precision moments read one entry's row only; bf16 state dithers by the flat
+// index, which a row range shifts, so its layers stay whole (bitwise equality with one process).
+namespace row_separability {
+static_assert(sd::row_separable<st::Momentum<st::MomentumKind::Nesterov>>::value);
+static_assert(!sd::row_separable<st::Momentum<st::MomentumKind::EMA, st::Bf16State>>::value);
+static_assert(sd::row_separable<st::AdamMoments>::value && !sd::row_separable<st::Adam<st::Bf16State>>::value);
+static_assert(sd::row_separable<st::LionMoment>::value && sd::row_separable<st::DecoupledStep>::value);
+static_assert(sd::row_separable<st::Dualize<st::MeanNormalized<st::RowNormalize>>>::value);
+static_assert(!sd::row_separable<st::Dualize<st::ColNormalize>>::value);
+static_assert(!sd::row_separable<st::Dualize<st::Spectral>>::value);
+struct Unstated {};  // a transform that says nothing keeps its layers whole
+static_assert(!sd::row_separable<Unstated>::value);
+static_assert(sd::chain_row_separable<st::MogaMomentumChain>::value &&
+              !sd::chain_row_separable<st::MogaMomentumChainIn<st::Bf16State>>::value);
+}  // namespace row_separability
+
 TEST_CASE("sharded load: a FIFO, /dev/zero and a directory are refused on every rank before a byte is read") {
   auto& comm = world();
   Model mine(5);

@@ -62,32 +62,13 @@
 
 namespace steepest::dist {
 
-/// A transform whose work on an entry reads only that entry's row (of the gradient, its own
-/// state and the weight), and no shape but the row length: a layer whose chain has only such
-/// transforms (and a row-local geometry) can be split by rows. Specialize it as std::true_type
-/// for your own transform if that holds; unknown transforms make their layers whole (Owner).
-template <class T>
+/// Whether transform T's layers may be split by rows: what T states (its `row_separable`
+/// member, optim/transforms.hpp), false when it states nothing. Specializing this trait for a
+/// transform one cannot edit still works.
+template <class T, class = void>
 struct row_separable : std::false_type {};
-template <MomentumKind K>
-struct row_separable<Momentum<K>> : std::true_type {};
-template <>
-struct row_separable<AdamMoments> : std::true_type {};
-template <>
-struct row_separable<LionMoment> : std::true_type {};
-template <>
-struct row_separable<LayerDualize> : std::true_type {};  // with a row-local geometry (per layer)
-template <>
-struct row_separable<GeometryScale> : std::true_type {};  // its s(m, n) must not depend on m (per layer)
-template <>
-struct row_separable<ShapeScale> : std::true_type {};  // 1 on non-spectral layers; spectral ones are never split
-template <>
-struct row_separable<DecoupledStep> : std::true_type {};
-template <>
-struct row_separable<ConstrainedStep> : std::true_type {};
-template <class N>
-struct row_separable<Dualize<N>>
-    : std::bool_constant<fused_form_of<typename steepest::detail::mean_split<N>::base>::value == FusedForm::Sign ||
-                         fused_form_of<typename steepest::detail::mean_split<N>::base>::value == FusedForm::Row2> {};
+template <class T>
+struct row_separable<T, std::void_t<decltype(T::row_separable)>> : std::bool_constant<T::row_separable> {};
 
 template <class C>
 struct chain_row_separable : std::false_type {};

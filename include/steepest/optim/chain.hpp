@@ -26,16 +26,40 @@ template <class T, class S, class = void>
 struct has_elem : std::false_type {};
 template <class T, class S>
 struct has_elem<T, S, std::void_t<typename T::template Elem<S>>> : std::true_type {};
+template <class T, class S, class St, class = void>
+struct has_apply : std::false_type {};
+template <class T, class S, class St>
+struct has_apply<T, S, St, std::void_t<decltype(T::apply(std::declval<Ctx<S>&>(), std::declval<St&>()))>>
+    : std::true_type {};
 
-// A normalization's factors are computed from the raw gradient before the pass, so it fuses
-// only as the chain's first transform; later in a chain only pointwise geometries fuse.
+/// Transform T's unfused host pass: its own `apply`, or else the one derived from its Elem.
+template <class T, class S, class St>
+void apply_one(Ctx<S>& ctx, St& st) {
+  if constexpr (has_apply<T, S, St>::value) {
+    T::apply(ctx, st);
+  } else {
+    static_assert(has_elem<T, S>::value,
+                  "steepest: a transform needs its rule: an Elem (elementwise) or a static apply(Ctx<S>&, State&)");
+    run_elem_by_rows(T::elem(ctx, st), ctx.u);
+  }
+}
+
+template <class T, class = void>
+struct has_fusable_at : std::false_type {};
+template <class T>
+struct has_fusable_at<T, std::void_t<decltype(T::fusable_at(std::declval<Geometry>(), std::size_t(0)))>>
+    : std::true_type {};
+template <class T, class = void>
+struct has_needs_rows : std::false_type {};
+template <class T>
+struct has_needs_rows<T, std::void_t<decltype(T::needs_rows(FusedForm::None))>> : std::true_type {};
+
+/// Whether T's Elem serves a layer of geometry g at `position` in its chain (T::fusable_at;
+/// a transform that states nothing always fuses).
 template <class T>
 bool elem_fusable(Geometry g, std::size_t position) {
-  if constexpr (std::is_same_v<T, LayerDualize>) {
-    return position == 0 ? LayerDualize::fusable(g.fused()) : LayerDualize::pointwise(g.fused());
-  } else {
-    return true;
-  }
+  if constexpr (has_fusable_at<T>::value) return T::fusable_at(g, position);
+  else return true;
 }
 
 // A transform's State for memory space Space. A transform written before spaces existed
@@ -92,9 +116,10 @@ void visit_reach_one(St& st, const Hyper& hp, double g, F& f) {
   });
 }
 
+/// Whether the fused pass must call T's begin_row for each row (T::needs_rows).
 template <class T>
 bool elem_needs_rows(FusedForm f) {
-  if constexpr (std::is_same_v<T, LayerDualize>) return LayerDualize::needs_rows(f);
+  if constexpr (has_needs_rows<T>::value) return T::needs_rows(f);
   else return false;
 }
 
@@ -255,7 +280,7 @@ struct Chain {
 
   template <class S, class Tuple, std::size_t... I>
   static void apply_impl(Ctx<S>& ctx, Tuple& st, std::index_sequence<I...>) {
-    (Ts::apply(ctx, std::get<I>(st)), ...);
+    (detail::apply_one<Ts>(ctx, std::get<I>(st)), ...);
   }
 };
 

@@ -3,8 +3,20 @@
 // Each transform works on one layer's running update `u` (m x n, starts as the gradient) and has
 //   template <class S, class Space = Host> struct State { ...; template <class F> void visit(F&& f); };
 //   template <class S, class Space> static void init(State<S, Space>&, Index m, Index n);
-//   template <class S> static void apply(Ctx<S>& ctx, State<S>& st);   // host: reads/writes ctx.u
 //   static const char* name();
+// and its rule, written once: an elementwise rule as its fused form `Elem` (below), from which
+// the chain derives the host's unfused pass, the fused pass and the device kernels; any other
+// rule (a geometry's direction, a whole-matrix operation) as
+//   template <class S> static void apply(Ctx<S>& ctx, State<S>& st);   // host: reads/writes ctx.u
+// A transform with both (LayerDualize: fused for some geometries) uses `apply` when unfused.
+// What the rest of the library needs to know about a transform is stated on it too, each
+// optional (absent: the conservative answer):
+//   static constexpr bool row_separable = true;  // an entry's work reads only its own row and
+//       no shape but the row length, and gives the same bits on any row range: a sharded layer
+//       may be split by rows (dist/sharded.hpp); absent: the layer is stepped whole
+//   static bool fusable_at(Geometry g, std::size_t position);  // its Elem serves this layer at
+//       this position of its chain (absent: always)
+//   static bool needs_rows(FusedForm f);  // the fused pass must call begin_row for each row
 // State buffers are `buffer_t<S, Space>` (an Eigen matrix on the host, a device array on a CUDA
 // device: optim/space.hpp), so one State layout serves both backends. `visit` lists the state's
 // buffers in a fixed order: that is what save/load and equality use. A transform with buffers
@@ -104,19 +116,36 @@ struct NoState {
 };
 
 namespace detail {
-/// Runs a transform's fused kernel over the running update in place (the unfused path of a
-/// transform whose state rounds: it then stores exactly the fused pass's bits). Flat index i is
-/// the entry's index in the layer, as in Chain::fused.
+/// A transform's unfused pass, derived from its fused kernel: `elem` over the running update in
+/// place, row by row (begin_row(r), then SIMD packets and a scalar tail at flat index i = r n + c,
+/// column c), so it computes exactly the fused pass's bits. The kernel is copied into a local:
+/// see detail::run_range.
 template <class E, class S>
-void apply_elem_in_place(const E& elem, RowMatrix<S>& u) {
-  const E k = elem;  // a local copy keeps the constants in registers (see detail::run_range)
+void run_elem_by_rows(const E& elem, RowMatrix<S>& u) {
+  E k = elem;
   using P = simd::Packet<S>;
   constexpr Index PS = simd::packet_size<S>;
   S* STEEPEST_RESTRICT p = u.data();
-  const Index n = u.size();
-  Index i = 0;
-  for (; i + PS <= n; i += PS) simd::store(p + i, k.template apply<P>(simd::load<P>(p + i), i, 0));
-  for (; i < n; ++i) p[i] = k.template apply<S>(p[i], i, 0);
+  const Index rows = u.rows(), cols = u.cols();
+  for (Index r = 0; r < rows; ++r) {
+    k.begin_row(r);
+    const Index row = r * cols;
+    Index c = 0;
+    for (; c + PS <= cols; c += PS) simd::store(p + row + c, k.template apply<P>(simd::load<P>(p + row + c), row + c, c));
+    for (; c < cols; ++c) p[row + c] = k.template apply<S>(p[row + c], row + c, c);
+  }
+}
+
+/// Entries between the end of one row of a layer view and the start of the next (0 when the
+/// layer is contiguous; a device view is always contiguous to its kernels).
+template <class V, class = void>
+struct has_outer_stride : std::false_type {};
+template <class V>
+struct has_outer_stride<V, std::void_t<decltype(std::declval<const V&>().outerStride())>> : std::true_type {};
+template <class V>
+Index row_gap(const V& w) {
+  if constexpr (has_outer_stride<V>::value) return Index(w.outerStride()) - Index(w.cols());
+  else return 0;
 }
 
 /// A zero r x c state buffer stored in `Precision`, for parameters of scalar S in memory space
@@ -153,39 +182,11 @@ struct Momentum {
                                                                              : reach::ema(hp.beta1, g);
   }
   static constexpr std::array<BufferSpec, 1> buffers{{{"m", Domain::Finite, &reach_m}}};
+  /// Rounded (bf16) state dithers by the flat index, which a row range would shift.
+  static constexpr bool row_separable = !Precision::rounds;
   template <class S, class Space>
   static void init(State<S, Space>& st, Index r, Index c) {
     st.m = detail::zero_state<Precision, S, Space>(r, c);
-  }
-  template <class S>
-  static void apply(Ctx<S>& ctx, State<S>& st) {
-    if constexpr (Precision::rounds) {
-      detail::apply_elem_in_place(elem(ctx, st), ctx.u);  // the fused kernel's bits
-      return;
-    } else {
-      const S b = static_cast<S>(ctx.hp.beta1);
-      auto m = st.m.array();
-      auto u = ctx.u.array();
-      // The stored momentum never holds subnormals (simd::flush_subnormal says why); the fused
-      // kernel below flushes at the same point, so both paths give the same bits.
-      if constexpr (Kind == MomentumKind::HeavyBall) {
-        m = b * m + u;
-        simd::flush_subnormals(m);
-        u = m;
-      } else if constexpr (Kind == MomentumKind::Nesterov) {
-        m = b * m + u;
-        simd::flush_subnormals(m);
-        u = u + b * m;
-      } else if constexpr (Kind == MomentumKind::EMA) {
-        m = b * m + (S(1) - b) * u;
-        simd::flush_subnormals(m);
-        u = m;
-      } else {
-        m = b * m + (S(1) - b) * u;
-        simd::flush_subnormals(m);
-        u = (S(1) - b) * u + b * m;
-      }
-    }
   }
   template <class S>
   struct Elem {
@@ -243,27 +244,11 @@ struct Adam {
   static constexpr double reach_v(const Hyper& hp, double g) { return reach::ema_of_squares(hp.beta2, g); }
   static constexpr std::array<BufferSpec, 2> buffers{
       {{"m", Domain::Finite, &reach_m}, {"v", Domain::NonNegative, &reach_v}}};
+  static constexpr bool row_separable = !Precision::rounds;  // as Momentum's
   template <class S, class Space>
   static void init(State<S, Space>& st, Index r, Index c) {
     st.m = detail::zero_state<Precision, S, Space>(r, c);
     st.v = detail::zero_state<Precision, S, Space>(r, c);
-  }
-  template <class S>
-  static void apply(Ctx<S>& ctx, State<S>& st) {
-    if constexpr (Precision::rounds) {
-      detail::apply_elem_in_place(elem(ctx, st), ctx.u);  // the fused kernel's bits
-    } else {
-      const double b1 = ctx.hp.beta1, b2 = ctx.hp.beta2;
-      const S c1 = static_cast<S>(1.0 / (1.0 - std::pow(b1, double(ctx.t))));
-      const S c2 = static_cast<S>(1.0 / std::sqrt(1.0 - std::pow(b2, double(ctx.t))));
-      const S eps = static_cast<S>(ctx.hp.eps);
-      const S sb1 = static_cast<S>(b1), sb2 = static_cast<S>(b2);
-      st.m.array() = sb1 * st.m.array() + (S(1) - sb1) * ctx.u.array();
-      st.v.array() = sb2 * st.v.array() + (S(1) - sb2) * ctx.u.array().square();
-      simd::flush_subnormals(st.m.array());  // stored moments never subnormal (as in Elem)
-      simd::flush_subnormals(st.v.array());
-      ctx.u.array() = (c1 * st.m.array()) / (c2 * st.v.array().sqrt() + eps);
-    }
   }
   template <class S>
   struct Elem {
@@ -309,22 +294,9 @@ struct LionMoment {
   };
   static constexpr double reach_m(const Hyper& hp, double g) { return reach::ema(hp.beta2, g); }
   static constexpr std::array<BufferSpec, 1> buffers{{{"m", Domain::Finite, &reach_m}}};
+  static constexpr bool row_separable = true;
   template <class S, class Space>
   static void init(State<S, Space>& st, Index r, Index c) { st.m = buffer_t<S, Space>::Zero(r, c); }
-  template <class S>
-  static void apply(Ctx<S>& ctx, State<S>& st) {
-    const S b1 = static_cast<S>(ctx.hp.beta1), b2 = static_cast<S>(ctx.hp.beta2);
-    // One pass, plain loop: each entry needs the raw gradient for both outputs.
-    S* STEEPEST_RESTRICT u = ctx.u.data();
-    S* STEEPEST_RESTRICT m = st.m.data();
-    const Index size = ctx.u.size();
-    for (Index i = 0; i < size; ++i) {
-      const S g = u[i], mo = m[i];
-      const S c = b1 * mo + (S(1) - b1) * g;
-      u[i] = static_cast<S>((c > S(0)) - (c < S(0)));
-      m[i] = simd::flush_subnormal<S, S>(b2 * mo + (S(1) - b2) * g);  // as in Elem
-    }
-  }
   template <class S>
   struct Elem {
     S* STEEPEST_RESTRICT m;
@@ -359,6 +331,13 @@ struct LayerDualize {
   /// per-row, per-column or global factors 1/||g|| are computed in a first (read-only) pass.
   static bool fusable(FusedForm f) { return f != FusedForm::None; }
   static bool pointwise(FusedForm f) { return f == FusedForm::Identity || f == FusedForm::Sign; }
+  /// A normalization's factors come from the raw gradient, before the pass: it fuses only as
+  /// the chain's first transform; later in a chain only pointwise geometries fuse.
+  static bool fusable_at(Geometry g, std::size_t position) {
+    return position == 0 ? fusable(g.fused()) : pointwise(g.fused());
+  }
+  /// Row by row, when the layer's geometry is row-local (the sharded planner asks it per layer).
+  static constexpr bool row_separable = true;
   /// Row: per-row factors computed before the pass (the device executor's way). RowFromGrad: the
   /// host's way, each row's factor taken from the gradient row in begin_row, just before the
   /// row's update reads the same row again from L1/L2 (one DRAM read of g instead of two, and no
@@ -489,6 +468,10 @@ struct Dualize {
   static void init(State<S, Space>&, Index, Index) {}
   template <class S>
   static void apply(Ctx<S>& ctx, State<S>& st) { N::dualize(ctx.u, ctx.u, st.ws); }
+  /// Sign and row normalization read one row at a time; their mean-normalized scale depends on
+  /// the row length only.
+  static constexpr bool row_separable = fused_form_of<typename detail::mean_split<N>::base>::value == FusedForm::Sign ||
+                                        fused_form_of<typename detail::mean_split<N>::base>::value == FusedForm::Row2;
   static const char* name() { return "dualize"; }
 };
 
@@ -498,11 +481,6 @@ struct GeometryScale {
   template <class S, class Space = Host>
   using State = NoState;
   static void init(NoState&, Index, Index) {}
-  template <class S>
-  static void apply(Ctx<S>& ctx, NoState&) {
-    const double s = ctx.geometry.scale(ctx.w.rows(), ctx.w.cols());
-    if (s != 1.0) ctx.u *= static_cast<S>(s);
-  }
   template <class S>
   struct Elem {
     S f;
@@ -514,6 +492,8 @@ struct GeometryScale {
   static Elem<S> elem(Ctx<S, Sp>& ctx, NoState&) {
     return {static_cast<S>(ctx.geometry.scale(ctx.w.rows(), ctx.w.cols()))};
   }
+  /// s(m, n) of a geometry the planner splits by rows depends on n only.
+  static constexpr bool row_separable = true;
   static const char* name() { return "geometry-scale"; }
 };
 
@@ -524,12 +504,6 @@ struct ShapeScale {
   using State = NoState;
   static void init(NoState&, Index, Index) {}
   template <class S>
-  static void apply(Ctx<S>& ctx, NoState&) {
-    if (!ctx.geometry.spectral() || ctx.hp.shape_factor == ShapeFactor::None) return;
-    ctx.u *= static_cast<S>(
-        shape_factor_value(ctx.hp.shape_factor, double(ctx.w.rows()), double(ctx.w.cols())));
-  }
-  template <class S>
   using Elem = typename GeometryScale::template Elem<S>;
   template <class S, class Sp>
   static Elem<S> elem(Ctx<S, Sp>& ctx, NoState&) {
@@ -537,6 +511,7 @@ struct ShapeScale {
     return {static_cast<S>(
         shape_factor_value(ctx.hp.shape_factor, double(ctx.w.rows()), double(ctx.w.cols())))};
   }
+  static constexpr bool row_separable = true;  // 1 on non-spectral layers; spectral ones are never split
   static const char* name() { return "shape"; }
 };
 
@@ -545,17 +520,16 @@ struct DecoupledStep {
   template <class S, class Space = Host>
   using State = NoState;
   static void init(NoState&, Index, Index) {}
-  template <class S>
-  static void apply(Ctx<S>& ctx, NoState&) {
-    const S decay = static_cast<S>(1.0 - ctx.lr * ctx.hp.weight_decay);
-    const S step = static_cast<S>(ctx.lr * ctx.radius);
-    ctx.w.array() = decay * ctx.w.array() - step * ctx.u.array();
-  }
+  /// The weights are addressed as row r's start plus the flat index: w + r gap + i, gap the
+  /// entries between rows of a strided block (0 for a contiguous layer, where the pass may not
+  /// call begin_row at all).
   template <class S>
   struct Elem {
     S* STEEPEST_RESTRICT w;
     S keep, step;
-    STEEPEST_HD void begin_row(Index) {}
+    Index gap = 0;
+    S* STEEPEST_RESTRICT wr = w;  ///< w + r gap for the current row r
+    STEEPEST_HD void begin_row(Index r) { wr = w + r * gap; }
     template <class P>
     STEEPEST_HD P apply(P u, Index i, Index) const {
       using namespace simd;
@@ -564,17 +538,19 @@ struct DecoupledStep {
       // state are bf16; fetching it 2 KiB ahead (an address computed as an integer: prefetches
       // past the end do not fault) measured that step 1.2-1.3x faster (docs/PERFORMANCE.md).
       if constexpr (!std::is_arithmetic_v<P>)
-        __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(w + i) + 2048), 1);
+        __builtin_prefetch(reinterpret_cast<const void*>(reinterpret_cast<std::uintptr_t>(wr + i) + 2048), 1);
 #endif
-      store(w + i, sub(mul(set1<P>(keep), load<P>(w + i)), mul(set1<P>(step), u)));
+      store(wr + i, sub(mul(set1<P>(keep), load<P>(wr + i)), mul(set1<P>(step), u)));
       return u;
     }
   };
   template <class S, class Sp>
   static Elem<S> elem(Ctx<S, Sp>& ctx, NoState&) {
-    return {ctx.w.data(), static_cast<S>(1.0 - ctx.lr * ctx.hp.weight_decay),
-            static_cast<S>(ctx.lr * ctx.radius)};
+    S* w = ctx.w.data();
+    return {w, static_cast<S>(1.0 - ctx.lr * ctx.hp.weight_decay), static_cast<S>(ctx.lr * ctx.radius),
+            detail::row_gap(ctx.w), w};
   }
+  static constexpr bool row_separable = true;
   static const char* name() { return "step"; }
 };
 
@@ -586,17 +562,13 @@ struct ConstrainedStep {
   using State = NoState;
   static void init(NoState&, Index, Index) {}
   template <class S>
-  static void apply(Ctx<S>& ctx, NoState&) {
-    const S keep = static_cast<S>(1.0 - ctx.lr);
-    const S step = static_cast<S>(ctx.lr * ctx.radius);
-    ctx.w.array() = keep * ctx.w.array() - step * ctx.u.array();
-  }
-  template <class S>
   using Elem = typename DecoupledStep::template Elem<S>;
   template <class S, class Sp>
   static Elem<S> elem(Ctx<S, Sp>& ctx, NoState&) {
-    return {ctx.w.data(), static_cast<S>(1.0 - ctx.lr), static_cast<S>(ctx.lr * ctx.radius)};
+    S* w = ctx.w.data();
+    return {w, static_cast<S>(1.0 - ctx.lr), static_cast<S>(ctx.lr * ctx.radius), detail::row_gap(ctx.w), w};
   }
+  static constexpr bool row_separable = true;
   static const char* name() { return "constrained-step"; }
 };
 
