@@ -1,8 +1,10 @@
-// cuda_custom_optimizer: examples/custom_optimizer's chain, unchanged, on device memory.
+// cuda_custom_optimizer: examples/custom_optimizer's own transform, unchanged, on device memory.
 //
-// "Nesterov momentum, then the width-aware row geometry 2̄->inf, then a decoupled step" is the
+// TwoEmaRows (row normalization, a fast EMA, SlowEma -- a transform written in
+// examples/custom_optimizer/slow_ema.hpp, not in the library -- the width scale, a step) is the
 // same type as in the CPU example; only the parameter set says its memory is on a CUDA device.
-// The program runs the chain on both backends side by side and prints how far apart they end.
+// SlowEma's Elem is STEEPEST_HD, so the device executor runs it in its fused kernel. The program
+// runs the chain on both backends side by side and prints how far apart they end.
 // Exits 77 (skipped) when no CUDA device is visible.
 #include <steepest/steepest.hpp>
 #include <steepest/cuda/cuda.cuh>
@@ -11,12 +13,10 @@
 #include <cstdio>
 #include <vector>
 
+#include "../custom_optimizer/slow_ema.hpp"
+
 namespace st = steepest;
 namespace sc = steepest::cuda;
-
-using NesterovRows = st::Chain<st::Momentum<st::MomentumKind::Nesterov>,
-                               st::Dualize<st::MeanNormalized<st::RowNorm<2>>>,
-                               st::DecoupledStep>;
 
 int main() {
   if (sc::device_count() == 0) {
@@ -42,9 +42,10 @@ int main() {
 
   st::Hyper hp;
   hp.lr = 0.05;
-  hp.beta1 = 0.9;
+  hp.beta1 = 0.8;
+  hp.beta2 = 0.95;
   hp.weight_decay = 0.01;
-  st::Optimizer<NesterovRows> opt(hp);
+  const auto opt = two_ema_rows(hp);
   auto hs = opt.init(host);
   auto ds = opt.init(device);
 
