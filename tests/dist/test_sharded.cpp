@@ -162,6 +162,7 @@ void for_every_optimizer(F&& f) {
   f("moga_col", [=] { return st::moga_col(hp); });
   f("moga_row_momentum", [=] { return st::moga_row_momentum(hp); });
   f("muon (routed)", [=] { return st::muon(hp); });
+  f("normuon (routed)", [=] { return st::normuon(hp); });
   f("muon_scion", [=] { return st::muon_scion(hp); });
   f("scion", [=] { return st::scion(hp); });
   f("scion_unconstrained", [=] { return st::scion_unconstrained(hp); });

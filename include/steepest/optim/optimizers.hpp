@@ -17,6 +17,8 @@
 // | moga_col        | column-normalize, Adam, s = sqrt(m)/n, step       | 1̄->2̄            | identity|
 // | muon            | routed: hidden -> Muon chain; the rest -> AdamW   | spectral (hidden) | AdamW   |
 // | muon_scion      | Nesterov-EMA, Newton-Schulz, shape factor, step   | spectral (hidden) | RMS     |
+// | normuon         | routed: hidden -> EMA, polar, per-row 2nd moment, | spectral (hidden) | AdamW   |
+// |                 | RMS 0.2, step; the rest -> AdamW                  |                   |         |
 // | scion           | EMA, LMO, s(m,n), constrained step with radius    | per role          | RMS     |
 #pragma once
 
@@ -159,6 +161,28 @@ MuonOptimizer muon(Hyper hp = {}, Hyper adamw_hp = {}, ShapeFactor shape = Shape
                 route(everything(), adamw(adamw_hp)));
 }
 
+/// NorMuon's chain: EMA momentum, the polar factor, the per-row second moment, the update at
+/// AdamW's RMS, decoupled weight decay.
+using NorMuonChain = Chain<Momentum<MomentumKind::EMA>, LayerDualize, RowSecondMoment, MatchAdamWRms, DecoupledStep>;
+/// What normuon() returns: route 0 the NorMuon chain (hidden), route 1 AdamW (the rest).
+using NorMuonOptimizer = Routed<Optimizer<NorMuonChain>, Optimizer<AdamWChain>>;
+/// NorMuon (Li et al. 2025, arXiv 2510.05491), on hidden matrices:
+///   M <- b1 M + (1 - b1) G;  O = polar(M);  v_r <- b2 v_r + (1 - b2) mean_c(O_rc^2);
+///   O_rc <- O_rc / (sqrt(v_r) + eps);  W <- (1 - lr wd) W - lr 0.2 sqrt(m n) O / ||O||_F
+/// with b1 = hp.beta1, b2 = hp.beta2, eps = hp.eps and the polar factor by `Polar` (quintic
+/// Newton-Schulz x5 by default); embeddings, heads and vectors get AdamW with `adamw_hp`, as in
+/// muon(). The paper trains with b1 = b2 = 0.95. Host memory only for now: RowSecondMoment and
+/// MatchAdamWRms have no device form yet.
+template <class Polar = Spectral>
+NorMuonOptimizer normuon(Hyper hp = {}, Hyper adamw_hp = {}) {
+  static_assert(is_spectral_policy<Polar>::value,
+                "steepest::normuon: Polar must be a spectral policy (Spectral, SpectralPolarExpress, "
+                "SpectralExact, or SpectralNorm<NewtonSchulz<Schedule, Steps>>)");
+  adamw_hp.on_non_finite = hp.on_non_finite;
+  const Geometry polar = geometry<Polar>();
+  Optimizer<NorMuonChain> hidden{hp, {RoleDefaults{polar}, RoleDefaults{polar}, RoleDefaults{polar}, RoleDefaults{polar}}};
+  return routed(route(roles({Role::Hidden}), hidden), route(everything(), adamw(adamw_hp)));
+}
 /// Muon's chain on every layer, with Scion's mean-normalized geometries for the roles that are
 /// not hidden (embeddings: columns sqrt(m)/n, output: sign 1/n, vectors: RMS), so one chain and
 /// one set of hyper-parameters step the whole model; the hidden geometry is `Polar`'s.

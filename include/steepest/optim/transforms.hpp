@@ -515,6 +515,53 @@ struct ShapeScale {
   static const char* name() { return "shape"; }
 };
 
+/// A per-row second moment of the update, each row divided by its root (NorMuon's neuron-wise
+/// normalization, Li et al. 2025, arXiv 2510.05491, where u is the polar factor): per row r,
+///   v_r <- b2 v_r + (1 - b2) mean_c(u_rc^2);   u_rc <- u_rc / (sqrt(v_r) + eps)
+/// with b2 = hp.beta2, eps = hp.eps, no bias correction (the paper's update). One state entry
+/// per row. A row reduction, so it runs transform by transform (no Elem).
+struct RowSecondMoment {
+  template <class S, class Space = Host>
+  struct State {
+    buffer_t<S, Space> v;  ///< rows x 1
+    template <class F>
+    void visit(F&& f) { f(v); }
+  };
+  static constexpr double reach_v(const Hyper& hp, double g) { return reach::ema_of_squares(hp.beta2, g); }
+  static constexpr std::array<BufferSpec, 1> buffers{{{"v", Domain::NonNegative, &reach_v}}};
+  static constexpr bool row_separable = true;
+  template <class S, class Space>
+  static void init(State<S, Space>& st, Index r, Index) { st.v = buffer_t<S, Space>::Zero(r, 1); }
+  template <class S>
+  static void apply(Ctx<S>& ctx, State<S>& st) {
+    const S b = static_cast<S>(ctx.hp.beta2), eps = static_cast<S>(ctx.hp.eps);
+    const Index n = ctx.u.cols();
+    if (n == 0) return;
+    for (Index r = 0; r < ctx.u.rows(); ++r) {
+      const S mean_sq = static_cast<S>(eigen_detail::row_sumsq(ctx.u.row(r)) / double(n));
+      st.v(r, 0) = simd::flush_subnormal<S, S>(b * st.v(r, 0) + (S(1) - b) * mean_sq);
+      ctx.u.row(r) /= std::sqrt(st.v(r, 0)) + eps;
+    }
+  }
+  static const char* name() { return "row-second-moment"; }
+};
+
+/// Scales the update to a typical AdamW update's RMS, 0.2 (NorMuon's way of keeping AdamW's
+/// learning rate): u <- 0.2 sqrt(m n) u / ||u||_F. A zero update stays zero. A whole-matrix
+/// reduction: not row-separable.
+struct MatchAdamWRms {
+  template <class S, class Space = Host>
+  using State = NoState;
+  static void init(NoState&, Index, Index) {}
+  template <class S>
+  static void apply(Ctx<S>& ctx, NoState&) {
+    const Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>> flat(ctx.u.data(), ctx.u.size());
+    const double norm = std::sqrt(eigen_detail::row_sumsq(flat));
+    if (norm > 0) ctx.u *= static_cast<S>(0.2 * std::sqrt(double(ctx.u.rows()) * double(ctx.u.cols())) / norm);
+  }
+  static const char* name() { return "match-adamw-rms"; }
+};
+
 /// Unconstrained step with decoupled weight decay: W <- (1 - lr*lambda) W - lr * rho * u.
 struct DecoupledStep {
   template <class S, class Space = Host>
