@@ -16,6 +16,7 @@ As a module: `read(path)` returns (metadata dict, {tensor name: (shape, list or 
 import argparse
 import json
 import math
+import re
 import struct
 import sys
 import zlib
@@ -66,12 +67,15 @@ def _read_v2(data):
     if at != len(payload):
         raise CheckpointError("tensor bytes end at %d, the file has %d after its header" % (at, len(payload)))
     if "crc32" in meta:
-        # The CRC covers the whole file with its own eight digits written as '0'.
-        stored = meta["crc32"]
-        zeroed = data[:8] + header_bytes.replace(
-            b'"crc32":"%s"' % stored.encode(), b'"crc32":"00000000"', 1) + payload
-        if "%08x" % zlib.crc32(zeroed) != stored:
-            raise CheckpointError("CRC-32 mismatch (truncated or corrupt)")
+        # The CRC covers the whole file with its own eight digits written as '0' (found at any
+        # JSON spacing, in either case, as the C++ loader finds them).
+        found = re.search(rb'"crc32"\s*:\s*"([0-9A-Fa-f]{8})"', header_bytes)
+        if found is None or found.group(1).decode() != meta["crc32"]:
+            raise CheckpointError("malformed crc32 field (8 hex digits expected)")
+        zeroed = data[:8] + header_bytes[:found.start(1)] + b"00000000" + header_bytes[found.end(1):] + payload
+        if zlib.crc32(zeroed) != int(meta["crc32"], 16):
+            raise CheckpointError("CRC-32 mismatch (truncated or corrupt; a tool that rewrote the file "
+                                  "with the metadata copied must drop the crc32 field)")
     tensors = {}
     for name, t in header.items():
         begin, end = t["data_offsets"]
