@@ -20,7 +20,10 @@
 // when a rank died, throws communication_error instead of waiting forever (dist/mpi.hpp).
 #pragma once
 
+#include <chrono>
 #include <stdexcept>
+#include <string>
+#include <thread>
 #include <type_traits>
 
 namespace steepest {
@@ -36,6 +39,35 @@ class communication_error : public std::runtime_error {
 };
 
 namespace detail {
+/// A communicator's timeout argument: seconds >= 0 (0: no timeout), else communication_error.
+inline double checked_timeout(double seconds, const char* who) {
+  if (!(seconds >= 0.0))
+    throw communication_error(std::string("steepest::dist::") + who + ": timeout_seconds must be >= 0 (0: no timeout)");
+  return seconds;
+}
+/// Calls done() until it returns true (then true) or `seconds` have passed (then false): with
+/// yields for the first millisecond (a collective usually completes in microseconds), then
+/// every 100 us.
+template <class Done>
+bool wait_until_done(double seconds, Done&& done) {
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  const auto deadline = t0 + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(seconds));
+  for (;;) {
+    if (done()) return true;
+    const auto now = clock::now();
+    if (now >= deadline) return false;
+    if (now - t0 < std::chrono::milliseconds(1)) std::this_thread::yield();
+    else std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+}
+/// What a collective that wait_until_done gave up on throws.
+inline communication_error timed_out(const char* what, double seconds, int rank, int size) {
+  return communication_error(std::string("steepest::dist: ") + what + " did not complete within " +
+                             std::to_string(seconds) + " s on rank " + std::to_string(rank) + " of " +
+                             std::to_string(size) + " (a rank died or stopped calling collectives)");
+}
+
 template <class C, class = void>
 struct comm_space {
   using type = Host;

@@ -31,11 +31,9 @@
 #include <mpi.h>
 
 #include <algorithm>
-#include <chrono>
 #include <climits>
 #include <stdexcept>
 #include <string>
-#include <thread>
 #include <type_traits>
 #include <vector>
 
@@ -51,9 +49,7 @@ class MpiCommunicator {
   using space_type = Host;  // host buffers (MPI here is not assumed to be CUDA-aware)
 
   explicit MpiCommunicator(MPI_Comm comm = MPI_COMM_WORLD, double timeout_seconds = 0.0)
-      : comm_(comm), timeout_(timeout_seconds) {
-    if (!(timeout_seconds >= 0.0))
-      throw communication_error("steepest::dist::MpiCommunicator: timeout_seconds must be >= 0 (0: no timeout)");
+      : comm_(comm), timeout_(detail::checked_timeout(timeout_seconds, "MpiCommunicator")) {
     int initialized = 0;
     MPI_Initialized(&initialized);
     if (!initialized) throw communication_error("steepest::dist::MpiCommunicator: MPI is not initialized (call MPI_Init first)");
@@ -161,24 +157,15 @@ class MpiCommunicator {
     if (timeout_ <= 0.0) return check(blocking(), what);
     MPI_Request req = MPI_REQUEST_NULL;
     check(start(&req), what);
-    using clock = std::chrono::steady_clock;
-    const auto t0 = clock::now();
-    const auto deadline = t0 + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(timeout_));
-    for (;;) {
+    const bool completed = detail::wait_until_done(timeout_, [&] {
       int done = 0;
       check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), what);
-      if (done) return;
-      const auto now = clock::now();
-      if (now >= deadline) break;
-      // Spin briefly (a collective usually completes in microseconds), then poll gently.
-      if (now - t0 < std::chrono::milliseconds(1)) std::this_thread::yield();
-      else std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
+      return done != 0;
+    });
+    if (completed) return;
     pending_ = req;
     abandoned_ = true;
-    throw communication_error(std::string("steepest::dist: ") + what + " did not complete within " +
-                              std::to_string(timeout_) + " s on rank " + std::to_string(rank_) + " of " +
-                              std::to_string(size_) + " (a rank died or stopped calling collectives)");
+    throw detail::timed_out(what, timeout_, rank_, size_);
   }
   void check(int rc, const char* what) const {
     if (rc == MPI_SUCCESS) return;

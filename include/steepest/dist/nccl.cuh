@@ -38,10 +38,8 @@
 
 #include <nccl.h>
 
-#include <chrono>
 #include <climits>
 #include <cstdint>
-#include <thread>
 #include <string>
 #include <vector>
 
@@ -75,10 +73,8 @@ class NcclCommunicator {
   using space_type = cuda::Device;  // device buffers
 
   NcclCommunicator(ncclComm_t comm, cuda::Context& ctx, double timeout_seconds = 0.0)
-      : comm_(comm), ctx_(&ctx), timeout_(timeout_seconds) {
+      : comm_(comm), ctx_(&ctx), timeout_(detail::checked_timeout(timeout_seconds, "NcclCommunicator")) {
     if (comm == nullptr) throw communication_error("steepest::dist::NcclCommunicator: null ncclComm_t");
-    if (!(timeout_seconds >= 0.0))
-      throw communication_error("steepest::dist::NcclCommunicator: timeout_seconds must be >= 0 (0: no timeout)");
     detail::nccl_check(ncclCommUserRank(comm_, &rank_), "ncclCommUserRank", -1);
     detail::nccl_check(ncclCommCount(comm_, &size_), "ncclCommCount", rank_);
   }
@@ -202,24 +198,20 @@ class NcclCommunicator {
       throw communication_error(std::string("steepest::dist: ") + what + " on rank " + std::to_string(rank_) +
                                 ": the communicator was aborted after a timeout; end the job");
     if (timeout_ <= 0.0) return cuda::check(cudaStreamSynchronize(stream()), what);
-    using clock = std::chrono::steady_clock;
-    const auto deadline = clock::now() + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(timeout_));
-    for (;;) {
+    const bool completed = detail::wait_until_done(timeout_, [&] {
       const cudaError_t e = cudaStreamQuery(stream());
-      if (e == cudaSuccess) return;
+      if (e == cudaSuccess) return true;
       if (e != cudaErrorNotReady) cuda::check(e, what);
       ncclResult_t async = ncclSuccess;
       detail::nccl_check(ncclCommGetAsyncError(comm_, &async), "ncclCommGetAsyncError", rank_);
       if (async != ncclSuccess && async != ncclInProgress) detail::nccl_check(async, what, rank_);
-      if (clock::now() >= deadline) break;
-      std::this_thread::sleep_for(std::chrono::microseconds(100));
-    }
-    ncclCommAbort(comm_);
+      return false;
+    });
+    if (completed) return;
+    ncclCommAbort(comm_);  // releases kernels stuck in a collective; the ncclComm_t is gone
     aborted_ = true;
-    throw communication_error(std::string("steepest::dist: ") + what + " did not complete within " +
-                              std::to_string(timeout_) + " s on rank " + std::to_string(rank_) + " of " +
-                              std::to_string(size_) + " (a rank died or stopped calling collectives); the " +
-                              "ncclComm_t was aborted");
+    throw communication_error(std::string(detail::timed_out(what, timeout_, rank_, size_).what()) +
+                              "; the ncclComm_t was aborted");
   }
   /// Runs f's NCCL calls as one group (ended even when one of them throws).
   template <class F>
