@@ -465,13 +465,14 @@ class Sharded {
   /// Replaces this rank's state with its share of the state in `path` (collective). Rank 0 loads
   /// the file with st::load, every check included (a FIFO, a device or an oversized header is
   /// refused before it is read), and broadcasts its verdict; only a state that passed is sent on,
-  /// as a checkpoint in memory. Refuses on every rank, changing nothing, as st::load refuses.
+  /// as a checkpoint in memory, which the other ranks load. Refuses on every rank, changing
+  /// nothing, as st::load refuses.
   template <class S>
   void load(const Params<S>& params, State<S>& st, const std::string& path) const {
+    auto whole = opt_.init(params);
     std::string bytes, error;
     if (comm_->rank() == 0) {
       try {
-        auto whole = opt_.init(params);
         steepest::load(opt_, whole, path);
         bytes = steepest::save_bytes(opt_, whole);
       } catch (const std::exception& e) {
@@ -481,8 +482,7 @@ class Sharded {
     comm_->broadcast(error, 0);
     if (!error.empty()) throw state_file_error("sharded load (rank 0): " + error);
     comm_->broadcast(bytes, 0);
-    auto whole = opt_.init(params);
-    steepest::load_bytes(opt_, whole, bytes, path);
+    if (comm_->rank() != 0) steepest::load_bytes(opt_, whole, bytes, path);
     take_share(params, st, whole);
   }
   /// This rank's share of an unsharded state of the same optimizer and model (every rank
