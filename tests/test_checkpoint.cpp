@@ -740,25 +740,14 @@ TEST_CASE("save never writes through a planted link, keeps the old file's mode, 
 
 namespace {
 
-/// Resident memory (kB) from /proc/self/status: "VmRSS" now or "VmHWM", its peak.
-long long status_kb(const std::string& field) {
-  std::ifstream f("/proc/self/status");
-  std::string line;
-  while (std::getline(f, line))
-    if (line.rfind(field + ":", 0) == 0) return std::stoll(line.substr(field.size() + 1));
-  return -1;
-}
 /// How far resident memory rose above its level at the call while f() ran, in bytes (the peak
-/// is reset first through /proc/self/clear_refs, Linux 4.0 and later).
+/// is reset first: reset_peak_rss above).
 template <class F>
 long long peak_rise(F&& f) {
-  {
-    std::ofstream reset("/proc/self/clear_refs");
-    REQUIRE_MESSAGE(bool(reset << "5"), "cannot reset the peak resident size");
-  }
-  const long long before = status_kb("VmRSS");
+  REQUIRE_MESSAGE(reset_peak_rss(), "cannot reset the peak resident size");
+  const long long before = current_rss();
   f();
-  return (status_kb("VmHWM") - before) * 1024;
+  return peak_rss() - before;
 }
 
 }  // namespace

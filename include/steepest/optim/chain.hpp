@@ -32,18 +32,6 @@ template <class T, class S, class St>
 struct has_apply<T, S, St, std::void_t<decltype(T::apply(std::declval<Ctx<S>&>(), std::declval<St&>()))>>
     : std::true_type {};
 
-/// Transform T's unfused host pass: its own `apply`, or else the one derived from its Elem.
-template <class T, class S, class St>
-void apply_one(Ctx<S>& ctx, St& st) {
-  if constexpr (has_apply<T, S, St>::value) {
-    T::apply(ctx, st);
-  } else {
-    static_assert(has_elem<T, S>::value,
-                  "steepest: a transform needs its rule: an Elem (elementwise) or a static apply(Ctx<S>&, State&)");
-    run_elem_by_rows(T::elem(ctx, st), ctx.u);
-  }
-}
-
 template <class T, class = void>
 struct has_fusable_at : std::false_type {};
 template <class T>
@@ -144,6 +132,38 @@ void run_range(const G* STEEPEST_RESTRICT g, const Tuple& kernels, Index begin, 
   for (; i < end; ++i) {
     S u = simd::load_wide<S>(g + i);
     ((u = std::get<I>(ks).template apply<S>(u, i, c0 + (i - begin))), ...);
+  }
+}
+
+/// A transform's unfused pass, derived from its fused kernel: `elem` over the running update in
+/// place, row by row (begin_row(r), then SIMD packets and a scalar tail at flat index i = r n + c,
+/// column c), so it computes exactly the fused pass's bits. run_range's loop, with the result
+/// stored back (run_range's input is the gradient, which the fused pass does not write).
+template <class E, class S>
+void run_elem_by_rows(const E& elem, RowMatrix<S>& u) {
+  E k = elem;
+  using P = simd::Packet<S>;
+  constexpr Index PS = simd::packet_size<S>;
+  S* STEEPEST_RESTRICT p = u.data();
+  const Index rows = u.rows(), cols = u.cols();
+  for (Index r = 0; r < rows; ++r) {
+    k.begin_row(r);
+    const Index row = r * cols;
+    Index c = 0;
+    for (; c + PS <= cols; c += PS) simd::store(p + row + c, k.template apply<P>(simd::load<P>(p + row + c), row + c, c));
+    for (; c < cols; ++c) p[row + c] = k.template apply<S>(p[row + c], row + c, c);
+  }
+}
+
+/// Transform T's unfused host pass: its own `apply`, or else the one derived from its Elem.
+template <class T, class S, class St>
+void apply_one(Ctx<S>& ctx, St& st) {
+  if constexpr (has_apply<T, S, St>::value) {
+    T::apply(ctx, st);
+  } else {
+    static_assert(has_elem<T, S>::value,
+                  "steepest: a transform needs its rule: an Elem (elementwise) or a static apply(Ctx<S>&, State&)");
+    run_elem_by_rows(T::elem(ctx, st), ctx.u);
   }
 }
 

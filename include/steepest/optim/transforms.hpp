@@ -116,26 +116,6 @@ struct NoState {
 };
 
 namespace detail {
-/// A transform's unfused pass, derived from its fused kernel: `elem` over the running update in
-/// place, row by row (begin_row(r), then SIMD packets and a scalar tail at flat index i = r n + c,
-/// column c), so it computes exactly the fused pass's bits. The kernel is copied into a local:
-/// see detail::run_range.
-template <class E, class S>
-void run_elem_by_rows(const E& elem, RowMatrix<S>& u) {
-  E k = elem;
-  using P = simd::Packet<S>;
-  constexpr Index PS = simd::packet_size<S>;
-  S* STEEPEST_RESTRICT p = u.data();
-  const Index rows = u.rows(), cols = u.cols();
-  for (Index r = 0; r < rows; ++r) {
-    k.begin_row(r);
-    const Index row = r * cols;
-    Index c = 0;
-    for (; c + PS <= cols; c += PS) simd::store(p + row + c, k.template apply<P>(simd::load<P>(p + row + c), row + c, c));
-    for (; c < cols; ++c) p[row + c] = k.template apply<S>(p[row + c], row + c, c);
-  }
-}
-
 /// Entries between the end of one row of a layer view and the start of the next (0 when the
 /// layer is contiguous; a device view is always contiguous to its kernels).
 template <class V, class = void>
