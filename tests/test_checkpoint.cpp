@@ -827,6 +827,7 @@ double expected_limit(const std::string& key) {
   const bool second = key.size() > 2 && key.compare(key.size() - 2, 2, ".v") == 0;
   if (starts("adam")) return second ? 2 * G * G : 2 * G;
   if (starts("row-second-moment")) return 2 * G * G;  // an EMA of row means of squares
+  if (starts("second-moment")) return 2 * G * G;      // an EMA of squares
   if (starts("nesterov-ema") || starts("ema") || starts("lion")) return 2 * G;
   if (starts("momentum") || starts("nesterov")) return 2 * G / (1 - b1);
   FAIL("no reach written for buffer '" << key << "'");
@@ -917,6 +918,11 @@ TEST_CASE("every named optimizer: a state at the edge of the accepted domain plu
   edge_state_steps_finitely(st::muon(hp, hp), "muon");
   edge_state_steps_finitely(st::muon_scion(hp), "muon_scion");
   edge_state_steps_finitely(st::normuon(hp, hp), "normuon");
+  edge_state_steps_finitely(st::adamuon(hp, hp), "adamuon");
+  edge_state_steps_finitely(st::polargrad(hp, hp), "polargrad");
+  edge_state_steps_finitely(st::muon_eq(hp, hp), "muon_eq");
+  edge_state_steps_finitely(st::muon_plus(hp, hp), "muon_plus");
+  edge_state_steps_finitely(st::cautious_adamw(hp), "cautious_adamw");
   edge_state_steps_finitely(st::scion(hp), "scion");
   edge_state_steps_finitely(st::scion_unconstrained(hp), "scion_unconstrained");
 }

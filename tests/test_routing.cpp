@@ -312,3 +312,50 @@ TEST_CASE("a routed optimizer's lr_factor scales every route's learning rate (a 
   for (std::size_t i = 0; i < 4; ++i) CHECK(a[i] == doctest::Approx(1.0 - 0.025 * ga[i]));
   for (std::size_t i = 0; i < 3; ++i) CHECK(b[i] == doctest::Approx(1.0 - 0.1 * gb[i]));
 }
+
+TEST_CASE("a plain optimizer is a table of one route: the same lr factor, policy and routing calls") {
+  // SGD (heavy ball, then W -= lr m): a factor f on lr gives lr f exactly when f is a power of 2.
+  st::Hyper hp = hyper(0.1, 0.9, 0.99, 0.0);
+  std::vector<float> w1(12, 0.5f), w2(12, 0.5f), w3(12, 0.5f);
+  st::ParamSet<float> p1, p2, p3;
+  p1.add("w", st::Role::Hidden, w1.data(), 3, 4);
+  p2.add("w", st::Role::Hidden, w2.data(), 3, 4);
+  p3.add("w", st::Role::Hidden, w3.data(), 3, 4);
+  auto scheduled = st::sgd(hp);
+  scheduled.lr_factor = 0.5;
+  st::Hyper half = hp;
+  half.lr = 0.05;
+  const auto reference = st::sgd(half);
+  // A route's own factor and the table's multiply: 0.25 x 2.
+  auto inner = st::sgd(hp);
+  inner.lr_factor = 0.25;
+  auto table = st::routed(st::route(st::everything(), inner));
+  table.lr_factor = 2.0;
+  auto s1 = scheduled.init(p1);
+  auto s2 = reference.init(p2);
+  auto s3 = table.init(p3);
+  for (int t = 1; t <= 3; ++t) {
+    const auto d = grad_at(12, t, 0.5);
+    const std::vector<float> g(d.begin(), d.end());
+    st::Gradients<float> G;
+    G.add(g.data(), 3, 4);
+    scheduled.step(p1, G, s1);
+    reference.step(p2, G, s2);
+    table.step(p3, G, s3);
+  }
+  CHECK(w1 == w2);
+  CHECK(w3 == w2);
+  CHECK(w1 != std::vector<float>(12, 0.5f));
+  // The calls code written for either kind uses.
+  CHECK(scheduled.route_of(p1[0]) == 0);
+  CHECK(decltype(scheduled)::route_count == 1);
+  CHECK(decltype(st::muon())::route_count == 2);
+  scheduled.non_finite_policy() = st::NonFinitePolicy::Skip;
+  CHECK(scheduled.hp.on_non_finite == st::NonFinitePolicy::Skip);
+  std::string chain;
+  scheduled.with_route(0, [&](const auto& o) { chain = o.name(); });
+  CHECK(chain == scheduled.name());
+  CHECK_THROWS_AS(scheduled.init_routed(p1, {1}), std::invalid_argument);
+  const auto again = scheduled.init_routed(p1, {0});
+  CHECK(again.layers.size() == 1);
+}

@@ -15,6 +15,7 @@
 #include "optim/hyper.hpp"
 #include "optim/params.hpp"
 #include "optim/transforms.hpp"
+#include "optim/reductions.hpp"
 #include "optim/chain.hpp"
 #include "optim/optimizer.hpp"
 #include "optim/routing.hpp"

@@ -163,6 +163,11 @@ void for_every_optimizer(F&& f) {
   f("moga_row_momentum", [=] { return st::moga_row_momentum(hp); });
   f("muon (routed)", [=] { return st::muon(hp); });
   f("normuon (routed)", [=] { return st::normuon(hp); });
+  f("adamuon (routed)", [=] { return st::adamuon(hp); });
+  f("polargrad (routed)", [=] { return st::polargrad(hp); });
+  f("muon_eq (routed)", [=] { return st::muon_eq(hp); });
+  f("muon_plus (routed)", [=] { return st::muon_plus(hp); });
+  f("cautious_adamw", [=] { return st::cautious_adamw(hp); });
   f("muon_scion", [=] { return st::muon_scion(hp); });
   f("scion", [=] { return st::scion(hp); });
   f("scion_unconstrained", [=] { return st::scion_unconstrained(hp); });

@@ -401,9 +401,11 @@ struct Executor {
   std::vector<LayerState>& states;
   long long t;
 
-  Ctx<S, Device> ctx_of(const Job& job) const {
+  /// The context of transform `position` of the chain for this job: the optimizer's Hyper
+  /// with the coefficients that transform owns (hp, which must outlive the context).
+  Ctx<S, Device> ctx_of(const Job& job, const Hyper& hp) const {
     const Layer<S>& l = *job.l;
-    Ctx<S, Device> c{scratch.none, LayerView<S>{job.w, l.rows, l.cols}, opt.hp, t, job.geometry,
+    Ctx<S, Device> c{scratch.none, LayerView<S>{job.w, l.rows, l.cols}, hp, t, job.geometry,
                      l.role != Role::Vector, job.lr, job.radius, cx};
     if constexpr (std::is_same_v<In, S>) c.grad = job.g;
     else c.grad_bf16 = reinterpret_cast<const std::uint16_t*>(job.g);
@@ -427,8 +429,9 @@ struct Executor {
     if constexpr (is_layer_dualize_v<T>) {
       return dualize_elem(job);
     } else {
-      Ctx<S, Device> c = ctx_of(job);
-      return T::elem(c, std::get<I>(states[job.j]));
+      const Hyper hp = opt.coefficients[I].over(opt.hp);
+      Ctx<S, Device> c = ctx_of(job, hp);
+      return T::elem(c, std::get<I>(states[job.j]));  // an Elem holds constants and pointers
     }
   }
   template <std::size_t Begin, std::size_t... K>

@@ -88,28 +88,13 @@ struct LayerPlan {
 
 namespace detail {
 
-template <class T>
-struct is_routed : std::false_type {};
-template <class... Os>
-struct is_routed<Routed<Os...>> : std::true_type {};
-
-template <class Opt>
-NonFinitePolicy& policy_of(Opt& opt) {
-  if constexpr (is_routed<Opt>::value) return opt.on_non_finite;
-  else return opt.hp.on_non_finite;
-}
-
 /// Calls f(chain type tag, geometry, fuse) for layer l's route (fuse: the route may use the
 /// one-pass kernels).
 template <class Opt, class S, class F>
 void with_chain(const Opt& opt, const Layer<S>& l, F&& f) {
-  if constexpr (is_routed<Opt>::value) {
-    steepest::detail::apply_at(opt.routes, opt.route_of(l), [&](const auto& r) {
-      f(static_cast<typename std::decay_t<decltype(r.opt)>::chain*>(nullptr), r.opt.geometry_of(l), opt.fuse && r.opt.fuse);
-    });
-  } else {
-    f(static_cast<typename Opt::chain*>(nullptr), opt.geometry_of(l), opt.fuse);
-  }
+  opt.with_route(opt.route_of(l), [&](const auto& o) {
+    f(static_cast<typename std::decay_t<decltype(o)>::chain*>(nullptr), o.geometry_of(l), opt.fuse && o.fuse);
+  });
 }
 
 /// The plans of every layer of `params` over `ranks` ranks (deterministic: the same on every rank).
@@ -372,7 +357,7 @@ class Sharded {
 
   Sharded(Opt opt, Comm& comm) : opt_(std::move(opt)), local_opt_(opt_), comm_(&comm) {
     // The ranks agree on non-finite gradients before anyone steps (see the file comment).
-    detail::policy_of(local_opt_) = NonFinitePolicy::Unchecked;
+    local_opt_.non_finite_policy() = NonFinitePolicy::Unchecked;
   }
 
   const Opt& optimizer() const { return opt_; }
@@ -401,7 +386,7 @@ class Sharded {
     steepest::detail::check_step_inputs(params, grads, st.plans.size());
     bind(params, st);
     // The first tensor with a non-finite entry in anyone's rows, agreed by all ranks.
-    const NonFinitePolicy policy = detail::policy_of(const_cast<Opt&>(opt_));
+    const NonFinitePolicy policy = opt_.non_finite_policy();
     long long bad = (long long)grads.size();
     if (policy != NonFinitePolicy::Unchecked) bad = comm_->min((long long)ShardSpace<space_type>::first_bad(st.params, grads));
     if (policy != NonFinitePolicy::Unchecked && bad < (long long)grads.size()) {
@@ -524,14 +509,9 @@ class Sharded {
   template <class S>
   typename Opt::template State<S, space_type> init_share(const Params<S>& params, const Params<S>& share,
                                                         const std::vector<detail::Piece>& pieces) const {
-    if constexpr (detail::is_routed<Opt>::value) {
-      std::vector<std::size_t> routes;
-      for (const auto& p : pieces) routes.push_back(opt_.route_of(params[p.layer]));
-      return local_opt_.init_routed(share, routes);
-    } else {
-      (void)params, (void)pieces;
-      return local_opt_.init(share);
-    }
+    std::vector<std::size_t> routes;
+    for (const auto& p : pieces) routes.push_back(opt_.route_of(params[p.layer]));
+    return local_opt_.init_routed(share, routes);
   }
 
   /// Rank 0: the whole state from every rank's blob (each rank's buffers in its visit order).

@@ -8,6 +8,7 @@
 // cuda/executor.cuh, over the same transforms.
 #pragma once
 
+#include <array>
 #include <stdexcept>
 #include <string>
 #include <tuple>
@@ -50,11 +51,15 @@ bool elem_fusable(Geometry g, std::size_t position) {
   else return true;
 }
 
-// A transform's State for memory space Space. A transform written before spaces existed
-// (`template <class S> struct State`) keeps working on the host; on a device it needs the
-// second parameter so its buffers can live there.
+// A transform's State for memory space Space: NoState when it declares none. A transform
+// written before spaces existed (`template <class S> struct State`) keeps working on the host;
+// on a device it needs the second parameter so its buffers can live there.
+template <class T, class = void>
+struct declares_state : std::false_type {};
+template <class T>
+struct declares_state<T, std::void_t<typename T::template State<float>>> : std::true_type {};
 template <class T, class S, class Space, class = void>
-struct state_of {
+struct declared_state {
   static_assert(is_host_v<Space>,
                 "steepest: this transform's State has no memory-space parameter; declare it as "
                 "`template <class S, class Space = steepest::Host> struct State` with "
@@ -62,9 +67,25 @@ struct state_of {
   using type = typename T::template State<S>;
 };
 template <class T, class S, class Space>
-struct state_of<T, S, Space, std::void_t<typename T::template State<S, Space>>> {
+struct declared_state<T, S, Space, std::void_t<typename T::template State<S, Space>>> {
   using type = typename T::template State<S, Space>;
 };
+struct no_declared_state {
+  using type = NoState;
+};
+template <class T, class S, class Space>
+struct state_of : std::conditional_t<declares_state<T>::value, declared_state<T, S, Space>, no_declared_state> {};
+
+/// Sizes transform T's state for an m x n layer (T::init; a transform without one has nothing to size).
+template <class T, class St, class = void>
+struct has_init : std::false_type {};
+template <class T, class St>
+struct has_init<T, St, std::void_t<decltype(T::init(std::declval<St&>(), Index(0), Index(0)))>> : std::true_type {};
+template <class T, class St>
+void init_one(St& st, Index m, Index n) {
+  if constexpr (has_init<T, St>::value) T::init(st, m, n);
+}
+
 template <class T, class = void>
 struct has_buffer_specs : std::false_type {};
 template <class T>
@@ -155,9 +176,16 @@ void run_elem_by_rows(const E& elem, RowMatrix<S>& u) {
   }
 }
 
-/// Transform T's unfused host pass: its own `apply`, or else the one derived from its Elem.
+/// Transform T's unfused host pass: its own `apply`, or else the one derived from its Elem; with
+/// the coefficients it owns (`co`) in place of the optimizer's.
 template <class T, class S, class St>
-void apply_one(Ctx<S>& ctx, St& st) {
+void apply_one(Ctx<S>& ctx, St& st, const Coefficients& co) {
+  if (!co.empty()) {
+    const Hyper hp = co.over(ctx.hp);
+    Ctx<S> own = with_hyper(ctx, hp);
+    apply_one<T>(own, st, Coefficients{});
+    return;
+  }
   if constexpr (has_apply<T, S, St>::value) {
     T::apply(ctx, st);
   } else {
@@ -165,6 +193,15 @@ void apply_one(Ctx<S>& ctx, St& st) {
                   "steepest: a transform needs its rule: an Elem (elementwise) or a static apply(Ctx<S>&, State&)");
     run_elem_by_rows(T::elem(ctx, st), ctx.u);
   }
+}
+
+/// Transform T's fused kernel for this layer, made with the coefficients it owns (`co`).
+template <class T, class S, class Sp, class St>
+auto elem_one(Ctx<S, Sp>& ctx, St& st, const Coefficients& co) {
+  if (co.empty()) return T::elem(ctx, st);
+  const Hyper hp = co.over(ctx.hp);
+  Ctx<S, Sp> own = with_hyper(ctx, hp);
+  return T::elem(own, st);  // an Elem holds constants and pointers, not the context
 }
 
 /// The fused pass over one layer (Chain::fused): blocks of whole rows (by_rows) or of ~16K
@@ -203,6 +240,9 @@ struct Chain {
   static_assert(sizeof...(Ts) > 0, "steepest::Chain needs at least one transform (a step)");
   template <class S, class Space = Host>
   using LayerState = std::tuple<typename detail::state_of<Ts, S, Space>::type...>;
+  static constexpr std::size_t size = sizeof...(Ts);
+  /// The coefficients each transform owns, by position in the chain (see Coefficients).
+  using CoefficientTable = std::array<Coefficients, sizeof...(Ts)>;
 
   static std::string name() {
     std::string s;
@@ -214,8 +254,8 @@ struct Chain {
     init_impl(st, m, n, std::index_sequence_for<Ts...>{});
   }
   template <class S, class Tuple>
-  static void apply(Ctx<S>& ctx, Tuple& st) {
-    apply_impl(ctx, st, std::index_sequence_for<Ts...>{});
+  static void apply(Ctx<S>& ctx, Tuple& st, const CoefficientTable& co = {}) {
+    apply_impl(ctx, st, co, std::index_sequence_for<Ts...>{});
   }
   /// True when every transform has a fused elementwise form for scalar type S.
   template <class S>
@@ -234,9 +274,9 @@ struct Chain {
   /// per-row/column factor is used (and of OpenMP parallelism when enabled and not already inside
   /// a parallel region).
   template <class S, class Tuple>
-  static void fused(Ctx<S>& ctx, Tuple& st) {
+  static void fused(Ctx<S>& ctx, Tuple& st, const CoefficientTable& co = {}) {
     if constexpr (fusable_v<S>) {
-      fused_impl(ctx, st, std::index_sequence_for<Ts...>{});
+      fused_impl(ctx, st, co, std::index_sequence_for<Ts...>{});
     }
   }
 
@@ -256,15 +296,16 @@ struct Chain {
   /// reach under hp when each transform's input entries are below g (BufferSpec::reach), or
   /// +infinity. g is the gradient bound: the gradient and every geometry's direction (entries
   /// at most 1, or sqrt(n) for the RMS direction) stay below it.
+  /// `co`: the coefficients each transform owns, which its reach reads in place of hp's.
   template <class Tuple, class F>
-  static void visit_reach(Tuple& st, const Hyper& hp, double g, F&& f) {
-    visit_reach_impl(st, hp, g, f, std::index_sequence_for<Ts...>{});
+  static void visit_reach(Tuple& st, const Hyper& hp, double g, F&& f, const CoefficientTable& co = {}) {
+    visit_reach_impl(st, hp, g, f, co, std::index_sequence_for<Ts...>{});
   }
 
  private:
   template <class Tuple, std::size_t... I>
   static void init_impl(Tuple& st, Index m, Index n, std::index_sequence<I...>) {
-    (Ts::init(std::get<I>(st), m, n), ...);
+    (detail::init_one<Ts>(std::get<I>(st), m, n), ...);
   }
   template <class Tuple, class F, std::size_t... I>
   static void visit_named_impl(Tuple& st, F& f, std::index_sequence<I...>) {
@@ -277,8 +318,9 @@ struct Chain {
     (detail::visit_named_one<Ts>(std::get<I>(st), prefix(I), f), ...);
   }
   template <class Tuple, class F, std::size_t... I>
-  static void visit_reach_impl(Tuple& st, const Hyper& hp, double g, F& f, std::index_sequence<I...>) {
-    (detail::visit_reach_one<Ts>(std::get<I>(st), hp, g, f), ...);
+  static void visit_reach_impl(Tuple& st, const Hyper& hp, double g, F& f, const CoefficientTable& co,
+                               std::index_sequence<I...>) {
+    (detail::visit_reach_one<Ts>(std::get<I>(st), co[I].over(hp), g, f), ...);
   }
   template <std::size_t... I>
   static bool can_fuse_impl(Geometry g, std::index_sequence<I...>) {
@@ -286,8 +328,8 @@ struct Chain {
   }
 
   template <class S, class Tuple, std::size_t... I>
-  static void fused_impl(Ctx<S>& ctx, Tuple& st, std::index_sequence<I...> seq) {
-    const auto ks = std::make_tuple(Ts::elem(ctx, std::get<I>(st))...);
+  static void fused_impl(Ctx<S>& ctx, Tuple& st, const CoefficientTable& co, std::index_sequence<I...> seq) {
+    const auto ks = std::make_tuple(detail::elem_one<Ts>(ctx, std::get<I>(st), co[I])...);
     const bool by_rows = (detail::elem_needs_rows<Ts>(ctx.geometry.fused()) || ...);
     if constexpr (std::is_same_v<S, float>) {
       if (ctx.grad_bf16) {
@@ -299,8 +341,8 @@ struct Chain {
   }
 
   template <class S, class Tuple, std::size_t... I>
-  static void apply_impl(Ctx<S>& ctx, Tuple& st, std::index_sequence<I...>) {
-    (detail::apply_one<Ts>(ctx, std::get<I>(st)), ...);
+  static void apply_impl(Ctx<S>& ctx, Tuple& st, const CoefficientTable& co, std::index_sequence<I...>) {
+    (detail::apply_one<Ts>(ctx, std::get<I>(st), co[I]), ...);
   }
 };
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <optional>
 
 namespace steepest {
 
@@ -49,6 +50,24 @@ struct Hyper {
   double weight_decay = 0.0;  ///< decoupled: W <- (1 - lr*lambda) W before the update
   ShapeFactor shape_factor = ShapeFactor::None;
   NonFinitePolicy on_non_finite = NonFinitePolicy::Error;
+};
+
+/// The coefficients one transform of a chain owns: each one set here replaces the optimizer's
+/// Hyper field of that name for this transform alone, each one unset is read from the Hyper.
+/// A chain can then hold two transforms of a kind with different coefficients (a fast and a
+/// slow EMA): `opt.coefficients.at(1).beta1 = 0.99` gives the chain's second transform its own
+/// beta1. Saved in a checkpoint's routes (recorded, not compared, as the Hyper is).
+struct Coefficients {
+  std::optional<double> beta1, beta2, eps, weight_decay;
+  bool empty() const { return !beta1 && !beta2 && !eps && !weight_decay; }
+  /// hp with these coefficients in place of its own.
+  Hyper over(Hyper hp) const {
+    if (beta1) hp.beta1 = *beta1;
+    if (beta2) hp.beta2 = *beta2;
+    if (eps) hp.eps = *eps;
+    if (weight_decay) hp.weight_decay = *weight_decay;
+    return hp;
+  }
 };
 
 inline double shape_factor_value(ShapeFactor f, double m, double n) {

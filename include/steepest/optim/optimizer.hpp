@@ -21,6 +21,7 @@
 //     steepest::non_finite_error, Skip returns false. Either way the step counter is unchanged.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <numeric>
 #include <stdexcept>
@@ -186,12 +187,31 @@ class Optimizer {
   bool fuse = true;
   /// Defaults per role, indexed by Role (Hidden, Embedding, Output, Vector).
   std::array<RoleDefaults, 4> roles;
+  /// The coefficients each transform of the chain owns, by position (none by default: every
+  /// transform reads hp). `opt.coefficients.at(1).beta1 = 0.99` gives the second its own beta1.
+  typename ChainT::CoefficientTable coefficients{};
+  /// Multiplies every layer's learning rate (a schedule's factor), on top of hp.lr; as a route
+  /// of a routed optimizer, on top of that optimizer's factor too.
+  double lr_factor = 1.0;
 
   Optimizer(Hyper h, std::array<RoleDefaults, 4> r) : hp(h), roles(r) {}
   /// For chains whose geometry is fixed at compile time (Dualize<N>): every role Identity.
   explicit Optimizer(Hyper h = {}) : hp(h) {}
 
   static std::string name() { return ChainT::name(); }
+
+  // ---- the surface a routed optimizer shares: a plain one is a table of one route ----------
+
+  /// What a step does on a non-finite gradient, for every layer (hp.on_non_finite).
+  NonFinitePolicy& non_finite_policy() { return hp.on_non_finite; }
+  NonFinitePolicy non_finite_policy() const { return hp.on_non_finite; }
+  static constexpr std::size_t route_count = 1;
+  /// The route that takes layer l: the only one.
+  template <class S>
+  std::size_t route_of(const Layer<S>&) const { return 0; }
+  /// f(route i's optimizer): this one.
+  template <class F>
+  void with_route(std::size_t, F&& f) const { f(*this); }
 
   template <class S>
   Geometry geometry_of(const Layer<S>& l) const {
@@ -208,6 +228,15 @@ class Optimizer {
     std::vector<std::size_t> all(params.size());
     std::iota(all.begin(), all.end(), std::size_t(0));
     return init_layers(params, all);
+  }
+  /// A state with every layer routed as `route_index` says: route 0, the only one (the routed
+  /// optimizer's init_routed, for code written for either).
+  template <class S, class Space>
+  State<S, Space> init_routed(const ParamSet<S, Space>& params, const std::vector<std::size_t>& route_index) const {
+    if (route_index.size() != params.size() ||
+        std::any_of(route_index.begin(), route_index.end(), [](std::size_t r) { return r != 0; }))
+      throw std::invalid_argument("optimizer: init_routed needs route 0 for every layer (one route)");
+    return init(params);
   }
   /// State for the given layers of `params` only (what a route of a routed optimizer owns).
   template <class S, class Space>
@@ -232,7 +261,7 @@ class Optimizer {
     detail::check_step_inputs(params, grads, st.layers.size());
     check_state(params, st);
     if (!detail::gradients_finite(params, grads, hp.on_non_finite)) return false;
-    run(params, grads, st, st.step + 1, fuse);
+    run(params, grads, st, st.step + 1, fuse, lr_factor);
     return true;
   }
 
@@ -297,18 +326,17 @@ class Optimizer {
       const auto g = grads.of(l);
       Ctx<S> ctx{u, l.matrix(), hp, t, geometry_of(l), l.role != Role::Vector, lr_of(l, lr_factor), radius_of(l),
                  st.scratch.workspace[j]};
-      if constexpr (bf16_grads) {
-        if (l.contiguous()) ctx.grad_bf16 = detail::gradient_words(g.data());
-      } else {
-        if (l.contiguous()) ctx.grad = g.data();
-      }
+      // The raw gradient, strided blocks included (gradient_at); only contiguous layers fuse.
+      if constexpr (bf16_grads) ctx.grad_bf16 = detail::gradient_words(g.data());
+      else ctx.grad = g.data();
+      ctx.grad_stride = l.stride;
       if (fused && l.contiguous() && ChainT::template can_fuse<S>(ctx.geometry)) {
-        ChainT::fused(ctx, st.layers[j]);  // one pass (bf16 widened as it is read): u is not used
+        ChainT::fused(ctx, st.layers[j], coefficients);  // one pass (bf16 widened as it is read): u is not used
       } else {
         // A strided block is gathered here (bf16 widened exactly); the step writes W through its view.
         if constexpr (bf16_grads) u = g.template cast<S>();
         else u = g;
-        ChainT::apply(ctx, st.layers[j]);
+        ChainT::apply(ctx, st.layers[j], coefficients);
       }
     }
   }

@@ -19,11 +19,18 @@
 // | muon_scion      | Nesterov-EMA, Newton-Schulz, shape factor, step   | spectral (hidden) | RMS     |
 // | normuon         | routed: hidden -> EMA, polar, per-row 2nd moment, | spectral (hidden) | AdamW   |
 // |                 | RMS 0.2, step; the rest -> AdamW                  |                   |         |
+// | adamuon         | routed: hidden -> EMA, sign, polar, elementwise   | spectral (hidden) | AdamW   |
+// |                 | 2nd moment, RMS 0.2, step; the rest -> AdamW      |                   |         |
+// | polargrad       | routed: hidden -> EMA, nuclear-norm x polar, step | spectral (hidden) | AdamW   |
+// | muon_eq         | routed: hidden -> Muon with rows normalized first | spectral (hidden) | AdamW   |
+// | muon_plus       | routed: hidden -> Muon, rows then columns normed  | spectral (hidden) | AdamW   |
+// | cautious_adamw  | Adam moments, cautious mask, step                 | identity          | identity|
 // | scion           | EMA, LMO, s(m,n), constrained step with radius    | per role          | RMS     |
 #pragma once
 
 #include <random>
 
+#include "reductions.hpp"
 #include "routing.hpp"
 
 namespace steepest {
@@ -161,28 +168,86 @@ MuonOptimizer muon(Hyper hp = {}, Hyper adamw_hp = {}, ShapeFactor shape = Shape
                 route(everything(), adamw(adamw_hp)));
 }
 
-/// NorMuon's chain: EMA momentum, the polar factor, the per-row second moment, the update at
-/// AdamW's RMS, decoupled weight decay.
-using NorMuonChain = Chain<Momentum<MomentumKind::EMA>, LayerDualize, RowSecondMoment, MatchAdamWRms, DecoupledStep>;
-/// What normuon() returns: route 0 the NorMuon chain (hidden), route 1 AdamW (the rest).
-using NorMuonOptimizer = Routed<Optimizer<NorMuonChain>, Optimizer<AdamWChain>>;
-/// NorMuon (Li et al. 2025, arXiv 2510.05491), on hidden matrices:
-///   M <- b1 M + (1 - b1) G;  O = polar(M);  v_r <- b2 v_r + (1 - b2) mean_c(O_rc^2);
-///   O_rc <- O_rc / (sqrt(v_r) + eps);  W <- (1 - lr wd) W - lr 0.2 sqrt(m n) O / ||O||_F
-/// with b1 = hp.beta1, b2 = hp.beta2, eps = hp.eps and the polar factor by `Polar` (quintic
-/// Newton-Schulz x5 by default); embeddings, heads and vectors get AdamW with `adamw_hp`, as in
-/// muon(). The paper trains with b1 = b2 = 0.95. Host memory only for now: RowSecondMoment and
-/// MatchAdamWRms have no device form yet.
-template <class Polar = Spectral>
-NorMuonOptimizer normuon(Hyper hp = {}, Hyper adamw_hp = {}) {
+namespace detail {
+/// Hidden matrices (Role::Hidden) to `ChainT` with the spectral geometry `Polar`, everything
+/// else to AdamW with `adamw_hp`; one step counter and non-finite policy (hp's).
+template <class ChainT, class Polar>
+Routed<Optimizer<ChainT>, Optimizer<AdamWChain>> spectral_hidden(Hyper hp, Hyper adamw_hp) {
   static_assert(is_spectral_policy<Polar>::value,
-                "steepest::normuon: Polar must be a spectral policy (Spectral, SpectralPolarExpress, "
+                "steepest: Polar must be a spectral policy (Spectral, SpectralPolarExpress, "
                 "SpectralExact, or SpectralNorm<NewtonSchulz<Schedule, Steps>>)");
   adamw_hp.on_non_finite = hp.on_non_finite;
-  const Geometry polar = geometry<Polar>();
-  Optimizer<NorMuonChain> hidden{hp, {RoleDefaults{polar}, RoleDefaults{polar}, RoleDefaults{polar}, RoleDefaults{polar}}};
-  return routed(route(roles({Role::Hidden}), hidden), route(everything(), adamw(adamw_hp)));
+  const RoleDefaults polar{geometry<Polar>()};
+  return routed(route(roles({Role::Hidden}), Optimizer<ChainT>{hp, {polar, polar, polar, polar}}),
+                route(everything(), adamw(adamw_hp)));
 }
+}  // namespace detail
+
+// The Muon family below: each routes hidden matrices to its chain and the rest to AdamW with
+// `adamw_hp`, as muon() does; `Polar` computes the polar factor (quintic Newton-Schulz x5 by
+// default). Each comment gives the paper's update and the conventions chosen where it leaves one.
+
+/// NorMuon (Li et al. 2025, arXiv 2510.05491):
+///   M <- b1 M + (1 - b1) G;  O = polar(M);  v_r <- b2 v_r + (1 - b2) mean_c(O_rc^2);
+///   O_rc <- O_rc / (sqrt(v_r) + eps);  W <- (1 - lr wd) W - lr 0.2 sqrt(m n) O / ||O||_F
+/// with b1 = hp.beta1, b2 = hp.beta2, eps = hp.eps; a row is a row of W as stored (out x in).
+/// The paper trains with b1 = b2 = 0.95. Host memory (RowSecondMoment has no device form yet).
+using NorMuonChain = Chain<Momentum<MomentumKind::EMA>, LayerDualize, RowSecondMoment, MatchAdamWRms, DecoupledStep>;
+template <class Polar = Spectral>
+auto normuon(Hyper hp = {}, Hyper adamw_hp = {}) { return detail::spectral_hidden<NorMuonChain, Polar>(hp, adamw_hp); }
+/// What normuon() returns: route 0 the NorMuon chain (hidden), route 1 AdamW (the rest).
+using NorMuonOptimizer = decltype(normuon());
+
+/// AdaMuon (Si et al. 2025, arXiv 2507.11005), with its sign step before the polar factor:
+///   M <- b1 M + (1 - b1) G;  O = polar(sign(M));  V <- b2 V + (1 - b2) O .* O;
+///   O <- O ./ (sqrt(V) + eps);  W <- (1 - lr wd) W - lr 0.2 sqrt(m n) O / ||O||_F
+/// sign(M) is the same for an EMA and a heavy-ball M (they differ by the factor 1 - b1), so the
+/// momentum form is no choice; V has no bias correction (the RMS match cancels it). Host memory.
+using AdaMuonChain =
+    Chain<Momentum<MomentumKind::EMA>, Sign, LayerDualize, ElementSecondMoment, MatchAdamWRms, DecoupledStep>;
+template <class Polar = Spectral>
+auto adamuon(Hyper hp = {}, Hyper adamw_hp = {}) { return detail::spectral_hidden<AdaMuonChain, Polar>(hp, adamw_hp); }
+
+/// PolarGrad (Lau et al. 2025, arXiv 2505.21799), momentum first:
+///   M <- b1 M + (1 - b1) G;  U H = polar decomposition of M;  W <- (1 - lr wd) W - lr tr(H) U
+/// where tr(H) = <M, U> is M's nuclear norm: the update is large where M is, so its learning
+/// rate is far below Muon's. Host memory (DualNormDualize has no device form yet).
+using PolarGradChain = Chain<Momentum<MomentumKind::EMA>, DualNormDualize, DecoupledStep>;
+template <class Polar = Spectral>
+auto polargrad(Hyper hp = {}, Hyper adamw_hp = {}) { return detail::spectral_hidden<PolarGradChain, Polar>(hp, adamw_hp); }
+
+/// Row normalization before the polar factor (MuonEq's row variant, arXiv 2603.28254; the RMNP
+/// family, arXiv 2603.20527): Muon with each row of the momentum update scaled to unit 2-norm
+/// before Newton-Schulz,   O = polar(rownorm(M~));  W <- (1 - lr wd) W - lr s(m, n) O
+/// with M~ Muon's Nesterov-EMA update and s the shape factor `shape` (Muon's by default). The
+/// stored momentum is not normalized. Host and device memory.
+using MuonEqChain = Chain<Momentum<MomentumKind::NesterovEMA>, Dualize<RowNormalize>, LayerDualize, GeometryScale,
+                          ShapeScale, DecoupledStep>;
+template <class Polar = Spectral>
+auto muon_eq(Hyper hp = {}, Hyper adamw_hp = {}, ShapeFactor shape = ShapeFactor::MuonMax1) {
+  hp.shape_factor = shape;
+  return detail::spectral_hidden<MuonEqChain, Polar>(hp, adamw_hp);
+}
+
+/// Muon+ (Zhang et al. 2026, arXiv 2602.21545): Muon with a normalization after the polar
+/// factor, rows then columns (the authors' row_col mode) to unit 2-norm,
+///   O = colnorm(rownorm(polar(M~)));  W <- (1 - lr wd) W - lr s(m, n) O
+/// s = 0.2 sqrt(max(m, n)) by default (their RMS scaling). Host and device memory.
+using MuonPlusChain = Chain<Momentum<MomentumKind::NesterovEMA>, LayerDualize, Dualize<RowNormalize>,
+                            Dualize<ColNormalize>, GeometryScale, ShapeScale, DecoupledStep>;
+template <class Polar = Spectral>
+auto muon_plus(Hyper hp = {}, Hyper adamw_hp = {}, ShapeFactor shape = ShapeFactor::MatchAdamW) {
+  hp.shape_factor = shape;
+  return detail::spectral_hidden<MuonPlusChain, Polar>(hp, adamw_hp);
+}
+
+/// Cautious AdamW (C-AdamW, Liang et al. 2024, arXiv 2411.16085): AdamW's update with the
+/// entries that disagree in sign with the gradient dropped (CautiousMask), every layer.
+using CautiousAdamWChain = Chain<AdamMoments, CautiousMask, DecoupledStep>;
+inline Optimizer<CautiousAdamWChain> cautious_adamw(Hyper hp = {}) {
+  return {hp, detail::all_roles(detail::kIdentity, detail::kIdentity)};
+}
+
 /// Muon's chain on every layer, with Scion's mean-normalized geometries for the roles that are
 /// not hidden (embeddings: columns sqrt(m)/n, output: sign 1/n, vectors: RMS), so one chain and
 /// one set of hyper-parameters step the whole model; the hidden geometry is `Polar`'s.

@@ -161,11 +161,21 @@ class Routed {
   NonFinitePolicy on_non_finite;
   /// Use the fused one-pass kernels where a route's chain allows (and the route's own `fuse`).
   bool fuse = true;
-  /// Multiplies every route's learning rate (a schedule's factor), on top of each route's hp.lr.
+  /// Multiplies every route's learning rate (a schedule's factor), on top of each route's hp.lr
+  /// and its own lr_factor.
   double lr_factor = 1.0;
 
   explicit Routed(Route<Opts>... r)
       : routes(std::move(r)...), on_non_finite(std::get<0>(routes).opt.hp.on_non_finite) {}
+
+  NonFinitePolicy& non_finite_policy() { return on_non_finite; }
+  NonFinitePolicy non_finite_policy() const { return on_non_finite; }
+  static constexpr std::size_t route_count = sizeof...(Opts);
+  /// f(route i's optimizer), for a run-time route index i (route_of's).
+  template <class F>
+  void with_route(std::size_t i, F&& f) const {
+    detail::apply_at(routes, i, [&](const auto& r) { f(r.opt); });
+  }
 
   /// Route I's optimizer (its hp, roles, fuse flag).
   template <std::size_t I>
@@ -276,7 +286,7 @@ class Routed {
   void run_parts(ParamSet<S, Space>& params, const Gradients<G, Space>& grads, State<S, Space>& st, long long t,
                  std::index_sequence<I...>) const {
     ((std::get<I>(routes).opt.run(params, grads, std::get<I>(st.parts), t, fuse && std::get<I>(routes).opt.fuse,
-                                  lr_factor)),
+                                  lr_factor * std::get<I>(routes).opt.lr_factor)),
      ...);
   }
 };

@@ -20,9 +20,11 @@
 //   layers          JSON array, one object per layer in parameter-set order: name, shape, role,
 //                   geometry (norm, polar method, schedule), chain, buffers (the keys after
 //                   "<layer>/") and domains ("finite", "non-negative" or "any", per buffer)
-//   routes          JSON array, one object per route: selector, chain, every hyper-parameter and
-//                   the role defaults (geometry, radius, lr_scale). Recorded, not compared: a new
-//                   learning rate, weight decay or beta on resume is a legitimate schedule.
+//   routes          JSON array, one object per route: selector, chain, every hyper-parameter,
+//                   the role defaults (geometry, radius, lr_scale) and, when any transform owns
+//                   coefficients, "coefficients": [{"at": position, "beta1": ...}, ...].
+//                   Recorded, not compared: a new learning rate, weight decay or beta on resume
+//                   is a legitimate schedule.
 //   crc32           CRC-32 (zlib's) of the whole file with these 8 hex digits written as '0'.
 // A file written by another tool may omit crc32 (it then loads without the check); a tool that
 // rewrites a file must drop it (a copied crc32 no longer matches, and the file is refused).
@@ -157,9 +159,10 @@ template <class O, class P>
 void push_limits(const O& o, P& p, std::size_t j, NonFinitePolicy policy, std::vector<double>& out) {
   using C = typename P::chain_type;
   const double g = std::ldexp(1.0, gradient_limit_exponent<typename P::scalar_type>);
-  C::visit_reach(p.layers[j], o.hp, g, [&](double limit) {
-    out.push_back(policy == NonFinitePolicy::Unchecked ? reach::unbounded : kReachSlack * limit);
-  });
+  C::visit_reach(
+      p.layers[j], o.hp, g,
+      [&](double limit) { out.push_back(policy == NonFinitePolicy::Unchecked ? reach::unbounded : kReachSlack * limit); },
+      o.coefficients);
 }
 template <class C, class State>
 std::vector<double> value_limits(const Optimizer<C>& o, State& st) {
@@ -216,7 +219,22 @@ std::string route_json(const std::string& selector, const Optimizer<C>& o) {
     s += quote(role_name(Role(r))) + ":{\"geometry\":" + quote(d.geometry.name()) +
          ",\"radius\":" + number(d.radius) + ",\"lr_scale\":" + number(d.lr_scale) + "}";
   }
-  return s + "}}";
+  s += "}";
+  // The coefficients transforms own (Coefficients), by position in the chain; only when set,
+  // so a file of an optimizer without them is byte-identical to one written before they existed.
+  std::string own;
+  for (std::size_t i = 0; i < o.coefficients.size(); ++i) {
+    const Coefficients& c = o.coefficients[i];
+    if (c.empty()) continue;
+    std::string e = "{\"at\":" + std::to_string(i);
+    if (c.beta1) e += ",\"beta1\":" + number(*c.beta1);
+    if (c.beta2) e += ",\"beta2\":" + number(*c.beta2);
+    if (c.eps) e += ",\"eps\":" + number(*c.eps);
+    if (c.weight_decay) e += ",\"weight_decay\":" + number(*c.weight_decay);
+    own += (own.empty() ? "" : ",") + e + "}";
+  }
+  if (!own.empty()) s += ",\"coefficients\":[" + own + "]";
+  return s + "}";
 }
 template <class C>
 std::string routes_json(const Optimizer<C>& o) {

@@ -1,9 +1,10 @@
 // steepest/optim/transforms.hpp -- the small transforms optimizers are chained from.
 //
 // Each transform works on one layer's running update `u` (m x n, starts as the gradient) and has
+//   static const char* name();
+// and, when it keeps state (a transform without these has none):
 //   template <class S, class Space = Host> struct State { ...; template <class F> void visit(F&& f); };
 //   template <class S, class Space> static void init(State<S, Space>&, Index m, Index n);
-//   static const char* name();
 // and its rule, written once: an elementwise rule as its fused form `Elem` (below), from which
 // the chain derives the host's unfused pass, the fused pass and the device kernels; any other
 // rule (a geometry's direction, a whole-matrix operation) as
@@ -46,6 +47,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <stdexcept>
 #include <string>
 
 #include "../backend/eigen/packet.hpp"
@@ -73,7 +75,28 @@ struct Ctx {
   /// The raw gradient's bf16 bits instead, when a float layer's gradients are bf16 (then grad is
   /// null); the fused pass, and LayerDualize's factors, widen it as they read.
   const std::uint16_t* grad_bf16 = nullptr;
+  /// Entries from one gradient row's start to the next (0: the layer's columns, contiguous).
+  /// The host sets grad or grad_bf16 for a strided block too, for transforms that read the raw
+  /// gradient (gradient_at); the fused pass runs on contiguous layers only.
+  Index grad_stride = 0;
 };
+
+/// `ctx` with the hyper-parameters `hp` (which must outlive the copy): how a transform that
+/// owns coefficients (Coefficients) sees them.
+template <class S, class Space>
+Ctx<S, Space> with_hyper(const Ctx<S, Space>& c, const Hyper& hp) {
+  return {c.u, c.w, hp, c.t, c.geometry, c.is_matrix, c.lr, c.radius, c.ws, c.grad, c.grad_bf16, c.grad_stride};
+}
+
+/// The raw gradient's entry (r, c) of the layer `ctx` steps, widened from bf16 when it is one.
+template <class S, class Space>
+S gradient_at(const Ctx<S, Space>& ctx, Index r, Index c) {
+  const Index i = r * (ctx.grad_stride ? ctx.grad_stride : Index(ctx.w.cols())) + c;
+  if (ctx.grad) return ctx.grad[i];
+  if constexpr (std::is_same_v<S, float>)
+    if (ctx.grad_bf16) return simd::load_wide<S>(ctx.grad_bf16 + i);
+  throw std::logic_error("steepest: a transform reads the raw gradient, which this step did not provide");
+}
 
 /// The values a saved state buffer may hold; load() refuses a checkpoint with others.
 enum class Domain {
@@ -301,9 +324,6 @@ struct LionMoment {
 
 /// The layer's geometry, chosen by role or per layer (runtime dispatch to the norm policy).
 struct LayerDualize {
-  template <class S, class Space = Host>
-  using State = NoState;
-  static void init(NoState&, Index, Index) {}
   template <class S>
   static void apply(Ctx<S>& ctx, NoState&) { ctx.geometry.dualize(ctx.u, ctx.ws); }
 
@@ -458,9 +478,6 @@ struct Dualize {
 /// Multiplies by the width-aware scale s(m, n) of the layer's geometry when it is mean-normalized
 /// (LayerDualize + GeometryScale = the p̄->q̄ direction). Alone, after Adam, it gives rescaled AdamW.
 struct GeometryScale {
-  template <class S, class Space = Host>
-  using State = NoState;
-  static void init(NoState&, Index, Index) {}
   template <class S>
   struct Elem {
     S f;
@@ -480,9 +497,6 @@ struct GeometryScale {
 /// Multiplies spectral layers' updates by the optimizer's shape factor (hp.shape_factor):
 /// Muon's conventions for sqrt(m/n)-like factors. Layers of other geometries are untouched.
 struct ShapeScale {
-  template <class S, class Space = Host>
-  using State = NoState;
-  static void init(NoState&, Index, Index) {}
   template <class S>
   using Elem = typename GeometryScale::template Elem<S>;
   template <class S, class Sp>
@@ -495,15 +509,29 @@ struct ShapeScale {
   static const char* name() { return "shape"; }
 };
 
-/// A per-row second moment of the update, each row divided by its root (NorMuon's neuron-wise
-/// normalization, Li et al. 2025, arXiv 2510.05491, where u is the polar factor): per row r,
-///   v_r <- b2 v_r + (1 - b2) mean_c(u_rc^2);   u_rc <- u_rc / (sqrt(v_r) + eps)
-/// with b2 = hp.beta2, eps = hp.eps, no bias correction (the paper's update). One state entry
-/// per row. A row reduction, so it runs transform by transform (no Elem).
-struct RowSecondMoment {
+/// The elementwise sign of the update, u <- sign(u) (0 stays 0): a fixed map, whatever the
+/// layer's geometry (AdaMuon's sign step before the polar factor).
+struct Sign {
+  template <class S>
+  struct Elem {
+    STEEPEST_HD void begin_row(Index) {}
+    template <class P>
+    STEEPEST_HD P apply(P u, Index, Index) const { return simd::sign<P, S>(u); }
+  };
+  template <class S, class Sp>
+  static Elem<S> elem(Ctx<S, Sp>&, NoState&) { return {}; }
+  static constexpr bool row_separable = true;
+  static const char* name() { return "sign"; }
+};
+
+/// An elementwise second moment of the update, the update divided by its root (AdaMuon's
+/// variance adaptation, Si et al. 2025, arXiv 2507.11005, where u is the polar factor):
+///   v <- b2 v + (1 - b2) u^2;   u <- u / (sqrt(v) + eps)
+/// with b2 = hp.beta2, eps = hp.eps and no bias correction (a scale the RMS match after it removes).
+struct ElementSecondMoment {
   template <class S, class Space = Host>
   struct State {
-    buffer_t<S, Space> v;  ///< rows x 1
+    buffer_t<S, Space> v;
     template <class F>
     void visit(F&& f) { f(v); }
   };
@@ -511,42 +539,30 @@ struct RowSecondMoment {
   static constexpr std::array<BufferSpec, 1> buffers{{{"v", Domain::NonNegative, &reach_v}}};
   static constexpr bool row_separable = true;
   template <class S, class Space>
-  static void init(State<S, Space>& st, Index r, Index) { st.v = buffer_t<S, Space>::Zero(r, 1); }
+  static void init(State<S, Space>& st, Index r, Index c) { st.v = buffer_t<S, Space>::Zero(r, c); }
   template <class S>
-  static void apply(Ctx<S>& ctx, State<S>& st) {
-    const S b = static_cast<S>(ctx.hp.beta2), eps = static_cast<S>(ctx.hp.eps);
-    const Index n = ctx.u.cols();
-    if (n == 0) return;
-    for (Index r = 0; r < ctx.u.rows(); ++r) {
-      const S mean_sq = static_cast<S>(eigen_detail::row_sumsq(ctx.u.row(r)) / double(n));
-      st.v(r, 0) = simd::flush_subnormal<S, S>(b * st.v(r, 0) + (S(1) - b) * mean_sq);
-      ctx.u.row(r) /= std::sqrt(st.v(r, 0)) + eps;
+  struct Elem {
+    S* STEEPEST_RESTRICT v;
+    S b, omb, eps;
+    STEEPEST_HD void begin_row(Index) {}
+    template <class P>
+    STEEPEST_HD P apply(P u, Index i, Index) const {
+      using namespace simd;
+      const P vn = flush_subnormal<P, S>(add(mul(set1<P>(b), load<P>(v + i)), mul(set1<P>(omb), mul(u, u))));
+      store(v + i, vn);
+      return div(u, add(sqrt(vn), set1<P>(eps)));
     }
+  };
+  template <class S, class Sp>
+  static Elem<S> elem(Ctx<S, Sp>& ctx, State<S, Sp>& st) {
+    const S b = static_cast<S>(ctx.hp.beta2);
+    return {st.v.data(), b, S(1) - b, static_cast<S>(ctx.hp.eps)};
   }
-  static const char* name() { return "row-second-moment"; }
-};
-
-/// Scales the update to a typical AdamW update's RMS, 0.2 (NorMuon's way of keeping AdamW's
-/// learning rate): u <- 0.2 sqrt(m n) u / ||u||_F. A zero update stays zero. A whole-matrix
-/// reduction: not row-separable.
-struct MatchAdamWRms {
-  template <class S, class Space = Host>
-  using State = NoState;
-  static void init(NoState&, Index, Index) {}
-  template <class S>
-  static void apply(Ctx<S>& ctx, NoState&) {
-    const Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>> flat(ctx.u.data(), ctx.u.size());
-    const double norm = std::sqrt(eigen_detail::row_sumsq(flat));
-    if (norm > 0) ctx.u *= static_cast<S>(0.2 * std::sqrt(double(ctx.u.rows()) * double(ctx.u.cols())) / norm);
-  }
-  static const char* name() { return "match-adamw-rms"; }
+  static const char* name() { return "second-moment"; }
 };
 
 /// Unconstrained step with decoupled weight decay: W <- (1 - lr*lambda) W - lr * rho * u.
 struct DecoupledStep {
-  template <class S, class Space = Host>
-  using State = NoState;
-  static void init(NoState&, Index, Index) {}
   /// The weights are addressed as row r's start plus the flat index: w + r gap + i, gap the
   /// entries between rows of a strided block (0 for a contiguous layer, where the pass may not
   /// call begin_row at all).
@@ -585,9 +601,6 @@ struct DecoupledStep {
 /// W <- (1 - lr) W + lr * rho * D(-M) for the symmetric unit balls used here. A convex
 /// combination of W and a point of the radius-rho ball: ||W|| <= rho is kept once it holds.
 struct ConstrainedStep {
-  template <class S, class Space = Host>
-  using State = NoState;
-  static void init(NoState&, Index, Index) {}
   template <class S>
   using Elem = typename DecoupledStep::template Elem<S>;
   template <class S, class Sp>

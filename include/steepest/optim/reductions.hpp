@@ -1,0 +1,106 @@
+// steepest/optim/reductions.hpp -- transforms whose rule reads a whole row or the whole update.
+//
+// An elementwise transform (optim/transforms.hpp) maps each entry from that entry alone; these
+// first reduce (a row's mean square, the update's norm, a dot product, a count) and then scale.
+// They run transform by transform on the host (a static `apply`, no Elem), so a chain that holds
+// one takes the unfused path for that layer. Each states whether it is row-separable
+// (a per-row reduction is; a whole-matrix one is not).
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+
+#include "transforms.hpp"
+
+namespace steepest {
+
+/// A per-row second moment of the update, each row divided by its root (NorMuon's neuron-wise
+/// normalization, Li et al. 2025, arXiv 2510.05491, where u is the polar factor): per row r,
+///   v_r <- b2 v_r + (1 - b2) mean_c(u_rc^2);   u_rc <- u_rc / (sqrt(v_r) + eps)
+/// with b2 = hp.beta2, eps = hp.eps, no bias correction (the paper's update). One state entry
+/// per row. A row reduction, so it runs transform by transform (no Elem).
+struct RowSecondMoment {
+  template <class S, class Space = Host>
+  struct State {
+    buffer_t<S, Space> v;  ///< rows x 1
+    template <class F>
+    void visit(F&& f) { f(v); }
+  };
+  static constexpr double reach_v(const Hyper& hp, double g) { return reach::ema_of_squares(hp.beta2, g); }
+  static constexpr std::array<BufferSpec, 1> buffers{{{"v", Domain::NonNegative, &reach_v}}};
+  static constexpr bool row_separable = true;
+  template <class S, class Space>
+  static void init(State<S, Space>& st, Index r, Index) { st.v = buffer_t<S, Space>::Zero(r, 1); }
+  template <class S>
+  static void apply(Ctx<S>& ctx, State<S>& st) {
+    const S b = static_cast<S>(ctx.hp.beta2), eps = static_cast<S>(ctx.hp.eps);
+    const Index n = ctx.u.cols();
+    if (n == 0) return;
+    for (Index r = 0; r < ctx.u.rows(); ++r) {
+      const S mean_sq = static_cast<S>(eigen_detail::row_sumsq(ctx.u.row(r)) / double(n));
+      st.v(r, 0) = simd::flush_subnormal<S, S>(b * st.v(r, 0) + (S(1) - b) * mean_sq);
+      ctx.u.row(r) /= std::sqrt(st.v(r, 0)) + eps;
+    }
+  }
+  static const char* name() { return "row-second-moment"; }
+};
+
+/// Scales the update to a typical AdamW update's RMS, 0.2 (NorMuon's way of keeping AdamW's
+/// learning rate): u <- 0.2 sqrt(m n) u / ||u||_F. A zero update stays zero. A whole-matrix
+/// reduction: not row-separable.
+struct MatchAdamWRms {
+  template <class S>
+  static void apply(Ctx<S>& ctx, NoState&) {
+    const Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>> flat(ctx.u.data(), ctx.u.size());
+    const double norm = std::sqrt(eigen_detail::row_sumsq(flat));
+    if (norm > 0) ctx.u *= static_cast<S>(0.2 * std::sqrt(double(ctx.u.rows()) * double(ctx.u.cols())) / norm);
+  }
+  static const char* name() { return "match-adamw-rms"; }
+};
+
+/// The layer's direction scaled by the update's dual norm: u <- <u, D(u)> D(u). For an exact
+/// direction <u, D(u)> is the dual norm ||u||_* (geometry.md), so the step is the unnormalized
+/// steepest-descent step; for the spectral geometry ||u||_* is the nuclear norm and this is
+/// PolarGrad's update (Lau et al. 2025, arXiv 2505.21799). With Newton-Schulz the factor is the
+/// inner product with the approximate polar factor, as PolarGrad computes it. Whole-matrix.
+struct DualNormDualize {
+  template <class S, class Space = Host>
+  struct State {
+    buffer_t<S, Space> before;  ///< scratch for u before the direction (not saved)
+    template <class F>
+    void visit(F&&) {}
+  };
+  template <class S, class Space>
+  static void init(State<S, Space>& st, Index r, Index c) { st.before = buffer_t<S, Space>::Zero(r, c); }
+  template <class S>
+  static void apply(Ctx<S>& ctx, State<S>& st) {
+    st.before = ctx.u;
+    ctx.geometry.dualize(ctx.u, ctx.ws);
+    const double dual = (st.before.template cast<double>().cwiseProduct(ctx.u.template cast<double>())).sum();
+    ctx.u *= static_cast<S>(dual);
+  }
+  static const char* name() { return "dual-norm-direction"; }
+};
+
+/// Cautious masking (Liang et al. 2024, arXiv 2411.16085): entries of the update whose sign
+/// disagrees with the raw gradient's are dropped and the rest rescaled by the fraction kept,
+///   k_ij = [u_ij g_ij > 0];   u <- (u .* k) / max(mean(k), 1e-3)
+/// (the 1e-3 floor is the authors' own; a gradient entry of 0 drops its entry). Goes anywhere
+/// after the transform whose update it masks (C-AdamW: after Adam's moments). Whole-matrix mean.
+struct CautiousMask {
+  template <class S>
+  static void apply(Ctx<S>& ctx, NoState&) {
+    Index kept = 0;
+    for (Index r = 0; r < ctx.u.rows(); ++r)
+      for (Index c = 0; c < ctx.u.cols(); ++c) {
+        S& u = ctx.u(r, c);
+        if (u * gradient_at(ctx, r, c) > S(0)) ++kept;
+        else u = S(0);
+      }
+    if (ctx.u.size() == 0) return;
+    ctx.u *= static_cast<S>(1.0 / std::max(double(kept) / double(ctx.u.size()), 1e-3));
+  }
+  static const char* name() { return "cautious"; }
+};
+
+}  // namespace steepest
