@@ -195,8 +195,10 @@ Routed<Optimizer<ChainT>, Optimizer<AdamWChain>> spectral_hidden(Hyper hp, Hyper
 using NorMuonChain = Chain<Momentum<MomentumKind::EMA>, LayerDualize, RowSecondMoment, MatchAdamWRms, DecoupledStep>;
 template <class Polar = Spectral>
 auto normuon(Hyper hp = {}, Hyper adamw_hp = {}) { return detail::spectral_hidden<NorMuonChain, Polar>(hp, adamw_hp); }
-/// What normuon() returns: route 0 the NorMuon chain (hidden), route 1 AdamW (the rest).
-using NorMuonOptimizer = decltype(normuon());
+/// What normuon() returns: route 0 the NorMuon chain (hidden), route 1 AdamW (the rest). Named
+/// as a type, not as decltype(normuon()): that would instantiate the spectral geometry (and its
+/// exact SVD) in every file that includes the library.
+using NorMuonOptimizer = Routed<Optimizer<NorMuonChain>, Optimizer<AdamWChain>>;
 
 /// AdaMuon (Si et al. 2025, arXiv 2507.11005), with its sign step before the polar factor:
 ///   M <- b1 M + (1 - b1) G;  O = polar(sign(M));  V <- b2 V + (1 - b2) O .* O;
