@@ -8,9 +8,15 @@
 //                                    GEMM-only iteration, approximate (see polar/newton_schulz.hpp);
 //                                    Products forms its GEMMs: EigenProducts (default, the scalar
 //                                    type) or OneDnnBf16 (polar/onednn.hpp: bf16 products, fp32 sums)
-// value() and dual() are always exact (SVD); they are for monitoring and tests, not the hot path.
+// value() and dual() are exact; they are for monitoring and tests, not the hot path. value() takes
+// s_max from the Gram matrix's largest eigenvalue (largest_singular_value), not an SVD: a spectral
+// geometry's table holds value(), so every user of Muon would otherwise compile Eigen's SVD.
 #pragma once
 
+#include <Eigen/Eigenvalues>
+
+#include <algorithm>
+#include <cmath>
 #include <string>
 
 #include "../backend/backend.hpp"
@@ -62,12 +68,30 @@ struct SpectralNorm : KernelPolicy<SpectralNorm<Polar>> {
   }
 };
 
+/// s_max(W) in double without an SVD: sqrt of the largest eigenvalue of the Gram matrix of W's
+/// shorter side (k x k, k = min(m, n)) scaled by max|W_ij| (no overflow of the squares), from
+/// Eigen's symmetric eigensolver. That eigenvalue is exact to ~eps s_max^2, so s_max is to ~eps
+/// relative, as from an SVD (forming the Gram matrix loses only the small singular values). It
+/// compiles in about a quarter of the time BDCSVD takes (3.6 s against 13.6 s, g++ -O2).
+template <class D>
+double largest_singular_value(const Eigen::MatrixBase<D>& W) {
+  if (W.size() == 0) return 0.0;
+  Eigen::MatrixXd Wd = W.template cast<double>();
+  const double scale = Wd.cwiseAbs().maxCoeff();
+  if (!(scale > 0.0)) return scale == 0.0 ? 0.0 : scale;  // zero, or NaN
+  if (!std::isfinite(scale)) return scale;
+  Wd /= scale;
+  const Eigen::MatrixXd A = Wd.rows() <= Wd.cols() ? Eigen::MatrixXd(Wd * Wd.transpose())
+                                                   : Eigen::MatrixXd(Wd.transpose() * Wd);
+  const Eigen::SelfAdjointEigenSolver<Eigen::MatrixXd> eig(A, Eigen::EigenvaluesOnly);
+  return scale * std::sqrt(std::max(0.0, eig.eigenvalues().maxCoeff()));
+}
+
 template <class Polar>
 struct NormKernel<SpectralNorm<Polar>, EigenBackend> {
   template <class D>
   static double value(const Eigen::MatrixBase<D>& W) {
-    const Eigen::VectorXd s = singular_values(W);
-    return s.size() ? s(0) : 0.0;
+    return largest_singular_value(W);
   }
   template <class D>
   static double dual(const Eigen::MatrixBase<D>& G) {
