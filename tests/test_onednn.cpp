@@ -5,6 +5,8 @@
 // shapes and recorded in the README; asserted with a margin of 0.01.
 #include <doctest/doctest.h>
 
+#include "skip.hpp"
+
 #include <steepest/polar/onednn.hpp>
 #include <steepest/steepest.hpp>
 
@@ -54,8 +56,8 @@ Eigen::VectorXd svals(const Md& M) { return Eigen::JacobiSVD<Md>(M).singularValu
 const std::pair<int, int> kShapes[] = {{64, 64}, {32, 128}, {200, 50}, {1, 9}, {9, 1}, {96, 300}};
 
 // oneDNN has no bf16 matmul on a CPU without AVX-512: there the engine's documented behavior is
-// a std::runtime_error before anything is written, which this checks; the accuracy tests are then
-// reported as skipped (a message, no assertion).
+// a std::runtime_error before anything is written, which this checks; the test cases that need
+// bf16 products (named "bf16 ...", their own CTest test) then end the program as skipped.
 bool bf16_available() {
   static const bool ok = [] {
     Mf G = Mf::Identity(4, 8), out = Mf::Constant(4, 8, 5.f);
@@ -70,6 +72,9 @@ bool bf16_available() {
     }
   }();
   return ok;
+}
+void require_bf16() {
+  if (!bf16_available()) test_skip::skip_program("oneDNN bf16 matmul unavailable on this CPU");
 }
 
 // ref::conditioned with U, V from Householder QR of Gaussian matrices instead of an SVD (a
@@ -92,7 +97,7 @@ ref::Conditioned orthogonal_conditioned(int m, int n, double kappa, unsigned see
 }  // namespace
 
 TEST_CASE("bf16 quintic Newton-Schulz x5: singular values in the fp32 band, singular vectors kept") {
-  if (!bf16_available()) return;
+  require_bf16();
   for (auto [m, n] : kShapes) {
     for (double kappa : {1.0, 10.0, 100.0}) {
       CAPTURE(m);
@@ -129,7 +134,7 @@ TEST_CASE("bf16 quintic Newton-Schulz x5: singular values in the fp32 band, sing
 }
 
 TEST_CASE("bf16 Polar Express x5: near the exact polar factor (SVD)") {
-  if (!bf16_available()) return;
+  require_bf16();
   for (auto [m, n] : kShapes) {
     CAPTURE(m);
     CAPTURE(n);
@@ -147,7 +152,7 @@ TEST_CASE("bf16 Newton-Schulz on wide iterates: both symmetric products on their
   // block products each, the 6 lower blocks written by the passes that round A and B (blocks of
   // 200 rows here, and 198 / 196 at 790: uneven). The result must stay in the same band as the
   // full products, and near the fp32 Eigen iteration.
-  if (!bf16_available()) return;
+  require_bf16();
   for (auto [m, n] : {std::pair<int, int>{800, 1700}, {790, 1600}, {1700, 800}}) {
     CAPTURE(m);
     CAPTURE(n);
@@ -172,7 +177,7 @@ TEST_CASE("bf16 Newton-Schulz with the last product as a 1x1 convolution") {
   // Express) the polar factor. Against the matmul path (the same bf16 inputs, fp32 sums): the
   // same bits on this machine's AMX kernels (measured 0); checked at 1e-2 of the norm, as another
   // kernel may sum in another order and flip a few bf16 roundings.
-  if (!bf16_available()) return;
+  require_bf16();
   std::vector<std::pair<int, int>> shapes(std::begin(kShapes), std::end(kShapes));
   shapes.insert(shapes.end(), {{790, 1600}, {1030, 1100}, {1100, 1030}});
   for (auto [m, n] : shapes) {
@@ -197,10 +202,10 @@ TEST_CASE("bf16 Newton-Schulz with the last product as a 1x1 convolution") {
   }
 }
 
-TEST_CASE("The workspace switches between the convolution and the matmul for one shape") {
+TEST_CASE("bf16 workspace switches between the convolution and the matmul for one shape") {
   // prepare() rebuilds the primitives when convolution_from_k moves across k, and a copy keeps
   // the setting: the same result either way, and the same as a fresh workspace's.
-  if (!bf16_available()) return;
+  require_bf16();
   const auto c = orthogonal_conditioned(96, 300, 10.0, 7u);
   const Mf G = c.G.cast<float>();
   Mf O1(96, 300), O2(96, 300), O3(96, 300);
@@ -277,7 +282,7 @@ TEST_CASE("bf16 Newton-Schulz on square-ish iterates: both symmetric products on
   // (blocks of 258 and 256 rows here: uneven, not a multiple of the tile or the packet). The
   // result must stay near the fp32 Eigen iteration and (Polar Express) the polar factor, as on
   // smaller shapes; tall too (the transposed orientation).
-  if (!bf16_available()) return;
+  require_bf16();
   for (auto [m, n] : {std::pair<int, int>{1030, 1100}, {1100, 1030}}) {
     CAPTURE(m);
     CAPTURE(n);
@@ -291,7 +296,7 @@ TEST_CASE("bf16 Newton-Schulz on square-ish iterates: both symmetric products on
 }
 
 TEST_CASE("bf16 Newton-Schulz keeps the fp32 path's edge cases") {
-  if (!bf16_available()) return;
+  require_bf16();
   st::OneDnnNewtonSchulzWorkspace ws;
   SUBCASE("zero maps to zero, NaN to NaN, empty is a no-op") {
     Mf Z = Mf::Zero(4, 6), out = Mf::Constant(4, 6, 3.f);
@@ -357,8 +362,8 @@ TEST_CASE("bf16 Newton-Schulz keeps the fp32 path's edge cases") {
   }
 }
 
-TEST_CASE("Muon with bf16 products: the geometry says so, the step is near the fp32 Muon step") {
-  if (!bf16_available()) return;
+TEST_CASE("bf16 products in Muon: the geometry says so, the step is near the fp32 Muon step") {
+  require_bf16();
   const auto r = muon_engine_check::compare_with_eigen_muon<st::SpectralBf16>();
   CHECK(r.geometry == "2->2 (quinticx5/onednn-bf16)");
   CHECK(r.moved > 0);

@@ -359,3 +359,30 @@ TEST_CASE("a plain optimizer is a table of one route: the same lr factor, policy
   const auto again = scheduled.init_routed(p1, {0});
   CHECK(again.layers.size() == 1);
 }
+
+TEST_CASE("gradients given by name: two same-shape tensors swapped are refused, naming both; nothing changes") {
+  std::vector<float> q(12, 0.5f), k(12, -0.5f), gq(12, 1.0f), gk(12, -1.0f);
+  st::ParamSet<float> params;
+  params.add("q", st::Role::Hidden, q.data(), 3, 4);
+  params.add("k", st::Role::Hidden, k.data(), 3, 4);
+  const auto opt = st::adamw(hyper(0.1, 0.9, 0.99, 0.0));
+  auto state = opt.init(params);
+  st::Gradients<float> swapped;
+  swapped.add("k", gk.data(), 3, 4);
+  swapped.add("q", gq.data(), 3, 4);
+  CHECK_THROWS_WITH_AS(opt.step(params, swapped, state),
+                       "step: gradient 0 is given for 'k' but parameter 0 is 'q'", st::shape_error);
+  CHECK(q == std::vector<float>(12, 0.5f));
+  CHECK(k == std::vector<float>(12, -0.5f));
+  CHECK(state.step == 0);
+  // By position the same swap is invisible (the shapes agree): names are what catch it.
+  st::Gradients<float> named, mixed;
+  named.add("q", gq.data(), 3, 4);
+  named.add("k", gk.data(), 3, 4);
+  mixed.add(gq.data(), 3, 4);
+  mixed.add("k", gk.data(), 3, 4);
+  CHECK(opt.step(params, named, state));
+  CHECK(opt.step(params, mixed, state));
+  CHECK(q[0] < 0.5f);
+  CHECK(k[0] > -0.5f);
+}

@@ -121,6 +121,10 @@ void check_step_inputs(const ParamSet<S, Space>& params, const Gradients<G, Spac
     throw shape_error("step: " + std::to_string(grads.size()) + " gradients for " + std::to_string(ts.size()) +
                       " parameters");
   for (std::size_t i = 0; i < ts.size(); ++i)
+    if (!grads.name(i).empty() && grads.name(i) != ts[i].name)
+      throw shape_error("step: gradient " + std::to_string(i) + " is given for '" + grads.name(i) +
+                        "' but parameter " + std::to_string(i) + " is '" + ts[i].name + "'");
+  for (std::size_t i = 0; i < ts.size(); ++i)
     if (grads.rows(i) != ts[i].rows || grads.cols(i) != ts[i].cols)
       throw shape_error("parameter '" + ts[i].name + "': gradient is " +
                         shape_string(grads.rows(i), grads.cols(i)) + " but the weight is " +

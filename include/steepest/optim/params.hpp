@@ -216,13 +216,24 @@ class ParamSet {
 /// Gradients in the order their tensors were added to the ParamSet (in the same memory space);
 /// each knows its own shape so a mismatch is caught with both shapes in the message. Scalar is
 /// the parameters' scalar, or Eigen::bfloat16 for float parameters on the host (see above).
+/// A gradient may also carry its tensor's name (the named overloads): a step then refuses one
+/// given in another tensor's place, naming both, where shapes alone would not tell (two tensors
+/// of one shape swapped). Position-only gradients stay possible; names may be given for some.
 template <class Scalar = float, class Space = Host>
 class Gradients {
  public:
-  void add(const Scalar* data, Index m, Index n) { grads_.push_back({data, m, n}); }
+  void add(const Scalar* data, Index m, Index n) { grads_.push_back({data, m, n, {}}); }
   void add_vector(const Scalar* data, Index d) { add(data, d, 1); }
   /// The gradient of a batched [b, m, n] tensor (ParamSet::add_batched).
   void add_batched(const Scalar* data, Index b, Index m, Index n) { add(data, b * m, n); }
+  /// The gradient of the tensor called `name` (checked against the ParamSet's at each step).
+  void add(std::string name, const Scalar* data, Index m, Index n) { grads_.push_back({data, m, n, std::move(name)}); }
+  void add_vector(std::string name, const Scalar* data, Index d) { add(std::move(name), data, d, 1); }
+  void add_batched(std::string name, const Scalar* data, Index b, Index m, Index n) {
+    add(std::move(name), data, b * m, n);
+  }
+  /// The tensor name gradient i was given with ("" when given by position only).
+  const std::string& name(std::size_t i) const { return grads_[i].name; }
   std::size_t size() const { return grads_.size(); }
   const Scalar* data(std::size_t i) const { return grads_[i].data; }
   Index rows(std::size_t i) const { return grads_[i].rows; }
@@ -241,6 +252,7 @@ class Gradients {
   struct View {
     const Scalar* data;
     Index rows, cols;
+    std::string name;
   };
   std::vector<View> grads_;
 };
