@@ -2,7 +2,7 @@
 //
 // Inputs are G = U diag(s) V^T with random orthonormal U, V and singular values log-spaced from
 // 1 down to 1/kappa, so the band is stated for a known condition number. Bands measured on
-// shapes 64x64, 32x128, 200x50 (both orientations exercised) and recorded in the README:
+// shapes 64x64, 32x128, 200x50 (both orientations exercised) and recorded in docs/GEOMETRY.md:
 //   quintic x5 (float):         output singular values in [0.68, 1.21] for kappa <= 100
 //   polar-express x5 (float):   [0.87, 1.13] for kappa <= 100
 //   polar-express x8 (double):  |s - 1| < 1e-9 for kappa <= 100, < 1e-3 for kappa = 1000

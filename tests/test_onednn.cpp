@@ -2,7 +2,7 @@
 // the exact polar factor from a double SVD (singular-value bands, the identity
 // <G, D(G)> ~ ||G||_nuclear), the fp32 Eigen iteration (how far bf16 products move the result),
 // and the edge cases of the fp32 path (zero, empty, 1-wide, tiny inputs). Bands measured on these
-// shapes and recorded in the README; asserted with a margin of 0.01.
+// shapes and recorded in docs/GEOMETRY.md; asserted with a margin of 0.01.
 #include <doctest/doctest.h>
 
 #include "skip.hpp"

@@ -1,11 +1,11 @@
-// The sharded optimizer on device memory over NCCL (dist/nccl.cuh), with one rank on one GPU
+// The sharded optimizer on device memory over NCCL (distributed/nccl.cuh), with one rank on one GPU
 // (NCCL refuses two ranks on one device; the multi-rank plans, collectives and checkpoints are
-// the MPI tests' in tests/dist, which share every line of dist/sharded.hpp but the space's row
+// the MPI tests' in tests/dist, which share every line of distributed/sharded.hpp but the space's row
 // copies and finite check). Reference: the single-process step of the same optimizer on the
 // same device, bitwise; the communicator's calls against what each must leave in memory.
 // Without a CUDA device the binary prints why and exits with 77, which CTest reports as skipped.
 #include <steepest/steepest.hpp>
-#include <steepest/dist/nccl.cuh>
+#include <steepest/distributed/nccl.cuh>
 
 #include <cmath>
 #include <cstdio>
@@ -159,7 +159,7 @@ void check_refusal(sc::Context& ctx, ncclComm_t nc) {
   }
 }
 
-/// The communicator's calls against their definitions (dist/communicator.hpp), on one rank.
+/// The communicator's calls against their definitions (distributed/communicator.hpp), on one rank.
 void check_calls(sc::Context& ctx, ncclComm_t nc) {
   sd::NcclCommunicator comm(nc, ctx);
   EXPECT(comm.rank() == 0 && comm.size() == 1, "rank %d of %d", comm.rank(), comm.size());

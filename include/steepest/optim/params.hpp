@@ -168,7 +168,7 @@ class ParamSet {
   };
   /// The same tensors with only the selected layers, each cut to its rows [begin, end) in place
   /// (same memory, same row stride; gradients are still given per whole tensor): what one rank
-  /// of a sharded optimizer steps (dist/sharded.hpp). Layers keep their names and overrides.
+  /// of a sharded optimizer steps (distributed/sharded.hpp). Layers keep their names and overrides.
   ParamSet select_rows(const std::vector<RowSelection>& keep) const {
     ParamSet out(space_);
     out.tensors_ = tensors_;

@@ -14,7 +14,7 @@
 // optional (absent: the conservative answer):
 //   static constexpr bool row_separable = true;  // an entry's work reads only its own row and
 //       no shape but the row length, and gives the same bits on any row range: a sharded layer
-//       may be split by rows (dist/sharded.hpp); absent: the layer is stepped whole
+//       may be split by rows (distributed/sharded.hpp); absent: the layer is stepped whole
 //   static bool fusable_at(Geometry g, std::size_t position);  // its Elem serves this layer at
 //       this position of its chain (absent: always)
 //   static bool needs_rows(FusedForm f);  // the fused pass must call begin_row for each row

@@ -22,7 +22,7 @@ struct PolarCoefficients {
 
 /// The quintic iteration used by Muon: (a, b, c) = (3.4445, -4.7750, 2.0315) at every step.
 /// It trades exactness for speed: after 5 steps singular values land in a band around 1
-/// (measured band in tests/test_newton_schulz.cpp and the README), not exactly on 1.
+/// (measured band in tests/test_newton_schulz.cpp and docs/GEOMETRY.md), not exactly on 1.
 struct QuinticSchedule {
   static constexpr int default_steps = 5;
   static constexpr double normalization_safety = 1.0;

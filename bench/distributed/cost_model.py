@@ -2,12 +2,12 @@
 """The sharded optimizer step's cost model: checked against this machine's measured runs, then
 used to project GPT-2 small and a 1B-parameter model to 8-1024 GPUs.
 
-    python3 bench/dist/cost_model.py MEASURED.jsonl [--markdown OUT.md] [--plot OUT.png]
+    python3 bench/distributed/cost_model.py MEASURED.jsonl [--markdown OUT.md] [--plot OUT.png]
 
-MEASURED.jsonl is what bench/dist/run.sh collects: steepest_dist_bench's JSON lines at 1, 2
+MEASURED.jsonl is what bench/distributed/run.sh collects: steepest_dist_bench's JSON lines at 1, 2
 and 4 ranks (the collectives' times and each rule's step split into local work and collectives).
 
-The model of one sharded step on P ranks (ZeRO-1, dist/sharded.hpp), N parameters of S bytes:
+The model of one sharded step on P ranks (ZeRO-1, distributed/sharded.hpp), N parameters of S bytes:
     t(P) = t_local(P) + t_copy(P) + t_rs(P) + t_ag(P)
     t_rs = t_ag = alpha * (P - 1) + (P - 1) / P * N * S / B        (ring reduce-scatter, all-gather)
     t_local(P) = rows / P   + max over ranks of the whole layers it owns
@@ -15,7 +15,7 @@ The model of one sharded step on P ranks (ZeRO-1, dist/sharded.hpp), N parameter
 (step_reduce packs the whole gradient into rank order for the reduce-scatter, N, unpacks its
 rows, N / P, packs its new rows, N / P, and unpacks everyone else's, N (P - 1) / P)
 where "rows" is the time of the row-split layers' step on one rank (elementwise and row rules:
-all of it) and the owned layers are balanced exactly as dist/sharded.hpp balances them (largest
+all of it) and the owned layers are balanced exactly as distributed/sharded.hpp balances them (largest
 Newton-Schulz cost m n min(m, n) first, each to the least-loaded rank). Only the owned part stops
 shrinking with P: once there are more ranks than matrices, the largest matrix sets the floor.
 
@@ -63,7 +63,7 @@ def ns_flops(m, n, steps=5):
 
 
 def owner_loads(costs, ranks):
-    """dist/sharded.hpp's balancing: largest first, each to the least-loaded rank (ties: lower rank)."""
+    """distributed/sharded.hpp's balancing: largest first, each to the least-loaded rank (ties: lower rank)."""
     load = [0.0] * ranks
     for c in sorted(costs, reverse=True):
         r = min(range(ranks), key=lambda i: (load[i], i))

@@ -1,6 +1,6 @@
 // The sharded optimizer step under MPI: what each rule communicates and how long a step takes,
-// split into the local step and the collectives. Run under mpirun (bench/dist/run.sh runs it at
-// 1, 2 and 4 ranks and feeds bench/dist/cost_model.py):
+// split into the local step and the collectives. Run under mpirun (bench/distributed/run.sh runs it at
+// 1, 2 and 4 ranks and feeds bench/distributed/cost_model.py):
 //
 //   mpirun -np 2 ./steepest_dist_bench [--d 256] [--layers 4] [--vocab 8192] [--steps 8] [--rounds 5]
 //
@@ -19,8 +19,8 @@
 //       entries each collective call moved in one step (measured by a counting communicator,
 //       against the formula N for both), the slowest rank's step / local / communication time
 //       (median and range over rounds), and the local-work imbalance max_r / mean_r.
-#include <steepest/dist/mpi.hpp>
-#include <steepest/dist/sharded.hpp>
+#include <steepest/distributed/mpi.hpp>
+#include <steepest/distributed/sharded.hpp>
 #include <steepest/steepest.hpp>
 
 #include <algorithm>

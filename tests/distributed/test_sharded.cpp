@@ -1,4 +1,4 @@
-// The sharded optimizer (steepest/dist/sharded.hpp) over MPI, run by CTest under
+// The sharded optimizer (steepest/distributed/sharded.hpp) over MPI, run by CTest under
 // `mpirun -np 1`, `-np 2` and `-np 4`. Reference: the single-process step of the same optimizer
 // on the same summed gradient, which every rank computes for itself; every comparison is bitwise.
 //
@@ -7,8 +7,8 @@
 //   test_sharded --resume FILE              load (on any number of ranks), 3 more steps, and
 //                                           compare with 6 uninterrupted single-process steps
 #define DOCTEST_CONFIG_IMPLEMENT
-#include <steepest/dist/mpi.hpp>
-#include <steepest/dist/sharded.hpp>
+#include <steepest/distributed/mpi.hpp>
+#include <steepest/distributed/sharded.hpp>
 #include <steepest/steepest.hpp>
 
 #include <doctest/doctest.h>

@@ -1,4 +1,4 @@
-// steepest/dist/communicator.hpp -- what the sharded optimizer (dist/sharded.hpp) asks of a
+// steepest/distributed/communicator.hpp -- what the sharded optimizer (distributed/sharded.hpp) asks of a
 // communicator, and the error its implementations throw.
 //
 // A communicator is a type with (every call collective unless marked local):
@@ -13,11 +13,11 @@
 //   std::vector<std::string> gather(const std::string& mine, int root);    every rank's, at root
 // where counts and displs are std::vector<long long> of size() entries, the same on every rank,
 // and S is float or double. The two implementations wrap existing engines' own collectives:
-//   MpiCommunicator   (dist/mpi.hpp)    host buffers, MPI_Allgatherv / MPI_Reduce_scatter / ...
-//   NcclCommunicator  (dist/nccl.cuh)   device buffers, NCCL on the optimizer's CUDA stream
+//   MpiCommunicator   (distributed/mpi.hpp)    host buffers, MPI_Allgatherv / MPI_Reduce_scatter / ...
+//   NcclCommunicator  (distributed/nccl.cuh)   device buffers, NCCL on the optimizer's CUDA stream
 // A communicator for the test of a formula (counting what each call moves) wraps one of them.
 // Both take an optional timeout (seconds) after which a collective that has not completed, as
-// when a rank died, throws communication_error instead of waiting forever (dist/mpi.hpp).
+// when a rank died, throws communication_error instead of waiting forever (distributed/mpi.hpp).
 #pragma once
 
 #include <chrono>

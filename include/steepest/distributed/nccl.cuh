@@ -1,4 +1,4 @@
-// steepest/dist/nccl.cuh -- the NCCL communicator of the sharded optimizer (device buffers), and
+// steepest/distributed/nccl.cuh -- the NCCL communicator of the sharded optimizer (device buffers), and
 // the sharded optimizer's device-memory operations. Compile with nvcc; link NCCL (the CUDA
 // toolkit's libnccl; CMake: the target steepest::nccl, or -lnccl).
 //
@@ -10,7 +10,7 @@
 //   st::cuda::Context ctx;                                    // the optimizer's stream
 //   st::dist::NcclCommunicator comm(nc, ctx);
 //   st::ParamSet<float, st::cuda::Device> params(st::cuda::Device{&ctx});
-//   auto opt = st::dist::shard(st::moga_row(), comm);          // dist/sharded.hpp
+//   auto opt = st::dist::shard(st::moga_row(), comm);          // distributed/sharded.hpp
 //   auto state = opt.init(params);
 //   opt.step_reduce(params, grads, state, 1.0 / ranks);        // device gradients, device weights
 //

@@ -1,15 +1,15 @@
-// steepest/dist/mpi.hpp -- the MPI communicator of the sharded optimizer (host buffers).
+// steepest/distributed/mpi.hpp -- the MPI communicator of the sharded optimizer (host buffers).
 //
 //   MPI_Init(&argc, &argv);
 //   steepest::dist::MpiCommunicator comm(MPI_COMM_WORLD);
-//   auto opt = steepest::dist::shard(st::moga_row(hp), comm);      // dist/sharded.hpp
+//   auto opt = steepest::dist::shard(st::moga_row(hp), comm);      // distributed/sharded.hpp
 //
 // Optional: include it only in code built against an MPI library (Debian: libopenmpi-dev; CMake:
 // find_package(MPI), target MPI::MPI_CXX). Every collective is MPI's own (MPI_Allgatherv,
 // MPI_Reduce_scatter, MPI_Allreduce, MPI_Bcast, MPI_Gatherv); the communicator only adapts
 // the sharded optimizer's few calls to them and checks their results.
 //
-// What a communicator provides is in dist/communicator.hpp.
+// What a communicator provides is in distributed/communicator.hpp.
 //
 // When a rank dies: under mpirun (Open MPI) the job is aborted as soon as the launcher notices,
 // about a second later, whatever the others are doing. Where the job is kept alive instead

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The sharded step's measurements and cost model in one command (from the repository root):
-#   bash bench/dist/run.sh            # ~5 minutes on 2 cores
+#   bash bench/distributed/run.sh            # ~5 minutes on 2 cores
 # Builds steepest_dist_bench (Release), runs it under mpirun at 1, 2 and 4 ranks (4 ranks share
 # this machine's cores: a check of the bytes and plans, not a scaling point), and regenerates
-# docs/dist/measured.jsonl, docs/dist/cost_model.md and docs/dist/scaling.png from that one run.
+# docs/distributed/measured.jsonl, docs/distributed/cost_model.md and docs/distributed/scaling.png from that one run.
 # STEPS / ROUNDS / D / LAYERS / VOCAB override the bench's defaults.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -25,4 +25,4 @@ mkdir -p "$out"
 } | tee "$out/measured.jsonl"
 py=python3
 [ -x /usr/bin/python3 ] && /usr/bin/python3 -c "import matplotlib" 2>/dev/null && py=/usr/bin/python3
-"$py" bench/dist/cost_model.py "$out/measured.jsonl" --markdown "$out/cost_model.md" --plot "$out/scaling.png"
+"$py" bench/distributed/cost_model.py "$out/measured.jsonl" --markdown "$out/cost_model.md" --plot "$out/scaling.png"

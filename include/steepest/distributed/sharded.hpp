@@ -1,9 +1,9 @@
-// steepest/dist/sharded.hpp -- the optimizer step sharded over the ranks of a data-parallel job
+// steepest/distributed/sharded.hpp -- the optimizer step sharded over the ranks of a data-parallel job
 // (ZeRO-1): each rank keeps the state of its share of the parameters and computes its share of
 // the update; afterwards every rank has all the new weights.
 //
 //   MPI_Init(&argc, &argv);
-//   steepest::dist::MpiCommunicator comm;                      // dist/mpi.hpp
+//   steepest::dist::MpiCommunicator comm;                      // distributed/mpi.hpp
 //   auto opt = steepest::dist::shard(st::moga_row(hp), comm);  // any optimizer or routing table
 //   auto state = opt.init(params);        // params: the whole model, on every rank
 //   opt.step(params, summed, state);      // the gradient already summed over ranks, or:
@@ -24,7 +24,7 @@
 // Each rank runs the ordinary step (the same kernels, on the same memory: its rows are a view
 // of the model's tensor) over its share, then one all-gather completes the weights. So a sharded
 // step equals the single-process step bit for bit, given the same summed gradient
-// (tests/dist/test_sharded.cpp checks it for every named optimizer at 1, 2 and 4 ranks). A rank
+// (tests/distributed/test_sharded.cpp checks it for every named optimizer at 1, 2 and 4 ranks). A rank
 // may own nothing (more ranks than rows); it still takes part in the collectives.
 //
 // Non-finite gradients: every rank checks the rows it reads, and the ranks agree (one 8-byte
@@ -40,8 +40,8 @@
 // (each rank sends its share, receives the rest); step_reduce() adds a reduce-scatter of N S.
 //
 // Memory spaces: the parameters, gradients and state live where the communicator's buffers do
-// (dist/communicator.hpp): host memory with MpiCommunicator, CUDA device memory with
-// NcclCommunicator (dist/nccl.cuh, which adds the device's row copies and finite check). The
+// (distributed/communicator.hpp): host memory with MpiCommunicator, CUDA device memory with
+// NcclCommunicator (distributed/nccl.cuh, which adds the device's row copies and finite check). The
 // plans, the collectives and the checkpoint format are the same for both.
 #pragma once
 
@@ -166,12 +166,12 @@ inline long long entries_of(const std::vector<LayerPlan>& plans, const std::vect
 
 /// What the sharded optimizer does with memory of space `Space`: row copies between layers and
 /// packed buffers, whole-buffer copies, staging to and from the host for checkpoints, and the
-/// finite check of a rank's rows. Host is here; cuda::Device is in dist/nccl.cuh.
+/// finite check of a rank's rows. Host is here; cuda::Device is in distributed/nccl.cuh.
 template <class Space>
 struct ShardSpace {
   static_assert(sizeof(Space) == 0,
                 "steepest::dist: no sharding support for this memory space (host memory is built in; "
-                "include <steepest/dist/nccl.cuh> for cuda::Device)");
+                "include <steepest/distributed/nccl.cuh> for cuda::Device)");
 };
 
 template <>
@@ -342,7 +342,7 @@ struct ShardedState {
 };
 
 /// The sharded form of optimizer `Opt` (plain or routed) over communicator `Comm` (see the file
-/// comment and dist/mpi.hpp for what a communicator provides).
+/// comment and distributed/mpi.hpp for what a communicator provides).
 template <class Opt, class Comm>
 class Sharded {
  public:
