@@ -4,7 +4,8 @@
 //   st::load(opt, state, "opt.safetensors");   // refuses a wrong or damaged file, changes nothing
 //
 // File format (version 2): the safetensors layout, so Python's `safetensors` and numpy read it
-// and `scripts/read_checkpoint.py` prints it:
+// and `scripts/read_checkpoint.py` prints it. The container (framing, tensor entries, their
+// tiling, the CRC field) is io/safetensors.hpp; this file is the optimizer's schema within it:
 //   u64 N (little-endian) | N bytes of JSON header, space-padded so 8 + N is a multiple of 8 |
 //   the tensors' raw little-endian bytes, back to back.
 // The header maps each tensor name "<layer>/<transform>.<buffer>" (e.g. "blocks.0.qkv[1]/adam.v")
@@ -78,6 +79,7 @@
 #include "../io/file.hpp"
 #include "../io/integer.hpp"
 #include "../io/json.hpp"
+#include "../io/safetensors.hpp"
 #include "routing.hpp"
 
 namespace steepest {
@@ -92,25 +94,11 @@ inline constexpr long long kMaxStateStep = 1LL << 53;
 namespace detail {
 
 inline constexpr std::size_t kStagingBytes = std::size_t(1) << 20;
-inline constexpr std::uint64_t kMaxHeaderBytes = 100'000'000;  // safetensors' own limit
 
-inline bool little_endian() {
-  const std::uint16_t one = 1;
-  unsigned char b;
-  std::memcpy(&b, &one, 1);
-  return b == 1;
-}
 inline void require_little_endian() {
-  if (!little_endian()) throw state_file_error("steepest state files are little-endian; this machine is not");
+  if (!io::safetensors::little_endian()) throw state_file_error("steepest state files are little-endian; this machine is not");
 }
-
-template <class S>
-const char* dtype_name() {
-  static_assert(std::is_same_v<S, float> || std::is_same_v<S, double> || std::is_same_v<S, Eigen::bfloat16>,
-                "steepest::save/load: state buffers must hold float, double or Eigen::bfloat16");
-  if constexpr (std::is_same_v<S, Eigen::bfloat16>) return "BF16";
-  else return std::is_same_v<S, float> ? "F32" : "F64";
-}
+using io::safetensors::dtype_name;
 /// The scalar type a state buffer holds.
 template <class B>
 using buffer_scalar_t = std::remove_cv_t<std::remove_pointer_t<decltype(std::declval<B&>().data())>>;
@@ -484,17 +472,14 @@ void save_to(const Opt& opt, State& st, Sink& out) {
   const char* dtype = detail::dtype_name<S>();
 
   // The header: tensors in parameter-set order, back to back.
-  std::string layers = "[", tensors;
-  std::uint64_t offset = 0;
+  std::string layers = "[";
+  std::vector<io::safetensors::Entry> tensors;
   st.for_each_layer([&](const LayerRecord& rec, const std::string& chain, auto&& visit) {
     std::string keys, domains;
     visit([&](const std::string& key, auto& b, Domain d) {
       using E = buffer_scalar_t<std::decay_t<decltype(b)>>;
-      const std::uint64_t bytes = sizeof(E) * std::uint64_t(b.rows()) * std::uint64_t(b.cols());
-      tensors += "," + quote(rec.name + "/" + key) + ":{\"dtype\":\"" + dtype_name<E>() + "\",\"shape\":[" +
-                 std::to_string(b.rows()) + "," + std::to_string(b.cols()) + "],\"data_offsets\":[" +
-                 std::to_string(offset) + "," + std::to_string(offset + bytes) + "]}";
-      offset += bytes;
+      const std::uint64_t rows = std::uint64_t(b.rows()), cols = std::uint64_t(b.cols());
+      tensors.push_back({rec.name + "/" + key, dtype_name<E>(), rows, cols, sizeof(E) * rows * cols});
       keys += (keys.empty() ? "" : ",") + quote(key);
       domains += (domains.empty() ? "" : ",") + quote(detail::domain_key(d));
     });
@@ -503,23 +488,11 @@ void save_to(const Opt& opt, State& st, Sink& out) {
               ",\"geometry\":" + quote(rec.geometry) + ",\"chain\":" + quote(chain) + ",\"buffers\":[" + keys + "],\"domains\":[" + domains + "]}";
   });
   layers += "]";
-  std::string header = "{\"__metadata__\":{\"format\":" + quote(kStateFileFormat) + ",\"format_version\":\"" +
-                       std::to_string(kStateFileVersion) + "\",\"dtype\":\"" + dtype + "\",\"step\":\"" +
-                       std::to_string(st.step) + "\",\"optimizer\":" + quote(opt.name()) +
-                       ",\"layers\":" + quote(layers) + ",\"routes\":" + quote(detail::routes_json(opt)) +
-                       ",\"crc32\":\"";
-  const std::size_t crc_at = header.size();  // the 8 hex digits, patched after the tensors
-  header += "00000000\"}" + tensors + "}";
-  header.append((8 - (8 + header.size()) % 8) % 8, ' ');  // tensors start 8-byte aligned
-
-  io::Crc32 crc;
-  std::uint64_t n = header.size();
-  unsigned char len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(n >> (8 * i));
-  out.write(len, 8);
-  out.write(header.data(), header.size());
-  crc.update(len, 8);
-  crc.update(header.data(), header.size());
+  const std::string metadata = "\"format\":" + quote(kStateFileFormat) + ",\"format_version\":\"" +
+                               std::to_string(kStateFileVersion) + "\",\"dtype\":\"" + dtype + "\",\"step\":\"" +
+                               std::to_string(st.step) + "\",\"optimizer\":" + quote(opt.name()) +
+                               ",\"layers\":" + quote(layers) + ",\"routes\":" + quote(detail::routes_json(opt));
+  io::safetensors::Writer<Sink> file(out, io::safetensors::make_header(metadata, tensors));
   std::vector<unsigned char> staging(detail::kStagingBytes);
   st.for_each_layer([&](const LayerRecord&, const std::string&, auto&& visit) {
     visit([&](const std::string&, auto& b, Domain) {
@@ -528,15 +501,12 @@ void save_to(const Opt& opt, State& st, Sink& out) {
       for (Index done = 0; done < total;) {
         const Index k = std::min<Index>(Index(staging.size() / es), total - done);
         copy_to_host(b, done, k, staging.data());  // device buffers: one chunk down at a time
-        out.write(staging.data(), es * std::size_t(k));
-        crc.update(staging.data(), es * std::size_t(k));
+        file.write(staging.data(), es * std::size_t(k));
         done += k;
       }
     });
   });
-  char hex[9];
-  std::snprintf(hex, sizeof hex, "%08x", static_cast<unsigned>(crc.value()));
-  out.write_at(8 + crc_at, hex, 8);
+  file.finish();
 }
 
 /// Reads a checkpoint from `f` (io::InputFile or io::MemoryReader) into `st`.
@@ -552,23 +522,10 @@ void load_from(const Opt& opt, State& st, Source& f) {
   f.read(first, 8);
   if (std::memcmp(first, "STEEPEST", 8) == 0) return detail::load_v1(opt, st, f);
 
-  std::uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= std::uint64_t(first[i]) << (8 * i);
-  if (n < 2 || n > detail::kMaxHeaderBytes || n > f.size() - 8)
-    fail("not a steepest state file (header length " + std::to_string(n) + " in a file of " +
-         std::to_string(f.size()) + " bytes)");
-  std::string header(n, '\0');
-  f.read(header.data(), n);
   const HeaderLimits limits = header_limits(st);
-  Value h;
-  try {
-    h = json::parse(header, limits.header);
-  } catch (const json::parse_error& e) {
-    fail(std::string("not a steepest state file (header: ") + e.what() + ")");
-  }
-  if (!h.is(Value::Type::Object)) fail("not a steepest state file (header is not a JSON object)");
-  const Value* meta = h.find("__metadata__");
-  if (!meta || !meta->is(Value::Type::Object)) fail("not a steepest state file (no __metadata__)");
+  const io::safetensors::ReadHeader header = io::safetensors::read_header(f, first, limits.header, fail);
+  const Value& h = header.root;
+  const Value* meta = header.metadata;
   const auto field = [&](const char* key) -> const std::string& {
     return detail::member(*meta, key, Value::Type::String, "__metadata__", path).text;
   };
@@ -634,61 +591,30 @@ void load_from(const Opt& opt, State& st, Source& f) {
   auto targets = detail::load_targets(opt, st);
   if (entries.size() != targets.size())
     fail(std::to_string(entries.size()) + " tensors, the state has " + std::to_string(targets.size()));
-  const std::uint64_t payload = f.size() - 8 - n;
+  std::vector<std::uint64_t> offsets, sizes;
   for (auto& t : targets) {
     const std::string name = t.layer + "/" + t.key;
     const auto it = entries.find(name);
     if (it == entries.end()) fail("no tensor '" + name + "'");
-    const Value& e = *it->second;
-    if (!e.is(Value::Type::Object)) fail("tensor '" + name + "' is not an object");
-    const std::string where = "tensor '" + name + "'";
-    if (detail::member(e, "dtype", Value::Type::String, where, path).text != t.dtype())
-      fail(where + " is not " + t.dtype());
-    const Value& shape = detail::member(e, "shape", Value::Type::Array, where, path);
-    std::uint64_t r = 0, c = 0;
-    if (shape.items.size() != 2 || !shape.items[0].to_u64(r) || !shape.items[1].to_u64(c) ||
-        r != std::uint64_t(t.rows) || c != std::uint64_t(t.cols))
-      fail(where + ": shape differs from the state's " + shape_string(t.rows, t.cols));
-    const Value& off = detail::member(e, "data_offsets", Value::Type::Array, where, path);
-    std::uint64_t b = 0, end = 0;
-    const std::uint64_t bytes = t.bytes();
-    if (off.items.size() != 2 || !off.items[0].to_u64(b) || !off.items[1].to_u64(end) || end < b || end - b != bytes)
-      fail(where + ": data_offsets do not describe its " + std::to_string(bytes) + " bytes");
-    t.offset = b;
+    t.offset = io::safetensors::entry_offset(
+        *it->second, {name, t.dtype(), std::uint64_t(t.rows), std::uint64_t(t.cols), t.bytes()}, fail);
+    offsets.push_back(t.offset);
+    sizes.push_back(t.bytes());
   }
-  std::vector<std::size_t> order(targets.size());
-  for (std::size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::sort(order.begin(), order.end(), [&](std::size_t a, std::size_t b) { return targets[a].offset < targets[b].offset; });
-  std::uint64_t at = 0;
-  for (std::size_t i : order) {
-    if (targets[i].offset != at) fail("tensors overlap or leave gaps (at byte " + std::to_string(at) + ")");
-    at += targets[i].bytes();
-  }
-  if (at != payload)
-    fail("size " + std::to_string(f.size()) + " bytes, its header describes " + std::to_string(8 + n + at));
+  const std::vector<std::size_t> order =
+      io::safetensors::tiling_order(offsets, sizes, f.size(), header.text.size(), fail);
 
   // The tensor bytes, in file order, into the fresh buffers; then the checksum.
   io::Crc32 crc;
-  crc.update(first, 8);
-  const Value* stored = meta->find("crc32");
   std::uint64_t stored_crc = 0;
-  if (stored) {
-    // The CRC covers the file with its own 8 digits written as '0'. They are found where the
-    // parser met the value (any spacing around it), and must be written there as they read:
-    // 8 hex digits between quotes, no escapes.
-    const std::size_t at = stored->offset;
-    if (!stored->is(Value::Type::String) || stored->text.size() != 8 || header.compare(at, 10, "\"" + stored->text + "\"") != 0 ||
-        !io::parse_hex(stored->text, 0xffffffffu, stored_crc))
-      fail("malformed crc32 field (8 hex digits expected; a tool that rewrites the file must drop the field or recompute it)");
-    crc.update(header.data(), at + 1);
-    crc.update("00000000", 8);
-    crc.update(header.data() + at + 9, header.size() - (at + 9));
-  }
+  const bool stored = io::safetensors::header_crc(header, first, crc, stored_crc, fail);
   for (std::size_t i : order) detail::read_values(f, targets[i], crc);
 #if !defined(STEEPEST_STATE_IO_FUZZING)  // the fuzzing build lets mutated files past the checksum
   if (stored && stored_crc != crc.value())
     fail("checksum mismatch (truncated or corrupt; or rewritten by a tool that copied the metadata, "
          "crc32 included: such a tool must drop the crc32 field)");
+#else
+  (void)stored;
 #endif
   detail::commit_targets(st, targets, step);
 }
