@@ -657,6 +657,14 @@ int main() {
   check_backends<true>("Muon + AdamW, bf16 gradients (fp32 GEMM)", st::muon(mh, hp), exact, 1e-4);
   check_backends("Muon, Polar Express (fp32 GEMM)", st::muon<st::SpectralPolarExpress>(mh, hp), exact, 1e-4);
   check_backends("Muon-Scion (fp32 GEMM)", st::muon_scion(mh), exact, 1e-4);
+  check_backends("MuonEq, rows normalized first (fp32 GEMM)", st::muon_eq(mh, hp), exact, 1e-4);
+  check_backends("Muon+, rows and columns normalized after (fp32 GEMM)", st::muon_plus(mh, hp), exact, 1e-4);
+  {  // a transform's own coefficients reach the device executor: two EMAs, 0.9 and 0.99
+    using TwoEmas = st::Chain<st::Momentum<st::MomentumKind::EMA>, st::Momentum<st::MomentumKind::EMA>, st::DecoupledStep>;
+    st::Optimizer<TwoEmas> two(hp);
+    two.coefficients.at(1).beta1 = 0.99;
+    check_backends("two EMAs with their own betas", two, exact, 1e-5);
+  }
   {
     st::ScionRadii r;
     r.hidden = 3.0, r.embedding = 2.0, r.output = 50.0, r.vector = 1.5;
