@@ -298,7 +298,7 @@ namespace {
 template <class Opt, class Update>
 void follows_paper(const char* what, const Opt& opt, const st::Hyper& hp, Update update) {
   const auto c = against_paper(opt, hp, [&](PaperRef& s, const MatD& g) { return update(s, g, hp); });
-  MESSAGE(what << " against its update, 10 steps: error " << c.error << " of ||W||, move " << c.move);
+  MESSAGE(std::string(what) << " against its update, 10 steps: error " << c.error << " of ||W||, move " << c.move);
   CHECK(c.move > 0.01);
   CHECK(c.error < 1e-6);
 }

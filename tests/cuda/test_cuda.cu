@@ -280,6 +280,16 @@ __global__ void chain_elementwise(const float* g, Index count, Index cols, E... 
   }
 }
 
+/// A user's policy: sign descent under its own name, whose CUDA kernel is RowNorm<1>'s. Nothing
+/// in the library knows it, so only cuda::register_geometry gives it a device form.
+struct UserSign : st::RowNorm<1> {
+  static std::string name() { return "user-sign"; }
+};
+namespace steepest {
+template <>
+struct has_cuda_kernel<UserSign> : std::true_type {};
+}  // namespace steepest
+
 template <class ChainT>
 struct DeviceForm;
 template <class... Ts>
@@ -410,7 +420,7 @@ void check_executor_on_host(const char* name, Opt opt) {
         tables_ok = false;  // every layer of these chains fuses
         continue;
       }
-      const bool by_rows = Info::has_layer_dualize && st::LayerDualize::needs_rows(ctx.geometry.fused());
+      const bool by_rows = Info::geometry_factors && st::LayerDualize::needs_rows(ctx.geometry.fused());
       const In* gj;
       if constexpr (Bf16) gj = sc::detail::device_words(gb[j].data());
       else gj = g[j].data();
@@ -659,6 +669,20 @@ int main() {
   check_backends("Muon-Scion (fp32 GEMM)", st::muon_scion(mh), exact, 1e-4);
   check_backends("MuonEq, rows normalized first (fp32 GEMM)", st::muon_eq(mh, hp), exact, 1e-4);
   check_backends("Muon+, rows and columns normalized after (fp32 GEMM)", st::muon_plus(mh, hp), exact, 1e-4);
+  // The rules whose transforms reduce first (optim/reductions.hpp; device forms in cuda/rules.cuh).
+  check_backends("NorMuon (fp32 GEMM)", st::normuon(mh, hp), exact, 1e-4);
+  check_backends("AdaMuon (fp32 GEMM)", st::adamuon(mh, hp), exact, 1e-4);
+  check_backends("PolarGrad (fp32 GEMM)", st::polargrad(mh, hp), exact, 1e-4);
+  check_backends("cautious AdamW", st::cautious_adamw(hp), exact, 1e-5);
+  check_backends<true>("cautious AdamW, bf16 gradients", st::cautious_adamw(hp), exact, 1e-5);
+  {  // a user policy with a CUDA kernel is a per-layer geometry on device memory once registered
+    auto opt = st::moga_row(hp);
+    opt.roles[std::size_t(st::Role::Hidden)].geometry = st::geometry<st::MeanNormalized<UserSign>>();
+    TwoBackends mb(exact);
+    EXPECT(throws<std::invalid_argument>([&] { opt.init(mb.dp); }), "an unregistered user policy is refused at init");
+    sc::register_geometry<UserSign>();
+    check_backends("MOGA with a registered user geometry", opt, exact, 1e-5);
+  }
   {  // a transform's own coefficients reach the device executor: two EMAs, 0.9 and 0.99
     using TwoEmas = st::Chain<st::Momentum<st::MomentumKind::EMA>, st::Momentum<st::MomentumKind::EMA>, st::DecoupledStep>;
     st::Optimizer<TwoEmas> two(hp);

@@ -14,5 +14,7 @@
 #include "reduce.cuh"
 #include "norms.cuh"
 #include "newton_schulz.cuh"
+#include "geometry.cuh"
+#include "rules.cuh"
 #include "space.cuh"
 #include "executor.cuh"

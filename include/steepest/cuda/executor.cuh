@@ -15,13 +15,15 @@
 //     pass over (g, state, W), many layers per launch (a multi-tensor table passed by value as
 //     the kernel's parameter); a normalization's factors come from a read-only prepass over g;
 //   * any other layer runs transform by transform on a running update u in scratch: runs of
-//     consecutive Elem transforms are one kernel, a geometry's direction is its CUDA kernel, and
-//     layers of the same shape and geometry go together, so Muon's polar factors are one batched
-//     Newton-Schulz per shape (with the schedule the geometry handle carries);
+//     consecutive Elem transforms are one kernel; a transform that applies the geometry runs the
+//     direction the layer's handle leads to (cuda/geometry.cuh); a transform that reduces first
+//     runs its DeviceRule (cuda/rules.cuh); layers of the same shape and geometry go together,
+//     so Muon's polar factors are one batched Newton-Schulz per shape (with the schedule the
+//     geometry handle carries);
 //   * strided layers (blocks of a fused tensor) are gathered into scratch and written back.
-// A transform without an Elem, or a compile-time Dualize<N> whose N has no CUDA kernel, is a
-// compile-time error on device memory; a run-time geometry without a CUDA form is refused at
-// init, naming the layer.
+// A transform with neither an Elem nor a DeviceRule, or a compile-time Dualize<N> whose N has no
+// CUDA kernel, is a compile-time error on device memory; a run-time geometry without a device
+// direction is refused at init, naming the layer.
 //
 // Non-finite gradients: with NonFinitePolicy::Error or Skip, a step runs one check kernel over
 // every gradient and reads a 4-byte flag back (one host synchronization per step), so a refused
@@ -40,8 +42,8 @@
 #include <vector>
 
 #include "../optim/optimizer.hpp"
-#include "newton_schulz.cuh"
-#include "norms.cuh"
+#include "geometry.cuh"
+#include "rules.cuh"
 #include "space.cuh"
 
 namespace steepest {
@@ -227,19 +229,18 @@ struct Device;
 namespace detail {
 
 template <class T>
-inline constexpr bool is_layer_dualize_v = std::is_same_v<T, LayerDualize>;
-
-template <class T>
 struct is_dualize : std::false_type {};
 template <class N>
 struct is_dualize<Dualize<N>> : std::true_type {
   using policy = N;
 };
 
-/// A transform that runs on a device through its Elem alone (LayerDualize's Elem needs the
-/// factors the executor computes, so it is handled apart).
+using steepest::detail::applies_geometry_v;
+
+/// A transform that runs on a device through its Elem alone (one that applies the geometry has
+/// an Elem only for the fused forms, built from factors the executor computes).
 template <class T>
-inline constexpr bool device_elem_v = steepest::detail::has_elem<T, float>::value && !is_layer_dualize_v<T>;
+inline constexpr bool device_elem_v = steepest::detail::has_elem<T, float>::value && !applies_geometry_v<T>;
 
 template <class ChainT>
 struct ChainInfo;
@@ -247,7 +248,11 @@ template <class... Ts>
 struct ChainInfo<Chain<Ts...>> {
   using types = std::tuple<Ts...>;
   static constexpr std::size_t size = sizeof...(Ts);
-  static constexpr bool has_layer_dualize = (is_layer_dualize_v<Ts> || ...);
+  /// Some transform applies the layer's geometry: the layer needs its device direction.
+  static constexpr bool applies_geometry = (applies_geometry_v<Ts> || ...);
+  /// Some transform's Elem is built from the geometry's factors (computed before the pass).
+  static constexpr bool geometry_factors =
+      ((applies_geometry_v<Ts> && steepest::detail::has_elem<Ts, float>::value) || ...);
   template <std::size_t I>
   using at = std::tuple_element_t<I, types>;
   /// The end of the run of Elem transforms starting at I.
@@ -257,12 +262,6 @@ struct ChainInfo<Chain<Ts...>> {
     return i;
   }
 };
-
-/// Whether a run-time geometry has a CUDA direction: the fused forms (sign, row / column /
-/// whole-matrix 2-normalization, identity) and Newton-Schulz polar factors.
-inline bool device_geometry(Geometry g) {
-  return g.fused() != FusedForm::None || (g.spectral() && g.polar().at != nullptr);
-}
 
 inline Context& context_of(const Device& d);
 
@@ -294,19 +293,6 @@ const device_word_t<G>* device_words(const G* p) {
   return reinterpret_cast<const device_word_t<G>*>(p);
 }
 
-/// One layer's part of a device step; In is what its gradient holds (S, or __nv_bfloat16).
-template <class S, class In = S>
-struct LayerJob {
-  std::size_t j;        ///< state layer
-  const Layer<S>* l;
-  const In* g;          ///< its gradient (a strided block when the layer is)
-  S* w;                 ///< the weights the Elem kernels write (scratch when strided)
-  S* u = nullptr;       ///< running update (staged layers)
-  float* factors = nullptr;  ///< fused geometry's factors
-  double lr, radius;
-  Geometry geometry;
-};
-
 }  // namespace detail
 
 /// CUDA device memory as a memory space (optim/space.hpp); `ctx` is the stream and cuBLAS
@@ -330,12 +316,13 @@ struct Device {
   template <class Opt, class S>
   static void check_layer(const Opt& opt, const Layer<S>& l) {
     static_assert(std::is_same_v<S, float>, "steepest::cuda::Device: the CUDA backend steps fp32 parameters");
-    if constexpr (detail::ChainInfo<typename Opt::chain>::has_layer_dualize) {
+    if constexpr (detail::ChainInfo<typename Opt::chain>::applies_geometry) {
       const Geometry g = opt.geometry_of(l);
-      if (!detail::device_geometry(g))
+      if (!direction_of(g))
         throw std::invalid_argument("parameter '" + l.name + "': geometry '" + g.name() +
                                     "' has no CUDA form (the device has sign, row / column / vector "
-                                    "2-normalization and Newton-Schulz polar factors); route this layer "
+                                    "2-normalization, Newton-Schulz polar factors and the policies "
+                                    "registered with cuda::register_geometry); route this layer "
                                     "elsewhere or step it on the host");
     }
   }
@@ -419,19 +406,15 @@ struct Executor {
 
   // ---- the fused path: the whole chain in one pass -----------------------------------------
 
-  /// LayerDualize's Elem with the factors of the prepass (on the device; null when the form
-  /// needs none).
-  static LayerDualize::Elem<S> dualize_elem(const Job& job) {
-    return {LayerDualize::mode_of(job.geometry.fused()), job.factors, S(1)};
-  }
+  /// Transform I's kernel for this job: the geometry's Elem from the prepass's factors (on the
+  /// device; null when the form needs none), or the transform's own, with its coefficients.
   template <class T, std::size_t I>
   auto elem_of(Job& job) {
-    if constexpr (is_layer_dualize_v<T>) {
-      return dualize_elem(job);
+    if constexpr (applies_geometry_v<T>) {
+      return T::template elem_with_factors<S>(job.geometry.fused(), job.factors);
     } else {
-      const Hyper hp = opt.coefficients[I].over(opt.hp);
-      Ctx<S, Device> c = ctx_of(job, hp);
-      return T::elem(c, std::get<I>(states[job.j]));  // an Elem holds constants and pointers
+      Ctx<S, Device> c = ctx_of(job, opt.hp);
+      return steepest::detail::elem_one<T>(c, std::get<I>(states[job.j]), opt.coefficients[I]);
     }
   }
   template <std::size_t Begin, std::size_t... K>
@@ -467,15 +450,19 @@ struct Executor {
       auto b = builder<Pack, In>();
       for (auto& job : jobs) {
         const Layer<S>& l = *job.l;
-        const bool by_rows = Info::has_layer_dualize && LayerDualize::needs_rows(job.geometry.fused());
+        const bool by_rows = needs_rows(job.geometry.fused(), std::make_index_sequence<Info::size>{});
         b.add(pack_of<0>(job, std::make_index_sequence<Info::size>{}), job.g, nullptr, l.rows * l.cols, l.cols,
               by_rows);
       }
       b.flush();
     }
   }
+  template <std::size_t... K>
+  static bool needs_rows(FusedForm f, std::index_sequence<K...>) {
+    return (steepest::detail::elem_needs_rows<typename Info::template at<K>>(f) || ...);
+  }
   static Index factor_count(const Job& job) {
-    if (!Info::has_layer_dualize) return 0;
+    if (!Info::geometry_factors) return 0;
     switch (job.geometry.fused()) {
       case FusedForm::Row2: return job.l->rows;
       case FusedForm::Col2: return job.l->cols;
@@ -528,31 +515,14 @@ struct Executor {
   template <class T, std::size_t I>
   void single(std::vector<Job>& jobs) {
     const Index m = jobs.front().l->rows, n = jobs.front().l->cols;
-    if constexpr (is_layer_dualize_v<T>) {
+    if constexpr (has_device_rule<T>::value) {
+      const Hyper hp = opt.coefficients[I].over(opt.hp);
+      DeviceRule<T>::run(jobs, m, n, hp, [this](const Job& job) -> auto& { return std::get<I>(states[job.j]); }, cx);
+    } else if constexpr (applies_geometry_v<T>) {  // the handle's device direction, for the group
       const Geometry g = jobs.front().geometry;
-      const Index count = Index(jobs.size());
-      S* u = jobs.front().u;  // the group's updates are back to back
-      switch (g.fused()) {
-        case FusedForm::Identity: return;
-        case FusedForm::Sign:
-          kernels::sign_scale<<<kernels::grid_for(count * m * n), 256, 0, cx.stream()>>>(u, count * m * n, 1.0f, u);
-          check_launch("sign_scale (optimizer step)");
-          return;
-        case FusedForm::Row2:  // rows normalize independently: the group is one (count m) x n matrix
-          kernels::row_normalize<<<unsigned(count * m), kernels::kRowThreads, 0, cx.stream()>>>(u, count * m, n, 1.0f, u);
-          check_launch("row_normalize (optimizer step)");
-          return;
-        case FusedForm::Col2:
-          for (auto& job : jobs) ColNorm<2>::dualize(view(job.u, m, n), view(job.u, m, n), cx);
-          return;
-        case FusedForm::Global2:
-          for (auto& job : jobs) VectorNorm<2>::dualize(view(job.u, m, n), view(job.u, m, n), cx);
-          return;
-        case FusedForm::None: break;
-      }
-      const PolarInfo p = g.polar();
-      if (!p.at) throw std::invalid_argument("geometry '" + g.name() + "' has no CUDA form");  // init refuses it
-      newton_schulz_batched(u, u, count, m, n, p.steps, p.at, p.safety, cx);
+      const Direction* d = direction_of(g);
+      if (!d) throw std::invalid_argument("geometry '" + g.name() + "' has no CUDA form");  // init refuses it
+      d->apply(g, jobs.front().u, Index(jobs.size()), m, n, cx);  // the group's updates are back to back
     } else if constexpr (is_dualize<T>::value) {
       using N = typename is_dualize<T>::policy;
       static_assert(has_cuda_kernel<N>::value,
@@ -564,7 +534,8 @@ struct Executor {
     } else {
       static_assert(dependent_false<T>,
                     "steepest: this transform has no CUDA form. Give it an Elem (a STEEPEST_HD "
-                    "per-element kernel, optim/transforms.hpp) to run it on device memory");
+                    "per-element kernel, optim/transforms.hpp), or a cuda::DeviceRule (cuda/rules.cuh), "
+                    "to run it on device memory");
     }
   }
 };

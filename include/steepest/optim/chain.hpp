@@ -43,6 +43,15 @@ struct has_needs_rows : std::false_type {};
 template <class T>
 struct has_needs_rows<T, std::void_t<decltype(T::needs_rows(FusedForm::None))>> : std::true_type {};
 
+template <class T, class = void>
+struct states_applies_geometry : std::false_type {};
+template <class T>
+struct states_applies_geometry<T, std::void_t<decltype(T::applies_geometry)>>
+    : std::bool_constant<T::applies_geometry> {};
+/// Whether T applies the layer's geometry direction (T::applies_geometry).
+template <class T>
+inline constexpr bool applies_geometry_v = states_applies_geometry<T>::value;
+
 /// Whether T's Elem serves a layer of geometry g at `position` in its chain (T::fusable_at;
 /// a transform that states nothing always fuses).
 template <class T>
@@ -176,16 +185,9 @@ void run_elem_by_rows(const E& elem, RowMatrix<S>& u) {
   }
 }
 
-/// Transform T's unfused host pass: its own `apply`, or else the one derived from its Elem; with
-/// the coefficients it owns (`co`) in place of the optimizer's.
+/// Transform T's rule on the host, unfused: its own `apply`, or else the pass derived from its Elem.
 template <class T, class S, class St>
-void apply_one(Ctx<S>& ctx, St& st, const Coefficients& co) {
-  if (!co.empty()) {
-    const Hyper hp = co.over(ctx.hp);
-    Ctx<S> own = with_hyper(ctx, hp);
-    apply_one<T>(own, st, Coefficients{});
-    return;
-  }
+void run_rule(Ctx<S>& ctx, St& st) {
   if constexpr (has_apply<T, S, St>::value) {
     T::apply(ctx, st);
   } else {
@@ -193,6 +195,16 @@ void apply_one(Ctx<S>& ctx, St& st, const Coefficients& co) {
                   "steepest: a transform needs its rule: an Elem (elementwise) or a static apply(Ctx<S>&, State&)");
     run_elem_by_rows(T::elem(ctx, st), ctx.u);
   }
+}
+
+/// Transform T's unfused host pass, with the coefficients it owns (`co`) in place of the
+/// optimizer's.
+template <class T, class S, class St>
+void apply_one(Ctx<S>& ctx, St& st, const Coefficients& co) {
+  if (co.empty()) return run_rule<T>(ctx, st);
+  const Hyper hp = co.over(ctx.hp);
+  Ctx<S> own = with_hyper(ctx, hp);
+  run_rule<T>(own, st);
 }
 
 /// Transform T's fused kernel for this layer, made with the coefficients it owns (`co`).

@@ -14,8 +14,9 @@
 // How a handle splits a policy for the optimizer chains:
 //   MeanNormalized<B>   direction = B's direction D_B, scale = s(m, n) of B      (p̄ -> q̄)
 //   any other N         direction = N's direction,    scale = 1
-// so LayerDualize applies the direction and GeometryScale the width-aware scale, and a chain can
-// place moments between the two (MOGA). The default handle is the identity: D(G) = G.
+// so a chain applies the direction and the width-aware scale as two transforms
+// (optim/transforms.hpp) and can place moments between them (MOGA). The default handle is the
+// identity: D(G) = G.
 #pragma once
 
 #include <Eigen/Core>
@@ -27,6 +28,10 @@
 #include "../norms/operator_norm.hpp"
 
 namespace steepest {
+
+namespace cuda {
+struct Direction;  // a geometry's direction on device memory (cuda/geometry.cuh)
+}
 
 template <class Scalar>
 using RowMatrix = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
@@ -103,6 +108,11 @@ struct mean_split<MeanNormalized<B>> {
   static constexpr bool mean = true;
 };
 
+/// Where a device backend keeps policy B's direction kernel (null: none registered). The
+/// host table points at it, so a handle reaches a kernel that only CUDA code can name.
+template <class B>
+inline const cuda::Direction* device_direction_slot = nullptr;
+
 template <class T>
 inline constexpr char type_key = 0;  // one address per type: identifies `other` workspaces
 
@@ -136,6 +146,9 @@ struct GeometryOps {
   void (*dualize_d)(RowMatrix<double>& u, LayerWorkspace<double>& ws);
   double (*value_f)(const ConstRowView<float>& W);  ///< ||W|| in the (mean-normalized) norm
   double (*value_d)(const ConstRowView<double>& W);
+  /// The direction's registered device kernel (cuda::register_geometry); the built-in device
+  /// forms follow from `fused` and `polar` instead (cuda/geometry.cuh).
+  const cuda::Direction* const* device;
 };
 
 namespace detail {
@@ -162,7 +175,8 @@ struct GeometryTable {
                                    fused_form_of<B>::value,
                                    polar_info_of<B>::value,
                                    &scale,          &dualize<float>, &dualize<double>,
-                                   &value<float>,   &value<double>};
+                                   &value<float>,   &value<double>,
+                                   &device_direction_slot<B>};
 };
 }  // namespace detail
 
@@ -182,6 +196,8 @@ class Geometry {
   FusedForm fused() const { return ops_ ? ops_->fused : FusedForm::Identity; }
   /// The polar method of a spectral geometry (steps 0 and no coefficients otherwise).
   PolarInfo polar() const { return ops_ ? ops_->polar : PolarInfo{}; }
+  /// The direction's device kernel registered for this policy, if any (cuda/geometry.cuh).
+  const cuda::Direction* device_direction() const { return ops_ ? *ops_->device : nullptr; }
   /// The width-aware factor s(m, n) of a mean-normalized geometry; 1 otherwise.
   double scale(Index m, Index n) const { return ops_ ? ops_->scale(m, n) : 1.0; }
 

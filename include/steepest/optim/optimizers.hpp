@@ -191,7 +191,7 @@ Routed<Optimizer<ChainT>, Optimizer<AdamWChain>> spectral_hidden(Hyper hp, Hyper
 ///   M <- b1 M + (1 - b1) G;  O = polar(M);  v_r <- b2 v_r + (1 - b2) mean_c(O_rc^2);
 ///   O_rc <- O_rc / (sqrt(v_r) + eps);  W <- (1 - lr wd) W - lr 0.2 sqrt(m n) O / ||O||_F
 /// with b1 = hp.beta1, b2 = hp.beta2, eps = hp.eps; a row is a row of W as stored (out x in).
-/// The paper trains with b1 = b2 = 0.95. Host memory (RowSecondMoment has no device form yet).
+/// The paper trains with b1 = b2 = 0.95.
 using NorMuonChain = Chain<Momentum<MomentumKind::EMA>, LayerDualize, RowSecondMoment, MatchAdamWRms, DecoupledStep>;
 template <class Polar = Spectral>
 auto normuon(Hyper hp = {}, Hyper adamw_hp = {}) { return detail::spectral_hidden<NorMuonChain, Polar>(hp, adamw_hp); }
@@ -204,7 +204,7 @@ using NorMuonOptimizer = Routed<Optimizer<NorMuonChain>, Optimizer<AdamWChain>>;
 ///   M <- b1 M + (1 - b1) G;  O = polar(sign(M));  V <- b2 V + (1 - b2) O .* O;
 ///   O <- O ./ (sqrt(V) + eps);  W <- (1 - lr wd) W - lr 0.2 sqrt(m n) O / ||O||_F
 /// sign(M) is the same for an EMA and a heavy-ball M (they differ by the factor 1 - b1), so the
-/// momentum form is no choice; V has no bias correction (the RMS match cancels it). Host memory.
+/// momentum form is no choice; V has no bias correction (the RMS match cancels it).
 using AdaMuonChain =
     Chain<Momentum<MomentumKind::EMA>, Sign, LayerDualize, ElementSecondMoment, MatchAdamWRms, DecoupledStep>;
 template <class Polar = Spectral>
@@ -213,7 +213,7 @@ auto adamuon(Hyper hp = {}, Hyper adamw_hp = {}) { return detail::spectral_hidde
 /// PolarGrad (Lau et al. 2025, arXiv 2505.21799), momentum first:
 ///   M <- b1 M + (1 - b1) G;  U H = polar decomposition of M;  W <- (1 - lr wd) W - lr tr(H) U
 /// where tr(H) = <M, U> is M's nuclear norm: the update is large where M is, so its learning
-/// rate is far below Muon's. Host memory (DualNormDualize has no device form yet).
+/// rate is far below Muon's.
 using PolarGradChain = Chain<Momentum<MomentumKind::EMA>, DualNormDualize, DecoupledStep>;
 template <class Polar = Spectral>
 auto polargrad(Hyper hp = {}, Hyper adamw_hp = {}) { return detail::spectral_hidden<PolarGradChain, Polar>(hp, adamw_hp); }
@@ -222,7 +222,7 @@ auto polargrad(Hyper hp = {}, Hyper adamw_hp = {}) { return detail::spectral_hid
 /// family, arXiv 2603.20527): Muon with each row of the momentum update scaled to unit 2-norm
 /// before Newton-Schulz,   O = polar(rownorm(M~));  W <- (1 - lr wd) W - lr s(m, n) O
 /// with M~ Muon's Nesterov-EMA update and s the shape factor `shape` (Muon's by default). The
-/// stored momentum is not normalized. Host and device memory.
+/// stored momentum is not normalized.
 using MuonEqChain = Chain<Momentum<MomentumKind::NesterovEMA>, Dualize<RowNormalize>, LayerDualize, GeometryScale,
                           ShapeScale, DecoupledStep>;
 template <class Polar = Spectral>
@@ -234,7 +234,7 @@ auto muon_eq(Hyper hp = {}, Hyper adamw_hp = {}, ShapeFactor shape = ShapeFactor
 /// Muon+ (Zhang et al. 2026, arXiv 2602.21545): Muon with a normalization after the polar
 /// factor, rows then columns (the authors' row_col mode) to unit 2-norm,
 ///   O = colnorm(rownorm(polar(M~)));  W <- (1 - lr wd) W - lr s(m, n) O
-/// s = 0.2 sqrt(max(m, n)) by default (their RMS scaling). Host and device memory.
+/// s = 0.2 sqrt(max(m, n)) by default (their RMS scaling).
 using MuonPlusChain = Chain<Momentum<MomentumKind::NesterovEMA>, LayerDualize, Dualize<RowNormalize>,
                             Dualize<ColNormalize>, GeometryScale, ShapeScale, DecoupledStep>;
 template <class Polar = Spectral>

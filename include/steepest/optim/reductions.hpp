@@ -2,9 +2,10 @@
 //
 // An elementwise transform (optim/transforms.hpp) maps each entry from that entry alone; these
 // first reduce (a row's mean square, the update's norm, a dot product, a count) and then scale.
-// They run transform by transform on the host (a static `apply`, no Elem), so a chain that holds
-// one takes the unfused path for that layer. Each states whether it is row-separable
-// (a per-row reduction is; a whole-matrix one is not).
+// They run transform by transform (a static `apply` on the host, no Elem), so a chain that holds
+// one takes the unfused path for that layer; each one's device form is in cuda/rules.cuh and
+// shares its arithmetic through the STEEPEST_HD functions here. Each states whether it is
+// row-separable (a per-row reduction is; a whole-matrix one is not).
 #pragma once
 
 #include <algorithm>
@@ -31,6 +32,14 @@ struct RowSecondMoment {
   static constexpr bool row_separable = true;
   template <class S, class Space>
   static void init(State<S, Space>& st, Index r, Index) { st.v = buffer_t<S, Space>::Zero(r, 1); }
+  /// Row r's new second moment from its old one and the row's mean square, and the divisor of
+  /// its entries: the rule both backends run (cuda/rules.cuh).
+  template <class S>
+  STEEPEST_HD static S next_moment(S v, S mean_sq, S b) {
+    return simd::flush_subnormal<S, S>(b * v + (S(1) - b) * mean_sq);
+  }
+  template <class S>
+  STEEPEST_HD static S divisor(S v, S eps) { return simd::sqrt<S>(v) + eps; }
   template <class S>
   static void apply(Ctx<S>& ctx, State<S>& st) {
     const S b = static_cast<S>(ctx.hp.beta2), eps = static_cast<S>(ctx.hp.eps);
@@ -38,8 +47,8 @@ struct RowSecondMoment {
     if (n == 0) return;
     for (Index r = 0; r < ctx.u.rows(); ++r) {
       const S mean_sq = static_cast<S>(eigen_detail::row_sumsq(ctx.u.row(r)) / double(n));
-      st.v(r, 0) = simd::flush_subnormal<S, S>(b * st.v(r, 0) + (S(1) - b) * mean_sq);
-      ctx.u.row(r) /= std::sqrt(st.v(r, 0)) + eps;
+      st.v(r, 0) = next_moment(st.v(r, 0), mean_sq, b);
+      ctx.u.row(r) /= divisor(st.v(r, 0), eps);
     }
   }
   static const char* name() { return "row-second-moment"; }
@@ -49,11 +58,13 @@ struct RowSecondMoment {
 /// learning rate): u <- 0.2 sqrt(m n) u / ||u||_F. A zero update stays zero. A whole-matrix
 /// reduction: not row-separable.
 struct MatchAdamWRms {
+  /// The RMS matched, times sqrt(m n): u's target Frobenius norm (both backends).
+  static double target_norm(Index m, Index n) { return 0.2 * std::sqrt(double(m) * double(n)); }
   template <class S>
   static void apply(Ctx<S>& ctx, NoState&) {
     const Eigen::Map<const Eigen::Matrix<S, 1, Eigen::Dynamic>> flat(ctx.u.data(), ctx.u.size());
     const double norm = std::sqrt(eigen_detail::row_sumsq(flat));
-    if (norm > 0) ctx.u *= static_cast<S>(0.2 * std::sqrt(double(ctx.u.rows()) * double(ctx.u.cols())) / norm);
+    if (norm > 0) ctx.u *= static_cast<S>(target_norm(ctx.u.rows(), ctx.u.cols()) / norm);
   }
   static const char* name() { return "match-adamw-rms"; }
 };
@@ -70,6 +81,9 @@ struct DualNormDualize {
     template <class F>
     void visit(F&&) {}
   };
+  /// It applies the layer's geometry: on device memory a layer whose geometry has no device
+  /// direction is refused at init.
+  static constexpr bool applies_geometry = true;
   template <class S, class Space>
   static void init(State<S, Space>& st, Index r, Index c) { st.before = buffer_t<S, Space>::Zero(r, c); }
   template <class S>
@@ -88,17 +102,24 @@ struct DualNormDualize {
 /// (the 1e-3 floor is the authors' own; a gradient entry of 0 drops its entry). Goes anywhere
 /// after the transform whose update it masks (C-AdamW: after Adam's moments). Whole-matrix mean.
 struct CautiousMask {
+  /// Whether an entry is kept, and the scale of the kept ones: the rule both backends run.
+  template <class S>
+  STEEPEST_HD static bool keep(S u, S g) { return u * g > S(0); }
+  STEEPEST_HD static double scale(double kept, double size) {
+    const double frac = kept / size;
+    return 1.0 / (frac > 1e-3 ? frac : 1e-3);
+  }
   template <class S>
   static void apply(Ctx<S>& ctx, NoState&) {
     Index kept = 0;
     for (Index r = 0; r < ctx.u.rows(); ++r)
       for (Index c = 0; c < ctx.u.cols(); ++c) {
         S& u = ctx.u(r, c);
-        if (u * gradient_at(ctx, r, c) > S(0)) ++kept;
+        if (keep(u, gradient_at(ctx, r, c))) ++kept;
         else u = S(0);
       }
     if (ctx.u.size() == 0) return;
-    ctx.u *= static_cast<S>(1.0 / std::max(double(kept) / double(ctx.u.size()), 1e-3));
+    ctx.u *= static_cast<S>(scale(double(kept), double(ctx.u.size())));
   }
   static const char* name() { return "cautious"; }
 };

@@ -18,6 +18,8 @@
 //   static bool fusable_at(Geometry g, std::size_t position);  // its Elem serves this layer at
 //       this position of its chain (absent: always)
 //   static bool needs_rows(FusedForm f);  // the fused pass must call begin_row for each row
+//   static constexpr bool applies_geometry = true;  // it applies the layer's geometry direction:
+//       on device memory the layer's geometry must have a device form (checked at init)
 // State buffers are `buffer_t<S, Space>` (an Eigen matrix on the host, a device array on a CUDA
 // device: optim/space.hpp), so one State layout serves both backends. `visit` lists the state's
 // buffers in a fixed order: that is what save/load and equality use. A transform with buffers
@@ -323,7 +325,12 @@ struct LionMoment {
 };
 
 /// The layer's geometry, chosen by role or per layer (runtime dispatch to the norm policy).
+/// It states `applies_geometry`: a device backend runs the handle's own device direction when
+/// the layer is staged (cuda/geometry.cuh), and builds this Elem from the factors of the
+/// geometry's fused form (elem_with_factors) when it is fused; a geometry with no device form
+/// is refused at init.
 struct LayerDualize {
+  static constexpr bool applies_geometry = true;
   template <class S>
   static void apply(Ctx<S>& ctx, NoState&) { ctx.geometry.dualize(ctx.u, ctx.ws); }
 
@@ -407,6 +414,10 @@ struct LayerDualize {
       }
     }
   };
+  /// The Elem of fused form f with factors computed elsewhere (the device executor's prepass):
+  /// per row (Row2), per column (Col2) or one in memory (Global2); null for the pointwise forms.
+  template <class S>
+  static Elem<S> elem_with_factors(FusedForm f, const S* factors) { return {mode_of(f), factors, S(1)}; }
   /// The host's factors (device factors are computed by the device executor, cuda/executor.cuh).
   template <class S>
   static Elem<S> elem(Ctx<S>& ctx, NoState&) {
