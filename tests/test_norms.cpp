@@ -51,6 +51,33 @@ TEST_CASE("identity (1): mean-normalized norms equal brute force with mean vecto
   check_brute_force<st::VectorNorm<2>>(true);
 }
 
+TEST_CASE("largest singular value (Lanczos) against an exact SVD, on the hard cases too") {
+  // value() of a spectral geometry: equal top singular values (the identity), rank 1 and 2,
+  // two top values 1e-10 apart, a column 1e-8 of the rest, 1-wide shapes, 1e+-200 scales.
+  std::mt19937 rng(11);
+  double worst = 0;
+  for (int m : {1, 2, 7, 33, 130})
+    for (int n : {1, 3, 16, 129}) {
+      std::vector<Md> cases = {gaussian(m, n, rng), Md::Identity(m, n), Md::Ones(m, n),
+                               gaussian(m, 2, rng) * gaussian(2, n, rng), gaussian(m, n, rng) * 1e-200,
+                               gaussian(m, n, rng) * 1e200};
+      Md c = gaussian(m, n, rng);
+      c.col(0) *= 1e-8;
+      cases.push_back(c);
+      if (m >= 2 && n >= 2) {
+        Md close = 1e-3 * gaussian(m, n, rng);
+        close(0, 0) += 1.0, close(1, 1) += 1.0 - 1e-10;
+        cases.push_back(close);
+      }
+      for (const Md& W : cases) {
+        const double ref = Eigen::JacobiSVD<Md>(W).singularValues()(0);
+        worst = std::max(worst, std::abs(st::largest_singular_value(W) - ref) / ref);
+      }
+    }
+  MESSAGE("largest singular value: worst relative error " << worst);
+  CHECK(worst < 1e-12);
+}
+
 TEST_CASE("2x2 spectral norm against its closed form") {
   // s_max^2 = (f + sqrt(f^2 - 4 det^2)) / 2 with f = ||W||_F^2.
   std::mt19937 rng(3);
