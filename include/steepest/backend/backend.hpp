@@ -17,6 +17,7 @@ struct EigenBackend {};
 /// Maps an argument type to its backend. Primary template: Eigen (every dense Eigen expression).
 template <class Arg, class Enable = void>
 struct backend_of {
+  /// The backend of an argument type (EigenBackend, or CudaBackend for cuda::DeviceMatrix).
   using type = EigenBackend;
 };
 
@@ -39,14 +40,18 @@ struct NormKernel {
 /// dualize makes a temporary workspace (allocates); pass one to reuse it.
 template <class Policy>
 struct KernelPolicy {
+  /// ||W|| in the policy's norm, by the kernel of W's backend.
   template <class M>
   static double value(const M& W) { return NormKernel<Policy, backend_of_t<M>>::value(W); }
+  /// ||G||_*, the dual norm, by the kernel of G's backend.
   template <class M>
   static double dual(const M& G) { return NormKernel<Policy, backend_of_t<M>>::dual(G); }
+  /// out = D(G), the steepest-descent direction, with the caller's workspace (out may alias G).
   template <class M, class O, class Ws>
   static void dualize(const M& G, const O& out, Ws& ws) {
     NormKernel<Policy, backend_of_t<M>>::dualize(G, out, ws);
   }
+  /// out = D(G) with a temporary workspace (allocates; pass one to reuse it).
   template <class M, class O>
   static void dualize(const M& G, const O& out) {
     typename Policy::template Workspace<typename M::Scalar> ws;

@@ -67,11 +67,17 @@ inline int device_count() {
 /// policies called with a DeviceMatrix dispatch to NormKernel<Policy, CudaBackend>.
 template <class S>
 struct DeviceMatrix {
+  /// The entry type.
   using Scalar = S;
+  /// First entry, row-major.
   S* data = nullptr;
-  Index m = 0, n = 0;
+  Index m = 0;  ///< Rows.
+  Index n = 0;  ///< Columns.
+  /// Rows.
   Index rows() const { return m; }
+  /// Columns.
   Index cols() const { return n; }
+  /// Entries.
   Index size() const { return m * n; }
 };
 
@@ -88,7 +94,9 @@ class Buffer {
   Buffer() = default;
   Buffer(const Buffer&) = delete;
   Buffer& operator=(const Buffer&) = delete;
+  /// Takes o's allocation.
   Buffer(Buffer&& o) noexcept : p_(o.p_), cap_(o.cap_) { o.p_ = nullptr, o.cap_ = 0; }
+  /// Swaps allocations with o.
   Buffer& operator=(Buffer&& o) noexcept {
     std::swap(p_, o.p_), std::swap(cap_, o.cap_);
     return *this;
@@ -96,6 +104,7 @@ class Buffer {
   ~Buffer() {
     if (p_) cudaFree(p_);
   }
+  /// At least `count` entries (reallocates only to grow; the contents are not kept).
   S* reserve(std::size_t count) {
     if (count > cap_) {
       if (p_) check(cudaFree(p_), "cudaFree");
@@ -105,7 +114,9 @@ class Buffer {
     }
     return p_;
   }
+  /// The allocation (null before the first reserve).
   S* get() const { return p_; }
+  /// Entries allocated.
   std::size_t capacity() const { return cap_; }
 
  private:
@@ -134,6 +145,7 @@ enum class GemmEngine { Lt, Classic };
 /// thread-safe. Everything it allocates only grows, so steady-state steps allocate nothing.
 class Context {
  public:
+  /// A context on `stream` (null: the legacy default stream) whose products use `precision`.
   explicit Context(cudaStream_t stream = nullptr, GemmPrecision precision = GemmPrecision::TF32)
       : stream_(stream), precision_(precision) {
     check(cublasCreate(&blas_), "cublasCreate");
@@ -155,6 +167,7 @@ class Context {
     cublasDestroy(blas_);
   }
 
+  /// The stream every kernel and product of this context is enqueued on.
   cudaStream_t stream() const { return stream_; }
   /// Moves the context to stream `s` (a host adapter follows its framework's current stream,
   /// which the caller may change between steps). The scratch buffers are shared by all calls, so
@@ -168,8 +181,11 @@ class Context {
     check(cublasSetStream(blas_, s), "cublasSetStream");
     stream_ = s;
   }
+  /// The cuBLAS handle, bound to stream().
   cublasHandle_t blas() const { return blas_; }
+  /// The cuBLASLt handle.
   cublasLtHandle_t lt() const { return lt_; }
+  /// The precision of the Newton-Schulz products.
   GemmPrecision precision() const { return precision_; }
   /// Changes the GEMM precision of later calls (cached plans are per precision, so none is stale).
   void set_precision(GemmPrecision p) {
@@ -177,6 +193,7 @@ class Context {
           "cublasSetMathMode");
     precision_ = p;
   }
+  /// The cuBLAS compute type that precision() selects.
   cublasComputeType_t compute_type() const {
     return precision_ == GemmPrecision::FP32   ? CUBLAS_COMPUTE_32F
            : precision_ == GemmPrecision::TF32 ? CUBLAS_COMPUTE_32F_FAST_TF32
@@ -190,20 +207,27 @@ class Context {
   /// mode, so with BF16 the Gram product is TF32. steepest_cuda_bench measures both.
   GramProduct gram = GramProduct::Gemm;
 
-  Buffer<float> scratch_f32[4];   // Newton-Schulz ping-pong and Gram buffers, reductions
-  Buffer<double> scratch_f64[1];  // norm accumulators
-  Buffer<int> scratch_flag;       // the optimizer step's non-finite check
-  Buffer<unsigned char> lt_workspace;  // cuBLASLt workspace (kLtWorkspaceBytes, allocated once)
-  static constexpr std::size_t kLtWorkspaceBytes = std::size_t(32) << 20;  // NVIDIA's advice for Hopper
+  Buffer<float> scratch_f32[4];   ///< Newton-Schulz ping-pong and Gram buffers, reductions
+  Buffer<double> scratch_f64[1];  ///< norm accumulators
+  Buffer<int> scratch_flag;       ///< the optimizer step's non-finite check
+  Buffer<unsigned char> lt_workspace;  ///< cuBLASLt workspace (kLtWorkspaceBytes, allocated once)
+  static constexpr std::size_t kLtWorkspaceBytes = std::size_t(32) << 20;  ///< NVIDIA's advice for Hopper
 
   /// A cached cuBLASLt plan: the operation and layout descriptors of one GEMM shape and the
   /// algorithm the heuristic chose for it (usable = false: no algorithm, use Classic).
   struct LtPlan {
+    /// The shape and options this plan was made for.
     long long key[16] = {};
+    /// The matmul descriptor.
     cublasLtMatmulDesc_t op = nullptr;
-    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatrixLayout_t a = nullptr;  ///< A's layout.
+    cublasLtMatrixLayout_t b = nullptr;  ///< B's layout.
+    cublasLtMatrixLayout_t c = nullptr;  ///< C's and D's layout.
+    /// The algorithm cuBLASLt's heuristic chose.
     cublasLtMatmulAlgo_t algo{};
+    /// False when cuBLASLt offered no algorithm (the classic cuBLAS call is used).
     bool usable = false;
+    /// Destroys the descriptors.
     void release() {
       if (a) cublasLtMatrixLayoutDestroy(a);
       if (b) cublasLtMatrixLayoutDestroy(b);
@@ -212,7 +236,7 @@ class Context {
       a = b = c = nullptr, op = nullptr;
     }
   };
-  std::vector<LtPlan> plans;  // a handful per model (Newton-Schulz uses three shapes per group)
+  std::vector<LtPlan> plans;  ///< a handful per model (Newton-Schulz uses three shapes per group)
 
  private:
   cudaStream_t stream_;
@@ -227,8 +251,10 @@ class Context {
 /// Tag of the CUDA backend.
 struct CudaBackend {};
 
+/// CUDA device views dispatch to the CUDA kernels.
 template <class S>
 struct backend_of<cuda::DeviceMatrix<S>> {
+  /// CudaBackend.
   using type = CudaBackend;
 };
 

@@ -298,16 +298,22 @@ const device_word_t<G>* device_words(const G* p) {
 /// CUDA device memory as a memory space (optim/space.hpp); `ctx` is the stream and cuBLAS
 /// context every step of a parameter set in this space is enqueued on.
 struct Device {
+  /// The stream, handles and scratch every step in this space is enqueued on.
   Context* ctx = nullptr;
 
+  /// A state buffer: an owning device array.
   template <class S>
   using buffer = DeviceArray<S>;
+  /// A layer's weights: a device view with a row stride.
   template <class S>
   using view = LayerView<S>;
+  /// A layer's workspace: the Context.
   template <class S>
   using workspace = Context;
+  /// The executor's scratch, kept in the optimizer state.
   template <class S>
   using scratch = StepScratch<S>;
+  /// "cuda", as checkpoints and messages name the space.
   static const char* name() { return "cuda"; }
 
   // ---- the entry points optim/optimizer.hpp calls ------------------------------------------

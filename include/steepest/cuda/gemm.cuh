@@ -23,20 +23,24 @@ namespace cuda {
 
 /// One strided-batched GEMM description (column-major, as cuBLAS sees the data).
 struct GemmArgs {
-  cublasOperation_t ta = CUBLAS_OP_N, tb = CUBLAS_OP_N;
-  int M = 0, N = 0, K = 0;  // op(A) is M x K, op(B) is K x N, C and D are M x N
-  float alpha = 1.0f, beta = 0.0f;
-  const float* A = nullptr;
-  int lda = 0;
-  long long sA = 0;  // batch strides in elements
-  const float* B = nullptr;
-  int ldb = 0;
-  long long sB = 0;
-  const float* C = nullptr;  // read only when beta != 0; may equal D
-  float* D = nullptr;
-  int ldc = 0;  // C and D share one layout
-  long long sC = 0;
-  int batch = 1;
+  cublasOperation_t ta = CUBLAS_OP_N;  ///< op(A): A or its transpose.
+  cublasOperation_t tb = CUBLAS_OP_N;  ///< op(B): B or its transpose.
+  int M = 0;  ///< op(A) is M x K; C and D are M x N.
+  int N = 0;  ///< op(B) is K x N.
+  int K = 0;  ///< The inner dimension.
+  float alpha = 1.0f;  ///< D = alpha op(A) op(B) + beta C.
+  float beta = 0.0f;   ///< D = alpha op(A) op(B) + beta C.
+  const float* A = nullptr;  ///< A.
+  int lda = 0;               ///< A's leading dimension.
+  long long sA = 0;          ///< A's batch stride, in elements.
+  const float* B = nullptr;  ///< B.
+  int ldb = 0;               ///< B's leading dimension.
+  long long sB = 0;          ///< B's batch stride, in elements.
+  const float* C = nullptr;  ///< Read only when beta != 0; may equal D.
+  float* D = nullptr;        ///< The output.
+  int ldc = 0;               ///< C's and D's leading dimension (one layout).
+  long long sC = 0;          ///< C's and D's batch stride, in elements.
+  int batch = 1;             ///< Matrices in the batch.
 };
 
 namespace detail {

@@ -24,7 +24,9 @@ namespace cuda {
 /// matrices stored back to back (a group of layers of one shape and geometry, so a batched
 /// kernel serves them in one launch), enqueued on cx.stream().
 struct Direction {
+  /// What the direction is, for messages.
   const char* name;
+  /// u <- D(u) for `count` m x n matrices back to back, enqueued on cx.stream().
   void (*apply)(Geometry g, float* u, Index count, Index m, Index n, Context& cx);
 };
 

@@ -136,8 +136,10 @@ void newton_schulz(const DeviceMatrix<float>& G, const DeviceMatrix<float>& out,
 
 }  // namespace cuda
 
+/// Newton-Schulz on the device: batched cuBLAS(Lt) products, the same schedule as the host.
 template <class Schedule, int Steps, class Products>
 struct NormKernel<SpectralNorm<NewtonSchulz<Schedule, Steps, Products>>, CudaBackend> {
+  /// out = D(G), the steepest-descent direction (out may alias G).
   template <class Ws>
   static void dualize(const cuda::DeviceMatrix<float>& G, const cuda::DeviceMatrix<float>& out, Ws& ctx) {
     static_assert(std::is_same_v<std::decay_t<Ws>, cuda::Context>,

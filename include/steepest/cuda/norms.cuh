@@ -86,15 +86,18 @@ struct OwnContext {
 }  // namespace cuda
 
 // ---- 1 -> inf (sign) and 2 -> inf (row normalization) ----------------------------------------
+/// Sign (p = 1) and row 2-normalization (p = 2) on the device.
 template <int P>
 struct NormKernel<RowNorm<P>, CudaBackend> : cuda::detail::OwnContext<NormKernel<RowNorm<P>, CudaBackend>> {
   static_assert(P == 1 || P == 2, "steepest: the CUDA backend implements RowNorm<1> and RowNorm<2>");
   // ||W||_{p->inf} = max_i ||W_i||_{p*}: p = 1 -> max |w_ij|, p = 2 -> max row 2-norm.
+  /// ||W|| in this norm (a host double).
   template <class S>
   static double value(const cuda::DeviceMatrix<S>& W, cuda::Context& ctx) {
     if (W.size() == 0) return 0.0;
     return cuda::detail::max_of(cuda::detail::vector_norms(W, P == 1 ? 0 : 2, false, ctx));
   }
+  /// ||G||_*, the dual norm.
   template <class S>
   static double dual(const cuda::DeviceMatrix<S>& G, cuda::Context& ctx) {
     if (G.size() == 0) return 0.0;
@@ -102,6 +105,7 @@ struct NormKernel<RowNorm<P>, CudaBackend> : cuda::detail::OwnContext<NormKernel
   }
   using cuda::detail::OwnContext<NormKernel>::value;
   using cuda::detail::OwnContext<NormKernel>::dual;
+  /// out = D(G), the steepest-descent direction (out may alias G).
   template <class S, class Ws>
   static void dualize(const cuda::DeviceMatrix<S>& G, const cuda::DeviceMatrix<S>& out, Ws& ctx) {
     static_assert(cuda::detail::is_context_v<Ws>,
@@ -120,14 +124,17 @@ struct NormKernel<RowNorm<P>, CudaBackend> : cuda::detail::OwnContext<NormKernel
 };
 
 // ---- 1 -> 2 (column normalization) ------------------------------------------------------------
+/// Column 2-normalization on the device.
 template <int Q>
 struct NormKernel<ColNorm<Q>, CudaBackend> : cuda::detail::OwnContext<NormKernel<ColNorm<Q>, CudaBackend>> {
   static_assert(Q == 2, "steepest: the CUDA backend implements ColNorm<2>");
+  /// ||W|| in this norm (a host double).
   template <class S>
   static double value(const cuda::DeviceMatrix<S>& W, cuda::Context& ctx) {
     if (W.size() == 0) return 0.0;
     return cuda::detail::max_of(cuda::detail::vector_norms(W, 2, true, ctx));
   }
+  /// ||G||_*, the dual norm.
   template <class S>
   static double dual(const cuda::DeviceMatrix<S>& G, cuda::Context& ctx) {
     if (G.size() == 0) return 0.0;
@@ -151,10 +158,12 @@ struct NormKernel<ColNorm<Q>, CudaBackend> : cuda::detail::OwnContext<NormKernel
 };
 
 // ---- a whole tensor as one l2 vector (biases, gains) ------------------------------------------
+/// A whole tensor as one 2-norm vector on the device.
 template <int Q>
 struct NormKernel<VectorNorm<Q>, CudaBackend>
     : cuda::detail::OwnContext<NormKernel<VectorNorm<Q>, CudaBackend>> {
   static_assert(Q == 2, "steepest: the CUDA backend implements VectorNorm<2>");
+  /// ||A||_2 of the whole array (synchronizes).
   template <class S>
   static double norm(const cuda::DeviceMatrix<S>& A, cuda::Context& ctx) {
     if (A.size() == 0) return 0.0;
@@ -162,12 +171,15 @@ struct NormKernel<VectorNorm<Q>, CudaBackend>
     cuda::enqueue_sumsq(A.data, A.size(), acc, ctx.stream());
     return std::sqrt(double(cuda::detail::to_host(acc, 1, ctx)[0]));
   }
+  /// ||W|| in this norm (a host double).
   template <class S>
   static double value(const cuda::DeviceMatrix<S>& W, cuda::Context& ctx) { return norm(W, ctx); }
+  /// ||G||_*, the dual norm.
   template <class S>
   static double dual(const cuda::DeviceMatrix<S>& G, cuda::Context& ctx) { return norm(G, ctx); }
   using cuda::detail::OwnContext<NormKernel>::value;
   using cuda::detail::OwnContext<NormKernel>::dual;
+  /// out = D(G), the steepest-descent direction (out may alias G).
   template <class S, class Ws>
   static void dualize(const cuda::DeviceMatrix<S>& G, const cuda::DeviceMatrix<S>& out, Ws& ctx) {
     static_assert(cuda::detail::is_context_v<Ws>,

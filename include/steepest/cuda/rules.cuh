@@ -112,8 +112,10 @@ __global__ void cautious_apply(float* u, const In* __restrict__ g, Index rows, I
 
 }  // namespace kernels
 
+/// RowSecondMoment on the device: one block per row reduces, updates v_r and divides.
 template <>
 struct DeviceRule<RowSecondMoment> {
+  /// Runs the rule over a group of layers (see DeviceRule).
   template <class S, class In, class StateOf>
   static void run(std::vector<detail::LayerJob<S, In>>& jobs, Index m, Index n, const Hyper& hp, StateOf state_of,
                   Context& cx) {
@@ -126,6 +128,7 @@ struct DeviceRule<RowSecondMoment> {
   }
 };
 
+/// MatchAdamWRms on the device: batched sums of squares, then the scale.
 template <>
 struct DeviceRule<MatchAdamWRms> {
   /// Each layer's sum of squares, then u scaled by target / ||u||_F: two batched launches.
@@ -148,6 +151,7 @@ struct DeviceRule<MatchAdamWRms> {
   }
 };
 
+/// DualNormDualize on the device: the update kept, the direction, <before, D(u)>, the scale.
 template <>
 struct DeviceRule<DualNormDualize> {
   /// Each update kept, the group's direction (one batched call), then <before, D(u)> per layer
@@ -176,6 +180,7 @@ struct DeviceRule<DualNormDualize> {
   }
 };
 
+/// CautiousMask on the device: the kept entries counted against the raw gradient, then masked.
 template <>
 struct DeviceRule<CautiousMask> {
   /// Per layer: the entries kept, counted against the raw gradient; then the mask and scale.

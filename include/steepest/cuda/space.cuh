@@ -22,6 +22,7 @@ namespace cuda {
 template <class S>
 class DeviceArray {
  public:
+  /// The entry type.
   using Scalar = S;
   DeviceArray() = default;
   /// rows x cols zeros (allocates and clears; synchronizes the device).
@@ -34,6 +35,7 @@ class DeviceArray {
     }
     return a;
   }
+  /// A deep copy (synchronizes the device).
   DeviceArray(const DeviceArray& o) {
     allocate(o.r_, o.c_);
     if (size()) {
@@ -41,6 +43,7 @@ class DeviceArray {
       check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (state copy)");
     }
   }
+  /// A deep copy (synchronizes the device).
   DeviceArray& operator=(const DeviceArray& o) {
     if (this != &o) {
       DeviceArray t(o);
@@ -48,7 +51,9 @@ class DeviceArray {
     }
     return *this;
   }
+  /// Takes o's allocation.
   DeviceArray(DeviceArray&& o) noexcept { swap(o); }
+  /// Swaps allocations with o.
   DeviceArray& operator=(DeviceArray&& o) noexcept {
     swap(o);
     return *this;
@@ -56,10 +61,15 @@ class DeviceArray {
   ~DeviceArray() {
     if (p_) cudaFree(p_);
   }
+  /// Rows.
   Index rows() const { return r_; }
+  /// Columns.
   Index cols() const { return c_; }
+  /// Entries.
   Index size() const { return r_ * c_; }
+  /// The device pointer.
   S* data() { return p_; }
+  /// The device pointer.
   const S* data() const { return p_; }
   /// Exchanges the two arrays' memory (no copy; what load() commits with, as Eigen's swap).
   void swap(DeviceArray& o) noexcept {
@@ -99,10 +109,15 @@ void copy_from_host(DeviceArray<S>& b, Index first, Index count, const void* src
 /// block (strided layers are gathered into scratch first: the Elem kernels index it flat).
 template <class S>
 struct LayerView {
+  /// First entry of the layer (device memory).
   S* ptr = nullptr;
-  Index r = 0, c = 0;
+  Index r = 0;  ///< Rows.
+  Index c = 0;  ///< Columns.
+  /// First entry.
   S* data() const { return ptr; }
+  /// Rows.
   Index rows() const { return r; }
+  /// Columns.
   Index cols() const { return c; }
 };
 
@@ -115,9 +130,13 @@ struct StepScratch {
   Buffer<float> factors;  ///< row / column / global factors of a fused geometry
   DeviceArray<S> none;    ///< what Ctx::u names on a device (device transforms use their Elem)
   StepScratch() = default;
+  /// A copy starts empty: scratch is not state.
   StepScratch(const StepScratch&) {}
+  /// Keeps this scratch: scratch is not state.
   StepScratch& operator=(const StepScratch&) { return *this; }
+  /// Takes the buffers.
   StepScratch(StepScratch&&) = default;
+  /// Takes the buffers.
   StepScratch& operator=(StepScratch&&) = default;
 };
 

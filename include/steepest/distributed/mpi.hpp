@@ -46,8 +46,9 @@ namespace steepest::dist {
 /// completed after that long throws (see the file comment); 0 waits.
 class MpiCommunicator {
  public:
-  using space_type = Host;  // host buffers (MPI here is not assumed to be CUDA-aware)
+  using space_type = Host;  ///< host buffers (MPI here is not assumed to be CUDA-aware)
 
+  /// Ranks of `comm`; a collective that takes longer than timeout_seconds (0: no limit) throws communication_error.
   explicit MpiCommunicator(MPI_Comm comm = MPI_COMM_WORLD, double timeout_seconds = 0.0)
       : comm_(comm), timeout_(detail::checked_timeout(timeout_seconds, "MpiCommunicator")) {
     int initialized = 0;
@@ -67,11 +68,16 @@ class MpiCommunicator {
       MPI_Test(&pending_, &done, MPI_STATUS_IGNORE);
     }
   }
+  /// This process's rank.
   int rank() const { return rank_; }
+  /// Ranks in the communicator.
   int size() const { return size_; }
+  /// The MPI communicator.
   MPI_Comm comm() const { return comm_; }
+  /// The collective timeout (0: none).
   double timeout_seconds() const { return timeout_; }
 
+  /// all = the ranks' `mine` concatenated (rank r's counts[r] entries at displs[r]).
   template <class S>
   void allgatherv(const S* mine, S* all, const std::vector<long long>& counts, const std::vector<long long>& displs) {
     const std::vector<int> c = ints(counts, "allgatherv"), d = ints(displs, "allgatherv");
@@ -79,12 +85,14 @@ class MpiCommunicator {
     run("MPI_Allgatherv", [&] { return MPI_Allgatherv(mine, n, type<S>(), all, c.data(), d.data(), type<S>(), comm_); },
         [&](MPI_Request* r) { return MPI_Iallgatherv(mine, n, type<S>(), all, c.data(), d.data(), type<S>(), comm_, r); });
   }
+  /// mine = rank r's part (counts[r] entries) of the sum over ranks of `all`.
   template <class S>
   void reduce_scatter(const S* all, S* mine, const std::vector<long long>& counts) {
     const std::vector<int> c = ints(counts, "reduce_scatter");
     run("MPI_Reduce_scatter", [&] { return MPI_Reduce_scatter(all, mine, c.data(), type<S>(), MPI_SUM, comm_); },
         [&](MPI_Request* r) { return MPI_Ireduce_scatter(all, mine, c.data(), type<S>(), MPI_SUM, comm_, r); });
   }
+  /// The smallest v over ranks.
   long long min(long long v) {
     // Through members, which outlive a collective that a timeout abandons.
     scalar_in_ = v, scalar_out_ = v;
@@ -92,6 +100,7 @@ class MpiCommunicator {
         [&](MPI_Request* r) { return MPI_Iallreduce(&scalar_in_, &scalar_out_, 1, MPI_LONG_LONG, MPI_MIN, comm_, r); });
     return scalar_out_;
   }
+  /// `bytes` of rank `root`, on every rank.
   void broadcast(std::string& bytes, int root) {
     scalar_out_ = static_cast<long long>(bytes.size());
     run("MPI_Bcast (size)", [&] { return MPI_Bcast(&scalar_out_, 1, MPI_LONG_LONG, root, comm_); },
@@ -106,6 +115,7 @@ class MpiCommunicator {
           [&](MPI_Request* r) { return MPI_Ibcast(p, piece, MPI_BYTE, root, comm_, r); });
     }
   }
+  /// Every rank's `mine` on rank `root` (empty elsewhere).
   std::vector<std::string> gather(const std::string& mine, int root) {
     const int n = int_count(static_cast<long long>(mine.size()), "gather");
     std::vector<int> sizes(std::size_t(size_), 0), displs(std::size_t(size_), 0);

@@ -70,19 +70,25 @@ __global__ void scale_rows(S* p, Index stride, Index rows, Index cols, S s) {
 /// The communicator over an NCCL communicator (not owned), on the stream of `ctx`.
 class NcclCommunicator {
  public:
-  using space_type = cuda::Device;  // device buffers
+  using space_type = cuda::Device;  ///< device buffers
 
+  /// Ranks of `comm`, on ctx's stream; a collective that takes longer than timeout_seconds (0: no limit) aborts the communicator and throws communication_error.
   NcclCommunicator(ncclComm_t comm, cuda::Context& ctx, double timeout_seconds = 0.0)
       : comm_(comm), ctx_(&ctx), timeout_(detail::checked_timeout(timeout_seconds, "NcclCommunicator")) {
     if (comm == nullptr) throw communication_error("steepest::dist::NcclCommunicator: null ncclComm_t");
     detail::nccl_check(ncclCommUserRank(comm_, &rank_), "ncclCommUserRank", -1);
     detail::nccl_check(ncclCommCount(comm_, &size_), "ncclCommCount", rank_);
   }
+  /// This process's rank.
   int rank() const { return rank_; }
+  /// Ranks in the communicator.
   int size() const { return size_; }
+  /// The NCCL communicator.
   ncclComm_t comm() const { return comm_; }
+  /// The stream collectives are enqueued on.
   cudaStream_t stream() const { return ctx_->stream(); }
 
+  /// all = the ranks' `mine` concatenated (rank r's counts[r] entries at displs[r]).
   template <class S>
   void allgatherv(const S* mine, S* all, const std::vector<long long>& counts, const std::vector<long long>& displs) {
     group([&] {
@@ -96,6 +102,7 @@ class NcclCommunicator {
       }
     });
   }
+  /// mine = rank r's part (counts[r] entries) of the sum over ranks of `all`.
   template <class S>
   void reduce_scatter(const S* all, S* mine, const std::vector<long long>& counts) {
     group([&] {
@@ -109,6 +116,7 @@ class NcclCommunicator {
       }
     });
   }
+  /// The smallest v over ranks.
   long long min(long long v) {
     long long* d = scratch_i64_.reserve(1);
     cuda::check(cudaMemcpyAsync(d, &v, sizeof v, cudaMemcpyHostToDevice, stream()), "cudaMemcpyAsync (min)");
@@ -118,6 +126,7 @@ class NcclCommunicator {
     sync("cudaStreamSynchronize (min)");
     return out;
   }
+  /// `bytes` of rank `root`, on every rank.
   void broadcast(std::string& bytes, int root) {
     long long n = (long long)bytes.size();
     long long* d = scratch_i64_.reserve(1);
@@ -135,6 +144,7 @@ class NcclCommunicator {
                 "cudaMemcpyAsync (broadcast)");
     sync("cudaStreamSynchronize (broadcast)");
   }
+  /// Every rank's `mine` on rank `root` (empty elsewhere).
   std::vector<std::string> gather(const std::string& mine, int root) {
     // Every rank's size, by an all-gather of one int64 each.
     long long* sizes_d = scratch_i64_.reserve(std::size_t(size_) + 1);
@@ -240,11 +250,15 @@ class NcclCommunicator {
 /// the single-process save and load do (cuda/space.cuh).
 template <>
 struct ShardSpace<cuda::Device> {
+  /// A device packing buffer that grows once.
   template <class S>
   struct Flat {
+    /// The allocation.
     cuda::Buffer<S> b;
+    /// At least n entries.
     S* reserve(std::size_t n) { return b.reserve(n); }
   };
+  /// dst = scale * src, rows x cols with row strides, on the context's stream.
   template <class S>
   static void copy_rows(const cuda::Device& d, S* dst, Index dst_stride, const S* src, Index src_stride, Index rows,
                         Index cols, S scale = S(1)) {
@@ -260,6 +274,7 @@ struct ShardSpace<cuda::Device> {
       cuda::check_launch("scale_rows (step_reduce)");
     }
   }
+  /// dst = src, count entries (device to device).
   template <class S>
   static void copy(S* dst, const S* src, std::size_t count) {
     if (count == 0) return;
@@ -267,12 +282,14 @@ struct ShardSpace<cuda::Device> {
     cuda::check(cudaMemcpy(dst, src, sizeof(S) * count, cudaMemcpyDeviceToDevice), "cudaMemcpy (sharded state)");
     cuda::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (sharded state)");
   }
+  /// Device to host.
   template <class S>
   static void to_host(const S* src, std::size_t count, void* dst) {
     if (count == 0) return;
     cuda::check(cudaDeviceSynchronize(), "cudaDeviceSynchronize (saving sharded state)");
     cuda::check(cudaMemcpy(dst, src, sizeof(S) * count, cudaMemcpyDeviceToHost), "cudaMemcpy (saving sharded state)");
   }
+  /// Host to device.
   template <class S>
   static void from_host(S* dst, std::size_t count, const void* src) {
     if (count == 0) return;

@@ -77,12 +77,17 @@ struct chain_row_separable<Chain<Ts...>> : std::bool_constant<(row_separable<Ts>
 
 /// How one layer is shared out (see the file comment).
 struct LayerPlan {
+  /// Split by rows across ranks (else stepped whole by `owner`).
   bool by_rows = false;
   int owner = 0;              ///< Owner plans: the rank that steps the layer
   std::vector<Index> bounds;  ///< Rows plans: rank r steps rows [bounds[r], bounds[r + 1])
-  Index rows = 0, cols = 0;
+  Index rows = 0;  ///< The layer's rows.
+  Index cols = 0;  ///< The layer's columns.
+  /// The layer's name.
   std::string name;
+  /// First row rank r steps.
   Index begin(int r) const { return by_rows ? bounds[std::size_t(r)] : 0; }
+  /// One past the last row rank r steps.
   Index end(int r) const { return by_rows ? bounds[std::size_t(r) + 1] : (r == owner ? rows : 0); }
 };
 
@@ -174,12 +179,15 @@ struct ShardSpace {
                 "include <steepest/distributed/nccl.cuh> for cuda::Device)");
 };
 
+/// Host memory: packing buffers are vectors, copies are memcpy.
 template <>
 struct ShardSpace<Host> {
   /// A flat buffer that only grows (the packing buffers).
   template <class S>
   struct Flat {
+    /// The storage.
     std::vector<S> v;
+    /// At least n entries.
     S* reserve(std::size_t n) {
       if (v.size() < n) v.resize(n);
       return v.data();
@@ -201,14 +209,17 @@ struct ShardSpace<Host> {
       else for (Index c = 0; c < cols; ++c) d[c] = r[c] * scale;
     }
   }
+  /// dst = src, count entries.
   template <class S>
   static void copy(S* dst, const S* src, std::size_t count) {
     if (count) std::memcpy(dst, src, sizeof(S) * count);
   }
+  /// To host memory (a copy here).
   template <class S>
   static void to_host(const S* src, std::size_t count, void* dst) {
     if (count) std::memcpy(dst, src, sizeof(S) * count);
   }
+  /// From host memory (a copy here).
   template <class S>
   static void from_host(S* dst, std::size_t count, const void* src) {
     if (count) std::memcpy(dst, src, sizeof(S) * count);
@@ -335,9 +346,12 @@ struct ShardedState {
   std::vector<LayerPlan> plans;      ///< every layer's plan (the same on every rank)
   std::vector<const S*> bound;       ///< the model's layer pointers `params` views
   std::vector<std::vector<detail::Piece>> pieces;  ///< every rank's pieces
-  std::vector<long long> counts, displs;           ///< entries per rank, and their offsets
-  typename ShardSpace<Space>::template Flat<S> send, recv;  ///< packing buffers (grow once)
+  std::vector<long long> counts;  ///< entries per rank, and their offsets
+  std::vector<long long> displs;  ///< entries per rank, and their offsets
+  typename ShardSpace<Space>::template Flat<S> send;  ///< packing buffers (grow once)
+  typename ShardSpace<Space>::template Flat<S> recv;  ///< packing buffers (grow once)
   std::vector<buffer_t<S, Space>> summed;          ///< step_reduce's summed gradients (this rank's rows)
+  /// Steps taken.
   long long step() const { return local.step; }
 };
 
@@ -348,19 +362,25 @@ class Sharded {
  public:
   /// Where the parameters, gradients and state live: the communicator's buffers' space.
   using space_type = comm_space_t<Comm>;
+  /// The state of a sharded step: this rank's state and its exchange buffers.
   template <class S>
   using State = ShardedState<S, space_type, typename Opt::template State<S, space_type>>;
+  /// The parameter set type.
   template <class S>
   using Params = ParamSet<S, space_type>;
+  /// The gradient set type.
   template <class S>
   using Grads = Gradients<S, space_type>;
 
+  /// Steps with `opt`, each rank its share, exchanging through `comm`.
   Sharded(Opt opt, Comm& comm) : opt_(std::move(opt)), local_opt_(opt_), comm_(&comm) {
     // The ranks agree on non-finite gradients before anyone steps (see the file comment).
     local_opt_.non_finite_policy() = NonFinitePolicy::Unchecked;
   }
 
+  /// The optimizer.
   const Opt& optimizer() const { return opt_; }
+  /// The communicator.
   Comm& communicator() { return *comm_; }
 
   /// This rank's state for `params` (the whole model, the same shapes on every rank).

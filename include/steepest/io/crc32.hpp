@@ -38,6 +38,7 @@ inline constexpr CrcTables kCrcTables = make_crc_tables();
 /// Running CRC-32: feed bytes with update(), read value() at any point.
 class Crc32 {
  public:
+  /// Adds n bytes.
   void update(const void* data, std::size_t n) {
     const auto& t = detail::kCrcTables;
     const unsigned char* p = static_cast<const unsigned char*>(data);
@@ -53,6 +54,7 @@ class Crc32 {
     for (; n > 0; --n, ++p) c = (c >> 8) ^ t[0][(c ^ *p) & 0xFFu];
     state_ = c;
   }
+  /// The CRC-32 of the bytes so far.
   std::uint32_t value() const { return state_ ^ 0xFFFFFFFFu; }
 
  private:

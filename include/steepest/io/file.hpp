@@ -56,6 +56,7 @@ inline std::string directory_of(const std::string& path) {
 /// Writes a file through "<path>.tmp" and moves it into place durably (see the file comment).
 class DurableWriter {
  public:
+  /// Writes `path` atomically: to `path`.tmp, then fsync and rename at commit().
   explicit DurableWriter(std::string path) : path_(std::move(path)), tmp_(path_ + ".tmp") {
     struct stat old;
     const bool replacing = ::lstat(path_.c_str(), &old) == 0;
@@ -86,6 +87,7 @@ class DurableWriter {
     }
   }
 
+  /// Appends n bytes.
   void write(const void* data, std::size_t n) {
     const char* p = static_cast<const char*>(data);
     while (n > 0) {
@@ -109,6 +111,7 @@ class DurableWriter {
       offset += std::uint64_t(w);
     }
   }
+  /// Bytes written so far.
   std::uint64_t written() const { return written_; }
 
   /// fsync, close, rename over the target, fsync the directory.
@@ -152,6 +155,7 @@ class DurableWriter {
 /// A regular file opened for reading, with its size known before the first read.
 class InputFile {
  public:
+  /// Opens a regular file for reading (refuses FIFOs, devices and directories).
   explicit InputFile(const std::string& path) : path_(path) {
     fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // O_NONBLOCK: a FIFO must not hang open()
     if (fd_ < 0) throw state_file_error("cannot open state file '" + path + "': " + detail::errno_text());
@@ -171,8 +175,11 @@ class InputFile {
   InputFile& operator=(const InputFile&) = delete;
   ~InputFile() { ::close(fd_); }
 
+  /// The file's size in bytes.
   std::uint64_t size() const { return size_; }
+  /// Bytes read so far.
   std::uint64_t position() const { return pos_; }
+  /// The path, for messages.
   const std::string& path() const { return path_; }
 
   /// Reads exactly n bytes at the current position; a short file throws ("truncated").
@@ -198,11 +205,14 @@ class InputFile {
 /// The same writing interface into memory (a checkpoint inside another archive).
 class MemoryWriter {
  public:
+  /// Appends n bytes.
   void write(const void* data, std::size_t n) { bytes_.append(static_cast<const char*>(data), n); }
+  /// Overwrites n bytes at offset.
   void write_at(std::uint64_t offset, const void* data, std::size_t n) {
     if (offset > bytes_.size() || n > bytes_.size() - offset) throw state_file_error("MemoryWriter: write past the end");
     std::memcpy(&bytes_[std::size_t(offset)], data, n);
   }
+  /// The bytes written (moved out).
   std::string take() { return std::move(bytes_); }
 
  private:
@@ -212,10 +222,15 @@ class MemoryWriter {
 /// The same reading interface over bytes in memory; `name` stands for the path in messages.
 class MemoryReader {
  public:
+  /// Reads `bytes`; `name` stands for the path in messages.
   MemoryReader(std::string_view bytes, std::string name) : bytes_(bytes), name_(std::move(name)) {}
+  /// Size in bytes.
   std::uint64_t size() const { return bytes_.size(); }
+  /// Bytes read so far.
   std::uint64_t position() const { return pos_; }
+  /// The name given, for messages.
   const std::string& path() const { return name_; }
+  /// Reads n bytes; throws at the end.
   void read(void* data, std::size_t n) {
     if (n > bytes_.size() - pos_) throw state_file_error("state file '" + name_ + "': truncated");
     if (n) std::memcpy(data, bytes_.data() + pos_, n);

@@ -53,14 +53,20 @@ const char* dtype_name() {
 
 /// One tensor of a file: name, dtype, shape and byte count, in the order the bytes follow.
 struct Entry {
+  /// The tensor's key.
   std::string name;
+  /// Its safetensors dtype ("F32", "BF16", ...).
   const char* dtype;
-  std::uint64_t rows, cols, bytes;
+  std::uint64_t rows;  ///< Shape and size in bytes.
+  std::uint64_t cols;  ///< Shape and size in bytes.
+  std::uint64_t bytes;  ///< Shape and size in bytes.
 };
 
 /// A header to write: its text (padded) and where the 8 digits of its "crc32" field start.
 struct Header {
+  /// The JSON header.
   std::string text;
+  /// Where the CRC's digits start in text.
   std::size_t crc_at;
 };
 
@@ -89,6 +95,7 @@ inline Header make_header(const std::string& metadata, const std::vector<Entry>&
 template <class Sink>
 class Writer {
  public:
+  /// Writes `header` to `out`; the tensors' bytes follow through write().
   Writer(Sink& out, Header header) : out_(out), header_(std::move(header)) {
     const std::uint64_t n = header_.text.size();
     unsigned char len[8];
@@ -96,6 +103,7 @@ class Writer {
     write(len, 8);
     write(header_.text.data(), header_.text.size());
   }
+  /// Appends n bytes of tensor data.
   void write(const void* data, std::size_t n) {
     out_.write(data, n);
     crc_.update(data, n);
@@ -115,8 +123,11 @@ class Writer {
 
 /// A header as read: its text, its parsed JSON (an object) and its "__metadata__" object.
 struct ReadHeader {
+  /// The header's JSON text.
   std::string text;
+  /// It, parsed.
   json::Value root;
+  /// Its __metadata__ object (null when absent).
   const json::Value* metadata = nullptr;
 };
 

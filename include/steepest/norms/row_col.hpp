@@ -25,12 +25,17 @@ namespace steepest {
 template <int P>
 struct RowNorm : KernelPolicy<RowNorm<P>> {
   static_assert(P >= 1, "steepest::RowNorm<P>: P must be an integer >= 1 or steepest::Inf");
+  /// The operator norm is p -> q: this is p.
   static constexpr double p = exponent_value(P);
+  /// The operator norm is p -> q: this is q.
   static constexpr double q = std::numeric_limits<double>::infinity();
+  /// Scratch reused across calls (the workspace argument of dualize).
   template <class Scalar>
   using Workspace = eigen_detail::VectorwiseWorkspace<Scalar>;
 
+  /// The policy's name, as Geometry::name() reports it.
   static std::string name() { return exponent_name(p) + "->inf"; }
+  /// The plain (not mean-normalized) policy has scale 1.
   static double scale(Index, Index) { return 1.0; }
   /// s(m, n) = n^{-1/p} m^{1/q} = n^{-1/P}: the factor MeanNormalized<RowNorm<P>> applies.
   static double mean_normalized_scale(Index m, Index n) {
@@ -44,12 +49,17 @@ struct RowNorm : KernelPolicy<RowNorm<P>> {
 template <int Q>
 struct ColNorm : KernelPolicy<ColNorm<Q>> {
   static_assert(Q >= 1, "steepest::ColNorm<Q>: Q must be an integer >= 1 or steepest::Inf");
+  /// The operator norm is p -> q: this is p.
   static constexpr double p = 1.0;
+  /// The operator norm is p -> q: this is q.
   static constexpr double q = exponent_value(Q);
+  /// Scratch reused across calls (the workspace argument of dualize).
   template <class Scalar>
   using Workspace = eigen_detail::VectorwiseWorkspace<Scalar>;
 
+  /// The policy's name, as Geometry::name() reports it.
   static std::string name() { return "1->" + exponent_name(q); }
+  /// The plain (not mean-normalized) policy has scale 1.
   static double scale(Index, Index) { return 1.0; }
   /// s(m, n) = n^{-1} m^{1/Q}.
   static double mean_normalized_scale(Index m, Index n) {
@@ -65,13 +75,19 @@ struct ColNorm : KernelPolicy<ColNorm<Q>> {
 template <int Q>
 struct VectorNorm : KernelPolicy<VectorNorm<Q>> {
   static_assert(Q >= 1, "steepest::VectorNorm<Q>: Q must be an integer >= 1 or steepest::Inf");
+  /// The operator norm is p -> q: this is p.
   static constexpr double p = 1.0;
+  /// The operator norm is p -> q: this is q.
   static constexpr double q = exponent_value(Q);
+  /// Scratch reused across calls (the workspace argument of dualize).
   template <class Scalar>
   using Workspace = eigen_detail::VectorwiseWorkspace<Scalar>;
 
+  /// The policy's name, as Geometry::name() reports it.
   static std::string name() { return "vector l" + exponent_name(q); }
+  /// The plain (not mean-normalized) policy has scale 1.
   static double scale(Index, Index) { return 1.0; }
+  /// s(m, n): the factor MeanNormalized applies for an m x n matrix (geometry.md).
   static double mean_normalized_scale(Index m, Index n) {
     if (m == 0 || n == 0) return 0.0;
     return std::pow(static_cast<double>(m) * static_cast<double>(n), 1.0 / q);
@@ -80,8 +96,10 @@ struct VectorNorm : KernelPolicy<VectorNorm<Q>> {
 
 // ---- Eigen backend -------------------------------------------------------------------------
 
+/// Sign and row 2-normalization on Eigen matrices.
 template <int P>
 struct NormKernel<RowNorm<P>, EigenBackend> {
+  /// ||W|| in this norm (a host double).
   template <class D>
   static double value(const Eigen::MatrixBase<D>& W) {
     if (W.size() == 0) return 0.0;
@@ -89,6 +107,7 @@ struct NormKernel<RowNorm<P>, EigenBackend> {
     eigen_detail::row_norms(W, conjugate(RowNorm<P>::p), ws.a);
     return static_cast<double>(ws.a.maxCoeff());
   }
+  /// ||G||_*, the dual norm.
   template <class D>
   static double dual(const Eigen::MatrixBase<D>& G) {
     if (G.size() == 0) return 0.0;
@@ -96,6 +115,7 @@ struct NormKernel<RowNorm<P>, EigenBackend> {
     eigen_detail::row_norms(G, RowNorm<P>::p, ws.a);
     return ws.a.template cast<double>().sum();
   }
+  /// out = D(G), the steepest-descent direction (out may alias G).
   template <class D, class O>
   static void dualize(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& out,
                       eigen_detail::VectorwiseWorkspace<typename D::Scalar>& ws) {
@@ -104,8 +124,10 @@ struct NormKernel<RowNorm<P>, EigenBackend> {
   }
 };
 
+/// Column q-norms on Eigen matrices.
 template <int Q>
 struct NormKernel<ColNorm<Q>, EigenBackend> {
+  /// ||W|| in this norm (a host double).
   template <class D>
   static double value(const Eigen::MatrixBase<D>& W) {
     if (W.size() == 0) return 0.0;
@@ -113,6 +135,7 @@ struct NormKernel<ColNorm<Q>, EigenBackend> {
     eigen_detail::row_norms(W.transpose(), ColNorm<Q>::q, ws.a);
     return static_cast<double>(ws.a.maxCoeff());
   }
+  /// ||G||_*, the dual norm.
   template <class D>
   static double dual(const Eigen::MatrixBase<D>& G) {
     if (G.size() == 0) return 0.0;
@@ -120,6 +143,7 @@ struct NormKernel<ColNorm<Q>, EigenBackend> {
     eigen_detail::row_norms(G.transpose(), conjugate(ColNorm<Q>::q), ws.a);
     return ws.a.template cast<double>().sum();
   }
+  /// out = D(G), the steepest-descent direction (out may alias G).
   template <class D, class O>
   static void dualize(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& out,
                       eigen_detail::VectorwiseWorkspace<typename D::Scalar>& ws) {
@@ -129,10 +153,12 @@ struct NormKernel<ColNorm<Q>, EigenBackend> {
   }
 };
 
+/// A whole matrix as one q-norm vector, on Eigen matrices.
 template <int Q>
 struct NormKernel<VectorNorm<Q>, EigenBackend> {
   // The whole matrix as one row of length m*n (Eigen 3.4 reshaped views: no copy), read in
   // storage order (AutoOrder): contiguous for a contiguous matrix, whatever its layout.
+  /// ||W|| in this norm (a host double).
   template <class D>
   static double value(const Eigen::MatrixBase<D>& W) {
     if (W.size() == 0) return 0.0;
@@ -140,6 +166,7 @@ struct NormKernel<VectorNorm<Q>, EigenBackend> {
     eigen_detail::row_norms(W.template reshaped<Eigen::AutoOrder>(1, W.size()), VectorNorm<Q>::q, ws.a);
     return static_cast<double>(ws.a(0));
   }
+  /// ||G||_*, the dual norm.
   template <class D>
   static double dual(const Eigen::MatrixBase<D>& G) {
     if (G.size() == 0) return 0.0;
@@ -147,6 +174,7 @@ struct NormKernel<VectorNorm<Q>, EigenBackend> {
     eigen_detail::row_norms(G.template reshaped<Eigen::AutoOrder>(1, G.size()), conjugate(VectorNorm<Q>::q), ws.a);
     return static_cast<double>(ws.a(0));
   }
+  /// out = D(G), the steepest-descent direction (out may alias G).
   template <class D, class O>
   static void dualize(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& out,
                       eigen_detail::VectorwiseWorkspace<typename D::Scalar>& ws) {

@@ -30,8 +30,10 @@ namespace steepest {
 
 /// Polar method tag: exact polar factor by SVD.
 struct ExactSVD {
+  /// Scratch reused across calls (the workspace argument of dualize).
   template <class Scalar>
   using Workspace = NoWorkspace;
+  /// The policy's name, as Geometry::name() reports it.
   static std::string name() { return "svd"; }
 };
 
@@ -41,11 +43,16 @@ struct ExactSVD {
 template <class Schedule = QuinticSchedule, int Steps = Schedule::default_steps, class Products = EigenProducts>
 struct NewtonSchulz {
   static_assert(Steps >= 0, "steepest::NewtonSchulz: Steps must be >= 0");
+  /// Newton-Schulz steps.
   static constexpr int steps = Steps;
+  /// The coefficient schedule.
   using schedule = Schedule;
+  /// How the products are formed (EigenProducts, OneDnnBf16, OpenBlas).
   using products = Products;
+  /// Scratch reused across calls (the workspace argument of dualize).
   template <class Scalar>
   using Workspace = typename Products::template Workspace<Scalar>;
+  /// The policy's name, as Geometry::name() reports it.
   static std::string name() {
     const std::string p = Products::name();
     return std::string(Schedule::name()) + "x" + std::to_string(Steps) + (p.empty() ? "" : "/" + p);
@@ -55,14 +62,21 @@ struct NewtonSchulz {
 /// The `2 -> 2` operator norm. Width-aware scale of its mean-normalized version: sqrt(m / n).
 template <class Polar = NewtonSchulz<>>
 struct SpectralNorm : KernelPolicy<SpectralNorm<Polar>> {
+  /// The operator norm is p -> q: this is p.
   static constexpr double p = 2.0;
+  /// The operator norm is p -> q: this is q.
   static constexpr double q = 2.0;
+  /// How the polar factor is computed.
   using polar_method = Polar;
+  /// Scratch reused across calls (the workspace argument of dualize).
   template <class Scalar>
   using Workspace = typename Polar::template Workspace<Scalar>;
 
+  /// The policy's name, as Geometry::name() reports it.
   static std::string name() { return "2->2 (" + Polar::name() + ")"; }
+  /// The plain (not mean-normalized) policy has scale 1.
   static double scale(Index, Index) { return 1.0; }
+  /// s(m, n): the factor MeanNormalized applies for an m x n matrix (geometry.md).
   static double mean_normalized_scale(Index m, Index n) {
     if (m == 0 || n == 0) return 0.0;
     return std::sqrt(static_cast<double>(m) / static_cast<double>(n));
@@ -125,16 +139,20 @@ double largest_singular_value(const Eigen::MatrixBase<D>& W) {
   return scale * std::sqrt(std::max(0.0, theta));
 }
 
+/// The spectral norm on Eigen matrices: value by Lanczos, dual by SVD, direction by the polar method.
 template <class Polar>
 struct NormKernel<SpectralNorm<Polar>, EigenBackend> {
+  /// ||W|| in this norm (a host double).
   template <class D>
   static double value(const Eigen::MatrixBase<D>& W) {
     return largest_singular_value(W);
   }
+  /// ||G||_*, the dual norm.
   template <class D>
   static double dual(const Eigen::MatrixBase<D>& G) {
     return singular_values(G).sum();
   }
+  /// out = D(G), the steepest-descent direction (out may alias G).
   template <class D, class O, class Ws>
   static void dualize(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& out, Ws& ws) {
     require_same_shape(G, out, "SpectralNorm::dualize");

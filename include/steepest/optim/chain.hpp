@@ -247,24 +247,30 @@ void fused_pass(const G* g, const Tuple& kernels, Index rows, Index cols, bool b
 }
 }  // namespace detail
 
+/// An optimizer's rule as a chain of transforms Ts..., applied in order to each layer's update.
 template <class... Ts>
 struct Chain {
   static_assert(sizeof...(Ts) > 0, "steepest::Chain needs at least one transform (a step)");
+  /// One layer's state: the tuple of the transforms' states (host or device buffers).
   template <class S, class Space = Host>
   using LayerState = std::tuple<typename detail::state_of<Ts, S, Space>::type...>;
+  /// Transforms in the chain.
   static constexpr std::size_t size = sizeof...(Ts);
   /// The coefficients each transform owns, by position in the chain (see Coefficients).
   using CoefficientTable = std::array<Coefficients, sizeof...(Ts)>;
 
+  /// The transforms' names joined by "+" (the chain's key in checkpoints).
   static std::string name() {
     std::string s;
     ((s += (s.empty() ? "" : "+"), s += Ts::name()), ...);
     return s;
   }
+  /// Sizes every transform's state for an m x n layer.
   template <class Tuple>
   static void init(Tuple& st, Index m, Index n) {
     init_impl(st, m, n, std::index_sequence_for<Ts...>{});
   }
+  /// The unfused pass: each transform in turn on ctx.u, with the coefficients each owns (co).
   template <class S, class Tuple>
   static void apply(Ctx<S>& ctx, Tuple& st, const CoefficientTable& co = {}) {
     apply_impl(ctx, st, co, std::index_sequence_for<Ts...>{});

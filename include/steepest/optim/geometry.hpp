@@ -45,9 +45,13 @@ using ConstRowView = Eigen::Ref<const RowMatrix<Scalar>, 0, Eigen::OuterStride<>
 /// user policy's own Workspace type is created on first use and kept in `other`.
 template <class Scalar>
 struct LayerWorkspace {
+  /// Row / column / vector scratch.
   eigen_detail::VectorwiseWorkspace<Scalar> vec;
+  /// Newton-Schulz scratch.
   NewtonSchulzWorkspace<Scalar> ns;
+  /// A user policy's own workspace, made on first use.
   std::shared_ptr<void> other;
+  /// Which type `other` holds.
   const void* other_type = nullptr;
 };
 
@@ -135,16 +139,21 @@ auto& pick_workspace(LayerWorkspace<S>& ws) {
 
 /// The function table behind a Geometry handle (one per policy type).
 struct GeometryOps {
+  /// The policy's name.
   std::string (*name)();
-  double p, q;              ///< operator-norm exponents p -> q of the policy
+  double p;  ///< operator-norm exponents p -> q of the policy
+  double q;  ///< operator-norm exponents p -> q of the policy
   bool mean_normalized;     ///< MeanNormalized<B>: the scale below is B's s(m, n)
   bool spectral;            ///< the direction is a polar factor (Muon's shape factors apply)
+  /// How the fused passes can apply the direction.
   FusedForm fused;
   PolarInfo polar;          ///< the polar method (spectral policies only)
   double (*scale)(Index m, Index n);  ///< the factor GeometryScale applies (1 if not mean)
   void (*dualize_f)(RowMatrix<float>& u, LayerWorkspace<float>& ws);    ///< u <- D(u), in place
+  /// u <- D(u) in place, double.
   void (*dualize_d)(RowMatrix<double>& u, LayerWorkspace<double>& ws);
   double (*value_f)(const ConstRowView<float>& W);  ///< ||W|| in the (mean-normalized) norm
+  /// ||W|| in the (mean-normalized) norm, double.
   double (*value_d)(const ConstRowView<double>& W);
   /// The direction's registered device kernel (cuda::register_geometry); the built-in device
   /// forms follow from `fused` and `polar` instead (cuda/geometry.cuh).
@@ -185,14 +194,22 @@ class Geometry {
  public:
   /// The identity geometry: no direction map, scale 1, Frobenius norm for reporting.
   constexpr Geometry() = default;
+  /// The handle of a table (geometry<N>() makes them).
   constexpr explicit Geometry(const GeometryOps* ops) : ops_(ops) {}
 
+  /// The identity geometry: D(G) = G.
   bool is_identity() const { return ops_ == nullptr; }
+  /// The policy's name (its norm, polar method and schedule).
   std::string name() const { return ops_ ? ops_->name() : "identity"; }
+  /// The operator norm is p -> q: this is p.
   double p() const { return ops_ ? ops_->p : 2.0; }
+  /// The operator norm is p -> q: this is q.
   double q() const { return ops_ ? ops_->q : 2.0; }
+  /// Mean-normalized (p̄ -> q̄): the scale s(m, n) applies.
   bool mean_normalized() const { return ops_ && ops_->mean_normalized; }
+  /// The direction is a polar factor (Muon's shape factors apply).
   bool spectral() const { return ops_ && ops_->spectral; }
+  /// How the fused passes can apply the direction.
   FusedForm fused() const { return ops_ ? ops_->fused : FusedForm::Identity; }
   /// The polar method of a spectral geometry (steps 0 and no coefficients otherwise).
   PolarInfo polar() const { return ops_ ? ops_->polar : PolarInfo{}; }
@@ -219,7 +236,9 @@ class Geometry {
     else return ops_->value_d(W);
   }
 
+  /// The same policy.
   friend bool operator==(Geometry a, Geometry b) { return a.ops_ == b.ops_; }
+  /// Different policies.
   friend bool operator!=(Geometry a, Geometry b) { return a.ops_ != b.ops_; }
 
  private:

@@ -42,13 +42,17 @@ enum class ShapeFactor {
   SpectralMuP,  ///< sqrt(m/n)  (spectral muP; Scion)
 };
 
+/// The hyper-parameters of an optimizer (AdamW's defaults); each transform reads what it needs.
 struct Hyper {
+  /// Learning rate (times a layer's lr_scale and the schedule factor).
   double lr = 1e-3;
   double beta1 = 0.9;     ///< first-moment / momentum coefficient
   double beta2 = 0.999;   ///< second-moment coefficient (Adam), or Lion's moment coefficient
   double eps = 1e-8;      ///< Adam's denominator epsilon
   double weight_decay = 0.0;  ///< decoupled: W <- (1 - lr*lambda) W before the update
+  /// Muon's shape factor (ShapeScale).
   ShapeFactor shape_factor = ShapeFactor::None;
+  /// What a step does with a non-finite or out-of-range gradient.
   NonFinitePolicy on_non_finite = NonFinitePolicy::Error;
 };
 
@@ -58,7 +62,11 @@ struct Hyper {
 /// slow EMA): `opt.coefficients.at(1).beta1 = 0.99` gives the chain's second transform its own
 /// beta1. Saved in a checkpoint's routes (recorded, not compared, as the Hyper is).
 struct Coefficients {
-  std::optional<double> beta1, beta2, eps, weight_decay;
+  std::optional<double> beta1;  ///< Each set field replaces the optimizer's for this transform.
+  std::optional<double> beta2;  ///< Each set field replaces the optimizer's for this transform.
+  std::optional<double> eps;  ///< Each set field replaces the optimizer's for this transform.
+  std::optional<double> weight_decay;  ///< Each set field replaces the optimizer's for this transform.
+  /// No field set: the transform reads the optimizer's Hyper.
   bool empty() const { return !beta1 && !beta2 && !eps && !weight_decay; }
   /// hp with these coefficients in place of its own.
   Hyper over(Hyper hp) const {

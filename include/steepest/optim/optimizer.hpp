@@ -39,16 +39,22 @@ class non_finite_error : public std::runtime_error {
 
 /// Geometry, radius and learning-rate multiplier an optimizer gives a role by default.
 struct RoleDefaults {
+  /// The geometry of layers of this role (the identity by default).
   Geometry geometry;
+  /// Their radius (Scion's constrained step).
   double radius = 1.0;
+  /// Their learning-rate factor.
   double lr_scale = 1.0;
 };
 
 /// What a state layer was made for, fixed at init: save() records it and load() refuses a file
 /// whose layer differs in any field (a MOGA-row file into MOGA-col state, swapped roles, ...).
 struct LayerRecord {
+  /// The parameter's name.
   std::string name;
-  Index rows = 0, cols = 0;
+  Index rows = 0;  ///< Its rows.
+  Index cols = 0;  ///< Its columns.
+  /// Its role.
   Role role = Role::Hidden;
   std::string geometry;  ///< the layer's Geometry::name() (its norm, polar method and schedule)
 };
@@ -57,12 +63,16 @@ struct LayerRecord {
 /// live in the parameter set's memory space; the layout is the same in every space.
 template <class S, class ChainT, class Space = Host>
 struct OptimizerState {
+  /// The chain whose state this is.
   using chain_type = ChainT;
+  /// The parameters' scalar type.
   using scalar_type = S;
+  /// The memory space of the state's buffers.
   using space_type = Space;
   long long step = 0;  ///< completed steps
   std::vector<std::size_t> index;  ///< the parameter-set layer each state layer belongs to
   std::vector<LayerRecord> records;  ///< what each state layer was made for
+  /// Per layer, the chain's state.
   std::vector<typename ChainT::template LayerState<S, Space>> layers;
   /// The executor's scratch, reused across steps (not saved; see HostScratch).
   typename Space::template scratch<S> scratch;
@@ -82,14 +92,19 @@ struct OptimizerState {
     for (std::size_t i = 0; i < layers.size(); ++i)
       f(records[i], chain, [&](auto&& g) { ChainT::visit_named(layers[i], g); });
   }
+  /// Sets the step counter (checkpoint loading).
   void set_step(long long t) { step = t; }
 };
 
 /// One layer's operator norm in its geometry, as reported by operator_norms().
 struct LayerNorm {
+  /// The layer's name.
   std::string name;
+  /// Its role.
   Role role;
+  /// Its geometry's name.
   std::string geometry;
+  /// ||W|| in that geometry (mean-normalized when it is).
   double value;
 };
 
@@ -178,13 +193,17 @@ std::vector<LayerNorm> operator_norms(const ParamSet<S, Space>& params, const Op
 
 }  // namespace detail
 
+/// One chain, its hyper-parameters and a geometry per role: a one-route optimizer (see Routed).
 template <class ChainT>
 class Optimizer {
  public:
+  /// The chain.
   using chain = ChainT;
+  /// Its state for parameters of scalar S in memory space Space.
   template <class S, class Space = Host>
   using State = OptimizerState<S, ChainT, Space>;
 
+  /// The hyper-parameters (lr, betas, eps, weight decay, shape factor, non-finite policy).
   Hyper hp;
   /// Use the one-pass fused kernels where the chain allows (set false to run transform by
   /// transform, e.g. to compare).
@@ -198,17 +217,21 @@ class Optimizer {
   /// of a routed optimizer, on top of that optimizer's factor too.
   double lr_factor = 1.0;
 
+  /// An optimizer with hyper-parameters h and per-role defaults r (Hidden, Embedding, Output, Vector).
   Optimizer(Hyper h, std::array<RoleDefaults, 4> r) : hp(h), roles(r) {}
   /// For chains whose geometry is fixed at compile time (Dualize<N>): every role Identity.
   explicit Optimizer(Hyper h = {}) : hp(h) {}
 
+  /// The chain's name.
   static std::string name() { return ChainT::name(); }
 
   // ---- the surface a routed optimizer shares: a plain one is a table of one route ----------
 
   /// What a step does on a non-finite gradient, for every layer (hp.on_non_finite).
   NonFinitePolicy& non_finite_policy() { return hp.on_non_finite; }
+  /// What a step does with a non-finite gradient.
   NonFinitePolicy non_finite_policy() const { return hp.on_non_finite; }
+  /// One route: every layer.
   static constexpr std::size_t route_count = 1;
   /// The route that takes layer l: the only one.
   template <class S>
@@ -217,10 +240,12 @@ class Optimizer {
   template <class F>
   void with_route(std::size_t, F&& f) const { f(*this); }
 
+  /// The layer's geometry: its own, else its role's.
   template <class S>
   Geometry geometry_of(const Layer<S>& l) const {
     return l.geometry ? *l.geometry : roles[std::size_t(l.role)].geometry;
   }
+  /// The layer's radius: its own, else its role's.
   template <class S>
   double radius_of(const Layer<S>& l) const {
     return l.radius ? *l.radius : roles[std::size_t(l.role)].radius;

@@ -268,7 +268,10 @@ Optimizer<MuonChain> muon_scion(Hyper hp = {}, ShapeFactor shape = ShapeFactor::
 /// Per-role radii of Scion (defaults: its example's 50 for hidden/embedding/vectors, 3000 for
 /// the sign head).
 struct ScionRadii {
-  double hidden = 50.0, embedding = 50.0, output = 3000.0, vector = 50.0;
+  double hidden = 50.0;  ///< Scion's radius per role.
+  double embedding = 50.0;  ///< Scion's radius per role.
+  double output = 3000.0;  ///< Scion's radius per role.
+  double vector = 50.0;  ///< Scion's radius per role.
 };
 
 namespace detail {

@@ -47,12 +47,16 @@ inline const char* role_name(Role r) {
   return "?";
 }
 
+/// One parameter as the optimizer sees it: a view of the caller's memory, a matrix or a strided block.
 template <class Scalar>
 struct Layer {
+  /// The name (checkpoint key, routing).
   std::string name;
+  /// The role (picks the geometry and the route).
   Role role;
   Scalar* data;          ///< first entry of the layer (inside its tensor)
-  Index rows, cols;
+  Index rows;  ///< Rows.
+  Index cols;  ///< Columns.
   Index stride;          ///< entries between the starts of consecutive rows (cols when contiguous)
   std::size_t tensor;    ///< the tensor (and gradient) this layer views
   Index offset;          ///< where the layer starts in its tensor, in entries
@@ -68,8 +72,11 @@ struct Layer {
 
 /// How a tensor splits into logical matrices (ParamSet::add_blocks).
 struct Blocks {
+  /// How a fused tensor splits into blocks.
   enum class Kind { Rows, Cols, InterleavedRows };
+  /// The split.
   Kind kind;
+  /// Blocks.
   Index count;
   /// `k` equal blocks of consecutive rows (fused QKV: [3d, d] -> three d x d).
   static Blocks rows(Index k) { return {Kind::Rows, k}; }
@@ -81,8 +88,10 @@ struct Blocks {
 
 /// A physical tensor of the model: what a gradient is given for.
 struct TensorInfo {
+  /// The tensor's name.
   std::string name;
-  Index rows, cols;
+  Index rows;  ///< Rows.
+  Index cols;  ///< Columns.
 };
 
 /// A model's parameters in memory space `Space` (optim/space.hpp): Host, or cuda::Device with
@@ -91,11 +100,15 @@ struct TensorInfo {
 template <class Scalar = float, class Space = Host>
 class ParamSet {
  public:
+  /// The parameters' scalar type.
   using scalar_type = Scalar;
+  /// Their memory space.
   using space_type = Space;
 
   ParamSet() = default;
+  /// A set whose pointers live in `space` (a device space carries its context).
   explicit ParamSet(Space space) : space_(space) {}
+  /// The memory space.
   const Space& space() const { return space_; }
 
   /// A matrix parameter m x n over `data` (row-major): one tensor, one layer.
@@ -141,18 +154,27 @@ class ParamSet {
 
   /// Number of layers (logical matrices).
   std::size_t size() const { return layers_.size(); }
+  /// Layer i.
   Layer<Scalar>& operator[](std::size_t i) { return layers_[i]; }
+  /// Layer i.
   const Layer<Scalar>& operator[](std::size_t i) const { return layers_[i]; }
+  /// The layer called `name` (throws if none).
   Layer<Scalar>& at(const std::string& name) {
     for (auto& l : layers_)
       if (l.name == name) return l;
     throw std::out_of_range("no parameter named '" + name + "'");
   }
+  /// The layer called `name` (throws if none).
   const Layer<Scalar>& at(const std::string& name) const { return const_cast<ParamSet*>(this)->at(name); }
+  /// Iteration over the layers.
   auto begin() { return layers_.begin(); }
+  /// Iteration over the layers.
   auto end() { return layers_.end(); }
+  /// Iteration over the layers.
   auto begin() const { return layers_.begin(); }
+  /// Iteration over the layers.
   auto end() const { return layers_.end(); }
+  /// Entries over all layers.
   Index num_params() const {
     Index s = 0;
     for (const auto& l : layers_) s += l.rows * l.cols;
@@ -163,8 +185,10 @@ class ParamSet {
 
   /// Which rows of which layer a sub-set keeps (select_rows).
   struct RowSelection {
+    /// The layer.
     std::size_t layer;
-    Index begin, end;  ///< rows [begin, end) of the layer
+    Index begin;  ///< rows [begin, end) of the layer
+    Index end;  ///< rows [begin, end) of the layer
   };
   /// The same tensors with only the selected layers, each cut to its rows [begin, end) in place
   /// (same memory, same row stride; gradients are still given per whole tensor): what one rank
@@ -222,21 +246,29 @@ class ParamSet {
 template <class Scalar = float, class Space = Host>
 class Gradients {
  public:
+  /// The next tensor's gradient, matched by position.
   void add(const Scalar* data, Index m, Index n) { grads_.push_back({data, m, n, {}}); }
+  /// The next vector's gradient, matched by position.
   void add_vector(const Scalar* data, Index d) { add(data, d, 1); }
   /// The gradient of a batched [b, m, n] tensor (ParamSet::add_batched).
   void add_batched(const Scalar* data, Index b, Index m, Index n) { add(data, b * m, n); }
   /// The gradient of the tensor called `name` (checked against the ParamSet's at each step).
   void add(std::string name, const Scalar* data, Index m, Index n) { grads_.push_back({data, m, n, std::move(name)}); }
+  /// A vector's gradient, matched by name (checked against the parameter's).
   void add_vector(std::string name, const Scalar* data, Index d) { add(std::move(name), data, d, 1); }
+  /// A batched tensor's gradient, matched by name.
   void add_batched(std::string name, const Scalar* data, Index b, Index m, Index n) {
     add(std::move(name), data, b * m, n);
   }
   /// The tensor name gradient i was given with ("" when given by position only).
   const std::string& name(std::size_t i) const { return grads_[i].name; }
+  /// Tensors given.
   std::size_t size() const { return grads_.size(); }
+  /// Tensor i's data.
   const Scalar* data(std::size_t i) const { return grads_[i].data; }
+  /// Tensor i's rows.
   Index rows(std::size_t i) const { return grads_[i].rows; }
+  /// Tensor i's columns.
   Index cols(std::size_t i) const { return grads_[i].cols; }
   /// Tensor i's gradient as a contiguous rows x cols matrix (host memory).
   Eigen::Map<const RowMatrix<Scalar>> operator[](std::size_t i) const {

@@ -29,22 +29,30 @@ namespace steepest {
 
 /// State stored in the parameter's own scalar type (the default).
 struct FullPrecision {
+  /// Buffers hold S.
   template <class S>
   using storage = S;
+  /// Raw words as the kernels load them: S.
   template <class S>
   using word = S;
+  /// Stores round to nearest (no dithering).
   static constexpr bool rounds = false;
+  /// No suffix on the chain's name.
   static const char* suffix() { return ""; }
 };
 
 /// State stored as bf16 (Eigen::bfloat16 buffers), rounded stochastically (backend/eigen/bf16.hpp);
 /// float parameters only.
 struct Bf16State {
+  /// Buffers hold bf16.
   template <class S>
   using storage = Eigen::bfloat16;
+  /// Raw words as the kernels load them: bf16 bits.
   template <class S>
   using word = std::uint16_t;
+  /// Stores round stochastically.
   static constexpr bool rounds = true;
+  /// "-bf16" on the chain's name.
   static const char* suffix() { return "-bf16"; }
 };
 

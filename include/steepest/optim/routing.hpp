@@ -28,14 +28,19 @@ namespace steepest {
 
 /// What a route's selector sees of a layer.
 struct LayerInfo {
+  /// The layer's name.
   const std::string& name;
+  /// Its role.
   Role role;
-  Index rows, cols;
+  Index rows;  ///< Rows.
+  Index cols;  ///< Columns.
 };
 
 /// Which layers a route takes: a predicate with a description (used in names and messages).
 struct Selector {
+  /// What it selects, for messages ("roles {hidden}").
   std::string what;
+  /// Whether it takes a layer.
   std::function<bool(const LayerInfo&)> takes;
 };
 
@@ -99,9 +104,12 @@ inline Selector everything() {
   return {"*", [](const LayerInfo&) { return true; }};
 }
 
+/// A route: the layers `select` takes, stepped by `opt`.
 template <class Opt>
 struct Route {
+  /// Which layers.
   Selector select;
+  /// Their optimizer.
   Opt opt;
 };
 
@@ -115,16 +123,22 @@ Route<Opt> route(Selector select, Opt opt) {
 /// own optimizer state for its layers.
 template <class S, class Space, class... Opts>
 struct RoutedState {
+  /// The parameters' scalar type.
   using scalar_type = S;
+  /// Their memory space.
   using space_type = Space;
+  /// Steps taken (one counter for every route).
   long long step = 0;
   std::vector<std::size_t> route;  ///< route of each layer of the parameter set
   std::vector<std::size_t> local;  ///< its position in that route's state
+  /// Each route's state.
   std::tuple<typename Opts::template State<S, Space>...> parts;
 
+  /// Route I's state.
   template <std::size_t I>
   auto& part() { return std::get<I>(parts); }
 
+  /// Bytes of state buffers over every route.
   std::size_t state_bytes() {
     std::size_t b = 0;
     std::apply([&](auto&... p) { ((b += p.state_bytes()), ...); }, parts);
@@ -140,6 +154,7 @@ struct RoutedState {
         f(p.records[j], P::chain_type::name(), [&, j](auto&& g) { P::chain_type::visit_named(p.layers[j], g); });
       });
   }
+  /// Sets the step counter of every route (checkpoint loading).
   void set_step(long long t) {
     step = t;
     std::apply([&](auto&... p) { ((p.step = t), ...); }, parts);
@@ -152,9 +167,11 @@ class Routed {
   static_assert(sizeof...(Opts) > 0, "steepest::routed needs at least one route");
 
  public:
+  /// Its state for parameters of scalar S in memory space Space.
   template <class S, class Space = Host>
   using State = RoutedState<S, Space, Opts...>;
 
+  /// The routes, in order: a layer goes to the first that takes it.
   std::tuple<Route<Opts>...> routes;
   /// What a step does on a non-finite gradient, for the whole model (taken from the first
   /// route's hyper-parameters at construction).
@@ -165,11 +182,15 @@ class Routed {
   /// and its own lr_factor.
   double lr_factor = 1.0;
 
+  /// Routes in order of precedence.
   explicit Routed(Route<Opts>... r)
       : routes(std::move(r)...), on_non_finite(std::get<0>(routes).opt.hp.on_non_finite) {}
 
+  /// What a step does with a non-finite gradient (one policy for every route).
   NonFinitePolicy& non_finite_policy() { return on_non_finite; }
+  /// What a step does with a non-finite gradient.
   NonFinitePolicy non_finite_policy() const { return on_non_finite; }
+  /// Routes.
   static constexpr std::size_t route_count = sizeof...(Opts);
   /// f(route i's optimizer), for a run-time route index i (route_of's).
   template <class F>
@@ -180,9 +201,11 @@ class Routed {
   /// Route I's optimizer (its hp, roles, fuse flag).
   template <std::size_t I>
   auto& optimizer() { return std::get<I>(routes).opt; }
+  /// Route I's optimizer.
   template <std::size_t I>
   const auto& optimizer() const { return std::get<I>(routes).opt; }
 
+  /// The routes' names.
   std::string name() const {
     std::string s = "routed(";
     std::size_t i = 0;
@@ -213,12 +236,14 @@ class Routed {
                                   "); end the routes with st::everything() to catch the rest");
     return found;
   }
+  /// The layer's geometry, from its route's optimizer.
   template <class S>
   Geometry geometry_of(const Layer<S>& l) const {
     Geometry g;
     detail::apply_at(routes, route_of(l), [&](const auto& r) { g = r.opt.geometry_of(l); });
     return g;
   }
+  /// The layer's radius, from its route's optimizer.
   template <class S>
   double radius_of(const Layer<S>& l) const {
     double v = 1.0;
@@ -226,6 +251,7 @@ class Routed {
     return v;
   }
 
+  /// State for `params`: every layer routed (throws naming a layer no route takes).
   template <class S, class Space>
   State<S, Space> init(const ParamSet<S, Space>& params) const {
     std::vector<std::size_t> chosen;

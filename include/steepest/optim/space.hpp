@@ -41,8 +41,11 @@ using ConstRowMap = Eigen::Map<const RowMatrix<Scalar>, 0, Eigen::OuterStride<>>
 /// workspace.
 template <class S>
 struct HostScratch {
+  /// Per layer: the running update.
   std::vector<RowMatrix<S>> update;
+  /// Per layer: the geometry's workspace.
   std::vector<LayerWorkspace<S>> workspace;
+  /// Room for one more layer.
   void add_layer() {
     update.emplace_back();
     workspace.emplace_back();
@@ -51,14 +54,19 @@ struct HostScratch {
 
 /// Host memory: Eigen matrices and maps, the CPU kernels. The default space everywhere.
 struct Host {
+  /// A state buffer: an Eigen row-major matrix.
   template <class S>
   using buffer = RowMatrix<S>;
+  /// A layer's weights: a strided view.
   template <class S>
   using view = RowView<S>;
+  /// A layer's geometry workspace.
   template <class S>
   using workspace = LayerWorkspace<S>;
+  /// The step's scratch.
   template <class S>
   using scratch = HostScratch<S>;
+  /// "host", as checkpoints and messages name the space.
   static const char* name() { return "host"; }
 };
 

@@ -66,12 +66,14 @@ template <class S, class Space = Host>
 struct Ctx {
   buffer_t<S, Space>& u;                ///< running update, in place
   typename Space::template view<S> w;   ///< the parameter (a layer may be a strided block)
+  /// The hyper-parameters (the optimizer's, or those the transform owns).
   const Hyper& hp;
   long long t;                          ///< step number, 1-based
   Geometry geometry;                    ///< resolved geometry of the layer
   bool is_matrix;                       ///< false for Role::Vector
   double lr;                            ///< hp.lr times the layer's lr_scale
   double radius;                        ///< resolved radius of the layer
+  /// The layer's workspace (the geometry's scratch on the host, the Context on a device).
   typename Space::template workspace<S>& ws;
   const S* grad = nullptr;              ///< the raw gradient (contiguous layers; the fused path)
   /// The raw gradient's bf16 bits instead, when a float layer's gradients are bf16 (then grad is
@@ -111,7 +113,9 @@ enum class Domain {
 using ReachFn = double (*)(const Hyper& hp, double g);
 /// One named state buffer of a transform (see the file comment).
 struct BufferSpec {
+  /// The buffer's key in a checkpoint ("<transform>.<name>").
   const char* name;
+  /// What values it may hold.
   Domain domain;
   ReachFn reach = nullptr;  ///< nullptr: no bound but the domain's
 };
@@ -119,6 +123,7 @@ struct BufferSpec {
 /// Reachable bounds of the usual recurrences, for BufferSpec::reach. Inputs have |u| < g; a
 /// coefficient outside the range where the recurrence is bounded gives +infinity.
 namespace reach {
+/// No bound.
 inline constexpr double unbounded = std::numeric_limits<double>::infinity();
 /// x <- b x + (1 - b) u, 0 <= b <= 1: a convex combination of inputs, so |x| <= g.
 constexpr double ema(double b, double g) { return b >= 0.0 && b <= 1.0 ? g : unbounded; }
@@ -135,7 +140,9 @@ constexpr double ema_of_squares(double b, double g) { return ema(b, g * g); }
 template <class S>
 using Buffer = RowMatrix<S>;
 
+/// The state of a transform that keeps none.
 struct NoState {
+  /// Calls f on each saved buffer, in checkpoint order (none: nothing is saved).
   template <class F>
   void visit(F&&) {}
 };
@@ -176,19 +183,25 @@ template <MomentumKind Kind = MomentumKind::NesterovEMA, class Precision = FullP
 struct Momentum {
   static_assert(is_state_precision<Precision>::value,
                 "steepest::Momentum: Precision must be a state-precision policy (FullPrecision, Bf16State)");
+  /// The per-layer state (host or device buffers, optim/space.hpp).
   template <class S, class Space = Host>
   struct State {
+    /// The momentum buffer.
     buffer_t<state_storage_t<Precision, S>, Space> m;
+    /// Calls f on each saved buffer, in checkpoint order (none: nothing is saved).
     template <class F>
     void visit(F&& f) { f(m); }
   };
+  /// How large buffer m can get from inputs below g (BufferSpec::reach).
   static constexpr double reach_m(const Hyper& hp, double g) {
     return Kind == MomentumKind::HeavyBall || Kind == MomentumKind::Nesterov ? reach::sum(hp.beta1, g)
                                                                              : reach::ema(hp.beta1, g);
   }
+  /// The saved buffers: names, domains, reachable bounds (BufferSpec).
   static constexpr std::array<BufferSpec, 1> buffers{{{"m", Domain::Finite, &reach_m}}};
   /// Rounded (bf16) state dithers by the flat index, which a row range would shift.
   static constexpr bool row_separable = !Precision::rounds;
+  /// Sizes the state for an r x c layer (zeros).
   template <class S, class Space>
   static void init(State<S, Space>& st, Index r, Index c) {
     st.m = detail::zero_state<Precision, S, Space>(r, c);
@@ -215,11 +228,13 @@ struct Momentum {
       else return add(mul(set1<P>(omb), u), mul(B, mn));
     }
   };
+  /// The per-element kernel for this layer and step (see Elem).
   template <class S, class Sp>
   static Elem<S> elem(Ctx<S, Sp>& ctx, State<S, Sp>& st) {
     const S b = static_cast<S>(ctx.hp.beta1);
     return {detail::state_words<Precision, S>(st.m), b, S(1) - b, simd::dither_seed(ctx.t)};
   }
+  /// The transform's name: its key in checkpoints and in Chain::name().
   static std::string name() {
     const char* base = "?";
     switch (Kind) {
@@ -239,17 +254,25 @@ template <class Precision = FullPrecision>
 struct Adam {
   static_assert(is_state_precision<Precision>::value,
                 "steepest::Adam: Precision must be a state-precision policy (FullPrecision, Bf16State)");
+  /// The per-layer state (host or device buffers, optim/space.hpp).
   template <class S, class Space = Host>
   struct State {
-    buffer_t<state_storage_t<Precision, S>, Space> m, v;
+    buffer_t<state_storage_t<Precision, S>, Space> m;  ///< First and second moments.
+    buffer_t<state_storage_t<Precision, S>, Space> v;  ///< First and second moments.
+    /// Calls f on each saved buffer, in checkpoint order (none: nothing is saved).
     template <class F>
     void visit(F&& f) { f(m); f(v); }
   };
+  /// How large buffer m can get from inputs below g (BufferSpec::reach).
   static constexpr double reach_m(const Hyper& hp, double g) { return reach::ema(hp.beta1, g); }
+  /// How large buffer v can get from inputs below g (BufferSpec::reach).
   static constexpr double reach_v(const Hyper& hp, double g) { return reach::ema_of_squares(hp.beta2, g); }
+  /// The saved buffers: names, domains, reachable bounds (BufferSpec).
   static constexpr std::array<BufferSpec, 2> buffers{
       {{"m", Domain::Finite, &reach_m}, {"v", Domain::NonNegative, &reach_v}}};
+  /// An entry reads only its own row: a sharded layer may be split by rows.
   static constexpr bool row_separable = !Precision::rounds;  // as Momentum's
+  /// Sizes the state for an r x c layer (zeros).
   template <class S, class Space>
   static void init(State<S, Space>& st, Index r, Index c) {
     st.m = detail::zero_state<Precision, S, Space>(r, c);
@@ -274,6 +297,7 @@ struct Adam {
       return div(mul(set1<P>(c1), mn), add(mul(set1<P>(c2), sqrt(vn)), set1<P>(eps)));
     }
   };
+  /// The per-element kernel for this layer and step (see Elem).
   template <class S, class Sp>
   static Elem<S> elem(Ctx<S, Sp>& ctx, State<S, Sp>& st) {
     const double b1 = ctx.hp.beta1, b2 = ctx.hp.beta2;
@@ -284,6 +308,7 @@ struct Adam {
             static_cast<S>(1.0 / std::sqrt(1.0 - std::pow(b2, double(ctx.t)))),
             static_cast<S>(ctx.hp.eps), simd::dither_seed(ctx.t)};
   }
+  /// The transform's name: its key in checkpoints and in Chain::name().
   static std::string name() { return std::string("adam") + Precision::suffix(); }
 };
 /// Adam's moments in the parameter's precision.
@@ -291,15 +316,22 @@ using AdamMoments = Adam<>;
 
 /// Lion (Chen et al. 2023): u = sign(b1 m + (1-b1) u);  m = b2 m + (1-b2) u.
 struct LionMoment {
+  /// The per-layer state (host or device buffers, optim/space.hpp).
   template <class S, class Space = Host>
   struct State {
+    /// The momentum buffer.
     buffer_t<S, Space> m;
+    /// Calls f on each saved buffer, in checkpoint order (none: nothing is saved).
     template <class F>
     void visit(F&& f) { f(m); }
   };
+  /// How large buffer m can get from inputs below g (BufferSpec::reach).
   static constexpr double reach_m(const Hyper& hp, double g) { return reach::ema(hp.beta2, g); }
+  /// The saved buffers: names, domains, reachable bounds (BufferSpec).
   static constexpr std::array<BufferSpec, 1> buffers{{{"m", Domain::Finite, &reach_m}}};
+  /// An entry reads only its own row: a sharded layer may be split by rows.
   static constexpr bool row_separable = true;
+  /// Sizes the state for an r x c layer (zeros).
   template <class S, class Space>
   static void init(State<S, Space>& st, Index r, Index c) { st.m = buffer_t<S, Space>::Zero(r, c); }
   template <class S>
@@ -316,11 +348,13 @@ struct LionMoment {
       return sign<P, S>(c);
     }
   };
+  /// The per-element kernel for this layer and step (see Elem).
   template <class S, class Sp>
   static Elem<S> elem(Ctx<S, Sp>& ctx, State<S, Sp>& st) {
     const S b1 = static_cast<S>(ctx.hp.beta1), b2 = static_cast<S>(ctx.hp.beta2);
     return {st.m.data(), b1, S(1) - b1, b2, S(1) - b2};
   }
+  /// The transform's name: its key in checkpoints and in Chain::name().
   static const char* name() { return "lion"; }
 };
 
@@ -330,13 +364,16 @@ struct LionMoment {
 /// geometry's fused form (elem_with_factors) when it is fused; a geometry with no device form
 /// is refused at init.
 struct LayerDualize {
+  /// It applies the layer's geometry direction.
   static constexpr bool applies_geometry = true;
+  /// The host rule unfused: the geometry's direction in place.
   template <class S>
   static void apply(Ctx<S>& ctx, NoState&) { ctx.geometry.dualize(ctx.u, ctx.ws); }
 
   /// Fusable geometries: identity, sign, and row / column / vector 2-normalization, whose
   /// per-row, per-column or global factors 1/||g|| are computed in a first (read-only) pass.
   static bool fusable(FusedForm f) { return f != FusedForm::None; }
+  /// Identity and sign: no factor needed.
   static bool pointwise(FusedForm f) { return f == FusedForm::Identity || f == FusedForm::Sign; }
   /// A normalization's factors come from the raw gradient, before the pass: it fuses only as
   /// the chain's first transform; later in a chain only pointwise geometries fuse.
@@ -459,7 +496,9 @@ struct LayerDualize {
       }
     }
   }
+  /// The fused pass calls begin_row for per-row and per-column factors.
   static constexpr bool needs_rows(FusedForm f) { return f == FusedForm::Row2 || f == FusedForm::Col2; }
+  /// The transform's name: its key in checkpoints and in Chain::name().
   static const char* name() { return "geometry"; }
 };
 
@@ -468,21 +507,27 @@ template <class N>
 struct Dualize {
   static_assert(is_norm_policy_v<N>, "steepest::Dualize<N>: N must be a norm policy "
                                      "(RowNorm<P>, ColNorm<Q>, SpectralNorm<>, MeanNormalized<...>)");
+  /// The per-layer state (host or device buffers, optim/space.hpp).
   template <class S, class Space = Host>
   struct State {
     // The policy's scratch on the host; a device direction uses the stream's context instead.
+    /// The policy's workspace (host only).
     std::conditional_t<is_host_v<Space>, workspace_t<N, S>, NoWorkspace> ws;
+    /// Calls f on each saved buffer, in checkpoint order (none: nothing is saved).
     template <class F>
     void visit(F&&) {}  // scratch only, nothing to save
   };
+  /// Nothing to size: the workspace grows on first use.
   template <class S, class Space>
   static void init(State<S, Space>&, Index, Index) {}
+  /// The host rule: N's direction in place.
   template <class S>
   static void apply(Ctx<S>& ctx, State<S>& st) { N::dualize(ctx.u, ctx.u, st.ws); }
   /// Sign and row normalization read one row at a time; their mean-normalized scale depends on
   /// the row length only.
   static constexpr bool row_separable = fused_form_of<typename detail::mean_split<N>::base>::value == FusedForm::Sign ||
                                         fused_form_of<typename detail::mean_split<N>::base>::value == FusedForm::Row2;
+  /// The transform's name: its key in checkpoints and in Chain::name().
   static const char* name() { return "dualize"; }
 };
 
@@ -496,27 +541,33 @@ struct GeometryScale {
     template <class P>
     STEEPEST_HD P apply(P u, Index, Index) const { return simd::mul(u, simd::set1<P>(f)); }
   };
+  /// The per-element kernel for this layer and step (see Elem).
   template <class S, class Sp>
   static Elem<S> elem(Ctx<S, Sp>& ctx, NoState&) {
     return {static_cast<S>(ctx.geometry.scale(ctx.w.rows(), ctx.w.cols()))};
   }
   /// s(m, n) of a geometry the planner splits by rows depends on n only.
   static constexpr bool row_separable = true;
+  /// The transform's name: its key in checkpoints and in Chain::name().
   static const char* name() { return "geometry-scale"; }
 };
 
 /// Multiplies spectral layers' updates by the optimizer's shape factor (hp.shape_factor):
 /// Muon's conventions for sqrt(m/n)-like factors. Layers of other geometries are untouched.
 struct ShapeScale {
+  /// GeometryScale's kernel, with the shape factor.
   template <class S>
   using Elem = typename GeometryScale::template Elem<S>;
+  /// The per-element kernel for this layer and step (see Elem).
   template <class S, class Sp>
   static Elem<S> elem(Ctx<S, Sp>& ctx, NoState&) {
     if (!ctx.geometry.spectral() || ctx.hp.shape_factor == ShapeFactor::None) return {S(1)};
     return {static_cast<S>(
         shape_factor_value(ctx.hp.shape_factor, double(ctx.w.rows()), double(ctx.w.cols())))};
   }
+  /// An entry reads only its own row: a sharded layer may be split by rows.
   static constexpr bool row_separable = true;  // 1 on non-spectral layers; spectral ones are never split
+  /// The transform's name: its key in checkpoints and in Chain::name().
   static const char* name() { return "shape"; }
 };
 
@@ -529,9 +580,12 @@ struct Sign {
     template <class P>
     STEEPEST_HD P apply(P u, Index, Index) const { return simd::sign<P, S>(u); }
   };
+  /// The per-element kernel for this layer and step (see Elem).
   template <class S, class Sp>
   static Elem<S> elem(Ctx<S, Sp>&, NoState&) { return {}; }
+  /// An entry reads only its own row: a sharded layer may be split by rows.
   static constexpr bool row_separable = true;
+  /// The transform's name: its key in checkpoints and in Chain::name().
   static const char* name() { return "sign"; }
 };
 
@@ -540,15 +594,22 @@ struct Sign {
 ///   v <- b2 v + (1 - b2) u^2;   u <- u / (sqrt(v) + eps)
 /// with b2 = hp.beta2, eps = hp.eps and no bias correction (a scale the RMS match after it removes).
 struct ElementSecondMoment {
+  /// The per-layer state (host or device buffers, optim/space.hpp).
   template <class S, class Space = Host>
   struct State {
+    /// The second moment.
     buffer_t<S, Space> v;
+    /// Calls f on each saved buffer, in checkpoint order (none: nothing is saved).
     template <class F>
     void visit(F&& f) { f(v); }
   };
+  /// How large buffer v can get from inputs below g (BufferSpec::reach).
   static constexpr double reach_v(const Hyper& hp, double g) { return reach::ema_of_squares(hp.beta2, g); }
+  /// The saved buffers: names, domains, reachable bounds (BufferSpec).
   static constexpr std::array<BufferSpec, 1> buffers{{{"v", Domain::NonNegative, &reach_v}}};
+  /// An entry reads only its own row: a sharded layer may be split by rows.
   static constexpr bool row_separable = true;
+  /// Sizes the state for an r x c layer (zeros).
   template <class S, class Space>
   static void init(State<S, Space>& st, Index r, Index c) { st.v = buffer_t<S, Space>::Zero(r, c); }
   template <class S>
@@ -564,11 +625,13 @@ struct ElementSecondMoment {
       return div(u, add(sqrt(vn), set1<P>(eps)));
     }
   };
+  /// The per-element kernel for this layer and step (see Elem).
   template <class S, class Sp>
   static Elem<S> elem(Ctx<S, Sp>& ctx, State<S, Sp>& st) {
     const S b = static_cast<S>(ctx.hp.beta2);
     return {st.v.data(), b, S(1) - b, static_cast<S>(ctx.hp.eps)};
   }
+  /// The transform's name: its key in checkpoints and in Chain::name().
   static const char* name() { return "second-moment"; }
 };
 
@@ -598,13 +661,16 @@ struct DecoupledStep {
       return u;
     }
   };
+  /// The per-element kernel for this layer and step (see Elem).
   template <class S, class Sp>
   static Elem<S> elem(Ctx<S, Sp>& ctx, NoState&) {
     S* w = ctx.w.data();
     return {w, static_cast<S>(1.0 - ctx.lr * ctx.hp.weight_decay), static_cast<S>(ctx.lr * ctx.radius),
             detail::row_gap(ctx.w), w};
   }
+  /// An entry reads only its own row: a sharded layer may be split by rows.
   static constexpr bool row_separable = true;
+  /// The transform's name: its key in checkpoints and in Chain::name().
   static const char* name() { return "step"; }
 };
 
@@ -612,14 +678,18 @@ struct DecoupledStep {
 /// W <- (1 - lr) W + lr * rho * D(-M) for the symmetric unit balls used here. A convex
 /// combination of W and a point of the radius-rho ball: ||W|| <= rho is kept once it holds.
 struct ConstrainedStep {
+  /// DecoupledStep's kernel, with the radius as the step's scale.
   template <class S>
   using Elem = typename DecoupledStep::template Elem<S>;
+  /// The per-element kernel for this layer and step (see Elem).
   template <class S, class Sp>
   static Elem<S> elem(Ctx<S, Sp>& ctx, NoState&) {
     S* w = ctx.w.data();
     return {w, static_cast<S>(1.0 - ctx.lr), static_cast<S>(ctx.lr * ctx.radius), detail::row_gap(ctx.w), w};
   }
+  /// An entry reads only its own row: a sharded layer may be split by rows.
   static constexpr bool row_separable = true;
+  /// The transform's name: its key in checkpoints and in Chain::name().
   static const char* name() { return "constrained-step"; }
 };
 

@@ -16,17 +16,24 @@
 
 namespace steepest {
 
+/// One step's coefficients: X <- a X + b (X X^T) X + c (X X^T)^2 X.
 struct PolarCoefficients {
-  double a, b, c;
+  double a;  ///< The quintic's coefficients.
+  double b;  ///< The quintic's coefficients.
+  double c;  ///< The quintic's coefficients.
 };
 
 /// The quintic iteration used by Muon: (a, b, c) = (3.4445, -4.7750, 2.0315) at every step.
 /// It trades exactness for speed: after 5 steps singular values land in a band around 1
 /// (measured band in tests/test_newton_schulz.cpp and docs/GEOMETRY.md), not exactly on 1.
 struct QuinticSchedule {
+  /// Steps when none are given.
   static constexpr int default_steps = 5;
+  /// X0 = G / (safety ||G||_F).
   static constexpr double normalization_safety = 1.0;
+  /// The same coefficients at every step.
   static PolarCoefficients at(int, int) { return {3.4445, -4.7750, 2.0315}; }
+  /// "quintic".
   static const char* name() { return "quintic"; }
 };
 
@@ -38,8 +45,11 @@ struct QuinticSchedule {
 /// entry but the final one is evaluated on s/1.01, i.e. (a/1.01, b/1.01^3, c/1.01^5), and the
 /// input is normalized by 1.01 ||G||_F.
 struct PolarExpressSchedule {
+  /// Steps when none are given.
   static constexpr int default_steps = 5;
+  /// X0 = G / (safety ||G||_F): a margin for the schedule's first step.
   static constexpr double normalization_safety = 1.01;
+  /// Step `step`'s coefficients.
   static PolarCoefficients at(int step, int) {
     static constexpr std::array<PolarCoefficients, 8> table{{
         {8.28721201814563, -23.595886519098837, 17.300387312530933},
@@ -61,6 +71,7 @@ struct PolarExpressSchedule {
     }
     return c;
   }
+  /// "polar-express".
   static const char* name() { return "polar-express"; }
 };
 

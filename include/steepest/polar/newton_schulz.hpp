@@ -25,14 +25,19 @@ namespace steepest {
 /// Buffers reused across calls; sized on first use for a shape, reused while it stays the same.
 template <class Scalar>
 struct NewtonSchulzWorkspace {
+  /// A dense matrix of the scalar.
   using Mat = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic>;
-  Mat X, Y, A, B;
+  Mat X;  ///< The iterate, its next value, the Gram matrix and the polynomial in it.
+  Mat Y;  ///< The iterate, its next value, the Gram matrix and the polynomial in it.
+  Mat A;  ///< The iterate, its next value, the Gram matrix and the polynomial in it.
+  Mat B;  ///< The iterate, its next value, the Gram matrix and the polynomial in it.
 };
 
 /// Where every products engine starts: the wide orientation and the scale of X0.
 template <class Scalar>
 struct NewtonSchulzStart {
   bool tall;   ///< G is m x n with m > n: the engine iterates on G^T
+  /// The shape of X.
   Index k, l;  ///< X is k x l, k = min(m, n) <= l
   Scalar inv;  ///< X0 = inv * G (or G^T): 1 / (safety * ||G||_F)
 };
@@ -162,9 +167,12 @@ void newton_schulz(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& ou
 /// polar/onednn.hpp adds OneDnnBf16 (products in bf16 on oneDNN's matmul); polar/openblas.hpp adds
 /// OpenBlas<GramProduct> (fp32/fp64 products on OpenBLAS, the symmetric ones as SYRK).
 struct EigenProducts {
+  /// Scratch reused across calls (the workspace argument of dualize).
   template <class Scalar>
   using Workspace = NewtonSchulzWorkspace<Scalar>;
+  /// No suffix on the policy's name.
   static std::string name() { return ""; }
+  /// out = Newton-Schulz_steps(G) with Eigen's products.
   template <class Schedule, class D, class O>
   static void run(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& out, int steps,
                   NewtonSchulzWorkspace<typename D::Scalar>& ws) {

@@ -170,19 +170,26 @@ inline void symmetric_blocks_to_bf16(const float* P, float alpha, const float* Q
 /// the current shape and schedule (rebuilt when either changes; oneDNN JIT-compiles a primitive
 /// once).
 struct OneDnnNewtonSchulzWorkspace {
+  /// A row-major float matrix.
   using Mat = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   /// One matmul with its operands bound (the buffers below do not move between prepare()s).
   struct Product {
-    dnnl::primitive mm;  // a matmul, or (the last product) a 1x1 convolution
-    dnnl::memory src, wei, dst;
+    dnnl::primitive mm;  ///< a matmul, or (the last product) a 1x1 convolution
+    dnnl::memory src;  ///< Its memories.
+    dnnl::memory wei;  ///< Its memories.
+    dnnl::memory dst;  ///< Its memories.
+    /// Executes it on s.
     void run(const dnnl::stream& s) const {
       mm.execute(s, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
     }
   };
   /// One reorder (here fp32 -> bf16, round to nearest even) with its operands bound.
   struct Conversion {
+    /// The primitive.
     dnnl::reorder reorder;
-    dnnl::memory from, to;
+    dnnl::memory from;  ///< Its memories.
+    dnnl::memory to;  ///< Its memories.
+    /// Executes it on s.
     void run(const dnnl::stream& s) const {
       dnnl::memory f = from, t = to;  // handles: execute() takes them by non-const reference
       reorder.execute(s, f, t);
@@ -190,47 +197,59 @@ struct OneDnnNewtonSchulzWorkspace {
   };
   /// The products of one step whose sums depend on the step's coefficients.
   struct StepProducts {
+    /// The step's coefficients.
     PolarCoefficients pc;
-    Product square;               // A <- c Ab Ab + b A (Ab read transposed: Ab^T = Ab); unused when blocked
-    Product apply;                // X <- Bb Xb + a X: a matmul, or a 1x1 convolution reading Xw (apply_conv)
+    Product square;               ///< A <- c Ab Ab + b A (Ab read transposed: Ab^T = Ab); unused when blocked
+    Product apply;                ///< X <- Bb Xb + a X: a matmul, or a 1x1 convolution reading Xw (apply_conv)
   };
-  Index k = -1, l = -1;
+  Index k = -1;  ///< The prepared shape (k x l).
+  Index l = -1;  ///< The prepared shape (k x l).
   // fp32, row-major, on cache lines (detail::CacheLineAllocator; an Eigen matrix is aligned only
   // as far as the build's flags say): the k x l iterate X; the k x k Gram matrix A, then B in its
   // place; C = Ab Ab on its upper block triangle (blocked only). iterate() views X as a matrix.
-  std::vector<float, detail::CacheLineAllocator<float>> X, A, C;
-  std::vector<std::uint16_t, detail::CacheLineAllocator<std::uint16_t>> Xb, Ab;  // bf16 bit patterns
-  std::vector<std::uint16_t, detail::CacheLineAllocator<std::uint16_t>> Xw;  // Xb^T, blocked for the last product
-  std::vector<Index> cut;               // row block i of A is [cut[i], cut[i + 1])
-  bool blocked = false;                 // both symmetric products on their block triangles (file comment)
+  std::vector<float, detail::CacheLineAllocator<float>> X;  ///< fp32 iterate, Gram matrix and polynomial.
+  std::vector<float, detail::CacheLineAllocator<float>> A;  ///< fp32 iterate, Gram matrix and polynomial.
+  std::vector<float, detail::CacheLineAllocator<float>> C;  ///< fp32 iterate, Gram matrix and polynomial.
+  std::vector<std::uint16_t, detail::CacheLineAllocator<std::uint16_t>> Xb;  ///< bf16 bit patterns
+  std::vector<std::uint16_t, detail::CacheLineAllocator<std::uint16_t>> Ab;  ///< bf16 bit patterns
+  std::vector<std::uint16_t, detail::CacheLineAllocator<std::uint16_t>> Xw;  ///< Xb^T, blocked for the last product
+  std::vector<Index> cut;               ///< row block i of A is [cut[i], cut[i + 1])
+  bool blocked = false;                 ///< both symmetric products on their block triangles (file comment)
+  /// oneDNN's CPU engine.
   dnnl::engine engine;
+  /// Its stream.
   dnnl::stream stream;
-  std::vector<Product> gram;            // A = Xb Xb^T, on its upper block triangle (or whole)
-  std::vector<Product> square_tri;      // C = Ab Ab^T (= Ab Ab) on its upper block triangle, when blocked
-  std::vector<StepProducts> steps;      // per step of the schedule (steps with equal coefficients share)
-  std::vector<int> step_of;             // step s -> index into `steps`
-  Conversion to_bf16_kl, to_bf16_kk;    // Xb = bf16(X), Ab = bf16(A) (the latter unblocked only)
-  Conversion to_apply_weights;          // Xw = Xb^T, reordered into the blocked weights layout
-  bool apply_conv = false;              // the last product is a 1x1 convolution (file comment)
-  bool conv_wanted = false;             // k >= convolution_from_k when prepared (so a CPU without the
+  std::vector<Product> gram;            ///< A = Xb Xb^T, on its upper block triangle (or whole)
+  std::vector<Product> square_tri;      ///< C = Ab Ab^T (= Ab Ab) on its upper block triangle, when blocked
+  std::vector<StepProducts> steps;      ///< per step of the schedule (steps with equal coefficients share)
+  std::vector<int> step_of;             ///< step s -> index into `steps`
+  Conversion to_bf16_kl;  ///< Xb = bf16(X), Ab = bf16(A) (the latter unblocked only)
+  Conversion to_bf16_kk;  ///< Xb = bf16(X), Ab = bf16(A) (the latter unblocked only)
+  Conversion to_apply_weights;          ///< Xw = Xb^T, reordered into the blocked weights layout
+  bool apply_conv = false;              ///< the last product is a 1x1 convolution (file comment)
+  bool conv_wanted = false;             ///< k >= convolution_from_k when prepared (so a CPU without the
                                         // convolution keeps its primitives instead of re-probing)
   /// The last product runs as a 1x1 convolution from this k on (file comment: measured faster
   /// from k = 1536, slower below), where oneDNN has a convolution that reads Bb and writes X in
   /// their plain layouts (else the matmul). A tuning point, read by prepare(); the tests lower it
   /// to run the convolution on small shapes.
   Index convolution_from_k = 1536;
-  std::string impl;                     // the implementation oneDNN chose for the Gram product (e.g. brg:avx512_core_amx_bf16)
+  std::string impl;                     ///< the implementation oneDNN chose for the Gram product (e.g. brg:avx512_core_amx_bf16)
 
   OneDnnNewtonSchulzWorkspace() = default;
   // The primitives are bound to this workspace's own buffers, so a copy starts empty (it prepares
   // its own on first use, with the same convolution_from_k); a move keeps them (std::vector
   // moves keep the buffers).
+  /// A copy prepares anew on first use.
   OneDnnNewtonSchulzWorkspace(const OneDnnNewtonSchulzWorkspace& o) : convolution_from_k(o.convolution_from_k) {}
+  /// A copy prepares anew on first use.
   OneDnnNewtonSchulzWorkspace& operator=(const OneDnnNewtonSchulzWorkspace& o) {
     if (this != &o) *this = OneDnnNewtonSchulzWorkspace(o);
     return *this;
   }
+  /// Takes the prepared primitives.
   OneDnnNewtonSchulzWorkspace(OneDnnNewtonSchulzWorkspace&&) = default;
+  /// Takes the prepared primitives.
   OneDnnNewtonSchulzWorkspace& operator=(OneDnnNewtonSchulzWorkspace&&) = default;
 
   /// The fp32 iterate as a k x l row-major matrix (after prepare()).
@@ -411,10 +430,13 @@ struct OneDnnNewtonSchulzWorkspace {
 
 /// Newton-Schulz products engine: bf16 inputs, fp32 accumulation, on oneDNN (see the file comment).
 struct OneDnnBf16 {
+  /// Scratch reused across calls (the workspace argument of dualize).
   template <class Scalar>
   using Workspace = OneDnnNewtonSchulzWorkspace;
+  /// "onednn-bf16".
   static std::string name() { return "onednn-bf16"; }
 
+  /// out = Newton-Schulz_steps(G), bf16 products with fp32 sums.
   template <class Schedule, class D, class O>
   static void run(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& out_, int steps,
                   OneDnnNewtonSchulzWorkspace& ws) {

@@ -43,8 +43,12 @@ namespace steepest {
 /// shape, reused while it stays the same.
 template <class Scalar>
 struct OpenBlasNewtonSchulzWorkspace {
+  /// A row-major matrix of the scalar.
   using Mat = Eigen::Matrix<Scalar, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
-  Mat X, Y, A, C;
+  Mat X;  ///< The iterate, its next value, the Gram matrix and the polynomial in it.
+  Mat Y;  ///< The iterate, its next value, the Gram matrix and the polynomial in it.
+  Mat A;  ///< The iterate, its next value, the Gram matrix and the polynomial in it.
+  Mat C;  ///< The iterate, its next value, the Gram matrix and the polynomial in it.
 };
 
 namespace detail {
@@ -96,10 +100,13 @@ void mirror_upper_to_lower(Scalar* a, Index k) {
 /// GEMMs (the reference). See the file comment.
 template <GramProduct Gram = GramProduct::Syrk>
 struct OpenBlas {
+  /// Scratch reused across calls (the workspace argument of dualize).
   template <class Scalar>
   using Workspace = OpenBlasNewtonSchulzWorkspace<Scalar>;
+  /// "openblas-syrk" or "openblas-gemm".
   static std::string name() { return Gram == GramProduct::Syrk ? "openblas-syrk" : "openblas-gemm"; }
 
+  /// out = Newton-Schulz_steps(G) with OpenBLAS's products.
   template <class Schedule, class D, class O>
   static void run(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& out_, int steps,
                   OpenBlasNewtonSchulzWorkspace<typename D::Scalar>& ws) {

@@ -37,8 +37,10 @@ namespace steepest::libtorch {
 /// CUDA tensors of one device; see the file comment.
 template <>
 struct TensorSpace<cuda::Device> {
+  /// Where the tensors must be, for messages.
   static constexpr const char* where = "on one CUDA device (all parameters on the first one's)";
 
+  /// A tensor on this device.
   bool accepts(const ::torch::Device& d) const { return d.is_cuda() && d.index() == device_; }
   /// The device is the first parameter's; the context is created there, on its current stream.
   void bind(const ::torch::Tensor& first) {
@@ -47,22 +49,27 @@ struct TensorSpace<cuda::Device> {
     c10::cuda::CUDAGuard on(device_);
     ctx_ = std::make_unique<cuda::Context>(c10::cuda::getCurrentCUDAStream(device_).stream());
   }
+  /// The memory space the parameter set uses.
   cuda::Device space() const { return cuda::Device{ctx_.get()}; }
 
   /// What a step runs under: the device made current, the context moved to its current stream.
   /// (Returned as a prvalue: the guard can be neither copied nor moved.)
   struct Entered {
+    /// Switches to the tensors' device for the scope.
     c10::cuda::OptionalCUDAGuard on;
+    /// Enters the device and points the context at torch's current stream.
     Entered(c10::DeviceIndex device, cuda::Context* ctx) {
       if (device < 0) return;  // no CUDA parameter yet: check_tensor refuses before anything runs
       on.set_index(device);
       if (ctx) ctx->set_stream(c10::cuda::getCurrentCUDAStream(device).stream());
     }
   };
+  /// Enters the tensors' device and stream for one step.
   Entered enter() { return Entered(device_, ctx_.get()); }
 
   /// The device the parameters are on, and the context the steps run in.
   c10::DeviceIndex device() const { return device_; }
+  /// The CUDA context.
   cuda::Context& context() { return *ctx_; }
 
  private:

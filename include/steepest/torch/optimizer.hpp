@@ -64,11 +64,16 @@ namespace steepest::libtorch {
 /// A param group's options: `lr` multiplies the steepest optimizer's learning rates for the
 /// group's tensors; `role`, when set, is the role of every tensor of the group.
 struct GroupOptions : public ::torch::optim::OptimizerCloneableOptions<GroupOptions> {
+  /// A group whose lr is lr_factor times the optimizer's, of role role_ (inferred when empty).
   explicit GroupOptions(double lr_factor = 1.0, std::optional<Role> role_ = std::nullopt)
       : lr(lr_factor), role(role_) {}
+  /// The group's learning-rate factor.
   double lr = 1.0;
+  /// The group's role, when given.
   std::optional<Role> role;
+  /// The learning-rate factor (what torch's schedulers change).
   double get_lr() const override { return lr; }
+  /// Sets the learning-rate factor.
   void set_lr(const double v) override { lr = v; }
 };
 
@@ -86,8 +91,11 @@ struct RoleRules {
 
 /// One parameter as the adapter sees it.
 struct NamedParameter {
+  /// The parameter's name.
   std::string name;
+  /// The tensor.
   ::torch::Tensor tensor;
+  /// Its role.
   Role role;
 };
 
@@ -147,12 +155,18 @@ inline ShapeFactor shape_factor_from_torch(std::string_view adjust_lr_fn) {
 template <class Space>
 struct TensorSpace;
 
+/// CPU tensors.
 template <>
 struct TensorSpace<Host> {
+  /// Where the tensors must be, for messages.
   static constexpr const char* where = "on the CPU";
+  /// A CPU tensor.
   bool accepts(const ::torch::Device& d) const { return d.is_cpu(); }
+  /// Nothing to bind on the CPU.
   void bind(const ::torch::Tensor&) {}
+  /// The host space.
   Host space() const { return {}; }
+  /// Nothing to enter on the CPU.
   int enter() const { return 0; }
 };
 
@@ -162,6 +176,7 @@ struct TensorSpace<Host> {
 template <class Opt, class Space = Host>
 class Optimizer : public ::torch::optim::Optimizer {
  public:
+  /// The steepest state behind this torch optimizer.
   using State = typename Opt::template State<float, Space>;
 
   /// Every trainable parameter of `model`, roles from module types and names (infer_roles).
@@ -260,7 +275,9 @@ class Optimizer : public ::torch::optim::Optimizer {
 
   /// The steepest optimizer (its hyper-parameters, roles), its state, and the parameter set.
   Opt& steepest_optimizer() { return opt_; }
+  /// The steepest state (checkpoints: st::save).
   State& steepest_state() { return state_; }
+  /// The parameter set it steps.
   const ParamSet<float, Space>& param_set() const { return params_; }
   /// Where the tensors live (for cuda::Device: the device and its cuda::Context).
   TensorSpace<Space>& tensor_space() { return tensors_; }
