@@ -30,6 +30,19 @@ if ! { [ -x "$py" ] && "$py" -c "import safetensors, numpy" 2>/dev/null; }; then
     echo "warning: no safetensors/numpy for Python: the checkpoint cross-check will be skipped" >&2
   fi
 fi
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSTEEPEST_BUILD_TESTS=ON -DSTEEPEST_WERROR=ON "-DSTEEPEST_PYTHON=$py" "${cuda[@]}" "$@"
+# The Python package (pip install .: its extension built by scikit-build-core with nanobind, both
+# from PyPI) and pytest, in the same venv, for the python_package test. STEEPEST_PYTHON_PACKAGE=0
+# leaves them out; without PyPI the test is not registered, except in CI, where that is an error.
+package=OFF
+if [ "${STEEPEST_PYTHON_PACKAGE:-1}" != 0 ] && [ -x "$py" ]; then
+  if "$build/pyenv/bin/pip" install --quiet pytest . ; then
+    package=ON
+  else
+    [ "${CI:-}" = true ] && { echo "cannot build the Python package (pip install .)" >&2; exit 1; }
+    echo "warning: the Python package did not build: its tests will not run" >&2
+  fi
+fi
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSTEEPEST_BUILD_TESTS=ON -DSTEEPEST_WERROR=ON "-DSTEEPEST_PYTHON=$py" \
+  "-DSTEEPEST_PYTHON_PACKAGE_TESTS=$package" "${cuda[@]}" "$@"
 cmake --build "$build" -j"$(nproc)"
 ctest --test-dir "$build" --output-on-failure -j"$(nproc)"

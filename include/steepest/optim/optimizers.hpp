@@ -268,10 +268,10 @@ Optimizer<MuonChain> muon_scion(Hyper hp = {}, ShapeFactor shape = ShapeFactor::
 /// Per-role radii of Scion (defaults: its example's 50 for hidden/embedding/vectors, 3000 for
 /// the sign head).
 struct ScionRadii {
-  double hidden = 50.0;  ///< Scion's radius per role.
-  double embedding = 50.0;  ///< Scion's radius per role.
-  double output = 3000.0;  ///< Scion's radius per role.
-  double vector = 50.0;  ///< Scion's radius per role.
+  double hidden = 50.0;     ///< Hidden matrices' radius.
+  double embedding = 50.0;  ///< Embeddings' radius.
+  double output = 3000.0;   ///< The output head's radius.
+  double vector = 50.0;     ///< Vectors' radius (biases, gains).
 };
 
 namespace detail {

@@ -1,0 +1,237 @@
+// steepest._core -- the library's optimizers over arrays that cross from Python without a copy.
+//
+// A `Core` is one named optimizer (st::adamw, st::muon, ...) bound to one list of parameters.
+// Parameters and gradients arrive as float32 CPU arrays through nanobind's ndarray, which takes
+// DLPack capsules and the array interfaces: torch tensors and numpy arrays are viewed in place,
+// whatever torch version made them (nothing here links torch). The parameter set keeps the
+// parameters' pointers; each step re-reads them (a tensor whose storage moved is followed) and
+// checks shapes and names before anything is written.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/unique_ptr.h>
+#include <nanobind/stl/vector.h>
+
+#include <steepest/steepest.hpp>
+
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace nb = nanobind;
+namespace st = steepest;
+
+namespace {
+
+/// A float32 array in CPU memory, C-contiguous: a view, never a copy.
+using Array = nb::ndarray<float, nb::device::cpu, nb::c_contig>;
+
+/// A tensor as a matrix: rows = the first dimension, cols = the product of the others (a conv
+/// kernel [out, in, kh, kw] is the matrix out x (in kh kw)); 0-D and 1-D tensors are vectors.
+struct Shape {
+  st::Index rows = 1, cols = 1;
+};
+Shape shape_of(const Array& a) {
+  Shape s;
+  if (a.ndim() == 0) return s;
+  s.rows = st::Index(a.shape(0));
+  for (std::size_t d = 1; d < a.ndim(); ++d) s.cols *= st::Index(a.shape(d));
+  if (a.ndim() == 1) s.cols = 1;
+  return s;
+}
+
+st::Role role_of(const std::string& r) {
+  if (r == "hidden") return st::Role::Hidden;
+  if (r == "embedding") return st::Role::Embedding;
+  if (r == "output") return st::Role::Output;
+  if (r == "vector") return st::Role::Vector;
+  throw std::invalid_argument("unknown role '" + r + "' (hidden, embedding, output, vector)");
+}
+
+st::ShapeFactor shape_factor_of(const std::string& s) {
+  if (s == "muon") return st::ShapeFactor::MuonMax1;
+  if (s == "match_adamw") return st::ShapeFactor::MatchAdamW;
+  if (s == "spectral_mup") return st::ShapeFactor::SpectralMuP;
+  if (s == "none") return st::ShapeFactor::None;
+  throw std::invalid_argument("unknown shape factor '" + s + "' (muon, match_adamw, spectral_mup, none)");
+}
+
+/// The hyper-parameters a Python caller sets, as numbers (the shape factor as its name).
+struct PyHyper {
+  double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  std::string shape_factor = "none";
+  std::string on_non_finite = "error";
+  st::Hyper get() const {
+    st::Hyper h;
+    h.lr = lr, h.beta1 = beta1, h.beta2 = beta2, h.eps = eps, h.weight_decay = weight_decay;
+    h.shape_factor = shape_factor_of(shape_factor);
+    if (on_non_finite == "error") h.on_non_finite = st::NonFinitePolicy::Error;
+    else if (on_non_finite == "skip") h.on_non_finite = st::NonFinitePolicy::Skip;
+    else if (on_non_finite == "unchecked") h.on_non_finite = st::NonFinitePolicy::Unchecked;
+    else throw std::invalid_argument("unknown on_non_finite '" + on_non_finite + "' (error, skip, unchecked)");
+    return h;
+  }
+};
+
+/// Sets the coefficients a step reads (not lr: the step's factor carries the schedule).
+void set_coefficients(st::Hyper& h, const PyHyper& p) {
+  h.beta1 = p.beta1, h.beta2 = p.beta2, h.eps = p.eps, h.weight_decay = p.weight_decay;
+}
+
+/// One optimizer over one list of parameters (type-erased over the optimizer's type).
+class Core {
+ public:
+  virtual ~Core() = default;
+  /// One step: `lr_factor` multiplies every layer's learning rate (the schedule's factor);
+  /// `hp` and `adamw_hp` replace the coefficients. False when skipped (on_non_finite = "skip").
+  virtual bool step(const std::vector<Array>& params, const std::vector<Array>& grads, double lr_factor,
+                    const PyHyper& hp, const PyHyper& adamw_hp) = 0;
+  /// Steps taken.
+  virtual long long steps() const = 0;
+  /// The chain(s) the optimizer runs.
+  virtual std::string name() const = 0;
+  /// The state to / from a checkpoint in the library's safetensors layout.
+  virtual void save(const std::string& path) = 0;
+  virtual void load(const std::string& path) = 0;
+  /// Each layer's operator norm in its geometry: (name, geometry, value).
+  virtual std::vector<std::tuple<std::string, std::string, double>> operator_norms() const = 0;
+};
+
+template <class Opt>
+class CoreOf final : public Core {
+ public:
+  CoreOf(Opt opt, const std::vector<std::string>& names, const std::vector<std::string>& roles,
+         const std::vector<Array>& params)
+      : opt_(std::move(opt)) {
+    if (names.size() != params.size() || roles.size() != params.size())
+      throw std::invalid_argument("steepest: names, roles and parameters differ in number");
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      const Shape s = shape_of(params[i]);
+      const st::Role role = role_of(roles[i]);
+      float* data = const_cast<float*>(params[i].data());
+      if (role == st::Role::Vector) set_.add_vector(names[i], data, s.rows * s.cols);
+      else set_.add(names[i], role, data, s.rows, s.cols);
+    }
+    state_ = opt_.init(set_);
+  }
+
+  bool step(const std::vector<Array>& params, const std::vector<Array>& grads, double lr_factor, const PyHyper& hp,
+            const PyHyper& adamw_hp) override {
+    if (params.size() != set_.size() || grads.size() != set_.size())
+      throw std::invalid_argument("steepest: the step got " + std::to_string(params.size()) + " parameters and " +
+                                  std::to_string(grads.size()) + " gradients for " + std::to_string(set_.size()));
+    st::Gradients<float> g;
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      auto& l = set_[i];
+      const Shape ps = shape_of(params[i]), gs = shape_of(grads[i]);
+      const st::Index rows = l.role == st::Role::Vector ? ps.rows * ps.cols : ps.rows;
+      const st::Index cols = l.role == st::Role::Vector ? 1 : ps.cols;
+      if (rows != l.rows || cols != l.cols || gs.rows * gs.cols != rows * cols)
+        throw st::shape_error("parameter '" + l.name + "': shape changed, or its gradient's differs");
+      l.data = const_cast<float*>(params[i].data());  // a tensor whose storage moved is followed
+      g.add(l.name, grads[i].data(), rows, cols);
+    }
+    configure(opt_, lr_factor, hp, adamw_hp);
+    return opt_.step(set_, g, state_);
+  }
+  long long steps() const override { return state_.step; }
+  std::string name() const override { return opt_.name(); }
+  void save(const std::string& path) override { st::save(opt_, state_, path); }
+  void load(const std::string& path) override { st::load(opt_, state_, path); }
+  std::vector<std::tuple<std::string, std::string, double>> operator_norms() const override {
+    std::vector<std::tuple<std::string, std::string, double>> out;
+    for (const auto& n : opt_.operator_norms(set_)) out.emplace_back(n.name, n.geometry, n.value);
+    return out;
+  }
+
+ private:
+  template <class C>
+  static void configure(st::Optimizer<C>& o, double lr_factor, const PyHyper& hp, const PyHyper&) {
+    o.lr_factor = lr_factor;
+    set_coefficients(o.hp, hp);
+  }
+  template <class... Os>
+  static void configure(st::Routed<Os...>& o, double lr_factor, const PyHyper& hp, const PyHyper& adamw_hp) {
+    o.lr_factor = lr_factor;
+    std::size_t i = 0;
+    std::apply([&](auto&... r) { ((set_coefficients(r.opt.hp, i++ == 0 ? hp : adamw_hp)), ...); }, o.routes);
+  }
+
+  Opt opt_;
+  st::ParamSet<float> set_;
+  typename Opt::template State<float> state_;
+};
+
+template <class Opt>
+std::unique_ptr<Core> make_core(Opt opt, const std::vector<std::string>& names, const std::vector<std::string>& roles,
+                                const std::vector<Array>& params) {
+  return std::make_unique<CoreOf<Opt>>(std::move(opt), names, roles, params);
+}
+
+/// The named optimizers by name, as the C++ functions of the same names make them.
+std::unique_ptr<Core> make(const std::string& kind, const PyHyper& p, const PyHyper& a,
+                           const std::vector<std::string>& names, const std::vector<std::string>& roles,
+                           const std::vector<Array>& params) {
+  const st::Hyper hp = p.get(), ah = a.get();
+  const auto& n = names;
+  const auto& r = roles;
+  const auto& x = params;
+  if (kind == "sgd") return make_core(st::sgd(hp), n, r, x);
+  if (kind == "sgd_nesterov") return make_core(st::sgd_nesterov(hp), n, r, x);
+  if (kind == "adamw") return make_core(st::adamw(hp), n, r, x);
+  if (kind == "adamw_rescaled") return make_core(st::adamw_rescaled(hp), n, r, x);
+  if (kind == "sign_descent") return make_core(st::sign_descent(hp), n, r, x);
+  if (kind == "lion") return make_core(st::lion(hp), n, r, x);
+  if (kind == "moga_row") return make_core(st::moga_row(hp), n, r, x);
+  if (kind == "moga_col") return make_core(st::moga_col(hp), n, r, x);
+  if (kind == "moga_row_momentum") return make_core(st::moga_row_momentum(hp), n, r, x);
+  if (kind == "cautious_adamw") return make_core(st::cautious_adamw(hp), n, r, x);
+  if (kind == "muon") return make_core(st::muon(hp, ah, hp.shape_factor), n, r, x);
+  if (kind == "normuon") return make_core(st::normuon(hp, ah), n, r, x);
+  if (kind == "adamuon") return make_core(st::adamuon(hp, ah), n, r, x);
+  if (kind == "polargrad") return make_core(st::polargrad(hp, ah), n, r, x);
+  if (kind == "muon_eq") return make_core(st::muon_eq(hp, ah, hp.shape_factor), n, r, x);
+  if (kind == "muon_plus") return make_core(st::muon_plus(hp, ah, hp.shape_factor), n, r, x);
+  if (kind == "scion") return make_core(st::scion(hp), n, r, x);
+  if (kind == "scion_unconstrained") return make_core(st::scion_unconstrained(hp), n, r, x);
+  throw std::invalid_argument("unknown optimizer '" + kind + "'");
+}
+
+}  // namespace
+
+NB_MODULE(_core, m) {
+  m.doc() = "steepest's optimizers over float32 CPU arrays (torch tensors, numpy arrays), without copies";
+  nb::class_<PyHyper>(m, "Hyper")
+      .def(nb::init<>())
+      .def_rw("lr", &PyHyper::lr)
+      .def_rw("beta1", &PyHyper::beta1)
+      .def_rw("beta2", &PyHyper::beta2)
+      .def_rw("eps", &PyHyper::eps)
+      .def_rw("weight_decay", &PyHyper::weight_decay)
+      .def_rw("shape_factor", &PyHyper::shape_factor)
+      .def_rw("on_non_finite", &PyHyper::on_non_finite);
+  nb::class_<Core>(m, "Core")
+      .def("step", &Core::step, nb::arg("params").noconvert(), nb::arg("grads").noconvert(), nb::arg("lr_factor"),
+           nb::arg("hp"), nb::arg("adamw_hp"))
+      .def_prop_ro("steps", &Core::steps)
+      .def_prop_ro("name", &Core::name)
+      .def("save", &Core::save)
+      .def("load", &Core::load)
+      .def("operator_norms", &Core::operator_norms);
+  // noconvert: an array of another dtype or layout is refused, never silently copied (a copied
+  // parameter would be stepped while the caller's stays as it was).
+  m.def("make", &make, nb::arg("kind"), nb::arg("hp"), nb::arg("adamw_hp"), nb::arg("names"), nb::arg("roles"),
+        nb::arg("params").noconvert(), "The named optimizer `kind` over `params` (float32 CPU arrays, viewed in place).");
+  nb::register_exception_translator([](const std::exception_ptr& p, void*) {
+    try {
+      std::rethrow_exception(p);
+    } catch (const st::shape_error& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const st::non_finite_error& e) {
+      PyErr_SetString(PyExc_FloatingPointError, e.what());
+    }
+  });
+}

@@ -1,0 +1,194 @@
+"""steepest.torch against torch's own optimizers and against the C++ library.
+
+Run with pytest in a Python where the package is installed (`pip install .`) beside torch:
+    python -m pytest python/tests
+STEEPEST_CONVENTION_FIXTURE, when set, is tests/convention_fixture (built by CMake): the C++
+library stepping the same weights with the same gradients, for the same-bits check.
+"""
+import math
+import os
+import subprocess
+
+import pytest
+
+torch = pytest.importorskip("torch")
+stt = pytest.importorskip("steepest.torch")
+import steepest  # noqa: E402
+
+
+def grad_at(size, t, salt):
+    """tests/optim_helpers.hpp's grad_at: full rank, different at every step (float64, then float32)."""
+    return torch.tensor([math.sin(0.37 * i * i + 1.3 * t + salt) + 0.1 * t for i in range(size)],
+                        dtype=torch.float64).to(torch.float32)
+
+
+def weights(rows, cols):
+    return torch.tensor([0.05 * math.sin(i + 1.0) for i in range(rows * cols)], dtype=torch.float32).reshape(rows, cols)
+
+
+def run(make, rows, cols, steps, scheduler=None):
+    w = torch.nn.Parameter(weights(rows, cols))
+    opt = make([w])
+    sched = scheduler(opt) if scheduler else None
+    for t in range(1, steps + 1):
+        w.grad = grad_at(rows * cols, t, 0.5).reshape(rows, cols)
+        opt.step()
+        if sched:
+            sched.step()
+    return w.detach().clone()
+
+
+def rel(a, b, w0):  # the two updates' difference, relative to the update's size
+    return float((a - b).norm() / (b - w0).norm())
+
+
+@pytest.mark.parametrize("shape", [(12, 7), (7, 12)])
+def test_adamw_matches_torch(shape):
+    kw = dict(lr=0.02, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)
+    ours = run(lambda p: stt.AdamW(p, **kw), *shape, 5)
+    ref = run(lambda p: torch.optim.AdamW(p, **kw), *shape, 5)
+    assert rel(ours, ref, weights(*shape)) < 1e-5
+
+
+def test_scheduler_changes_lr_between_steps():
+    kw = dict(lr=0.02, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)
+    sched = lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=2, gamma=0.3)  # noqa: E731
+    ours = run(lambda p: stt.AdamW(p, **kw), 9, 5, 6, sched)
+    ref = run(lambda p: torch.optim.AdamW(p, **kw), 9, 5, 6, sched)
+    flat = run(lambda p: stt.AdamW(p, **kw), 9, 5, 6)
+    w0 = weights(9, 5)
+    assert rel(ours, ref, w0) < 1e-5
+    assert rel(flat, ref, w0) > 1e-2  # the schedule was applied, not ignored
+
+
+@pytest.mark.skipif(not hasattr(torch.optim, "Muon"), reason="needs torch.optim.Muon (PyTorch >= 2.9)")
+@pytest.mark.parametrize("shape", [(12, 7), (7, 12)])
+def test_muon_matches_torch_with_fp32_newton_schulz(shape, monkeypatch):
+    import torch.optim._muon as muon_module
+    stock = muon_module._zeropower_via_newtonschulz
+
+    def float32_ns(grad, ns_coefficients, ns_steps, eps):  # torch's iteration, float32 products
+        real = torch.bfloat16
+        try:
+            torch.bfloat16 = torch.float32
+            return stock(grad, ns_coefficients, ns_steps, eps)
+        finally:
+            torch.bfloat16 = real
+
+    monkeypatch.setattr(muon_module, "_zeropower_via_newtonschulz", float32_ns)
+    ref = run(lambda p: torch.optim.Muon(p, lr=0.02, weight_decay=0.1, momentum=0.95, nesterov=True,
+                                         adjust_lr_fn="original"), *shape, 5)
+    ours = run(lambda p: stt.Muon(p, lr=0.02, weight_decay=0.1, betas=(0.95, 0.95)), *shape, 5)
+    assert rel(ours, ref, weights(*shape)) < 1e-4
+
+
+FIXTURE = os.environ.get("STEEPEST_CONVENTION_FIXTURE")
+
+
+@pytest.mark.skipif(not FIXTURE, reason="STEEPEST_CONVENTION_FIXTURE (tests/convention_fixture) not given")
+@pytest.mark.parametrize("rule", ["adamw", "muon"])
+def test_same_bits_as_the_cpp_library(rule):
+    rows, cols, steps = 12, 7, 5
+    args = [FIXTURE, rule, str(rows), str(cols), str(steps)] + (["original"] if rule == "muon" else [])
+    out = subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()
+    lib = torch.tensor([float(x) for x in out], dtype=torch.float32).reshape(rows, cols)
+    if rule == "adamw":
+        make = lambda p: stt.AdamW(p, lr=0.02, betas=(0.9, 0.99), eps=1e-8, weight_decay=0.1)  # noqa: E731
+    else:
+        make = lambda p: stt.Muon(p, lr=0.02, weight_decay=0.1, betas=(0.95, 0.999))  # noqa: E731
+    assert torch.equal(run(make, rows, cols, steps), lib)
+
+
+def model():
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Embedding(11, 8), torch.nn.Linear(8, 8), torch.nn.ReLU(),
+                               torch.nn.Linear(8, 11))
+
+
+def train(m, opt, steps, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    for _ in range(steps):
+        x = torch.randint(0, 11, (16,), generator=g)
+        opt.zero_grad(set_to_none=True)
+        loss = torch.nn.functional.cross_entropy(m(x), x)
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
+def test_roles_from_a_module():
+    roles = {name: role for name, _, role in stt.infer_roles(model())}
+    assert roles == {"0.weight": "embedding", "1.weight": "hidden", "1.bias": "vector",
+                     "3.weight": "output", "3.bias": "vector"}
+
+
+@pytest.mark.parametrize("cls", [stt.AdamW, stt.MOGARow, stt.Muon, stt.Scion])
+def test_state_dict_round_trip_continues_bitwise(cls):
+    a = model()
+    oa = cls(a, lr=0.01)
+    train(a, oa, 3)
+    sd = oa.state_dict()
+    b = model()
+    b.load_state_dict(a.state_dict())
+    ob = cls(b, lr=0.01)
+    ob.load_state_dict(sd)
+    train(a, oa, 3, seed=2)
+    train(b, ob, 3, seed=2)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_training_lowers_the_loss():
+    m = model()
+    first = train(m, stt.MOGARow(m, lr=0.05), 1)
+    last = train(m, stt.MOGARow(m, lr=0.05), 60)
+    assert last < 0.5 * first
+
+
+def test_bad_tensors_are_refused_before_anything_changes():
+    w = torch.nn.Parameter(torch.ones(4, 3))
+    b = torch.nn.Parameter(torch.ones(3))
+    opt = stt.AdamW([("w", w), ("b", b)], lr=0.1)
+    w.grad = torch.ones(4, 3)
+    b.grad = torch.ones(6)[::2]  # not contiguous (torch itself refuses a gradient of another dtype)
+    with pytest.raises(ValueError, match="'b'.*contiguous"):
+        opt.step()
+    b.grad = None
+    with pytest.raises(RuntimeError, match="'b' has no gradient"):
+        opt.step()
+    assert torch.equal(w.detach(), torch.ones(4, 3))  # nothing was stepped
+    with pytest.raises(TypeError, match="float32"):
+        stt.AdamW([torch.nn.Parameter(torch.ones(2, 2, dtype=torch.float64))])
+
+
+def test_non_finite_gradient_raises_and_changes_nothing():
+    w = torch.nn.Parameter(torch.ones(4, 3))
+    opt = stt.AdamW([w], lr=0.1)
+    w.grad = torch.full((4, 3), float("nan"))
+    with pytest.raises(FloatingPointError):
+        opt.step()
+    assert torch.equal(w.detach(), torch.ones(4, 3))
+
+
+def test_compiled_model_trains_with_the_optimizer_outside_the_graph():
+    m = model()
+    cm = torch.compile(m, backend="eager")
+    opt = stt.AdamW(m, lr=0.05)
+    first = train(cm, opt, 1)
+    last = train(cm, opt, 40)
+    assert last < first
+
+
+def test_save_and_load_files(tmp_path):
+    a = model()
+    oa = stt.Muon(a, lr=0.02)
+    train(a, oa, 2)
+    steepest.save(oa, str(tmp_path / "s.safetensors"))
+    b = model()
+    b.load_state_dict(a.state_dict())
+    ob = stt.Muon(b, lr=0.02)
+    steepest.load(ob, str(tmp_path / "s.safetensors"))
+    train(a, oa, 2, seed=3)
+    train(b, ob, 2, seed=3)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
