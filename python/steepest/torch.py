@@ -96,6 +96,7 @@ class SteepestOptimizer(torch.optim.Optimizer):
                 params = [p for _, p in params]
         self._overrides = roles or {}
         self._cores = []
+        self._detached = []
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         shape_factor=shape_factor, on_non_finite=on_non_finite, adamw_lr=adamw_lr,
                         adamw_betas=tuple(adamw_betas), adamw_eps=adamw_eps,
@@ -139,27 +140,55 @@ class SteepestOptimizer(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         """One step of every group (after `closure()`, when given, re-evaluates the loss). Every
-        tensor is checked before any group is stepped."""
+        tensor is checked before any group is stepped: the compiled core refuses a tensor of
+        another dtype, device or layout as it converts the arguments, before it steps, and the
+        named message comes from _check_tensor then."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         work = []
-        for group in self.param_groups:
-            grads = []
+        for gi, group in enumerate(self.param_groups):
+            params, grads = self._views(gi, group), []
             for p, name in zip(group["params"], group["names"]):
-                if p.grad is None:
+                g = p.grad
+                if g is None:
                     raise RuntimeError("steepest: parameter '%s' has no gradient; skipping a parameter is "
                                        "not supported yet (give it a zero gradient, or leave it out)" % name)
-                _check_tensor(p, name, "the parameter")
-                _check_tensor(p.grad, name, "the gradient")
-                grads.append(p.grad.detach())
-            work.append((group, grads))
-        for (group, grads), core in zip(work, self._cores):
-            params = [p.detach() for p in group["params"]]
-            core.step(params, grads, group["lr"] / group["initial_lr"], self._hyper(group, ""),
-                      self._hyper(group, "adamw_"))
+                grads.append(g)
+            work.append((group, params, grads))
+        if len(work) > 1:  # a later group's refusal must not follow an earlier group's step
+            for group, _, grads in work:
+                for p, g, name in zip(group["params"], grads, group["names"]):
+                    _check_tensor(p, name, "the parameter")
+                    _check_tensor(g, name, "the gradient")
+        first = True
+        for (group, params, grads), core in zip(work, self._cores):
+            try:
+                core.step(params, grads, group["lr"] / group["initial_lr"], self._hyper(group, ""),
+                          self._hyper(group, "adamw_"))
+            except TypeError:
+                if first:  # nothing was stepped yet: name the tensor
+                    for g2, _, gr in work:
+                        for p, g, name in zip(g2["params"], gr, g2["names"]):
+                            _check_tensor(p, name, "the parameter")
+                            _check_tensor(g, name, "the gradient")
+                raise
+            first = False
         return loss
+
+    def _views(self, gi, group):
+        """The group's parameters as tensors outside autograd, made once and remade for a
+        parameter whose storage moved (`p.data = ...`)."""
+        views = self._detached[gi] if gi < len(self._detached) else None
+        params = group["params"]
+        if views is None or any(v.data_ptr() != p.data_ptr() for v, p in zip(views, params)):
+            views = [p.detach() for p in params]
+            if gi < len(self._detached):
+                self._detached[gi] = views
+            else:
+                self._detached.append(views)
+        return views
 
     # ---- state -------------------------------------------------------------------------------
     def state_dict(self):

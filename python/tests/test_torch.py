@@ -161,6 +161,27 @@ def test_bad_tensors_are_refused_before_anything_changes():
         stt.AdamW([torch.nn.Parameter(torch.ones(2, 2, dtype=torch.float64))])
 
 
+def test_a_parameter_whose_storage_moved_is_followed():
+    w = torch.nn.Parameter(torch.ones(4, 3))
+    opt = stt.SteepestOptimizer([w], "sgd", lr=0.5, betas=(0.0, 0.0))
+    w.grad = torch.full((4, 3), 2.0)
+    opt.step()
+    w.data = torch.full((4, 3), 5.0)  # new storage
+    opt.step()
+    assert torch.equal(w.detach(), torch.full((4, 3), 4.0))  # 5 - 0.5 * 2
+
+
+def test_groups_are_all_checked_before_any_is_stepped():
+    a = torch.nn.Parameter(torch.ones(2, 2))
+    b = torch.nn.Parameter(torch.ones(2, 2))
+    opt = stt.AdamW([{"params": [a]}, {"params": [b], "names": ["b"]}], lr=0.1)
+    a.grad = torch.ones(2, 2)
+    b.grad = torch.ones(4, 2)[::2]
+    with pytest.raises(ValueError, match="'b'.*contiguous"):
+        opt.step()
+    assert torch.equal(a.detach(), torch.ones(2, 2))
+
+
 def test_non_finite_gradient_raises_and_changes_nothing():
     w = torch.nn.Parameter(torch.ones(4, 3))
     opt = stt.AdamW([w], lr=0.1)
