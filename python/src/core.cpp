@@ -30,7 +30,7 @@ namespace {
 using Array = nb::ndarray<float, nb::device::cpu, nb::c_contig>;
 
 /// A tensor as a matrix: rows = the first dimension, cols = the product of the others (a conv
-/// kernel [out, in, kh, kw] is the matrix out x (in kh kw)); 0-D and 1-D tensors are vectors.
+/// kernel [out, in, kh, kw] is the matrix out x (in kh kw); a 1-D tensor n x 1, a 0-D one 1 x 1).
 struct Shape {
   st::Index rows = 1, cols = 1;
 };
@@ -39,24 +39,32 @@ Shape shape_of(const Array& a) {
   if (a.ndim() == 0) return s;
   s.rows = st::Index(a.shape(0));
   for (std::size_t d = 1; d < a.ndim(); ++d) s.cols *= st::Index(a.shape(d));
-  if (a.ndim() == 1) s.cols = 1;
+  return s;
+}
+
+/// The value named `name` in `table`, or an error listing the names (`what` says what it is).
+template <class T, std::size_t N>
+T by_name(const std::string& name, const std::pair<const char*, T> (&table)[N], const char* what) {
+  std::string names;
+  for (const auto& [n, v] : table) {
+    if (name == n) return v;
+    names += (names.empty() ? "" : ", ") + std::string(n);
+  }
+  throw std::invalid_argument("unknown " + std::string(what) + " '" + name + "' (" + names + ")");
+}
+
+/// The matrix a tensor of role `role` is stepped as: a vector's entries are one column.
+Shape layer_shape(const Array& a, st::Role role) {
+  Shape s = shape_of(a);
+  if (role == st::Role::Vector) s = {s.rows * s.cols, 1};
   return s;
 }
 
 st::Role role_of(const std::string& r) {
-  if (r == "hidden") return st::Role::Hidden;
-  if (r == "embedding") return st::Role::Embedding;
-  if (r == "output") return st::Role::Output;
-  if (r == "vector") return st::Role::Vector;
-  throw std::invalid_argument("unknown role '" + r + "' (hidden, embedding, output, vector)");
-}
-
-st::ShapeFactor shape_factor_of(const std::string& s) {
-  if (s == "muon") return st::ShapeFactor::MuonMax1;
-  if (s == "match_adamw") return st::ShapeFactor::MatchAdamW;
-  if (s == "spectral_mup") return st::ShapeFactor::SpectralMuP;
-  if (s == "none") return st::ShapeFactor::None;
-  throw std::invalid_argument("unknown shape factor '" + s + "' (muon, match_adamw, spectral_mup, none)");
+  static constexpr std::pair<const char*, st::Role> table[] = {
+      {"hidden", st::Role::Hidden}, {"embedding", st::Role::Embedding}, {"output", st::Role::Output},
+      {"vector", st::Role::Vector}};
+  return by_name(r, table, "role");
 }
 
 /// The hyper-parameters a Python caller sets, as numbers (the shape factor as its name).
@@ -65,13 +73,16 @@ struct PyHyper {
   std::string shape_factor = "none";
   std::string on_non_finite = "error";
   st::Hyper get() const {
+    static constexpr std::pair<const char*, st::ShapeFactor> shapes[] = {
+        {"muon", st::ShapeFactor::MuonMax1}, {"match_adamw", st::ShapeFactor::MatchAdamW},
+        {"spectral_mup", st::ShapeFactor::SpectralMuP}, {"none", st::ShapeFactor::None}};
+    static constexpr std::pair<const char*, st::NonFinitePolicy> policies[] = {
+        {"error", st::NonFinitePolicy::Error}, {"skip", st::NonFinitePolicy::Skip},
+        {"unchecked", st::NonFinitePolicy::Unchecked}};
     st::Hyper h;
     h.lr = lr, h.beta1 = beta1, h.beta2 = beta2, h.eps = eps, h.weight_decay = weight_decay;
-    h.shape_factor = shape_factor_of(shape_factor);
-    if (on_non_finite == "error") h.on_non_finite = st::NonFinitePolicy::Error;
-    else if (on_non_finite == "skip") h.on_non_finite = st::NonFinitePolicy::Skip;
-    else if (on_non_finite == "unchecked") h.on_non_finite = st::NonFinitePolicy::Unchecked;
-    else throw std::invalid_argument("unknown on_non_finite '" + on_non_finite + "' (error, skip, unchecked)");
+    h.shape_factor = by_name(shape_factor, shapes, "shape factor");
+    h.on_non_finite = by_name(on_non_finite, policies, "on_non_finite");
     return h;
   }
 };
@@ -109,11 +120,9 @@ class CoreOf final : public Core {
     if (names.size() != params.size() || roles.size() != params.size())
       throw std::invalid_argument("steepest: names, roles and parameters differ in number");
     for (std::size_t i = 0; i < params.size(); ++i) {
-      const Shape s = shape_of(params[i]);
       const st::Role role = role_of(roles[i]);
-      float* data = const_cast<float*>(params[i].data());
-      if (role == st::Role::Vector) set_.add_vector(names[i], data, s.rows * s.cols);
-      else set_.add(names[i], role, data, s.rows, s.cols);
+      const Shape s = layer_shape(params[i], role);
+      set_.add(names[i], role, const_cast<float*>(params[i].data()), s.rows, s.cols);
     }
     state_ = opt_.init(set_);
   }
@@ -126,13 +135,11 @@ class CoreOf final : public Core {
     st::Gradients<float> g;
     for (std::size_t i = 0; i < params.size(); ++i) {
       auto& l = set_[i];
-      const Shape ps = shape_of(params[i]), gs = shape_of(grads[i]);
-      const st::Index rows = l.role == st::Role::Vector ? ps.rows * ps.cols : ps.rows;
-      const st::Index cols = l.role == st::Role::Vector ? 1 : ps.cols;
-      if (rows != l.rows || cols != l.cols || gs.rows * gs.cols != rows * cols)
+      const Shape ps = layer_shape(params[i], l.role), gs = shape_of(grads[i]);
+      if (ps.rows != l.rows || ps.cols != l.cols || gs.rows * gs.cols != l.rows * l.cols)
         throw st::shape_error("parameter '" + l.name + "': shape changed, or its gradient's differs");
       l.data = const_cast<float*>(params[i].data());  // a tensor whose storage moved is followed
-      g.add(l.name, grads[i].data(), rows, cols);
+      g.add(l.name, grads[i].data(), l.rows, l.cols);
     }
     configure(opt_, lr_factor, hp, adamw_hp);
     return opt_.step(set_, g, state_);

@@ -69,6 +69,14 @@ def _check_tensor(t, name, what):
         raise ValueError("steepest: %s of '%s' is not contiguous" % (what, name))
 
 
+def _check_all(work):
+    """_check_tensor on every parameter and gradient of the step's (group, views, grads) list."""
+    for group, _, grads in work:
+        for p, g, name in zip(group["params"], grads, group["names"]):
+            _check_tensor(p, name, "the parameter")
+            _check_tensor(g, name, "the gradient")
+
+
 class SteepestOptimizer(torch.optim.Optimizer):
     """A named optimizer of the library (`kind`: "adamw", "moga_row", "muon", ...) over torch
     parameters. `params`: a module (roles inferred), or what torch optimizers take (tensors,
@@ -158,23 +166,14 @@ class SteepestOptimizer(torch.optim.Optimizer):
                 grads.append(g)
             work.append((group, params, grads))
         if len(work) > 1:  # a later group's refusal must not follow an earlier group's step
-            for group, _, grads in work:
-                for p, g, name in zip(group["params"], grads, group["names"]):
-                    _check_tensor(p, name, "the parameter")
-                    _check_tensor(g, name, "the gradient")
-        first = True
+            _check_all(work)
         for (group, params, grads), core in zip(work, self._cores):
             try:
                 core.step(params, grads, group["lr"] / group["initial_lr"], self._hyper(group, ""),
                           self._hyper(group, "adamw_"))
             except TypeError:
-                if first:  # nothing was stepped yet: name the tensor
-                    for g2, _, gr in work:
-                        for p, g, name in zip(g2["params"], gr, g2["names"]):
-                            _check_tensor(p, name, "the parameter")
-                            _check_tensor(g, name, "the gradient")
+                _check_all(work)  # nothing was stepped: name the tensor the core refused
                 raise
-            first = False
         return loss
 
     def _views(self, gi, group):

@@ -420,7 +420,7 @@ void check_executor_on_host(const char* name, Opt opt) {
         tables_ok = false;  // every layer of these chains fuses
         continue;
       }
-      const bool by_rows = Info::geometry_factors && st::LayerDualize::needs_rows(ctx.geometry.fused());
+      const bool by_rows = ChainT::needs_rows(ctx.geometry.fused());
       const In* gj;
       if constexpr (Bf16) gj = sc::detail::device_words(gb[j].data());
       else gj = g[j].data();

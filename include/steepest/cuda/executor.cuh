@@ -456,16 +456,12 @@ struct Executor {
       auto b = builder<Pack, In>();
       for (auto& job : jobs) {
         const Layer<S>& l = *job.l;
-        const bool by_rows = needs_rows(job.geometry.fused(), std::make_index_sequence<Info::size>{});
+        const bool by_rows = ChainT::needs_rows(job.geometry.fused());
         b.add(pack_of<0>(job, std::make_index_sequence<Info::size>{}), job.g, nullptr, l.rows * l.cols, l.cols,
               by_rows);
       }
       b.flush();
     }
-  }
-  template <std::size_t... K>
-  static bool needs_rows(FusedForm f, std::index_sequence<K...>) {
-    return (steepest::detail::elem_needs_rows<typename Info::template at<K>>(f) || ...);
   }
   static Index factor_count(const Job& job) {
     if (!Info::geometry_factors) return 0;
@@ -524,11 +520,8 @@ struct Executor {
     if constexpr (has_device_rule<T>::value) {
       const Hyper hp = opt.coefficients[I].over(opt.hp);
       DeviceRule<T>::run(jobs, m, n, hp, [this](const Job& job) -> auto& { return std::get<I>(states[job.j]); }, cx);
-    } else if constexpr (applies_geometry_v<T>) {  // the handle's device direction, for the group
-      const Geometry g = jobs.front().geometry;
-      const Direction* d = direction_of(g);
-      if (!d) throw std::invalid_argument("geometry '" + g.name() + "' has no CUDA form");  // init refuses it
-      d->apply(g, jobs.front().u, Index(jobs.size()), m, n, cx);  // the group's updates are back to back
+    } else if constexpr (applies_geometry_v<T>) {  // the group's updates are back to back
+      apply_direction(jobs.front().geometry, jobs.front().u, Index(jobs.size()), m, n, cx);
     } else if constexpr (is_dualize<T>::value) {
       using N = typename is_dualize<T>::policy;
       static_assert(has_cuda_kernel<N>::value,

@@ -9,8 +9,8 @@
 //     is registered once, from CUDA code, before the first step:
 //         st::cuda::register_geometry<MyPolicy>();   // also serves MeanNormalized<MyPolicy>
 //     The host table of every handle made from B points at the slot this fills.
-// The executor asks `direction_of(g)` and calls what it returns; a geometry with neither is
-// refused at init, naming the layer.
+// The executor asks `direction_of(g)` at init (a geometry with neither is refused, naming the
+// layer) and runs it through `apply_direction`.
 #pragma once
 
 #include "newton_schulz.cuh"
@@ -78,6 +78,14 @@ inline const Direction* direction_of(Geometry g) {
     case FusedForm::None: break;
   }
   return g.spectral() && g.polar().at != nullptr ? &detail::kPolar : nullptr;
+}
+
+/// u <- D(u) for `count` m x n matrices back to back, by g's device direction (init has refused a
+/// layer whose geometry has none; this throws if one gets here anyway).
+inline void apply_direction(Geometry g, float* u, Index count, Index m, Index n, Context& cx) {
+  const Direction* d = direction_of(g);
+  if (!d) throw std::invalid_argument("geometry '" + g.name() + "' has no CUDA form");
+  d->apply(g, u, count, m, n, cx);
 }
 
 /// Makes norm policy N usable as a per-layer geometry on device memory (`st::geometry<N>()`,

@@ -161,14 +161,11 @@ struct DeviceRule<DualNormDualize> {
                   Context& cx) {
     const Index size = m * n;
     if (size == 0) return;
-    const Geometry g = jobs.front().geometry;
-    const Direction* d = direction_of(g);
-    if (!d) throw std::invalid_argument("geometry '" + g.name() + "' has no CUDA form");  // init refuses it
     for (auto& job : jobs)
       check(cudaMemcpyAsync(state_of(job).before.data(), job.u, sizeof(float) * std::size_t(size),
                             cudaMemcpyDeviceToDevice, cx.stream()),
             "cudaMemcpyAsync (update before the direction)");
-    d->apply(g, jobs.front().u, Index(jobs.size()), m, n, cx);
+    apply_direction(jobs.front().geometry, jobs.front().u, Index(jobs.size()), m, n, cx);
     float* dots = cx.scratch_f32[3].reserve(jobs.size());
     check(cudaMemsetAsync(dots, 0, sizeof(float) * jobs.size(), cx.stream()), "cudaMemsetAsync");
     for (std::size_t k = 0; k < jobs.size(); ++k) {

@@ -287,6 +287,10 @@ struct Chain {
     else return false;
   }
 
+  /// Whether the fused pass must tell the kernels each row (begin_row) for a layer whose
+  /// geometry's fused form is f: some transform's factor is per row or per column.
+  static bool needs_rows(FusedForm f) { return (detail::elem_needs_rows<Ts>(f) || ...); }
+
   /// One pass over memory for the whole chain: reads the gradient (ctx.grad or ctx.grad_bf16),
   /// the states and W once, writes the states and W once. Rows are the unit of work when a
   /// per-row/column factor is used (and of OpenMP parallelism when enabled and not already inside
@@ -348,7 +352,7 @@ struct Chain {
   template <class S, class Tuple, std::size_t... I>
   static void fused_impl(Ctx<S>& ctx, Tuple& st, const CoefficientTable& co, std::index_sequence<I...> seq) {
     const auto ks = std::make_tuple(detail::elem_one<Ts>(ctx, std::get<I>(st), co[I])...);
-    const bool by_rows = (detail::elem_needs_rows<Ts>(ctx.geometry.fused()) || ...);
+    const bool by_rows = needs_rows(ctx.geometry.fused());
     if constexpr (std::is_same_v<S, float>) {
       if (ctx.grad_bf16) {
         detail::fused_pass(ctx.grad_bf16, ks, ctx.w.rows(), ctx.w.cols(), by_rows, seq);

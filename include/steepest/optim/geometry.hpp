@@ -141,8 +141,8 @@ auto& pick_workspace(LayerWorkspace<S>& ws) {
 struct GeometryOps {
   /// The policy's name.
   std::string (*name)();
-  double p;  ///< operator-norm exponents p -> q of the policy
-  double q;  ///< operator-norm exponents p -> q of the policy
+  double p;  ///< the policy's operator norm is p -> q: this is p
+  double q;  ///< and this is q
   bool mean_normalized;     ///< MeanNormalized<B>: the scale below is B's s(m, n)
   bool spectral;            ///< the direction is a polar factor (Muon's shape factors apply)
   /// How the fused passes can apply the direction.
