@@ -57,18 +57,19 @@ struct Net {
     params.add("o", swap_roles ? st::Role::Embedding : st::Role::Output, o.data(), 3, 6);
     params.add_vector("v", v.data(), 6);
   }
+  /// Step t; tensor `without` (0 h, 1 e, 2 o, 3 v) has no gradient when given.
   template <class Opt, class State>
-  void step(const Opt& opt, State& state, int t) {
+  void step(const Opt& opt, State& state, int t, int without = -1) {
     std::vector<std::vector<S>> g;
     st::Gradients<S> G;
     for (const auto* p : {&h, &e, &o, &v}) {
       const auto d = grad_at(p->size(), t, double(p->size()));
       g.emplace_back(d.begin(), d.end());
     }
-    G.add(g[0].data(), 6, 5);
-    G.add(g[1].data(), 5, 4);
-    G.add(g[2].data(), 3, 6);
-    G.add_vector(g[3].data(), 6);
+    const std::pair<st::Index, st::Index> shapes[] = {{6, 5}, {5, 4}, {3, 6}, {6, 1}};
+    for (int i = 0; i < 4; ++i)
+      if (i == without) G.skip();
+      else G.add(g[std::size_t(i)].data(), shapes[i].first, shapes[i].second);
     opt.step(params, G, state);
   }
 };
@@ -655,6 +656,53 @@ TEST_CASE("a crafted step count past 2^53 is refused, with its CRC fixed up and 
     st::load_bytes(opt, fresh, join(h, p.payload));
     CHECK(fresh.step == (1LL << 53));
   }
+}
+
+TEST_CASE("skipped steps: counted per layer in the file only when set, resumed bitwise, crafted counts refused") {
+  const auto check = [](auto opt) {
+    CAPTURE(opt.name());
+    // e has no gradient at steps 2 and 3, h none at step 6.
+    const auto without = [](int t) { return t == 2 || t == 3 ? 1 : t == 6 ? 0 : -1; };
+    Net<float> straight, net;
+    auto s0 = opt.init(straight.params);
+    for (int t = 1; t <= 8; ++t) straight.step(opt, s0, t, without(t));
+    auto state = opt.init(net.params);
+    for (int t = 1; t <= 4; ++t) net.step(opt, state, t, without(t));
+    const std::string file = st::save_bytes(opt, state);
+    const Parts p = split(file);
+    CHECK(p.header.find("skipped\\\":\\\"2\\\"") != std::string::npos);  // e's count, inside the layers string
+    CHECK(p.header.find("skipped") == p.header.rfind("skipped"));          // and no other layer's
+    auto resumed = opt.init(net.params);
+    st::load_bytes(opt, resumed, file);
+    for (int t = 5; t <= 8; ++t) net.step(opt, resumed, t, without(t));
+    CHECK(net.h == straight.h);  // bitwise
+    CHECK(net.e == straight.e);
+    CHECK(net.o == straight.o);
+    CHECK(net.v == straight.v);
+    CHECK(snapshot(resumed) == snapshot(s0));
+    // A count past the step, or not a count, is refused and nothing changes (CRC fixed up or
+    // the field dropped, so that the count's own check is what refuses).
+    const auto before = snapshot(resumed);
+    for (const char* bad : {"5", "9", "-1", "x", "18446744073709551617"}) {
+      const std::string h = replace_once(p.header, "skipped\\\":\\\"2", std::string("skipped\\\":\\\"") + bad);
+      for (const std::string& hh : {h, drop_crc(h)}) {
+        CHECK_THROWS_WITH_AS(st::load_bytes(opt, resumed, join(hh, p.payload)), doctest::Contains("\"skipped\" is not a count"),
+                             st::state_file_error);
+        CHECK(snapshot(resumed) == before);
+      }
+    }
+    // Loading a file without counts clears them.
+    Net<float> plain;
+    auto ps = opt.init(plain.params);
+    plain.step(opt, ps, 1);
+    const std::string no_skips = st::save_bytes(opt, ps);
+    CHECK(no_skips.find("skipped") == std::string::npos);
+    st::load_bytes(opt, resumed, no_skips);
+    for (const long long* k : resumed.skip_counts()) CHECK(*k == 0);
+  };
+  check(st::adamw(hyper(0.01, 0.9, 0.99, 0.1)));
+  check(st::muon(hyper(0.02, 0.95, 0.95, 0.1), hyper(0.01, 0.9, 0.99, 0.1)));
+  check(st::moga_row(hyper(0.01, 0.9, 0.95, 0.1)));
 }
 
 TEST_CASE("the crc32 field: found at any spacing and in either case; a stale one says to drop it") {

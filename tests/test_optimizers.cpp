@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <limits>
 #include <random>
 #include <vector>
 
@@ -175,6 +176,68 @@ TEST_CASE("AdamW matches a scalar reference") {
     return a[std::size_t(k)].update(g, t, 0.9, 0.99, 1e-8);
   });
   check_same(run_lib(st::adamw(hp), 7), ref);
+}
+
+TEST_CASE("a tensor without a gradient is not stepped; bias corrections follow its own step count") {
+  // torch's AdamW: a parameter whose .grad is None is left alone (weights, moments, weight decay)
+  // and its "step" does not advance. Here h has no gradient at step 3, b none at steps 2 and 5.
+  const auto hp = hyper(1e-2, 0.9, 0.99, 0.1);
+  const auto has = [](int k, int t) { return k == 0 ? t != 3 : t != 2 && t != 5; };
+  Model ref;
+  AdamRef a[2]{AdamRef(35), AdamRef(7)};
+  int own[2] = {0, 0};
+  for (int t = 1; t <= 7; ++t) {
+    const Vec g[2] = {grad_at(ref.w.size(), t, 0.0), grad_at(ref.b.size(), t, 2.0)};
+    Vec* w[2] = {&ref.w, &ref.b};
+    for (int k = 0; k < 2; ++k)
+      if (has(k, t)) step(*w[k], a[k].update(g[k], ++own[k], 0.9, 0.99, 1e-8), hp.lr, hp.weight_decay);
+  }
+  for (bool fuse : {true, false}) {
+    CAPTURE(fuse);
+    auto opt = st::adamw(hp);
+    opt.fuse = fuse;
+    Model md;
+    auto state = opt.init(md.params);
+    for (int t = 1; t <= 7; ++t) {
+      const Vec gw = grad_at(md.w.size(), t, 0.0), gb = grad_at(md.b.size(), t, 2.0);
+      const Model before = md;
+      st::Gradients<double> g;
+      if (has(0, t)) g.add("h", gw.data(), md.m, md.n);
+      else g.skip("h");
+      if (has(1, t)) g.add_vector("b", gb.data(), md.m);
+      else g.skip("b");
+      REQUIRE(opt.step(md.params, g, state));
+      CHECK((md.w == before.w) == !has(0, t));  // bitwise unchanged exactly when skipped
+      CHECK((md.b == before.b) == !has(1, t));
+    }
+    CHECK(state.step == 7);
+    CHECK(state.skipped == std::vector<long long>{1, 2});
+    check_same(md, ref);
+  }
+  // A skipped tensor needs no shape, and its gradient is not read for the finite check; a
+  // gradient given for the wrong tensor is still refused by name.
+  auto opt = st::muon(hyper(0.02, 0.95, 0, 0.1));
+  Model md;
+  auto state = opt.init(md.params);
+  const Vec gb(7, std::numeric_limits<double>::quiet_NaN());
+  st::Gradients<double> g;
+  g.skip("h");
+  g.add_vector("b", gb.data(), md.m);
+  const Model before = md;
+  CHECK_THROWS_AS(opt.step(md.params, g, state), st::non_finite_error);
+  st::Gradients<double> wrong;
+  wrong.skip("b");
+  wrong.skip("h");
+  CHECK_THROWS_WITH_AS(opt.step(md.params, wrong, state), doctest::Contains("is given for 'b'"), st::shape_error);
+  st::Gradients<double> none;
+  none.skip("h");
+  none.skip("b");
+  REQUIRE(opt.step(md.params, none, state));  // every tensor skipped: a step that changes nothing but counts
+  CHECK(md.w == before.w);
+  CHECK(md.b == before.b);
+  CHECK(state.step == 1);
+  CHECK(state.part<0>().skipped == std::vector<long long>{1});
+  CHECK(state.part<1>().skipped == std::vector<long long>{1});
 }
 
 TEST_CASE("rescaled AdamW: hidden update times 1/fan_in, vectors unscaled") {

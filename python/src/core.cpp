@@ -10,13 +10,18 @@
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/tuple.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/unique_ptr.h>
 #include <nanobind/stl/vector.h>
 
 #include <steepest/steepest.hpp>
 
+#include <algorithm>
+#include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -28,6 +33,8 @@ namespace {
 
 /// A float32 array in CPU memory, C-contiguous: a view, never a copy.
 using Array = nb::ndarray<float, nb::device::cpu, nb::c_contig>;
+/// A gradient, or None for a tensor that has none this step (it is skipped).
+using MaybeArray = std::optional<Array>;
 
 /// A tensor as a matrix: rows = the first dimension, cols = the product of the others (a conv
 /// kernel [out, in, kh, kw] is the matrix out x (in kh kw); a 1-D tensor n x 1, a 0-D one 1 x 1).
@@ -97,16 +104,24 @@ class Core {
  public:
   virtual ~Core() = default;
   /// One step: `lr_factor` multiplies every layer's learning rate (the schedule's factor);
-  /// `hp` and `adamw_hp` replace the coefficients. False when skipped (on_non_finite = "skip").
-  virtual bool step(const std::vector<Array>& params, const std::vector<Array>& grads, double lr_factor,
+  /// `hp` and `adamw_hp` replace the coefficients; a None gradient leaves its tensor, and its
+  /// state and step count, as they are. False when skipped (on_non_finite = "skip").
+  virtual bool step(const std::vector<Array>& params, const std::vector<MaybeArray>& grads, double lr_factor,
                     const PyHyper& hp, const PyHyper& adamw_hp) = 0;
   /// Steps taken.
   virtual long long steps() const = 0;
   /// The chain(s) the optimizer runs.
   virtual std::string name() const = 0;
-  /// The state to / from a checkpoint in the library's safetensors layout.
+  /// The state to / from a checkpoint in the library's safetensors layout (a file, or its
+  /// bytes). Loading copies into the state's buffers, so views of them stay valid.
   virtual void save(const std::string& path) = 0;
   virtual void load(const std::string& path) = 0;
+  virtual nb::bytes save_bytes() = 0;
+  virtual void load_bytes(std::string_view file) = 0;
+  /// Tensor i's own step count (steps less those it had no gradient), and its state buffers:
+  /// (key, address, rows, columns), float32, alive as long as this object.
+  virtual std::pair<long long, std::vector<std::tuple<std::string, std::uintptr_t, std::size_t, std::size_t>>>
+  layer_state(std::size_t i) = 0;
   /// Each layer's operator norm in its geometry: (name, geometry, value).
   virtual std::vector<std::tuple<std::string, std::string, double>> operator_norms() const = 0;
 };
@@ -127,7 +142,7 @@ class CoreOf final : public Core {
     state_ = opt_.init(set_);
   }
 
-  bool step(const std::vector<Array>& params, const std::vector<Array>& grads, double lr_factor, const PyHyper& hp,
+  bool step(const std::vector<Array>& params, const std::vector<MaybeArray>& grads, double lr_factor, const PyHyper& hp,
             const PyHyper& adamw_hp) override {
     if (params.size() != set_.size() || grads.size() != set_.size())
       throw std::invalid_argument("steepest: the step got " + std::to_string(params.size()) + " parameters and " +
@@ -135,11 +150,18 @@ class CoreOf final : public Core {
     st::Gradients<float> g;
     for (std::size_t i = 0; i < params.size(); ++i) {
       auto& l = set_[i];
-      const Shape ps = layer_shape(params[i], l.role), gs = shape_of(grads[i]);
-      if (ps.rows != l.rows || ps.cols != l.cols || gs.rows * gs.cols != l.rows * l.cols)
-        throw st::shape_error("parameter '" + l.name + "': shape changed, or its gradient's differs");
+      const Shape ps = layer_shape(params[i], l.role);
+      if (ps.rows != l.rows || ps.cols != l.cols)
+        throw st::shape_error("parameter '" + l.name + "': its shape changed since the optimizer was made");
       l.data = const_cast<float*>(params[i].data());  // a tensor whose storage moved is followed
-      g.add(l.name, grads[i].data(), l.rows, l.cols);
+      if (!grads[i]) {
+        g.skip(l.name);
+        continue;
+      }
+      const Shape gs = shape_of(*grads[i]);
+      if (gs.rows * gs.cols != l.rows * l.cols)
+        throw st::shape_error("parameter '" + l.name + "': its gradient has another shape");
+      g.add(l.name, grads[i]->data(), l.rows, l.cols);
     }
     configure(opt_, lr_factor, hp, adamw_hp);
     return opt_.step(set_, g, state_);
@@ -147,7 +169,39 @@ class CoreOf final : public Core {
   long long steps() const override { return state_.step; }
   std::string name() const override { return opt_.name(); }
   void save(const std::string& path) override { st::save(opt_, state_, path); }
-  void load(const std::string& path) override { st::load(opt_, state_, path); }
+  void load(const std::string& path) override {
+    auto fresh = opt_.init(set_);
+    st::load(opt_, fresh, path);
+    adopt(fresh);
+  }
+  nb::bytes save_bytes() override {
+    const std::string b = st::save_bytes(opt_, state_);
+    return nb::bytes(b.data(), b.size());
+  }
+  void load_bytes(std::string_view file) override {
+    auto fresh = opt_.init(set_);
+    st::load_bytes(opt_, fresh, file, "state_dict");
+    adopt(fresh);
+  }
+  std::pair<long long, std::vector<std::tuple<std::string, std::uintptr_t, std::size_t, std::size_t>>>
+  layer_state(std::size_t i) override {
+    if (i >= set_.size()) throw nb::index_error("steepest: no such tensor");
+    std::vector<std::tuple<std::string, std::uintptr_t, std::size_t, std::size_t>> out;
+    std::size_t k = 0;
+    long long own = 0;
+    const auto counts = state_.skip_counts();
+    state_.for_each_layer([&](const st::LayerRecord&, const std::string&, auto&& visit) {
+      if (k == i) {
+        own = state_.step - *counts[k];
+        visit([&](const std::string& key, auto& b, st::Domain) {
+          static_assert(std::is_same_v<std::decay_t<decltype(*b.data())>, float>, "float32 state only");
+          out.emplace_back(key, std::uintptr_t(b.data()), std::size_t(b.rows()), std::size_t(b.cols()));
+        });
+      }
+      ++k;
+    });
+    return {own, std::move(out)};
+  }
   std::vector<std::tuple<std::string, std::string, double>> operator_norms() const override {
     std::vector<std::tuple<std::string, std::string, double>> out;
     for (const auto& n : opt_.operator_norms(set_)) out.emplace_back(n.name, n.geometry, n.value);
@@ -165,6 +219,26 @@ class CoreOf final : public Core {
     o.lr_factor = lr_factor;
     std::size_t i = 0;
     std::apply([&](auto&... r) { ((set_coefficients(r.opt.hp, i++ == 0 ? hp : adamw_hp)), ...); }, o.routes);
+  }
+
+  /// A loaded state's values into this one's buffers (same layout: made by the same init), so
+  /// that views of the buffers handed out by layer_state stay valid.
+  template <class State>
+  void adopt(State& fresh) {
+    std::vector<std::pair<float*, std::size_t>> to;
+    state_.for_each_layer([&](const st::LayerRecord&, const std::string&, auto&& visit) {
+      visit([&](const std::string&, auto& b, st::Domain) { to.emplace_back(b.data(), std::size_t(b.size())); });
+    });
+    std::size_t k = 0;
+    fresh.for_each_layer([&](const st::LayerRecord&, const std::string&, auto&& visit) {
+      visit([&](const std::string&, auto& b, st::Domain) {
+        std::copy(b.data(), b.data() + to[k].second, to[k].first);
+        ++k;
+      });
+    });
+    state_.set_step(fresh.step);
+    const auto from = fresh.skip_counts(), into = state_.skip_counts();
+    for (std::size_t j = 0; j < into.size(); ++j) *into[j] = *from[j];
   }
 
   Opt opt_;
@@ -227,6 +301,26 @@ NB_MODULE(_core, m) {
       .def_prop_ro("name", &Core::name)
       .def("save", &Core::save)
       .def("load", &Core::load)
+      .def("save_bytes", &Core::save_bytes)
+      .def(
+          "load_bytes",
+          [](Core& c, nb::ndarray<const std::uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> file) {
+            c.load_bytes(std::string_view(reinterpret_cast<const char*>(file.data()), file.shape(0)));
+          },
+          nb::arg("file"), "Loads a checkpoint from its bytes (bytes, or a 1-D uint8 array)")
+      .def(
+          "layer_state",
+          [](nb::handle self, std::size_t i) {
+            // Views of the buffers, kept alive by (and as long as) this Core.
+            auto [own, bufs] = nb::cast<Core&>(self).layer_state(i);
+            nb::list views;
+            for (const auto& [key, at, rows, cols] : bufs) {
+              const std::size_t shape[2] = {rows, cols};
+              views.append(nb::make_tuple(key, nb::ndarray<float, nb::c_contig>(reinterpret_cast<float*>(at), 2, shape, self)));
+            }
+            return nb::make_tuple(own, views);
+          },
+          nb::arg("i"), "(own step count, [(key, float32 view of the buffer)]) of tensor i")
       .def("operator_norms", &Core::operator_norms);
   // noconvert: an array of another dtype or layout is refused, never silently copied (a copied
   // parameter would be stepped while the caller's stays as it was).

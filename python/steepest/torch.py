@@ -6,20 +6,27 @@ group's tensors in place. What torch code relies on holds:
     changes `lr` between steps (it scales the group's rates, AdamW's route included, by
     lr / initial lr), and the coefficients are read again at every step;
   - `step(closure)` and `zero_grad(set_to_none=True)` (inherited);
-  - `state_dict()` / `load_state_dict()` round-trip the state exactly (the library's checkpoint
-    bytes under the key "steepest"), so `torch.save(opt.state_dict(), f)` works;
+  - a parameter whose `.grad` is None is skipped: its weights and state stay as they are (no
+    moment decay, no weight decay) and its own step count, which bias corrections read, stays;
+  - `opt.state[p]` holds p's state buffers as float32 tensors that view the compiled state
+    (zero-copy; keys as the library names them, e.g. "adam.m" and "adam.v" for AdamW);
+  - `state_dict()` is torch's layout: "state" keyed by parameter index, each with its own
+    "step" and its buffers as tensors, "param_groups" with "params" indices; plus, under
+    "steepest", each group's checkpoint header. `load_state_dict()` rebuilds the library's
+    checkpoint from them and loads it with every check the library's loader makes, so a
+    `torch.save` / `torch.load` round trip continues bit for bit;
   - a tensor that is not float32, not on the CPU, not contiguous, sparse or complex is refused
     with its name before anything changes.
 Roles (hidden matrices, embeddings, the output head, vectors) pick each tensor's geometry and,
 for the Muon family, its route: from a module they are inferred as the libtorch adapter does
 (`infer_roles`); from plain tensors, 2-D and larger are hidden, the rest vectors; a group may
 say `role` for all of its tensors, and `roles={"glob": "role"}` overrides by name.
-Not yet: a parameter whose `.grad` is None is refused rather than skipped, and CUDA tensors are
-refused (the C++ library steps device memory; this package does not bind it yet).
+Not yet: CUDA tensors are refused (the C++ library steps device memory; this package does not
+bind it yet).
 """
 import fnmatch
-import os
-import tempfile
+import json
+import struct
 
 import torch
 
@@ -74,7 +81,8 @@ def _check_all(work):
     for group, _, grads in work:
         for p, g, name in zip(group["params"], grads, group["names"]):
             _check_tensor(p, name, "the parameter")
-            _check_tensor(g, name, "the gradient")
+            if g is not None:
+                _check_tensor(g, name, "the gradient")
 
 
 class SteepestOptimizer(torch.optim.Optimizer):
@@ -132,6 +140,14 @@ class SteepestOptimizer(torch.optim.Optimizer):
         group["names"], group["roles"] = names, roles
         self._cores.append(_core.make(self._kind, self._hyper(group, ""), self._hyper(group, "adamw_"), names,
                                       roles, [p.detach() for p in group["params"]]))
+        self._expose_state(len(self._cores) - 1)
+
+    def _expose_state(self, gi):
+        """opt.state[p] for the group's tensors: views of the compiled state's buffers."""
+        core = self._cores[gi]
+        for i, p in enumerate(self.param_groups[gi]["params"]):
+            _, bufs = core.layer_state(i)
+            self.state[p] = {key: torch.from_dlpack(view) for key, view in bufs}
 
     @staticmethod
     def _hyper(group, prefix):
@@ -158,12 +174,8 @@ class SteepestOptimizer(torch.optim.Optimizer):
         work = []
         for gi, group in enumerate(self.param_groups):
             params, grads = self._views(gi, group), []
-            for p, name in zip(group["params"], group["names"]):
-                g = p.grad
-                if g is None:
-                    raise RuntimeError("steepest: parameter '%s' has no gradient; skipping a parameter is "
-                                       "not supported yet (give it a zero gradient, or leave it out)" % name)
-                grads.append(g)
+            for p in group["params"]:
+                grads.append(p.grad)  # None: skipped
             work.append((group, params, grads))
         if len(work) > 1:  # a later group's refusal must not follow an earlier group's step
             _check_all(work)
@@ -189,37 +201,107 @@ class SteepestOptimizer(torch.optim.Optimizer):
                 self._detached.append(views)
         return views
 
-    # ---- state -------------------------------------------------------------------------------
+    # ---- state ----------------------------------------------------------------------------
     def state_dict(self):
-        """torch's dict (param_groups) plus, under "steepest", each group's state as the library's
-        checkpoint bytes (exact: a loaded optimizer continues bit for bit)."""
+        """torch's layout: {"state": {index: {"step": own count, key: buffer}}, "param_groups":
+        [... "params": [indices]]}, plus "steepest": each group's checkpoint header (its
+        metadata: optimizer, layers, routes, global step). The buffers are the live state, as in
+        torch's own optimizers: torch.save copies them, a caller that keeps the dict should too."""
         sd = super().state_dict()
-        blobs = []
-        with tempfile.TemporaryDirectory() as d:
-            for i, core in enumerate(self._cores):
-                path = os.path.join(d, "g%d.safetensors" % i)
-                core.save(path)
-                with open(path, "rb") as f:
-                    blobs.append(f.read())
-        sd["steepest"] = blobs
+        state, index = {}, 0
+        headers = []
+        for gi, (group, core) in enumerate(zip(self.param_groups, self._cores)):
+            for i, p in enumerate(group["params"]):
+                own, _ = core.layer_state(i)
+                entry = dict(self.state[p])
+                entry["step"] = torch.tensor(float(own))
+                state[index] = entry
+                index += 1
+            headers.append(_header_of(core.save_bytes()))
+        sd["state"] = state
+        sd["steepest"] = headers
         return sd
 
     def load_state_dict(self, state_dict):
-        state_dict = dict(state_dict)
-        blobs = state_dict.pop("steepest", None)
-        if blobs is None or len(blobs) != len(self._cores):
-            raise ValueError("steepest: this state_dict has no steepest state for %d groups" % len(self._cores))
-        super().load_state_dict(state_dict)
-        with tempfile.TemporaryDirectory() as d:
-            for i, (core, blob) in enumerate(zip(self._cores, blobs)):
-                path = os.path.join(d, "g%d.safetensors" % i)
-                with open(path, "wb") as f:
-                    f.write(blob)
-                core.load(path)
+        """Loads a dict that state_dict() made (after torch.save / torch.load, or edited): each
+        group's checkpoint is rebuilt from "steepest" and the tensors, and the library's loader
+        checks it (layers, shapes, value domains, step counts) before anything changes."""
+        headers = state_dict.get("steepest")
+        if not isinstance(headers, list) or len(headers) != len(self._cores):
+            raise ValueError("steepest: this state_dict has no steepest state for %d groups (saved by "
+                             "another optimizer?)" % len(self._cores))
+        groups = state_dict.get("param_groups", [])
+        if len(groups) != len(self.param_groups) or any(
+                len(a["params"]) != len(b["params"]) for a, b in zip(groups, self.param_groups)):
+            raise ValueError("steepest: the state_dict's parameter groups do not match this optimizer's")
+        files, index = [], 0
+        for group, header in zip(self.param_groups, headers):
+            entries = []
+            for name in group["names"]:
+                saved = state_dict["state"].get(index)
+                if saved is None:
+                    raise ValueError("steepest: the state_dict has no state for parameter %d ('%s')" % (index, name))
+                entries.append((name, saved))
+                index += 1
+            files.append(_checkpoint_of(header, entries))
+        for core, f in zip(self._cores, files):  # every file built before any core loads
+            core.load_bytes(f)
+        rest = dict(state_dict)
+        rest["state"] = {}
+        rest.pop("steepest")
+        views = self.state
+        super().load_state_dict(rest)  # param_groups (lr, betas, ...); our state is loaded above
+        self.state = views
 
     def operator_norms(self):
         """[(name, geometry, ||W||)] for every tensor, each in its geometry."""
         return [n for core in self._cores for n in core.operator_norms()]
+
+
+def _header_of(file):
+    """The JSON header of a checkpoint (its bytes) as a dict."""
+    (n,) = struct.unpack_from("<Q", file, 0)
+    return json.loads(bytes(file[8:8 + n]).decode("utf-8"))
+
+
+def _checkpoint_of(header, entries):
+    """A checkpoint's bytes (a uint8 tensor) from a header that _header_of read and, per layer
+    in order, (name, {"step": own count, key: tensor}). The per-layer skipped counts are set
+    from the own counts; the crc32 field is dropped (the format allows it), since the tensors
+    may have been edited or moved; every value is then checked by the loader."""
+    meta = dict(header["__metadata__"])
+    meta.pop("crc32", None)
+    step = int(meta["step"])
+    layers = json.loads(meta["layers"])
+    if len(layers) != len(entries):
+        raise ValueError("steepest: the state_dict holds %d tensors' state, its header %d" % (len(entries), len(layers)))
+    out, parts, offset = {"__metadata__": meta}, [], 0
+    for layer, (name, saved) in zip(layers, entries):
+        if layer["name"] != name:
+            raise ValueError("steepest: state of '%s' found where '%s' was saved" % (name, layer["name"]))
+        own = saved.get("step")
+        own = step if own is None else int(torch.as_tensor(own).item())
+        layer.pop("skipped", None)
+        if own != step:
+            layer["skipped"] = str(step - own)  # a negative count is refused by the loader
+        for key in layer["buffers"]:
+            t = saved.get(key)
+            if not isinstance(t, torch.Tensor):
+                raise ValueError("steepest: the state of '%s' has no tensor '%s'" % (name, key))
+            old = header[name + "/" + key]
+            if t.dtype != torch.float32 or list(t.shape) != old["shape"]:
+                raise ValueError("steepest: '%s' of '%s' is %s %s, the optimizer's is float32 %s"
+                                 % (key, name, t.dtype, list(t.shape), old["shape"]))
+            data = t.detach().to("cpu").contiguous().view(torch.uint8).reshape(-1)
+            out[name + "/" + key] = {"dtype": "F32", "shape": old["shape"],
+                                     "data_offsets": [offset, offset + data.numel()]}
+            parts.append(data)
+            offset += data.numel()
+    meta["layers"] = json.dumps(layers, separators=(",", ":"))
+    text = json.dumps(out, separators=(",", ":")).encode("utf-8")
+    text += b" " * ((8 - len(text) % 8) % 8)
+    prefix = torch.frombuffer(bytearray(struct.pack("<Q", len(text)) + text), dtype=torch.uint8)
+    return torch.cat([prefix] + parts)
 
 
 def _named(kind, **fixed):

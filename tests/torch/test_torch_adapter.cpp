@@ -170,6 +170,41 @@ TEST_CASE("AdamW through the adapter agrees with torch::optim::AdamW") {
   CHECK(worst < 2e-5);
 }
 
+TEST_CASE("a parameter without a gradient is skipped, as torch::optim::AdamW skips it") {
+  // h's weight and the embedding have no gradient at steps 3 and 4 (frozen for two steps): both
+  // optimizers leave them, their moments and their step counts alone.
+  torch::manual_seed(5);
+  TinyNet a, b;
+  copy_weights(a, b);
+  torch::optim::AdamW ref(b->parameters(), torch::optim::AdamWOptions(0.01).betas({0.9, 0.99}).weight_decay(0.1));
+  st::Hyper hp;
+  hp.lr = 0.01, hp.beta1 = 0.9, hp.beta2 = 0.99, hp.weight_decay = 0.1;
+  lt::Optimizer opt(*a, st::adamw(hp));
+  for (int t = 0; t < 8; ++t) {
+    opt.zero_grad();
+    loss_of(a, t).backward();
+    ref.zero_grad();
+    loss_of(b, t).backward();
+    const bool frozen = t == 3 || t == 4;
+    if (frozen)
+      for (TinyNet* n : {&a, &b}) {
+        (*n)->h->weight.mutable_grad() = torch::Tensor();
+        (*n)->emb->weight.mutable_grad() = torch::Tensor();
+      }
+    const auto before = a->h->weight.detach().clone(), emb_before = a->emb->weight.detach().clone();
+    opt.step();
+    ref.step();
+    CHECK(torch::equal(a->h->weight, before) == frozen);
+    CHECK(torch::equal(a->emb->weight, emb_before) == frozen);
+  }
+  const auto pa = a->parameters(), pb = b->parameters();
+  double worst = 0;
+  for (std::size_t i = 0; i < pa.size(); ++i)
+    worst = std::max(worst, (pa[i] - pb[i]).abs().max().item<double>() / (pb[i].abs().max().item<double>() + 1e-12));
+  MESSAGE("with skipped parameters, largest difference to torch::optim::AdamW after 8 steps: " << worst);
+  CHECK(worst < 2e-5);
+}
+
 TEST_CASE("torch::save -> torch::load -> continue equals an uninterrupted run; a foreign archive is refused") {
   torch::manual_seed(5);
   TinyNet a, b;

@@ -345,8 +345,9 @@ struct Device {
     check(cudaMemcpyAsync(f, &none, sizeof(int), cudaMemcpyHostToDevice, ctx.stream()), "cudaMemcpyAsync (check flag)");
     auto b = detail::table_builder<S, kernels::ElemPack<kernels::FiniteCheck>, detail::device_word_t<G>>(ctx.stream());
     for (std::size_t i = 0; i < grads.size(); ++i)
-      b.add(kernels::make_pack(kernels::FiniteCheck{f, int(i)}), detail::device_words(grads.data(i)), nullptr,
-            grads.rows(i) * grads.cols(i), grads.cols(i), false);
+      if (!grads.skipped(i))
+        b.add(kernels::make_pack(kernels::FiniteCheck{f, int(i)}), detail::device_words(grads.data(i)), nullptr,
+              grads.rows(i) * grads.cols(i), grads.cols(i), false);
     b.flush();
     int h = none;
     check(cudaMemcpyAsync(&h, f, sizeof(int), cudaMemcpyDeviceToHost, ctx.stream()), "cudaMemcpyAsync (check flag)");
@@ -392,13 +393,12 @@ struct Executor {
   Context& cx;
   StepScratch<S>& scratch;
   std::vector<LayerState>& states;
-  long long t;
 
   /// The context of transform `position` of the chain for this job: the optimizer's Hyper
   /// with the coefficients that transform owns (hp, which must outlive the context).
   Ctx<S, Device> ctx_of(const Job& job, const Hyper& hp) const {
     const Layer<S>& l = *job.l;
-    Ctx<S, Device> c{scratch.none, LayerView<S>{job.w, l.rows, l.cols}, hp, t, job.geometry,
+    Ctx<S, Device> c{scratch.none, LayerView<S>{job.w, l.rows, l.cols}, hp, job.t, job.geometry,
                      l.role != Role::Vector, job.lr, job.radius, cx};
     if constexpr (std::is_same_v<In, S>) c.grad = job.g;
     else c.grad_bf16 = reinterpret_cast<const std::uint16_t*>(job.g);
@@ -550,7 +550,7 @@ void Device::run(const Opt& opt, ParamSet<S, Device>& params, const Gradients<G,
   using Job = detail::LayerJob<S, In>;
   Context& cx = detail::context_of(params.space());
   StepScratch<S>& scratch = st.scratch;
-  detail::Executor<ChainT, S, Opt, In> ex{opt, cx, scratch, st.layers, t};
+  detail::Executor<ChainT, S, Opt, In> ex{opt, cx, scratch, st.layers};
 
   // Sort the layers: fused (one pass), or staged in groups of one shape and geometry.
   std::vector<Job> one_pass;
@@ -558,9 +558,13 @@ void Device::run(const Opt& opt, ParamSet<S, Device>& params, const Gradients<G,
   std::size_t staged_entries = 0, strided_entries = 0;
   for (std::size_t j = 0; j < st.layers.size(); ++j) {
     const Layer<S>& l = params[st.index[j]];
+    if (grads.skipped(l.tensor)) {  // no gradient: nothing of this layer changes but its count
+      ++st.skipped[j];
+      continue;
+    }
     if (l.rows * l.cols == 0) continue;
     Job job{j, &l, detail::device_words(grads.data(l.tensor)) + l.offset, l.data, nullptr, nullptr,
-            opt.lr_of(l, lr_factor), opt.radius_of(l), opt.geometry_of(l)};
+            opt.lr_of(l, lr_factor), opt.radius_of(l), opt.geometry_of(l), t - st.skipped[j]};
     if (!l.contiguous()) strided_entries += std::size_t(l.rows * l.cols);
     if (fused && l.contiguous() && ChainT::template can_fuse<S>(job.geometry)) {
       one_pass.push_back(job);

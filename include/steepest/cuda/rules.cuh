@@ -37,6 +37,7 @@ struct LayerJob {
   float* factors = nullptr;  ///< fused geometry's factors
   double lr, radius;
   Geometry geometry;
+  long long t = 0;  ///< the layer's own step (the optimizer's, less the steps it was skipped)
 };
 }  // namespace detail
 

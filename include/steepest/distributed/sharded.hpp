@@ -398,12 +398,24 @@ class Sharded {
     return st;
   }
 
+  /// A sharded step takes a gradient for every tensor: the ranks' skip counts would have to
+  /// agree per shard, which nothing checks yet.
+  template <class S>
+  static void refuse_skipped(const Params<S>& params, const Grads<S>& grads) {
+    for (std::size_t i = 0; i < grads.size(); ++i)
+      if (grads.skipped(i))
+        throw std::invalid_argument("sharded step: tensor '" + params.tensors()[i].name +
+                                    "' has no gradient (Gradients::skip); a sharded optimizer steps every "
+                                    "tensor: give it a zero gradient or leave it out of the parameter set");
+  }
+
   /// One step with the gradient already summed (or averaged) over the ranks: the same `grads` on
   /// every rank (this rank reads only its rows). Returns false when skipped (NonFinitePolicy::
   /// Skip); every rank then returns false. Afterwards every rank has all the new weights.
   template <class S>
   bool step(Params<S>& params, const Grads<S>& grads, State<S>& st) const {
     steepest::detail::check_step_inputs(params, grads, st.plans.size());
+    refuse_skipped(params, grads);
     bind(params, st);
     // The first tensor with a non-finite entry in anyone's rows, agreed by all ranks.
     const NonFinitePolicy policy = opt_.non_finite_policy();
@@ -424,6 +436,7 @@ class Sharded {
   template <class S>
   bool step_reduce(Params<S>& params, const Grads<S>& grads, State<S>& st, double scale = 1.0) const {
     steepest::detail::check_step_inputs(params, grads, st.plans.size());
+    refuse_skipped(params, grads);
     bind(params, st);
     const int me = comm_->rank();
     const long long total = st.displs.back() + st.counts.back();
@@ -564,6 +577,10 @@ class Sharded {
   /// This rank's share of `whole` into st.local (nothing is written before all shapes agree).
   template <class S, class Whole>
   void take_share(const Params<S>& params, State<S>& st, Whole& whole) const {
+    for (const long long* k : whole.skip_counts())
+      if (*k != 0)
+        throw std::invalid_argument("sharded load: the checkpoint has layers that skipped steps (Gradients::skip), "
+                                    "which a sharded optimizer does not track; load it unsharded");
     auto wb = detail::buffers_of<S>(whole);
     const auto& mine = st.pieces[std::size_t(comm_->rank())];
     auto fresh = init_share(params, st.params, mine);

@@ -4,6 +4,9 @@
 //   auto state = opt.init(params);              // plain data: step counter + per-layer buffers
 //   opt.step(params, grads, state);             // all layers; returns false when skipped
 //
+// A tensor given no gradient (grads.skip(name): torch's `.grad is None`) is not stepped at all,
+// and its layers keep their own step counts for bias corrections, as torch's optimizers do.
+//
 // The same calls step a parameter set in host memory (ParamSet<float>) or on a CUDA device
 // (ParamSet<float, cuda::Device>, with <steepest/cuda/cuda.cuh>): the state is built in the
 // parameter set's memory space and each step runs that space's kernels (optim/space.hpp).
@@ -72,6 +75,9 @@ struct OptimizerState {
   long long step = 0;  ///< completed steps
   std::vector<std::size_t> index;  ///< the parameter-set layer each state layer belongs to
   std::vector<LayerRecord> records;  ///< what each state layer was made for
+  /// Per state layer, the steps it had no gradient (Gradients::skip): its own step count, the t
+  /// its bias corrections read, is step - skipped[j] (torch's per-parameter "step").
+  std::vector<long long> skipped;
   /// Per layer, the chain's state.
   std::vector<typename ChainT::template LayerState<S, Space>> layers;
   /// The executor's scratch, reused across steps (not saved; see HostScratch).
@@ -94,6 +100,12 @@ struct OptimizerState {
   }
   /// Sets the step counter (checkpoint loading).
   void set_step(long long t) { step = t; }
+  /// Each layer's skipped-step count, in for_each_layer's order (checkpoint saving and loading).
+  std::vector<long long*> skip_counts() {
+    std::vector<long long*> out;
+    for (auto& k : skipped) out.push_back(&k);
+    return out;
+  }
 };
 
 /// One layer's operator norm in its geometry, as reported by operator_norms().
@@ -140,7 +152,7 @@ void check_step_inputs(const ParamSet<S, Space>& params, const Gradients<G, Spac
       throw shape_error("step: gradient " + std::to_string(i) + " is given for '" + grads.name(i) +
                         "' but parameter " + std::to_string(i) + " is '" + ts[i].name + "'");
   for (std::size_t i = 0; i < ts.size(); ++i)
-    if (grads.rows(i) != ts[i].rows || grads.cols(i) != ts[i].cols)
+    if (!grads.skipped(i) && (grads.rows(i) != ts[i].rows || grads.cols(i) != ts[i].cols))
       throw shape_error("parameter '" + ts[i].name + "': gradient is " +
                         shape_string(grads.rows(i), grads.cols(i)) + " but the weight is " +
                         shape_string(ts[i].rows, ts[i].cols));
@@ -159,7 +171,7 @@ bool gradients_finite(const ParamSet<S, Space>& params, const Gradients<G, Space
   std::size_t bad = grads.size();
   if constexpr (is_host_v<Space>) {
     for (std::size_t i = 0; i < grads.size() && bad == grads.size(); ++i)
-      if (!simd::all_finite<gradient_limit_exponent<S>>(gradient_words(grads.data(i)), grads.rows(i) * grads.cols(i)))
+      if (!grads.skipped(i) && !simd::all_finite<gradient_limit_exponent<S>>(gradient_words(grads.data(i)), grads.rows(i) * grads.cols(i)))
         bad = i;
   } else {
     bad = Space::first_non_finite(params, grads);
@@ -277,6 +289,7 @@ class Optimizer {
       if constexpr (!is_host_v<Space>) Space::check_layer(*this, l);  // a geometry the device lacks
       st.records.push_back({l.name, l.rows, l.cols, l.role, geometry_of(l).name()});
       st.layers.emplace_back();
+      st.skipped.push_back(0);
       ChainT::init(st.layers.back(), l.rows, l.cols);
       if constexpr (is_host_v<Space>) st.scratch.add_layer();
     }
@@ -327,7 +340,9 @@ class Optimizer {
   }
 
   /// Step t (1-based) of every layer the state owns; no checks (step() and routed optimizers
-  /// check first). `lr_factor` multiplies every layer's learning rate.
+  /// check first). `lr_factor` multiplies every layer's learning rate. A layer whose tensor has
+  /// no gradient (Gradients::skip) is left alone and counted in st.skipped; the others take
+  /// their own step t - st.skipped[j].
   template <class S, class Space, class G>
   void run(ParamSet<S, Space>& params, const Gradients<G, Space>& grads, State<S, Space>& st, long long t,
            bool fused, double lr_factor = 1.0) const {
@@ -351,9 +366,13 @@ class Optimizer {
     // on 256x256 at 2 threads, 5-10x the step itself.
     for (std::size_t j = 0; j < st.layers.size(); ++j) {
       const Layer<S>& l = params[st.index[j]];
+      if (grads.skipped(l.tensor)) {  // no gradient: nothing of this layer changes but its count
+        ++st.skipped[j];
+        continue;
+      }
       RowMatrix<S>& u = st.scratch.update[j];
       const auto g = grads.of(l);
-      Ctx<S> ctx{u, l.matrix(), hp, t, geometry_of(l), l.role != Role::Vector, lr_of(l, lr_factor), radius_of(l),
+      Ctx<S> ctx{u, l.matrix(), hp, t - st.skipped[j], geometry_of(l), l.role != Role::Vector, lr_of(l, lr_factor), radius_of(l),
                  st.scratch.workspace[j]};
       // The raw gradient, strided blocks included (gradient_at); only contiguous layers fuse.
       if constexpr (bf16_grads) ctx.grad_bf16 = detail::gradient_words(g.data());

@@ -243,23 +243,33 @@ class ParamSet {
 /// A gradient may also carry its tensor's name (the named overloads): a step then refuses one
 /// given in another tensor's place, naming both, where shapes alone would not tell (two tensors
 /// of one shape swapped). Position-only gradients stay possible; names may be given for some.
+/// A tensor may have no gradient this step (`skip`, torch's `.grad is None`: a frozen layer, an
+/// unused embedding row block): its layers are left exactly as they are, state included, and
+/// their own step counts do not advance (OptimizerState::skipped).
 template <class Scalar = float, class Space = Host>
 class Gradients {
  public:
   /// The next tensor's gradient, matched by position.
-  void add(const Scalar* data, Index m, Index n) { grads_.push_back({data, m, n, {}}); }
+  void add(const Scalar* data, Index m, Index n) { grads_.push_back({data, m, n, {}, false}); }
   /// The next vector's gradient, matched by position.
   void add_vector(const Scalar* data, Index d) { add(data, d, 1); }
   /// The gradient of a batched [b, m, n] tensor (ParamSet::add_batched).
   void add_batched(const Scalar* data, Index b, Index m, Index n) { add(data, b * m, n); }
   /// The gradient of the tensor called `name` (checked against the ParamSet's at each step).
-  void add(std::string name, const Scalar* data, Index m, Index n) { grads_.push_back({data, m, n, std::move(name)}); }
+  void add(std::string name, const Scalar* data, Index m, Index n) { grads_.push_back({data, m, n, std::move(name), false}); }
   /// A vector's gradient, matched by name (checked against the parameter's).
   void add_vector(std::string name, const Scalar* data, Index d) { add(std::move(name), data, d, 1); }
   /// A batched tensor's gradient, matched by name.
   void add_batched(std::string name, const Scalar* data, Index b, Index m, Index n) {
     add(std::move(name), data, b * m, n);
   }
+  /// The next tensor has no gradient this step: its layers are not stepped (no moment decay,
+  /// no weight decay) and their step counts stay where they are.
+  void skip() { grads_.push_back({nullptr, 0, 0, {}, true}); }
+  /// The tensor called `name` has no gradient this step (checked against the ParamSet's).
+  void skip(std::string name) { grads_.push_back({nullptr, 0, 0, std::move(name), true}); }
+  /// True when tensor i has no gradient this step (skip()).
+  bool skipped(std::size_t i) const { return grads_[i].skipped; }
   /// The tensor name gradient i was given with ("" when given by position only).
   const std::string& name(std::size_t i) const { return grads_[i].name; }
   /// Tensors given.
@@ -285,6 +295,7 @@ class Gradients {
     const Scalar* data;
     Index rows, cols;
     std::string name;
+    bool skipped;
   };
   std::vector<View> grads_;
 };

@@ -159,6 +159,13 @@ struct RoutedState {
     step = t;
     std::apply([&](auto&... p) { ((p.step = t), ...); }, parts);
   }
+  /// Each layer's skipped-step count (OptimizerState::skipped), in for_each_layer's order.
+  std::vector<long long*> skip_counts() {
+    std::vector<long long*> out;
+    for (std::size_t k = 0; k < route.size(); ++k)
+      detail::apply_at(parts, route[k], [&](auto& p) { out.push_back(&p.skipped[local[k]]); });
+    return out;
+  }
 };
 
 /// An optimizer made of routes (see the file comment). Opts are Optimizer<Chain> types.

@@ -21,6 +21,8 @@
 //   layers          JSON array, one object per layer in parameter-set order: name, shape, role,
 //                   geometry (norm, polar method, schedule), chain, buffers (the keys after
 //                   "<layer>/") and domains ("finite", "non-negative" or "any", per buffer)
+//                   and, only for a layer that had no gradient at some steps (Gradients::skip),
+//                   "skipped": that count, a decimal string at most step
 //   routes          JSON array, one object per route: selector, chain, every hyper-parameter,
 //                   the role defaults (geometry, radius, lr_scale) and, when any transform owns
 //                   coefficients, "coefficients": [{"at": position, "beta1": ...}, ...].
@@ -322,9 +324,11 @@ auto load_targets(const Opt& opt, State& st) {
   for (std::size_t i = 0; i < targets.size(); ++i) targets[i].limit = limits[i];
   return targets;
 }
-/// Everything checked: the fresh buffers replace the state's (swaps: nothing can fail here).
+/// Everything checked: the fresh buffers replace the state's (swaps: nothing can fail here),
+/// with the step counter and each layer's skipped-step count (`skipped`: one per layer, or none
+/// for all zero).
 template <class State, class Targets>
-void commit_targets(State& st, Targets& targets, long long step) {
+void commit_targets(State& st, Targets& targets, long long step, const std::vector<long long>& skipped = {}) {
   std::size_t i = 0;
   st.for_each_layer([&](const LayerRecord&, const std::string&, auto&& visit) {
     visit([&](const std::string&, auto& b, Domain) {
@@ -335,6 +339,8 @@ void commit_targets(State& st, Targets& targets, long long step) {
     });
   });
   st.set_step(step);
+  const std::vector<long long*> counts = st.skip_counts();
+  for (std::size_t j = 0; j < counts.size(); ++j) *counts[j] = skipped.empty() ? 0 : skipped[j];
 }
 
 /// FNV-1a over bytes, incrementally (version 1's checksum).
@@ -474,6 +480,8 @@ void save_to(const Opt& opt, State& st, Sink& out) {
   // The header: tensors in parameter-set order, back to back.
   std::string layers = "[";
   std::vector<io::safetensors::Entry> tensors;
+  const std::vector<long long*> skipped = st.skip_counts();
+  std::size_t li = 0;
   st.for_each_layer([&](const LayerRecord& rec, const std::string& chain, auto&& visit) {
     std::string keys, domains;
     visit([&](const std::string& key, auto& b, Domain d) {
@@ -485,7 +493,10 @@ void save_to(const Opt& opt, State& st, Sink& out) {
     });
     layers += (layers.size() > 1 ? "," : "") + std::string("{\"name\":") + quote(rec.name) + ",\"shape\":[" +
               std::to_string(rec.rows) + "," + std::to_string(rec.cols) + "],\"role\":" + quote(role_name(rec.role)) +
-              ",\"geometry\":" + quote(rec.geometry) + ",\"chain\":" + quote(chain) + ",\"buffers\":[" + keys + "],\"domains\":[" + domains + "]}";
+              ",\"geometry\":" + quote(rec.geometry) + ",\"chain\":" + quote(chain) + ",\"buffers\":[" + keys + "],\"domains\":[" + domains + "]" +
+              // only for a layer that skipped steps: files of runs that never skip stay as they were
+              (*skipped[li] ? ",\"skipped\":\"" + std::to_string(*skipped[li]) + "\"" : std::string()) + "}";
+    ++li;
   });
   layers += "]";
   const std::string metadata = "\"format\":" + quote(kStateFileFormat) + ",\"format_version\":\"" +
@@ -548,6 +559,7 @@ void load_from(const Opt& opt, State& st, Source& f) {
   }
   if (!layers.is(Value::Type::Array)) fail("metadata \"layers\" is not an array");
   std::size_t li = 0;
+  std::vector<long long> skipped;
   st.for_each_layer([&](const LayerRecord& want, const std::string& chain, auto&& visit) {
     if (li >= layers.items.size())
       fail(std::to_string(layers.items.size()) + " layers, the model has more (first missing: '" + want.name + "')");
@@ -578,6 +590,11 @@ void load_from(const Opt& opt, State& st, Source& f) {
       ++k;
     });
     if (k != bufs.items.size()) fail("layer '" + want.name + "': wrong number of buffers");
+    long long skips = 0;  // steps this layer had no gradient (absent: none); at most every step
+    if (const Value* v = l.find("skipped"))
+      if (!v->is(Value::Type::String) || !detail::parse_count(v->text, step, skips))
+        fail("layer '" + want.name + "': \"skipped\" is not a count in [0, step " + std::to_string(step) + "]");
+    skipped.push_back(skips);
     ++li;
   });
   if (li != layers.items.size())
@@ -616,7 +633,7 @@ void load_from(const Opt& opt, State& st, Source& f) {
 #else
   (void)stored;
 #endif
-  detail::commit_targets(st, targets, step);
+  detail::commit_targets(st, targets, step, skipped);
 }
 }  // namespace detail
 

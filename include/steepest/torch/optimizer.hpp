@@ -29,8 +29,9 @@
 // What it refuses (std::invalid_argument naming the parameter, before anything changes):
 // a parameter that is not a contiguous, dense, float32, CPU tensor, at construction and at every
 // step (a parameter whose memory was replaced, e.g. by set_data, is re-pointed if it is still
-// acceptable). A parameter without a gradient in a step is stepped with a zero gradient (its
-// moments decay and weight decay applies; torch's AdamW would skip it). Non-finite gradients
+// acceptable). A parameter without a gradient in a step is skipped, as torch's optimizers skip
+// it: its weights and moments stay as they are, no weight decay applies, and its own step count
+// (bias corrections) does not advance (Gradients::skip). Non-finite gradients
 // follow the steepest optimizer's NonFinitePolicy (Error: steepest::non_finite_error, nothing
 // changes).
 //
@@ -236,20 +237,21 @@ class Optimizer : public ::torch::optim::Optimizer {
     for (const auto& e : entries_) {
       ::torch::Tensor g = e.tensor.grad();
       if (!g.defined()) {
-        g = ::torch::zeros_like(e.tensor);
-      } else {
-        if (g.is_sparse() || g.scalar_type() != ::torch::kFloat32 || g.device() != e.tensor.device() ||
-            g.sizes() != e.tensor.sizes())
-          throw std::invalid_argument("steepest::libtorch: parameter '" + e.name +
-                                      "': its gradient is not a dense float32 tensor of its shape on its device");
-        g = g.contiguous();  // on the current stream: the step that reads it is enqueued after
+        grads.skip();
+        continue;
       }
+      if (g.is_sparse() || g.scalar_type() != ::torch::kFloat32 || g.device() != e.tensor.device() ||
+          g.sizes() != e.tensor.sizes())
+        throw std::invalid_argument("steepest::libtorch: parameter '" + e.name +
+                                    "': its gradient is not a dense float32 tensor of its shape on its device");
+      g = g.contiguous();  // on the current stream: the step that reads it is enqueued after
       keep.push_back(g);
       grads.add(keep.back().template data_ptr<float>(), params_[e.layer].rows, params_[e.layer].cols);
     }
     for (const auto& e : entries_) params_[e.layer].lr_scale = param_groups_[e.group].options().get_lr();
     opt_.step(params_, grads, state_);
-    for (const auto& e : entries_) ::torch::autograd::impl::bump_version(e.tensor);
+    for (const auto& e : entries_)
+      if (e.tensor.grad().defined()) ::torch::autograd::impl::bump_version(e.tensor);
     return loss;
   }
 
