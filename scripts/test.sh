@@ -34,6 +34,7 @@ fi
 # from PyPI) and pytest, in the same venv, for the python_package test. STEEPEST_PYTHON_PACKAGE=0
 # leaves them out; without PyPI the test is not registered, except in CI, where that is an error.
 package=OFF
+peer=()
 if [ "${STEEPEST_PYTHON_PACKAGE:-1}" != 0 ] && [ -x "$py" ]; then
   if "$build/pyenv/bin/pip" install --quiet pytest . ; then
     package=ON
@@ -41,8 +42,20 @@ if [ "${STEEPEST_PYTHON_PACKAGE:-1}" != 0 ] && [ -x "$py" ]; then
     [ "${CI:-}" = true ] && { echo "cannot build the Python package (pip install .)" >&2; exit 1; }
     echo "warning: the Python package did not build: its tests will not run" >&2
   fi
+  # The peers the package and the library are checked against: PyPI's torch (torch.optim.AdamW
+  # and Muon, the torch.compile test; ~50 s and 5 GB once) and the original Muon (muon-optimizer,
+  # pure Python, --no-deps). Test-time only: nothing of the library links or imports them.
+  if ! "$py" -c "import torch" 2>/dev/null; then
+    "$build/pyenv/bin/pip" install --quiet torch && "$build/pyenv/bin/pip" install --quiet --no-deps muon-optimizer || true
+  fi
+  if "$py" -c "import torch" 2>/dev/null; then
+    peer=("-DSTEEPEST_TORCH_PEER_PYTHON=$py")
+  else
+    [ "${CI:-}" = true ] && { echo "cannot install torch from PyPI into $build/pyenv" >&2; exit 1; }
+    echo "warning: no torch for Python: the package's torch tests and the convention tests will be skipped" >&2
+  fi
 fi
 cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DSTEEPEST_BUILD_TESTS=ON -DSTEEPEST_WERROR=ON "-DSTEEPEST_PYTHON=$py" \
-  "-DSTEEPEST_PYTHON_PACKAGE_TESTS=$package" "${cuda[@]}" "$@"
+  "-DSTEEPEST_PYTHON_PACKAGE_TESTS=$package" "${peer[@]}" "${cuda[@]}" "$@"
 cmake --build "$build" -j"$(nproc)"
 ctest --test-dir "$build" --output-on-failure -j"$(nproc)"

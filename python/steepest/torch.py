@@ -38,17 +38,20 @@ OUTPUT_NAMES = ("*head.weight", "*lm_head.weight", "*output.weight", "*classifie
 
 def infer_roles(model, roles=None, output_names=OUTPUT_NAMES):
     """[(name, parameter, role)] for every trainable parameter of `model`: an Embedding's weight
-    is "embedding"; a Linear whose out_features equals an Embedding's vocabulary, or whose name
-    matches `output_names`, is "output"; other tensors of 2 or more dimensions are "hidden"; the
-    rest "vector". `roles` ({glob: role}) overrides, last."""
-    embeddings, vocab, linears = set(), set(), {}
+    is "embedding"; the model's last Linear when its out_features equals an Embedding's
+    vocabulary (only the last: a position table as long as the width must not make every
+    width-out projection a head), or a Linear whose name matches `output_names`, is "output";
+    other tensors of 2 or more dimensions are "hidden"; the rest "vector". `roles` ({glob:
+    role}) overrides, last."""
+    embeddings, vocab, last = set(), set(), None
     for mname, m in model.named_modules():
         prefix = mname + "." if mname else ""
         if isinstance(m, torch.nn.Embedding):
             embeddings.add(prefix + "weight")
             vocab.add(m.num_embeddings)
         elif isinstance(m, torch.nn.Linear):
-            linears[prefix + "weight"] = m.out_features
+            last = (prefix + "weight", m.out_features)
+    head = last[0] if last and last[1] in vocab else None
     out = []
     for name, p in model.named_parameters():
         if not p.requires_grad:
@@ -56,7 +59,7 @@ def infer_roles(model, roles=None, output_names=OUTPUT_NAMES):
         role = "hidden" if p.dim() >= 2 else "vector"
         if name in embeddings:
             role = "embedding"
-        elif linears.get(name) in vocab or (role == "hidden" and any(fnmatch.fnmatchcase(name, g) for g in output_names)):
+        elif name == head or (role == "hidden" and any(fnmatch.fnmatchcase(name, g) for g in output_names)):
             role = "output"
         for glob, r in (roles or {}).items():
             if fnmatch.fnmatchcase(name, glob):

@@ -120,6 +120,12 @@ def test_roles_from_a_module():
     roles = {name: role for name, _, role in stt.infer_roles(model())}
     assert roles == {"0.weight": "embedding", "1.weight": "hidden", "1.bias": "vector",
                      "3.weight": "output", "3.bias": "vector"}
+    # A position table as long as the width: only the last Linear can be the vocabulary's head.
+    net = torch.nn.ModuleDict({"tok": torch.nn.Embedding(10, 8), "pos": torch.nn.Embedding(8, 8),
+                               "up": torch.nn.Linear(8, 32), "down": torch.nn.Linear(32, 8),
+                               "unembed": torch.nn.Linear(8, 10)})
+    roles = {name: role for name, _, role in stt.infer_roles(net)}
+    assert roles["down.weight"] == "hidden" and roles["unembed.weight"] == "output"
 
 
 @pytest.mark.parametrize("cls", [stt.AdamW, stt.MOGARow, stt.Muon, stt.Scion])
@@ -307,3 +313,17 @@ def test_a_bad_state_dict_is_refused_and_changes_nothing():
         for i, p in enumerate(a.parameters()):
             for k, v in before[i].items():
                 assert torch.equal(oa.state[p][k], v)
+
+
+EXAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "python", "gpt.py")
+
+
+@pytest.mark.skipif(not any(os.path.isdir(d) for d in ("/usr/share/games/fortunes", "/usr/share/common-licenses")),
+                    reason="no default corpus (Debian's fortunes package)")
+@pytest.mark.parametrize("rule", ["adamw", "moga_row", "muon", "scion"])
+def test_the_gpt_example_runs(rule):
+    import sys
+    out = subprocess.run([sys.executable, EXAMPLE, "--optimizer", rule, "--steps", "20", "--width", "32",
+                          "--layers", "1", "--threads", "1"], capture_output=True, text=True, check=True).stdout
+    last = out.strip().splitlines()[-1].split()
+    assert last[0] == "validation" and math.isfinite(float(last[1])) and float(last[1]) < 4.5

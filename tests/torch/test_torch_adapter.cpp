@@ -96,6 +96,22 @@ TEST_CASE("roles come from module types and names; conv kernels become matrices"
   CHECK(o3.named_parameters()[0].role == st::Role::Embedding);
   CHECK(o3.named_parameters()[1].role == st::Role::Embedding);  // body.bias: a vector made an embedding
   CHECK(o3.named_parameters()[2].role == st::Role::Hidden);
+  // A position table as long as the width: only the last Linear can be the vocabulary's head,
+  // not every projection back to the width.
+  struct WithPositions : torch::nn::Module {
+    WithPositions() {
+      register_module("tok", torch::nn::Embedding(10, 8));
+      register_module("pos", torch::nn::Embedding(8, 8));
+      register_module("up", torch::nn::Linear(8, 32));
+      register_module("down", torch::nn::Linear(32, 8));
+      register_module("unembed", torch::nn::Linear(8, 10));
+    }
+  } positions;
+  lt::Optimizer o4(positions, st::adamw());
+  std::map<std::string, st::Role> r4;
+  for (const auto& p : o4.named_parameters()) r4[p.name] = p.role;
+  CHECK(r4.at("down.weight") == st::Role::Hidden);
+  CHECK(r4.at("unembed.weight") == st::Role::Output);
 }
 
 TEST_CASE("the adapter's step is the library's step on the same tensors, bit for bit") {

@@ -14,8 +14,10 @@
 // counters are bumped, as torch's own in-place updates do).
 //
 // Roles (what geometry a tensor gets in a role-based optimizer):
-//   - from a module (Optimizer(model, opt)): an Embedding's weight is Role::Embedding; a Linear
-//     whose out_features equals an Embedding's vocabulary, or whose weight's name matches one of
+//   - from a module (Optimizer(model, opt)): an Embedding's weight is Role::Embedding; the
+//     model's last Linear when its out_features equals an Embedding's vocabulary (only the last:
+//     a position table as long as the width must not make every width-out projection a head),
+//     or a Linear whose weight's name matches one of
 //     RoleRules::output_names ("*head.weight", ...), is Role::Output; other tensors with 2 or more
 //     dimensions are Role::Hidden (a conv kernel [out, in, kh, kw] is stepped as the matrix
 //     out x (in kh kw)); 1-D and 0-D tensors are Role::Vector;
@@ -83,7 +85,8 @@ struct RoleRules {
   /// Globs on the full parameter name that make a tensor the output head.
   std::vector<std::string> output_names = {"*head.weight", "*lm_head.weight", "*output.weight",
                                            "*classifier.weight"};
-  /// A Linear whose out_features equals an Embedding's num_embeddings is the output head.
+  /// The model's last Linear (in module order), when its out_features equals an Embedding's
+  /// num_embeddings, is the output head.
   bool vocab_projection_is_output = true;
   /// Overrides, applied last: every parameter whose full name matches the glob gets the role
   /// (e.g. {"blocks.*.attn.qkv.weight", Role::Hidden}, {"*.pos.weight", Role::Vector}).
@@ -122,8 +125,9 @@ inline std::vector<NamedParameter> infer_roles(::torch::nn::Module& model, const
     const std::string& name = p.key();
     Role role = p.value().dim() >= 2 ? Role::Hidden : Role::Vector;
     if (contains(embedding_weights, name)) role = Role::Embedding;
-    for (const auto& [lname, out_features] : linear_weights)
-      if (lname == name && rules.vocab_projection_is_output && contains(vocabularies, out_features)) role = Role::Output;
+    if (rules.vocab_projection_is_output && !linear_weights.empty() && linear_weights.back().first == name &&
+        contains(vocabularies, linear_weights.back().second))
+      role = Role::Output;
     for (const auto& glob : rules.output_names)
       if (role == Role::Hidden && detail::glob_match(glob.c_str(), name.c_str())) role = Role::Output;
     for (const auto& [glob, r] : rules.roles)
