@@ -33,15 +33,18 @@ namespace {
 
 /// A float32 array in CPU memory, C-contiguous: a view, never a copy.
 using Array = nb::ndarray<float, nb::device::cpu, nb::c_contig>;
-/// A gradient, or None for a tensor that has none this step (it is skipped).
-using MaybeArray = std::optional<Array>;
+/// A gradient: float32 or bfloat16 (checked at the step), CPU, C-contiguous, viewed; None for
+/// a tensor that has none this step (it is skipped).
+using Grad = nb::ndarray<nb::device::cpu, nb::c_contig>;
+using MaybeGrad = std::optional<Grad>;
 
 /// A tensor as a matrix: rows = the first dimension, cols = the product of the others (a conv
 /// kernel [out, in, kh, kw] is the matrix out x (in kh kw); a 1-D tensor n x 1, a 0-D one 1 x 1).
 struct Shape {
   st::Index rows = 1, cols = 1;
 };
-Shape shape_of(const Array& a) {
+template <class A>
+Shape shape_of(const A& a) {
   Shape s;
   if (a.ndim() == 0) return s;
   s.rows = st::Index(a.shape(0));
@@ -106,7 +109,7 @@ class Core {
   /// One step: `lr_factor` multiplies every layer's learning rate (the schedule's factor);
   /// `hp` and `adamw_hp` replace the coefficients; a None gradient leaves its tensor, and its
   /// state and step count, as they are. False when skipped (on_non_finite = "skip").
-  virtual bool step(const std::vector<Array>& params, const std::vector<MaybeArray>& grads, double lr_factor,
+  virtual bool step(const std::vector<Array>& params, const std::vector<MaybeGrad>& grads, double lr_factor,
                     const PyHyper& hp, const PyHyper& adamw_hp) = 0;
   /// Steps taken.
   virtual long long steps() const = 0;
@@ -142,29 +145,25 @@ class CoreOf final : public Core {
     state_ = opt_.init(set_);
   }
 
-  bool step(const std::vector<Array>& params, const std::vector<MaybeArray>& grads, double lr_factor, const PyHyper& hp,
+  bool step(const std::vector<Array>& params, const std::vector<MaybeGrad>& grads, double lr_factor, const PyHyper& hp,
             const PyHyper& adamw_hp) override {
     if (params.size() != set_.size() || grads.size() != set_.size())
       throw std::invalid_argument("steepest: the step got " + std::to_string(params.size()) + " parameters and " +
                                   std::to_string(grads.size()) + " gradients for " + std::to_string(set_.size()));
-    st::Gradients<float> g;
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      auto& l = set_[i];
-      const Shape ps = layer_shape(params[i], l.role);
-      if (ps.rows != l.rows || ps.cols != l.cols)
-        throw st::shape_error("parameter '" + l.name + "': its shape changed since the optimizer was made");
-      l.data = const_cast<float*>(params[i].data());  // a tensor whose storage moved is followed
-      if (!grads[i]) {
-        g.skip(l.name);
-        continue;
-      }
-      const Shape gs = shape_of(*grads[i]);
-      if (gs.rows * gs.cols != l.rows * l.cols)
-        throw st::shape_error("parameter '" + l.name + "': its gradient has another shape");
-      g.add(l.name, grads[i]->data(), l.rows, l.cols);
+    // One gradient type per step: float32, or bfloat16 (widened exactly as it is read).
+    const nb::dlpack::dtype f32 = nb::dtype<float>(), bf16{std::uint8_t(nb::dlpack::dtype_code::Bfloat), 16, 1};
+    std::size_t n32 = 0, n16 = 0;
+    for (std::size_t i = 0; i < grads.size(); ++i) {
+      if (!grads[i]) continue;
+      const nb::dlpack::dtype d = grads[i]->dtype();
+      if (d == f32) ++n32;
+      else if (d == bf16) ++n16;
+      else throw nb::type_error(("steepest: the gradient of '" + set_[i].name + "' is neither float32 nor bfloat16").c_str());
     }
+    if (n32 && n16)
+      throw nb::type_error("steepest: a step takes float32 or bfloat16 gradients, not both (cast them to one dtype)");
     configure(opt_, lr_factor, hp, adamw_hp);
-    return opt_.step(set_, g, state_);
+    return n16 ? step_as<Eigen::bfloat16>(params, grads) : step_as<float>(params, grads);
   }
   long long steps() const override { return state_.step; }
   std::string name() const override { return opt_.name(); }
@@ -219,6 +218,27 @@ class CoreOf final : public Core {
     o.lr_factor = lr_factor;
     std::size_t i = 0;
     std::apply([&](auto&... r) { ((set_coefficients(r.opt.hp, i++ == 0 ? hp : adamw_hp)), ...); }, o.routes);
+  }
+
+  template <class G>
+  bool step_as(const std::vector<Array>& params, const std::vector<MaybeGrad>& grads) {
+    st::Gradients<G> g;
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      auto& l = set_[i];
+      const Shape ps = layer_shape(params[i], l.role);
+      if (ps.rows != l.rows || ps.cols != l.cols)
+        throw st::shape_error("parameter '" + l.name + "': its shape changed since the optimizer was made");
+      l.data = const_cast<float*>(params[i].data());  // a tensor whose storage moved is followed
+      if (!grads[i]) {
+        g.skip(l.name);
+        continue;
+      }
+      const Shape gs = shape_of(*grads[i]);
+      if (gs.rows * gs.cols != l.rows * l.cols)
+        throw st::shape_error("parameter '" + l.name + "': its gradient has another shape");
+      g.add(l.name, static_cast<const G*>(grads[i]->data()), l.rows, l.cols);
+    }
+    return opt_.step(set_, g, state_);
   }
 
   /// A loaded state's values into this one's buffers (same layout: made by the same init), so

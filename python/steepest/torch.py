@@ -15,8 +15,10 @@ group's tensors in place. What torch code relies on holds:
     "steepest", each group's checkpoint header. `load_state_dict()` rebuilds the library's
     checkpoint from them and loads it with every check the library's loader makes, so a
     `torch.save` / `torch.load` round trip continues bit for bit;
-  - a tensor that is not float32, not on the CPU, not contiguous, sparse or complex is refused
-    with its name before anything changes.
+  - gradients may be float32 or bfloat16 (one dtype per group and step; bf16 is widened
+    exactly as it is read, so a bf16 gradient steps as its float32 value would);
+  - a tensor that is not float32 (a gradient: or bfloat16), not on the CPU, not contiguous,
+    sparse or complex is refused with its name before anything changes.
 Roles (hidden matrices, embeddings, the output head, vectors) pick each tensor's geometry and,
 for the Muon family, its route: from a module they are inferred as the libtorch adapter does
 (`infer_roles`); from plain tensors, 2-D and larger are hidden, the rest vectors; a group may
@@ -68,11 +70,12 @@ def infer_roles(model, roles=None, output_names=OUTPUT_NAMES):
     return out
 
 
-def _check_tensor(t, name, what):
+def _check_tensor(t, name, what, dtypes=(torch.float32,)):
     if t.is_sparse or t.layout != torch.strided:
         raise ValueError("steepest: %s of '%s' is sparse; steepest steps dense tensors" % (what, name))
-    if t.is_complex() or t.dtype != torch.float32:
-        raise TypeError("steepest: %s of '%s' is %s; steepest steps float32 tensors" % (what, name, t.dtype))
+    if t.is_complex() or t.dtype not in dtypes:
+        raise TypeError("steepest: %s of '%s' is %s; it must be %s" % (
+            what, name, t.dtype, " or ".join(str(d) for d in dtypes)))
     if t.device.type != "cpu":
         raise ValueError("steepest: %s of '%s' is on %s; this package steps CPU tensors" % (what, name, t.device))
     if not t.is_contiguous():
@@ -85,7 +88,7 @@ def _check_all(work):
         for p, g, name in zip(group["params"], grads, group["names"]):
             _check_tensor(p, name, "the parameter")
             if g is not None:
-                _check_tensor(g, name, "the gradient")
+                _check_tensor(g, name, "the gradient", (torch.float32, torch.bfloat16))
 
 
 class SteepestOptimizer(torch.optim.Optimizer):

@@ -327,3 +327,49 @@ def test_the_gpt_example_runs(rule):
                           "--layers", "1", "--threads", "1"], capture_output=True, text=True, check=True).stdout
     last = out.strip().splitlines()[-1].split()
     assert last[0] == "validation" and math.isfinite(float(last[1])) and float(last[1]) < 4.5
+
+
+BF16_GRADS = hasattr(torch.nn.Parameter(torch.ones(1)), "grad_dtype")
+needs_grad_dtype = pytest.mark.skipif(not BF16_GRADS, reason="torch without Tensor.grad_dtype refuses a bf16 .grad "
+                                      "on a float32 parameter")
+
+
+def allow_any_grad_dtype(params):
+    for p in params:
+        p.grad_dtype = None
+
+
+@needs_grad_dtype
+@pytest.mark.parametrize("cls", [stt.AdamW, stt.MOGARow, stt.Muon])
+def test_bf16_gradients_step_as_their_float32_values(cls):
+    def run_with(cast):
+        m = model()
+        allow_any_grad_dtype(m.parameters())
+        opt = cls(m, lr=0.01)
+        g = torch.Generator().manual_seed(5)
+        for _ in range(3):
+            x = torch.randint(0, 11, (16,), generator=g)
+            opt.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(m(x), x).backward()
+            for p in m.parameters():
+                p.grad = cast(p.grad.bfloat16())
+            opt.step()
+        return [p.detach().clone() for p in m.parameters()]
+    # bf16 -> float32 is exact: the bf16 path must give the same bits as its float32 widening.
+    for a, b in zip(run_with(lambda g: g), run_with(lambda g: g.float())):
+        assert torch.equal(a, b)
+
+
+@needs_grad_dtype
+def test_mixed_or_other_gradient_dtypes_are_refused():
+    w = torch.nn.Parameter(torch.ones(4, 3))
+    b = torch.nn.Parameter(torch.ones(3))
+    allow_any_grad_dtype([w, b])
+    opt = stt.AdamW([("w", w), ("b", b)], lr=0.1)
+    w.grad, b.grad = torch.ones(4, 3, dtype=torch.bfloat16), torch.ones(3)
+    with pytest.raises(TypeError, match="not both"):
+        opt.step()
+    w.grad = torch.ones(4, 3, dtype=torch.float16)
+    with pytest.raises(TypeError, match="'w'.*float16"):
+        opt.step()
+    assert torch.equal(w.detach(), torch.ones(4, 3)) and torch.equal(b.detach(), torch.ones(3))
