@@ -301,6 +301,77 @@ std::unique_ptr<Core> make(const std::string& kind, const PyHyper& p, const PyHy
   throw std::invalid_argument("unknown optimizer '" + kind + "'");
 }
 
+// ---- the geometries on their own: D(G), ||W|| and ||G||_* of one array ----------------------
+
+/// A matrix of scalar S in CPU memory, C-contiguous (rows = the first dimension).
+template <class S>
+using Matrix = nb::ndarray<S, nb::device::cpu, nb::c_contig>;
+template <class S>
+using RowMap = Eigen::Map<st::RowMatrix<S>>;
+
+/// One policy's functions over arrays, for float and double.
+struct GeometryFns {
+  std::string (*name)();
+  void (*dualize_f)(const float*, float*, st::Index, st::Index);
+  void (*dualize_d)(const double*, double*, st::Index, st::Index);
+  double (*value_f)(const float*, st::Index, st::Index);
+  double (*value_d)(const double*, st::Index, st::Index);
+  double (*dual_f)(const float*, st::Index, st::Index);
+  double (*dual_d)(const double*, st::Index, st::Index);
+};
+template <class N>
+GeometryFns fns() {
+  return {&N::name,
+          [](const float* g, float* d, st::Index m, st::Index n) {
+            st::workspace_t<N, float> ws;
+            N::dualize(RowMap<float>(const_cast<float*>(g), m, n), RowMap<float>(d, m, n), ws);
+          },
+          [](const double* g, double* d, st::Index m, st::Index n) {
+            st::workspace_t<N, double> ws;
+            N::dualize(RowMap<double>(const_cast<double*>(g), m, n), RowMap<double>(d, m, n), ws);
+          },
+          [](const float* w, st::Index m, st::Index n) { return double(N::value(RowMap<float>(const_cast<float*>(w), m, n))); },
+          [](const double* w, st::Index m, st::Index n) { return double(N::value(RowMap<double>(const_cast<double*>(w), m, n))); },
+          [](const float* g, st::Index m, st::Index n) { return double(N::dual(RowMap<float>(const_cast<float*>(g), m, n))); },
+          [](const double* g, st::Index m, st::Index n) { return double(N::dual(RowMap<double>(const_cast<double*>(g), m, n))); }};
+}
+
+/// The geometry called `name` (mean-normalized when `mean`): the policies of docs/GEOMETRY.md.
+GeometryFns geometry_fns(const std::string& name, bool mean) {
+  using T = std::pair<GeometryFns, GeometryFns>;  // plain, mean-normalized
+  auto both = [](auto policy) {
+    using N = decltype(policy);
+    return T{fns<N>(), fns<st::MeanNormalized<N>>()};
+  };
+  static const std::pair<const char*, T> table[] = {
+      {"sign", both(st::SignNorm{})},           {"row", both(st::RowNormalize{})},
+      {"col", both(st::ColNormalize{})},        {"inf_inf", both(st::InfInfNorm{})},
+      {"one_one", both(st::OneOneNorm{})},      {"spectral", both(st::Spectral{})},
+      {"spectral_polar_express", both(st::SpectralPolarExpress{})},
+      {"spectral_exact", both(st::SpectralExact{})},
+      {"vector_sign", both(st::VectorSign{})},  {"vector_l2", both(st::VectorNorm<2>{})}};
+  const T t = by_name(name, table, "geometry");
+  return mean ? t.second : t.first;
+}
+
+template <class S>
+void dualize_into(const Matrix<const S>& g, const Matrix<S>& d, const std::string& geometry, bool mean) {
+  const Shape s = shape_of(g);
+  if (d.size() != g.size()) throw st::shape_error("dualize: the output has another size than G");
+  const GeometryFns f = geometry_fns(geometry, mean);
+  if (s.rows * s.cols == 0) return;
+  if constexpr (std::is_same_v<S, float>) f.dualize_f(g.data(), d.data(), s.rows, s.cols);
+  else f.dualize_d(g.data(), d.data(), s.rows, s.cols);
+}
+template <class S>
+double norm_of(const Matrix<const S>& w, const std::string& geometry, bool mean, bool dual) {
+  const Shape s = shape_of(w);
+  const GeometryFns f = geometry_fns(geometry, mean);
+  if (s.rows * s.cols == 0) return 0.0;
+  if constexpr (std::is_same_v<S, float>) return (dual ? f.dual_f : f.value_f)(w.data(), s.rows, s.cols);
+  else return (dual ? f.dual_d : f.value_d)(w.data(), s.rows, s.cols);
+}
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -346,6 +417,17 @@ NB_MODULE(_core, m) {
   // parameter would be stepped while the caller's stays as it was).
   m.def("make", &make, nb::arg("kind"), nb::arg("hp"), nb::arg("adamw_hp"), nb::arg("names"), nb::arg("roles"),
         nb::arg("params").noconvert(), "The named optimizer `kind` over `params` (float32 CPU arrays, viewed in place).");
+  // The geometries on one array (float32 or float64, CPU, C-contiguous; a tensor of more than
+  // two dimensions is the matrix first dimension x the rest, as the optimizers step it).
+  m.def("dualize", &dualize_into<float>, nb::arg("g").noconvert(), nb::arg("out").noconvert(), nb::arg("geometry"),
+        nb::arg("mean"));
+  m.def("dualize", &dualize_into<double>, nb::arg("g").noconvert(), nb::arg("out").noconvert(), nb::arg("geometry"),
+        nb::arg("mean"), "out <- D(g), the geometry's steepest direction (its scale s(m, n) included when mean)");
+  m.def("norm", &norm_of<float>, nb::arg("w").noconvert(), nb::arg("geometry"), nb::arg("mean"), nb::arg("dual"));
+  m.def("norm", &norm_of<double>, nb::arg("w").noconvert(), nb::arg("geometry"), nb::arg("mean"), nb::arg("dual"),
+        "||w|| in the geometry, or its dual norm ||w||_* when dual");
+  m.def("geometry_name", [](const std::string& g, bool mean) { return geometry_fns(g, mean).name(); },
+        nb::arg("geometry"), nb::arg("mean"), "The policy's name, as optimizers report it");
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {
     try {
       std::rethrow_exception(p);

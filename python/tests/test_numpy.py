@@ -102,3 +102,61 @@ def test_every_named_optimizer_steps():
         core.step([w, b], [grad_at(48, 1, 0.5).reshape(8, 6), grad_at(6, 1, 1.5)], 1.0, hp, hyper(lr=0.01))
         assert np.all(np.isfinite(w)) and not np.array_equal(w, before), kind
         assert sorted(n for n, _, _ in core.operator_norms()) == ["b", "w"], kind
+
+
+# ---- the geometries on one array, against numpy's own arithmetic and an exact SVD ----------
+
+def sample(m, n, dtype, seed=0):
+    return np.random.default_rng(seed).standard_normal((m, n)).astype(dtype)
+
+
+def references(G):
+    """(D(G), ||G||, ||G||_*) per geometry, written from the definitions (docs/GEOMETRY.md)."""
+    rows, cols = np.linalg.norm(G, axis=1, keepdims=True), np.linalg.norm(G, axis=0, keepdims=True)
+    U, s, Vt = np.linalg.svd(G.astype(np.float64), full_matrices=False)
+    return {
+        "sign": (np.sign(G), np.abs(G).max(), np.abs(G).sum()),
+        "row": (G / rows, rows.max(), rows.sum()),
+        "col": (G / cols, cols.max(), cols.sum()),
+        "spectral_exact": (U @ Vt, s.max(), s.sum()),
+        "vector_l2": (G / np.linalg.norm(G), np.linalg.norm(G), np.linalg.norm(G)),
+    }
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(9, 5), (5, 9), (1, 7), (7, 1)])
+def test_dualize_and_norms_match_their_definitions(dtype, shape):
+    G = sample(*shape, dtype)
+    tol = 2e-5 if dtype == np.float32 else 1e-11
+    for name, (D, value, dual) in references(G).items():
+        ours = steepest.dualize(G, name)
+        assert ours.dtype == dtype and ours.shape == G.shape
+        assert np.abs(ours - D).max() <= tol * max(1.0, np.abs(D).max()), name
+        assert abs(steepest.norm(G, name) - value) <= tol * value, name
+        assert abs(steepest.norm(G, name, dual=True) - dual) <= tol * dual, name
+        # <G, D(G)> = ||G||_* and ||D(G)|| = 1: the direction is the dual norm's maximizer.
+        assert abs(float((G.astype(np.float64) * ours).sum()) - dual) <= 10 * tol * dual, name
+        assert abs(steepest.norm(ours, name) - 1.0) <= 10 * tol, name
+
+
+@pytest.mark.parametrize("name,s", [("row", lambda m, n: n ** -0.5), ("col", lambda m, n: m ** 0.5 / n),
+                                    ("sign", lambda m, n: 1.0 / n), ("spectral_exact", lambda m, n: (m / n) ** 0.5)])
+def test_mean_normalized_geometries_carry_the_width_scale(name, s):
+    G = sample(12, 20, np.float64, seed=1)
+    m, n = G.shape
+    assert np.allclose(steepest.dualize(G, name, mean=True), s(m, n) * steepest.dualize(G, name), rtol=1e-12)
+    assert np.isclose(steepest.norm(G, name, mean=True), steepest.norm(G, name) / s(m, n), rtol=1e-12)
+
+
+def test_newton_schulz_direction_is_in_its_measured_band():
+    G = sample(64, 32, np.float32, seed=2)
+    sv = np.linalg.svd(steepest.dualize(G, "spectral").astype(np.float64), compute_uv=False)
+    assert 0.68 <= sv.min() and sv.max() <= 1.21  # quintic x5 (docs/GEOMETRY.md's band)
+
+
+def test_geometry_inputs_are_checked():
+    with pytest.raises(ValueError, match="unknown geometry 'rows'.*sign, row"):
+        steepest.norm(sample(3, 3, np.float64), "rows")
+    with pytest.raises(TypeError):
+        steepest.norm(sample(3, 3, np.float64).astype(np.float16), "row")
+    assert steepest.norm(np.zeros((0, 4)), "row") == 0.0

@@ -373,3 +373,24 @@ def test_mixed_or_other_gradient_dtypes_are_refused():
     with pytest.raises(TypeError, match="'w'.*float16"):
         opt.step()
     assert torch.equal(w.detach(), torch.ones(4, 3)) and torch.equal(b.detach(), torch.ones(3))
+
+
+def test_geometries_on_tensors_and_operator_norms():
+    G = torch.randn(12, 20, generator=torch.Generator().manual_seed(3))
+    D = steepest.dualize(G, "row", mean=True)
+    assert isinstance(D, torch.Tensor) and D.shape == G.shape
+    assert torch.allclose(D, G / G.norm(dim=1, keepdim=True) / 20 ** 0.5, rtol=1e-6)
+    assert torch.equal(D, torch.from_numpy(steepest.dualize(G.numpy(), "row", mean=True)))
+    # Every layer's reported norm is steepest.norm of its weights in the geometry of that name.
+    m = model()
+    opt = stt.MOGARow(m, lr=0.01)
+    train(m, opt, 2)
+    names = {steepest._core.geometry_name(g, mean): (g, mean) for g in steepest.GEOMETRIES for mean in (False, True)}
+    params = dict(m.named_parameters())
+    checked = 0
+    for name, geometry, value in steepest.operator_norms(opt):
+        if geometry in names:
+            g, mean = names[geometry]
+            assert math.isclose(steepest.norm(params[name].detach(), g, mean=mean), value, rel_tol=1e-6)
+            checked += 1
+    assert checked >= 3  # the hidden matrix, the embedding and the head at least
