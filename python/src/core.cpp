@@ -102,6 +102,62 @@ void set_coefficients(st::Hyper& h, const PyHyper& p) {
   h.beta1 = p.beta1, h.beta2 = p.beta2, h.eps = p.eps, h.weight_decay = p.weight_decay;
 }
 
+// ---- the geometries on their own: D(G), ||W|| and ||G||_* of one array ----------------------
+
+/// A matrix of scalar S in CPU memory, C-contiguous (rows = the first dimension).
+template <class S>
+using Matrix = nb::ndarray<S, nb::device::cpu, nb::c_contig>;
+template <class S>
+using RowMap = Eigen::Map<st::RowMatrix<S>>;
+
+/// One policy's functions over arrays, for float and double.
+struct GeometryFns {
+  st::Geometry handle;  ///< the run-time handle a layer's geometry override takes
+  std::string (*name)();
+  void (*dualize_f)(const float*, float*, st::Index, st::Index);
+  void (*dualize_d)(const double*, double*, st::Index, st::Index);
+  double (*value_f)(const float*, st::Index, st::Index);
+  double (*value_d)(const double*, st::Index, st::Index);
+  double (*dual_f)(const float*, st::Index, st::Index);
+  double (*dual_d)(const double*, st::Index, st::Index);
+};
+template <class N>
+GeometryFns fns() {
+  return {st::geometry<N>(), &N::name,
+          [](const float* g, float* d, st::Index m, st::Index n) {
+            st::workspace_t<N, float> ws;
+            N::dualize(RowMap<float>(const_cast<float*>(g), m, n), RowMap<float>(d, m, n), ws);
+          },
+          [](const double* g, double* d, st::Index m, st::Index n) {
+            st::workspace_t<N, double> ws;
+            N::dualize(RowMap<double>(const_cast<double*>(g), m, n), RowMap<double>(d, m, n), ws);
+          },
+          [](const float* w, st::Index m, st::Index n) { return double(N::value(RowMap<float>(const_cast<float*>(w), m, n))); },
+          [](const double* w, st::Index m, st::Index n) { return double(N::value(RowMap<double>(const_cast<double*>(w), m, n))); },
+          [](const float* g, st::Index m, st::Index n) { return double(N::dual(RowMap<float>(const_cast<float*>(g), m, n))); },
+          [](const double* g, st::Index m, st::Index n) { return double(N::dual(RowMap<double>(const_cast<double*>(g), m, n))); }};
+}
+
+/// The geometry called `name` (mean-normalized when `mean`, or when the name starts with
+/// "mean_"): the policies of docs/GEOMETRY.md.
+GeometryFns geometry_fns(std::string name, bool mean) {
+  if (name.rfind("mean_", 0) == 0) name = name.substr(5), mean = true;
+  using T = std::pair<GeometryFns, GeometryFns>;  // plain, mean-normalized
+  auto both = [](auto policy) {
+    using N = decltype(policy);
+    return T{fns<N>(), fns<st::MeanNormalized<N>>()};
+  };
+  static const std::pair<const char*, T> table[] = {
+      {"sign", both(st::SignNorm{})},           {"row", both(st::RowNormalize{})},
+      {"col", both(st::ColNormalize{})},        {"inf_inf", both(st::InfInfNorm{})},
+      {"one_one", both(st::OneOneNorm{})},      {"spectral", both(st::Spectral{})},
+      {"spectral_polar_express", both(st::SpectralPolarExpress{})},
+      {"spectral_exact", both(st::SpectralExact{})},
+      {"vector_sign", both(st::VectorSign{})},  {"vector_l2", both(st::VectorNorm<2>{})}};
+  const T t = by_name(name, table, "geometry");
+  return mean ? t.second : t.first;
+}
+
 /// One optimizer over one list of parameters (type-erased over the optimizer's type).
 class Core {
  public:
@@ -129,18 +185,35 @@ class Core {
   virtual std::vector<std::tuple<std::string, std::string, double>> operator_norms() const = 0;
 };
 
+/// Whether an optimizer applies its layers' geometries (a chain with a transform stating
+/// applies_geometry, in any route): only then does a geometry override change its steps.
+template <class C>
+struct chain_applies_geometry : std::false_type {};
+template <class... Ts>
+struct chain_applies_geometry<st::Chain<Ts...>> : std::bool_constant<(st::detail::applies_geometry_v<Ts> || ...)> {};
+template <class Opt>
+struct applies_geometry : chain_applies_geometry<typename Opt::chain> {};
+template <class... Os>
+struct applies_geometry<st::Routed<Os...>> : std::bool_constant<(applies_geometry<Os>::value || ...)> {};
+
 template <class Opt>
 class CoreOf final : public Core {
  public:
   CoreOf(Opt opt, const std::vector<std::string>& names, const std::vector<std::string>& roles,
-         const std::vector<Array>& params)
+         const std::vector<std::string>& geometries, const std::vector<Array>& params)
       : opt_(std::move(opt)) {
-    if (names.size() != params.size() || roles.size() != params.size())
-      throw std::invalid_argument("steepest: names, roles and parameters differ in number");
+    if (names.size() != params.size() || roles.size() != params.size() || geometries.size() != params.size())
+      throw std::invalid_argument("steepest: names, roles, geometries and parameters differ in number");
     for (std::size_t i = 0; i < params.size(); ++i) {
       const st::Role role = role_of(roles[i]);
       const Shape s = layer_shape(params[i], role);
       set_.add(names[i], role, const_cast<float*>(params[i].data()), s.rows, s.cols);
+      if (geometries[i].empty()) continue;
+      if (!applies_geometry<Opt>::value)
+        throw std::invalid_argument("steepest: '" + names[i] + "' is given geometry '" + geometries[i] + "', but " +
+                                    opt_.name() + " applies no geometry (choose a kind that does: sign_descent, "
+                                    "muon_scion, scion, scion_unconstrained, the Muon family)");
+      set_[set_.size() - 1].geometry = geometry_fns(geometries[i], false).handle;
     }
     state_ = opt_.init(set_);
   }
@@ -268,90 +341,40 @@ class CoreOf final : public Core {
 
 template <class Opt>
 std::unique_ptr<Core> make_core(Opt opt, const std::vector<std::string>& names, const std::vector<std::string>& roles,
-                                const std::vector<Array>& params) {
-  return std::make_unique<CoreOf<Opt>>(std::move(opt), names, roles, params);
+                                const std::vector<std::string>& geometries, const std::vector<Array>& params) {
+  return std::make_unique<CoreOf<Opt>>(std::move(opt), names, roles, geometries, params);
 }
 
 /// The named optimizers by name, as the C++ functions of the same names make them.
 std::unique_ptr<Core> make(const std::string& kind, const PyHyper& p, const PyHyper& a,
                            const std::vector<std::string>& names, const std::vector<std::string>& roles,
-                           const std::vector<Array>& params) {
+                           const std::vector<Array>& params, std::vector<std::string> geometries) {
   const st::Hyper hp = p.get(), ah = a.get();
+  if (geometries.empty()) geometries.resize(params.size());  // none overridden
   const auto& n = names;
   const auto& r = roles;
+  const auto& g = geometries;
   const auto& x = params;
-  if (kind == "sgd") return make_core(st::sgd(hp), n, r, x);
-  if (kind == "sgd_nesterov") return make_core(st::sgd_nesterov(hp), n, r, x);
-  if (kind == "adamw") return make_core(st::adamw(hp), n, r, x);
-  if (kind == "adamw_rescaled") return make_core(st::adamw_rescaled(hp), n, r, x);
-  if (kind == "sign_descent") return make_core(st::sign_descent(hp), n, r, x);
-  if (kind == "lion") return make_core(st::lion(hp), n, r, x);
-  if (kind == "moga_row") return make_core(st::moga_row(hp), n, r, x);
-  if (kind == "moga_col") return make_core(st::moga_col(hp), n, r, x);
-  if (kind == "moga_row_momentum") return make_core(st::moga_row_momentum(hp), n, r, x);
-  if (kind == "cautious_adamw") return make_core(st::cautious_adamw(hp), n, r, x);
-  if (kind == "muon") return make_core(st::muon(hp, ah, hp.shape_factor), n, r, x);
-  if (kind == "normuon") return make_core(st::normuon(hp, ah), n, r, x);
-  if (kind == "adamuon") return make_core(st::adamuon(hp, ah), n, r, x);
-  if (kind == "polargrad") return make_core(st::polargrad(hp, ah), n, r, x);
-  if (kind == "muon_eq") return make_core(st::muon_eq(hp, ah, hp.shape_factor), n, r, x);
-  if (kind == "muon_plus") return make_core(st::muon_plus(hp, ah, hp.shape_factor), n, r, x);
-  if (kind == "scion") return make_core(st::scion(hp), n, r, x);
-  if (kind == "scion_unconstrained") return make_core(st::scion_unconstrained(hp), n, r, x);
+  if (kind == "sgd") return make_core(st::sgd(hp), n, r, g, x);
+  if (kind == "sgd_nesterov") return make_core(st::sgd_nesterov(hp), n, r, g, x);
+  if (kind == "adamw") return make_core(st::adamw(hp), n, r, g, x);
+  if (kind == "adamw_rescaled") return make_core(st::adamw_rescaled(hp), n, r, g, x);
+  if (kind == "sign_descent") return make_core(st::sign_descent(hp), n, r, g, x);
+  if (kind == "lion") return make_core(st::lion(hp), n, r, g, x);
+  if (kind == "moga_row") return make_core(st::moga_row(hp), n, r, g, x);
+  if (kind == "moga_col") return make_core(st::moga_col(hp), n, r, g, x);
+  if (kind == "moga_row_momentum") return make_core(st::moga_row_momentum(hp), n, r, g, x);
+  if (kind == "cautious_adamw") return make_core(st::cautious_adamw(hp), n, r, g, x);
+  if (kind == "muon") return make_core(st::muon(hp, ah, hp.shape_factor), n, r, g, x);
+  if (kind == "normuon") return make_core(st::normuon(hp, ah), n, r, g, x);
+  if (kind == "adamuon") return make_core(st::adamuon(hp, ah), n, r, g, x);
+  if (kind == "polargrad") return make_core(st::polargrad(hp, ah), n, r, g, x);
+  if (kind == "muon_eq") return make_core(st::muon_eq(hp, ah, hp.shape_factor), n, r, g, x);
+  if (kind == "muon_plus") return make_core(st::muon_plus(hp, ah, hp.shape_factor), n, r, g, x);
+  if (kind == "muon_scion") return make_core(st::muon_scion(hp, hp.shape_factor), n, r, g, x);
+  if (kind == "scion") return make_core(st::scion(hp), n, r, g, x);
+  if (kind == "scion_unconstrained") return make_core(st::scion_unconstrained(hp), n, r, g, x);
   throw std::invalid_argument("unknown optimizer '" + kind + "'");
-}
-
-// ---- the geometries on their own: D(G), ||W|| and ||G||_* of one array ----------------------
-
-/// A matrix of scalar S in CPU memory, C-contiguous (rows = the first dimension).
-template <class S>
-using Matrix = nb::ndarray<S, nb::device::cpu, nb::c_contig>;
-template <class S>
-using RowMap = Eigen::Map<st::RowMatrix<S>>;
-
-/// One policy's functions over arrays, for float and double.
-struct GeometryFns {
-  std::string (*name)();
-  void (*dualize_f)(const float*, float*, st::Index, st::Index);
-  void (*dualize_d)(const double*, double*, st::Index, st::Index);
-  double (*value_f)(const float*, st::Index, st::Index);
-  double (*value_d)(const double*, st::Index, st::Index);
-  double (*dual_f)(const float*, st::Index, st::Index);
-  double (*dual_d)(const double*, st::Index, st::Index);
-};
-template <class N>
-GeometryFns fns() {
-  return {&N::name,
-          [](const float* g, float* d, st::Index m, st::Index n) {
-            st::workspace_t<N, float> ws;
-            N::dualize(RowMap<float>(const_cast<float*>(g), m, n), RowMap<float>(d, m, n), ws);
-          },
-          [](const double* g, double* d, st::Index m, st::Index n) {
-            st::workspace_t<N, double> ws;
-            N::dualize(RowMap<double>(const_cast<double*>(g), m, n), RowMap<double>(d, m, n), ws);
-          },
-          [](const float* w, st::Index m, st::Index n) { return double(N::value(RowMap<float>(const_cast<float*>(w), m, n))); },
-          [](const double* w, st::Index m, st::Index n) { return double(N::value(RowMap<double>(const_cast<double*>(w), m, n))); },
-          [](const float* g, st::Index m, st::Index n) { return double(N::dual(RowMap<float>(const_cast<float*>(g), m, n))); },
-          [](const double* g, st::Index m, st::Index n) { return double(N::dual(RowMap<double>(const_cast<double*>(g), m, n))); }};
-}
-
-/// The geometry called `name` (mean-normalized when `mean`): the policies of docs/GEOMETRY.md.
-GeometryFns geometry_fns(const std::string& name, bool mean) {
-  using T = std::pair<GeometryFns, GeometryFns>;  // plain, mean-normalized
-  auto both = [](auto policy) {
-    using N = decltype(policy);
-    return T{fns<N>(), fns<st::MeanNormalized<N>>()};
-  };
-  static const std::pair<const char*, T> table[] = {
-      {"sign", both(st::SignNorm{})},           {"row", both(st::RowNormalize{})},
-      {"col", both(st::ColNormalize{})},        {"inf_inf", both(st::InfInfNorm{})},
-      {"one_one", both(st::OneOneNorm{})},      {"spectral", both(st::Spectral{})},
-      {"spectral_polar_express", both(st::SpectralPolarExpress{})},
-      {"spectral_exact", both(st::SpectralExact{})},
-      {"vector_sign", both(st::VectorSign{})},  {"vector_l2", both(st::VectorNorm<2>{})}};
-  const T t = by_name(name, table, "geometry");
-  return mean ? t.second : t.first;
 }
 
 template <class S>
@@ -416,7 +439,9 @@ NB_MODULE(_core, m) {
   // noconvert: an array of another dtype or layout is refused, never silently copied (a copied
   // parameter would be stepped while the caller's stays as it was).
   m.def("make", &make, nb::arg("kind"), nb::arg("hp"), nb::arg("adamw_hp"), nb::arg("names"), nb::arg("roles"),
-        nb::arg("params").noconvert(), "The named optimizer `kind` over `params` (float32 CPU arrays, viewed in place).");
+        nb::arg("params").noconvert(), nb::arg("geometries") = std::vector<std::string>{},
+        "The named optimizer `kind` over `params` (float32 CPU arrays, viewed in place); a non-empty "
+        "geometries[i] (\"row\", \"mean_spectral\", ...) overrides tensor i's geometry.");
   // The geometries on one array (float32 or float64, CPU, C-contiguous; a tensor of more than
   // two dimensions is the matrix first dimension x the rest, as the optimizers step it).
   m.def("dualize", &dualize_into<float>, nb::arg("g").noconvert(), nb::arg("out").noconvert(), nb::arg("geometry"),

@@ -96,14 +96,26 @@ class SteepestOptimizer(torch.optim.Optimizer):
     parameters. `params`: a module (roles inferred), or what torch optimizers take (tensors,
     (name, tensor) pairs, or group dicts, which may hold `role` and `names`). For the Muon
     family, `adamw_lr`, `adamw_betas`, `adamw_eps` and `adamw_weight_decay` set the AdamW route
-    (embeddings, head, vectors)."""
+    (embeddings, head, vectors).
+
+    Composing from Python: a group may name its own `kind` (each group is its own compiled
+    optimizer, so groups route tensors between rules), and `geometry` picks the norm of the
+    kinds that apply one (sign_descent, muon_scion, scion, scion_unconstrained, the Muon
+    family): a name for every tensor ("row", "mean_spectral", ...: steepest.GEOMETRIES, with
+    "mean_" for the width-aware p̄ -> q̄ version), or {role or name glob: name}.
+
+        # Muon's chain (Nesterov EMA, dualize, scales, step) in the 2̄ -> inf geometry
+        SteepestOptimizer(model, "muon_scion", lr=0.02, geometry={"hidden": "mean_row"})
+        # MOGA-row on the matrices, AdamW on the rest, one optimizer
+        SteepestOptimizer([{"params": mats, "kind": "moga_row", "lr": 0.03},
+                           {"params": rest, "kind": "adamw"}], "adamw", lr=3e-3)
+    """
 
     def __init__(self, params, kind, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
                  shape_factor="none", on_non_finite="error", roles=None, adamw_lr=1e-3,
-                 adamw_betas=(0.9, 0.999), adamw_eps=1e-8, adamw_weight_decay=0.0):
+                 adamw_betas=(0.9, 0.999), adamw_eps=1e-8, adamw_weight_decay=0.0, geometry=None):
         if not lr > 0:
             raise ValueError("steepest: lr must be > 0 (a schedule scales it from there)")
-        self._kind = kind
         self._names, self._roles = {}, {}
         if isinstance(params, torch.nn.Module):
             named = infer_roles(params, roles)
@@ -122,7 +134,7 @@ class SteepestOptimizer(torch.optim.Optimizer):
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         shape_factor=shape_factor, on_non_finite=on_non_finite, adamw_lr=adamw_lr,
                         adamw_betas=tuple(adamw_betas), adamw_eps=adamw_eps,
-                        adamw_weight_decay=adamw_weight_decay)
+                        adamw_weight_decay=adamw_weight_decay, kind=kind, geometry=geometry)
         super().__init__(params, defaults)
 
     # ---- groups ----------------------------------------------------------------------------
@@ -130,8 +142,9 @@ class SteepestOptimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         group.setdefault("initial_lr", group["lr"])
-        names, roles = [], []
+        names, roles, geometries = [], [], []
         given = group.get("names")
+        wanted = group["geometry"]
         for i, p in enumerate(group["params"]):
             name = given[i] if given else self._names.get(id(p), "group%d.param%d" % (len(self.param_groups) - 1, i))
             role = group.get("role") or self._roles.get(id(p)) or ("hidden" if p.dim() >= 2 else "vector")
@@ -141,11 +154,19 @@ class SteepestOptimizer(torch.optim.Optimizer):
             if role not in ROLES:
                 raise ValueError("steepest: role '%s' of '%s' is not one of %s" % (role, name, ROLES))
             _check_tensor(p, name, "the parameter")
+            geometry = ""
+            if isinstance(wanted, str):
+                geometry = wanted
+            elif wanted:
+                for key, g in wanted.items():  # a role, or a glob on the name; the last match wins
+                    if key == role or fnmatch.fnmatchcase(name, key):
+                        geometry = g
             names.append(name)
             roles.append(role)
+            geometries.append(geometry)
         group["names"], group["roles"] = names, roles
-        self._cores.append(_core.make(self._kind, self._hyper(group, ""), self._hyper(group, "adamw_"), names,
-                                      roles, [p.detach() for p in group["params"]]))
+        self._cores.append(_core.make(group["kind"], self._hyper(group, ""), self._hyper(group, "adamw_"), names,
+                                      roles, [p.detach() for p in group["params"]], geometries))
         self._expose_state(len(self._cores) - 1)
 
     def _expose_state(self, gi):
@@ -352,6 +373,13 @@ class Muon(SteepestOptimizer):
 class NorMuon(SteepestOptimizer):
     """NorMuon on hidden matrices, AdamW (`adamw_*`) on the rest."""
     __init__ = _named("normuon", betas=(0.95, 0.95))
+
+
+class MuonScion(SteepestOptimizer):
+    """Muon's chain (Nesterov EMA, dualize, width and shape scales, step) on every tensor, each
+    in its role's geometry: spectral on hidden matrices, mean columns on embeddings, mean sign on
+    the head, RMS on vectors; `geometry` recomposes it in any other."""
+    __init__ = _named("muon_scion", betas=(0.95, 0.95), shape_factor="muon")
 
 
 class Scion(SteepestOptimizer):

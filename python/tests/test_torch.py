@@ -394,3 +394,54 @@ def test_geometries_on_tensors_and_operator_norms():
             assert math.isclose(steepest.norm(params[name].detach(), g, mean=mean), value, rel_tol=1e-6)
             checked += 1
     assert checked >= 3  # the hidden matrix, the embedding and the head at least
+
+
+def test_groups_with_their_own_kinds_are_the_separate_optimizers():
+    a, b = model(), model()
+    mats_a = [p for p in a.parameters() if p.dim() == 2]
+    rest_a = [p for p in a.parameters() if p.dim() < 2]
+    routed = stt.SteepestOptimizer([{"params": mats_a, "kind": "moga_row", "lr": 0.03},
+                                    {"params": rest_a, "kind": "adamw"}], "adamw", lr=3e-3)
+    mats_b = [p for p in b.parameters() if p.dim() == 2]
+    rest_b = [p for p in b.parameters() if p.dim() < 2]
+    parts = [stt.MOGARow(mats_b, lr=0.03), stt.AdamW(rest_b, lr=3e-3)]
+
+    class Both:
+        def zero_grad(self, set_to_none=True):
+            for o in parts:
+                o.zero_grad(set_to_none=set_to_none)
+
+        def step(self):
+            for o in parts:
+                o.step()
+
+    train(a, routed, 3)
+    train(b, Both(), 3)
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_a_geometry_recomposes_a_chain():
+    W0 = torch.randn(6, 10, generator=torch.Generator().manual_seed(1))
+    G = torch.randn(6, 10, generator=torch.Generator().manual_seed(2))
+    row = G / G.norm(dim=1, keepdim=True)
+
+    def one_step(kind, **kw):
+        w = torch.nn.Parameter(W0.clone())
+        opt = stt.SteepestOptimizer([w], kind, lr=0.1, **kw)
+        w.grad = G.clone()
+        opt.step()
+        return w.detach()
+
+    # Sign descent's chain (dualize, step) in the 2 -> inf geometry: W - lr G / ||row||.
+    assert torch.allclose(one_step("sign_descent", geometry="row"), W0 - 0.1 * row, atol=1e-6)
+    assert torch.allclose(one_step("sign_descent"), W0 - 0.1 * G.sign(), atol=1e-6)  # its own
+    # Muon's chain in 2̄ -> inf: the direction of the Nesterov-EMA momentum (a multiple of G at
+    # the first step) row-normalized, times the width scale n^-1/2; Muon's shape factor is for
+    # polar factors only.
+    ours = one_step("muon_scion", betas=(0.95, 0.95), shape_factor="muon", geometry={"hidden": "mean_row"})
+    assert torch.allclose(ours, W0 - 0.1 * 10 ** -0.5 * row, atol=1e-6)
+    with pytest.raises(ValueError, match="applies no geometry"):
+        stt.AdamW([torch.nn.Parameter(W0.clone())], geometry="row")
+    with pytest.raises(ValueError, match="unknown geometry 'rows'"):
+        stt.MuonScion([torch.nn.Parameter(W0.clone())], geometry="rows")
