@@ -3,10 +3,12 @@
 //   g++ -std=c++17 -O2 -fopenmp -DNDEBUG -I TREE/include -isystem /usr/include/eigen3
 //       bench/tree_ab.cpp -o ab_TREE   (one line)
 // Prints the best of 15 timed steps (after 3 warm-up steps) per rule. "strided" layers are 8
-// column blocks of one tensor (per-head views), which take the transform-by-transform path.
+// column blocks of one tensor (per-head views), which take the transform-by-transform path;
+// "100 x 10x10" is a step of 100 small tensors, where per-layer costs show (biases, norms).
 #include <steepest/steepest.hpp>
 #include <chrono>
 #include <cstdio>
+#include <string>
 #include <vector>
 namespace st = steepest;
 template <class Opt>
@@ -30,6 +32,26 @@ double time_step(const char* what, Opt opt, bool blocks) {
   std::printf("%-28s %8.3f ms\n", what, best * 1e3);
   return best;
 }
+template <class Opt>
+double time_small(const char* what, Opt opt) {
+  std::vector<std::vector<float>> w(100, std::vector<float>(100, 0.01f)), g(100, std::vector<float>(100, 0.25f));
+  st::ParamSet<float> p;
+  st::Gradients<float> G;
+  for (int i = 0; i < 100; ++i) {
+    p.add("w" + std::to_string(i), st::Role::Hidden, w[std::size_t(i)].data(), 10, 10);
+    G.add(g[std::size_t(i)].data(), 10, 10);
+  }
+  auto s = opt.init(p);
+  double best = 1e9;
+  for (int k = 0; k < 203; ++k) {
+    const auto t0 = std::chrono::steady_clock::now();
+    opt.step(p, G, s);
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (k >= 3) best = std::min(best, dt);
+  }
+  std::printf("%-28s %8.3f ms\n", what, best * 1e3);
+  return best;
+}
 int main() {
   st::Hyper hp;
   hp.weight_decay = 0.1;
@@ -39,4 +61,6 @@ int main() {
   time_step("sgd_nesterov strided", st::sgd_nesterov(hp), true);
   time_step("lion strided", st::lion(hp), true);
   time_step("adamw<bf16> strided", st::adamw<st::Bf16State>(hp), true);
+  time_small("adamw 100 x 10x10", st::adamw(hp));
+  time_small("moga_row 100 x 10x10", st::moga_row(hp));
 }

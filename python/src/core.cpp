@@ -18,6 +18,7 @@
 #include <steepest/steepest.hpp>
 
 #include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -164,11 +165,20 @@ class Core {
   virtual ~Core() = default;
   /// One step: `lr_factor` multiplies every layer's learning rate (the schedule's factor);
   /// `hp` and `adamw_hp` replace the coefficients; a None gradient leaves its tensor, and its
-  /// state and step count, as they are. False when skipped (on_non_finite = "skip").
-  virtual bool step(const std::vector<Array>& params, const std::vector<MaybeGrad>& grads, double lr_factor,
+  /// state and step count, as they are. `params` None: the parameters are where the last step
+  /// (or construction) found them, which the caller vouches for (it re-sends them when a
+  /// tensor's storage moved); the views' checks then cost nothing. False when skipped
+  /// (on_non_finite = "skip").
+  virtual bool step(const std::optional<std::vector<Array>>& params, const std::vector<MaybeGrad>& grads, double lr_factor,
                     const PyHyper& hp, const PyHyper& adamw_hp) = 0;
   /// Steps taken.
   virtual long long steps() const = 0;
+  /// Tensors stepped, and where tensor i's values are (the address the next step writes).
+  virtual std::size_t size() const = 0;
+  virtual std::uintptr_t address(std::size_t i) const = 0;
+  /// Seconds the last step spent in the library's step itself (what the crossing from Python
+  /// adds is a step's time less this).
+  virtual double last_step_seconds() const = 0;
   /// The chain(s) the optimizer runs.
   virtual std::string name() const = 0;
   /// The state to / from a checkpoint in the library's safetensors layout (a file, or its
@@ -218,11 +228,20 @@ class CoreOf final : public Core {
     state_ = opt_.init(set_);
   }
 
-  bool step(const std::vector<Array>& params, const std::vector<MaybeGrad>& grads, double lr_factor, const PyHyper& hp,
-            const PyHyper& adamw_hp) override {
-    if (params.size() != set_.size() || grads.size() != set_.size())
-      throw std::invalid_argument("steepest: the step got " + std::to_string(params.size()) + " parameters and " +
-                                  std::to_string(grads.size()) + " gradients for " + std::to_string(set_.size()));
+  bool step(const std::optional<std::vector<Array>>& params, const std::vector<MaybeGrad>& grads, double lr_factor,
+            const PyHyper& hp, const PyHyper& adamw_hp) override {
+    if ((params && params->size() != set_.size()) || grads.size() != set_.size())
+      throw std::invalid_argument("steepest: the step got " + std::to_string(params ? params->size() : set_.size()) +
+                                  " parameters and " + std::to_string(grads.size()) + " gradients for " +
+                                  std::to_string(set_.size()));
+    if (params) {  // all checked before any pointer is taken
+      for (std::size_t i = 0; i < set_.size(); ++i) {
+        const Shape ps = layer_shape((*params)[i], set_[i].role);
+        if (ps.rows != set_[i].rows || ps.cols != set_[i].cols)
+          throw st::shape_error("parameter '" + set_[i].name + "': its shape changed since the optimizer was made");
+      }
+      for (std::size_t i = 0; i < set_.size(); ++i) set_[i].data = const_cast<float*>((*params)[i].data());
+    }
     // One gradient type per step: float32, or bfloat16 (widened exactly as it is read).
     const nb::dlpack::dtype f32 = nb::dtype<float>(), bf16{std::uint8_t(nb::dlpack::dtype_code::Bfloat), 16, 1};
     std::size_t n32 = 0, n16 = 0;
@@ -236,9 +255,12 @@ class CoreOf final : public Core {
     if (n32 && n16)
       throw nb::type_error("steepest: a step takes float32 or bfloat16 gradients, not both (cast them to one dtype)");
     configure(opt_, lr_factor, hp, adamw_hp);
-    return n16 ? step_as<Eigen::bfloat16>(params, grads) : step_as<float>(params, grads);
+    return n16 ? step_as<Eigen::bfloat16>(grads) : step_as<float>(grads);
   }
   long long steps() const override { return state_.step; }
+  std::size_t size() const override { return set_.size(); }
+  std::uintptr_t address(std::size_t i) const override { return std::uintptr_t(set_[i].data); }
+  double last_step_seconds() const override { return last_step_seconds_; }
   std::string name() const override { return opt_.name(); }
   void save(const std::string& path) override { st::save(opt_, state_, path); }
   void load(const std::string& path) override {
@@ -294,24 +316,23 @@ class CoreOf final : public Core {
   }
 
   template <class G>
-  bool step_as(const std::vector<Array>& params, const std::vector<MaybeGrad>& grads) {
+  bool step_as(const std::vector<MaybeGrad>& grads) {
     st::Gradients<G> g;
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      auto& l = set_[i];
-      const Shape ps = layer_shape(params[i], l.role);
-      if (ps.rows != l.rows || ps.cols != l.cols)
-        throw st::shape_error("parameter '" + l.name + "': its shape changed since the optimizer was made");
-      l.data = const_cast<float*>(params[i].data());  // a tensor whose storage moved is followed
-      if (!grads[i]) {
-        g.skip(l.name);
+    for (std::size_t i = 0; i < grads.size(); ++i) {
+      const auto& l = set_[i];
+      if (!grads[i]) {  // (by position: the set and the list are in one order by construction)
+        g.skip();
         continue;
       }
       const Shape gs = shape_of(*grads[i]);
       if (gs.rows * gs.cols != l.rows * l.cols)
         throw st::shape_error("parameter '" + l.name + "': its gradient has another shape");
-      g.add(l.name, static_cast<const G*>(grads[i]->data()), l.rows, l.cols);
+      g.add(static_cast<const G*>(grads[i]->data()), l.rows, l.cols);
     }
-    return opt_.step(set_, g, state_);
+    const auto t0 = std::chrono::steady_clock::now();
+    const bool taken = opt_.step(set_, g, state_);
+    last_step_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    return taken;
   }
 
   /// A loaded state's values into this one's buffers (same layout: made by the same init), so
@@ -335,6 +356,7 @@ class CoreOf final : public Core {
   }
 
   Opt opt_;
+  double last_step_seconds_ = 0;
   st::ParamSet<float> set_;
   typename Opt::template State<float> state_;
 };
@@ -409,9 +431,38 @@ NB_MODULE(_core, m) {
       .def_rw("shape_factor", &PyHyper::shape_factor)
       .def_rw("on_non_finite", &PyHyper::on_non_finite);
   nb::class_<Core>(m, "Core")
-      .def("step", &Core::step, nb::arg("params").noconvert(), nb::arg("grads").noconvert(), nb::arg("lr_factor"),
+      .def("step", &Core::step, nb::arg("params").noconvert().none(), nb::arg("grads").noconvert(), nb::arg("lr_factor"),
            nb::arg("hp"), nb::arg("adamw_hp"))
+      .def(
+          "step_tensors",
+          [](Core& c, const nb::list& params, const nb::callable& to_dlpack, double lr_factor, const PyHyper& hp,
+             const PyHyper& adamw_hp) -> nb::object {
+            // The per-tensor work of a torch step in one C++ loop (the Python loop it replaces
+            // cost more than the step of 100 small tensors): each parameter's address against
+            // the one the core holds (None back, nothing done, when one moved: the caller then
+            // steps through step() with the parameters), and each .grad as a capsule made by
+            // torch's C to_dlpack, viewed in place (None: skipped).
+            const std::size_t n = params.size();
+            if (n != c.size())
+              throw std::invalid_argument("steepest: the step got " + std::to_string(n) + " parameters for " +
+                                          std::to_string(c.size()));
+            std::vector<MaybeGrad> grads(n);
+            for (std::size_t i = 0; i < n; ++i) {
+              const nb::handle p = params[i];
+              if (nb::cast<std::uintptr_t>(p.attr("data_ptr")()) != c.address(i)) return nb::none();
+              nb::object g = p.attr("grad");
+              if (g.is_none()) continue;
+              Grad view;
+              if (!nb::try_cast(to_dlpack(g), view, false))
+                throw nb::type_error("steepest: a gradient is not a dense contiguous CPU array");
+              grads[i] = std::move(view);
+            }
+            return nb::bool_(c.step(std::nullopt, grads, lr_factor, hp, adamw_hp));
+          },
+          nb::arg("params"), nb::arg("to_dlpack"), nb::arg("lr_factor"), nb::arg("hp"), nb::arg("adamw_hp"),
+          "step() over torch parameters read here: True/False as step(), None when a parameter's storage moved")
       .def_prop_ro("steps", &Core::steps)
+      .def_prop_ro("last_step_seconds", &Core::last_step_seconds)
       .def_prop_ro("name", &Core::name)
       .def("save", &Core::save)
       .def("load", &Core::load)

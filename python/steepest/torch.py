@@ -31,6 +31,7 @@ import json
 import struct
 
 import torch
+from torch.utils.dlpack import to_dlpack as _to_dlpack
 
 from . import _core
 
@@ -130,7 +131,6 @@ class SteepestOptimizer(torch.optim.Optimizer):
                 params = [p for _, p in params]
         self._overrides = roles or {}
         self._cores = []
-        self._detached = []
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         shape_factor=shape_factor, on_non_finite=on_non_finite, adamw_lr=adamw_lr,
                         adamw_betas=tuple(adamw_betas), adamw_eps=adamw_eps,
@@ -193,40 +193,30 @@ class SteepestOptimizer(torch.optim.Optimizer):
         """One step of every group (after `closure()`, when given, re-evaluates the loss). Every
         tensor is checked before any group is stepped: the compiled core refuses a tensor of
         another dtype, device or layout as it converts the arguments, before it steps, and the
-        named message comes from _check_tensor then."""
+        named message comes from _check_tensor then.
+
+        What crosses per step: the parameter list; the core reads each gradient as a DLPack
+        capsule (torch's C to_dlpack, not the Python-level __dlpack__, which costs ten times
+        more) and checks each parameter's address against its own, taking the parameters again
+        only when one's storage moved (`p.data = ...`)."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        work = []
-        for gi, group in enumerate(self.param_groups):
-            params, grads = self._views(gi, group), []
-            for p in group["params"]:
-                grads.append(p.grad)  # None: skipped
-            work.append((group, params, grads))
-        if len(work) > 1:  # a later group's refusal must not follow an earlier group's step
-            _check_all(work)
-        for (group, params, grads), core in zip(work, self._cores):
+        if len(self.param_groups) > 1:  # a later group's refusal must not follow an earlier group's step
+            _check_all([(g, None, [p.grad for p in g["params"]]) for g in self.param_groups])
+        for group, core in zip(self.param_groups, self._cores):
+            params = group["params"]
+            hyper = (group["lr"] / group["initial_lr"], self._hyper(group, ""), self._hyper(group, "adamw_"))
             try:
-                core.step(params, grads, group["lr"] / group["initial_lr"], self._hyper(group, ""),
-                          self._hyper(group, "adamw_"))
-            except TypeError:
-                _check_all(work)  # nothing was stepped: name the tensor the core refused
+                if core.step_tensors(params, _to_dlpack, *hyper) is None:  # a parameter's storage moved
+                    grads = [None if p.grad is None else _to_dlpack(p.grad) for p in params]
+                    core.step([p.detach() for p in params], grads, *hyper)
+            except (TypeError, RuntimeError):
+                # nothing was stepped: name the tensor refused (a sparse gradient has no capsule)
+                _check_all([(group, None, [p.grad for p in params])])
                 raise
         return loss
-
-    def _views(self, gi, group):
-        """The group's parameters as tensors outside autograd, made once and remade for a
-        parameter whose storage moved (`p.data = ...`)."""
-        views = self._detached[gi] if gi < len(self._detached) else None
-        params = group["params"]
-        if views is None or any(v.data_ptr() != p.data_ptr() for v, p in zip(views, params)):
-            views = [p.detach() for p in params]
-            if gi < len(self._detached):
-                self._detached[gi] = views
-            else:
-                self._detached.append(views)
-        return views
 
     # ---- state ----------------------------------------------------------------------------
     def state_dict(self):

@@ -160,6 +160,10 @@ def test_bad_tensors_are_refused_before_anything_changes():
     with pytest.raises(ValueError, match="'b'.*contiguous"):
         opt.step()
     assert torch.equal(w.detach(), torch.ones(4, 3))  # nothing was stepped
+    b.grad = torch.ones(3).to_sparse()
+    with pytest.raises(ValueError, match="'b'.*sparse"):
+        opt.step()
+    assert torch.equal(w.detach(), torch.ones(4, 3))
     with pytest.raises(TypeError, match="float32"):
         stt.AdamW([torch.nn.Parameter(torch.ones(2, 2, dtype=torch.float64))])
 

@@ -222,17 +222,11 @@ auto elem_one(Ctx<S, Sp>& ctx, St& st, const Coefficients& co) {
 template <class G, class Tuple, std::size_t... I>
 void fused_pass(const G* g, const Tuple& kernels, Index rows, Index cols, bool by_rows,
                 std::index_sequence<I...> seq) {
-  Tuple ks = kernels;
   const Index size = rows * cols;
   const Index block = by_rows ? std::max<Index>(1, 16384 / std::max<Index>(cols, 1)) : 16384;
   const Index units = by_rows ? rows : size;
   const Index nblocks = (units + block - 1) / block;
-  bool parallel = false;
-#if defined(_OPENMP)
-  parallel = nblocks > 1 && !omp_in_parallel();
-#pragma omp parallel for schedule(static) if (parallel) firstprivate(ks)
-#endif
-  for (Index b = 0; b < nblocks; ++b) {
+  const auto run_block = [&](Tuple& ks, Index b) {
     const Index lo = b * block, hi = std::min(units, lo + block);
     if (by_rows) {
       for (Index r = lo; r < hi; ++r) {
@@ -242,8 +236,19 @@ void fused_pass(const G* g, const Tuple& kernels, Index rows, Index cols, bool b
     } else {
       run_range(g, ks, lo, hi, 0, seq);
     }
+  };
+#if defined(_OPENMP)
+  // One block runs here, without entering OpenMP at all: even a region that its `if` keeps to
+  // one thread costs a team set-up, which is most of the step of a small tensor.
+  if (nblocks > 1 && !omp_in_parallel()) {
+    Tuple ks = kernels;
+#pragma omp parallel for schedule(static) firstprivate(ks)
+    for (Index b = 0; b < nblocks; ++b) run_block(ks, b);
+    return;
   }
-  (void)parallel;
+#endif
+  Tuple ks = kernels;
+  for (Index b = 0; b < nblocks; ++b) run_block(ks, b);
 }
 }  // namespace detail
 
