@@ -14,6 +14,8 @@
 #include <benchmark/benchmark.h>
 
 #include <steepest/steepest.hpp>
+#include <steepest/polar/gram_newton_schulz.hpp>
+#include <steepest/polar/planner.hpp>
 #if defined(STEEPEST_BENCH_ONEDNN)
 #include <steepest/polar/onednn.hpp>
 #endif
@@ -301,6 +303,28 @@ void MuonPolarExpress(benchmark::State& s) {
   run_rule(s, [] { return st::muon<st::SpectralPolarExpress>(hp()); }, 20, true);
 }
 void Scion(benchmark::State& s) { run_rule(s, [] { return st::scion(hp()); }, 20, true); }
+// The same Muon with Newton-Schulz in its Gram form, restarted before step 3 (Eigen, fp32):
+// report.py sets it against MuonQuintic.
+void MuonQuinticGram(benchmark::State& s) { run_rule(s, [] { return st::muon<st::SpectralGram>(hp()); }, 20, true); }
+// Muon with the engine planner (polar/planner.hpp) over every engine this build has: it measures
+// them on the first step's input (outside the timed loop) and the label names its choice.
+using PlannedEngines = st::Planned<st::EigenProducts, st::GramProducts<>
+#if defined(STEEPEST_BENCH_ONEDNN)
+                                   ,
+                                   st::OneDnnBf16
+#endif
+#if defined(STEEPEST_BENCH_OPENBLAS)
+                                   ,
+                                   st::OpenBlas<>
+#endif
+                                   >;
+void MuonQuinticPlanned(benchmark::State& s) {
+  using Polar = st::SpectralNorm<st::NewtonSchulz<st::QuinticSchedule, 5, PlannedEngines>>;
+  run_rule(s, [] { return st::muon<Polar>(hp()); }, 20, true);
+  const st::Index k = std::min(s.range(0), s.range(1)), l = std::max(s.range(0), s.range(1));
+  for (const auto& p : st::polar_planner().plans())
+    if (p.k == k && p.l == l && p.threads == int(s.range(2))) s.SetLabel(p.engine + " (" + p.how + ")");
+}
 #if defined(STEEPEST_BENCH_ONEDNN)
 // The same Muon with its Newton-Schulz products in bf16 on oneDNN (polar/onednn.hpp); report.py
 // sets it against MuonQuintic (the fp32 Eigen path) and MuonPolarExpress.
@@ -408,6 +432,8 @@ BENCHMARK(MogaRowMomentumBf16GradsBf16State)->Apply([](auto* b) { shapes(b, fals
 BENCHMARK(MuonQuintic)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(MuonPolarExpress)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(Scion)->Apply([](auto* b) { shapes(b, true); });
+BENCHMARK(MuonQuinticGram)->Apply([](auto* b) { shapes(b, true); });
+BENCHMARK(MuonQuinticPlanned)->Apply([](auto* b) { shapes(b, true); });
 #if defined(STEEPEST_BENCH_ONEDNN)
 BENCHMARK(MuonQuinticBf16)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(MuonPolarExpressBf16)->Apply([](auto* b) { shapes(b, true); });

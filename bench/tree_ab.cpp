@@ -11,6 +11,19 @@
 #include <string>
 #include <vector>
 namespace st = steepest;
+/// Prints and returns the best time of `step` over `timed` runs after `warm` untimed ones.
+template <class F>
+double best_of(const char* what, int warm, int timed, F&& step) {
+  double best = 1e9;
+  for (int k = 0; k < warm + timed; ++k) {
+    const auto t0 = std::chrono::steady_clock::now();
+    step();
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (k >= warm) best = std::min(best, dt);
+  }
+  std::printf("%-28s %8.3f ms\n", what, best * 1e3);
+  return best;
+}
 template <class Opt>
 double time_step(const char* what, Opt opt, bool blocks) {
   const st::Index m = 1024, n = 4096;
@@ -22,15 +35,7 @@ double time_step(const char* what, Opt opt, bool blocks) {
   st::Gradients<float> G;
   G.add(g.data(), m, n);
   auto s = opt.init(p);
-  double best = 1e9;
-  for (int k = 0; k < 18; ++k) {
-    const auto t0 = std::chrono::steady_clock::now();
-    opt.step(p, G, s);
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (k >= 3) best = std::min(best, dt);
-  }
-  std::printf("%-28s %8.3f ms\n", what, best * 1e3);
-  return best;
+  return best_of(what, 3, 15, [&] { opt.step(p, G, s); });
 }
 template <class Opt>
 double time_small(const char* what, Opt opt) {
@@ -42,15 +47,7 @@ double time_small(const char* what, Opt opt) {
     G.add(g[std::size_t(i)].data(), 10, 10);
   }
   auto s = opt.init(p);
-  double best = 1e9;
-  for (int k = 0; k < 203; ++k) {
-    const auto t0 = std::chrono::steady_clock::now();
-    opt.step(p, G, s);
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    if (k >= 3) best = std::min(best, dt);
-  }
-  std::printf("%-28s %8.3f ms\n", what, best * 1e3);
-  return best;
+  return best_of(what, 3, 200, [&] { opt.step(p, G, s); });
 }
 int main() {
   st::Hyper hp;

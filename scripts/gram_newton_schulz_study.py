@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Is the Gram form of Newton-Schulz accurate with bf16 product inputs? (docs/PERFORMANCE.md)
+"""Is the Gram form of Newton-Schulz accurate with bf16 or fp32 products? (docs/PERFORMANCE.md)
 
 The plain quintic step on a wide iterate X (k x l, k <= l) is
 
@@ -16,7 +16,9 @@ the same polynomial in float64, on spectra a gradient can have: relative Frobeni
 result, and its singular value range. "restart t" recomputes X = Q X_0 and R = X X^T before step
 t (two more k^2 l products).
 
-    /opt/torch-peer/bin/python scripts/gram_newton_schulz_study.py [k l]
+    /opt/torch-peer/bin/python scripts/gram_newton_schulz_study.py [k l [bf16|fp32]]
+
+With fp32, the products are plain float32 GEMMs (the Eigen and OpenBLAS engines' precision).
 
 Runs on the CPU with PyTorch (the peer environment of bench/torch_peer_cpu.py); it is a study,
 not a dependency of the library.
@@ -32,8 +34,13 @@ def bf16(x):
     return x.to(torch.bfloat16).to(torch.float32)
 
 
+PRECISION = "bf16"
+
+
 def prod(x, y):
-    """A product with bf16 inputs and fp32 accumulation."""
+    """A product with bf16 inputs and fp32 accumulation, or in float32 (PRECISION)."""
+    if PRECISION == "fp32":
+        return x.float() @ y.float()
     return bf16(x) @ bf16(y)
 
 
@@ -67,7 +74,10 @@ def gram(g, steps=5, restart=()):
 
 
 def main():
+    global PRECISION
     k, l = (int(sys.argv[1]), int(sys.argv[2])) if len(sys.argv) > 2 else (1024, 4096)
+    if len(sys.argv) > 3:
+        PRECISION = sys.argv[3]
     torch.manual_seed(0)
     u = torch.linalg.qr(torch.randn(k, k, dtype=torch.float64))[0]
     v = torch.linalg.qr(torch.randn(l, k, dtype=torch.float64))[0]
@@ -81,17 +91,17 @@ def main():
     }
     cases = [("gaussian", torch.randn(k, l, dtype=torch.float64))]
     cases += [(name, (u * s) @ v.T) for name, s in spectra.items()]
-    print(f"{k} x {l}; relative error against the float64 iteration; singular values of the result")
-    print("| input | float64 sv | plain, bf16 products | Gram form | Gram, restart at 2 | Gram, restart at 3 |")
-    print("|---|---|---|---|---|---|")
+    print(f"{k} x {l}, {PRECISION} products; relative error against the float64 iteration; singular values of the result")
+    print(f"| input | float64 sv | plain, {PRECISION} products | Gram form | Gram, restart at 2 | Gram, restart at 3 | Gram, restart at 2 and 4 |")
+    print("|---|---|---|---|---|---|---|")
     for name, g in cases:
         ref = plain(g)
         sv = torch.linalg.svdvals(ref)
         cells = []
-        for x in (plain(g, low=True), gram(g), gram(g, restart=(2,)), gram(g, restart=(3,))):
+        for x in (plain(g, low=True), gram(g), gram(g, restart=(2,)), gram(g, restart=(3,)), gram(g, restart=(2, 4))):
             s = torch.linalg.svdvals(x)
             err = ((x - ref).norm() / ref.norm()).item()
-            cells.append(f"{err:.4f} [{s.min().item():.2f}, {s.max().item():.2f}]")
+            cells.append(f"{err:.1e} [{s.min().item():.2f}, {s.max().item():.2f}]")
         print(f"| {name} | [{sv.min().item():.2f}, {sv.max().item():.2f}] | " + " | ".join(cells) + " |")
 
 
