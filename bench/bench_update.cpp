@@ -298,36 +298,33 @@ void MogaRowMomentumBf16Grads(benchmark::State& s) { run_rule(s, [] { return st:
 void MogaRowMomentumBf16GradsBf16State(benchmark::State& s) {
   run_rule(s, [] { return st::moga_row_momentum<st::Bf16State>(hp()); }, 14, false, true);
 }
-void MuonQuintic(benchmark::State& s) { run_rule(s, [] { return st::muon(hp()); }, 20, true); }
-void MuonPolarExpress(benchmark::State& s) {
-  run_rule(s, [] { return st::muon<st::SpectralPolarExpress>(hp()); }, 20, true);
-}
-void Scion(benchmark::State& s) { run_rule(s, [] { return st::scion(hp()); }, 20, true); }
-// The same Muon with Newton-Schulz in its Gram form, restarted before step 3 (Eigen, fp32):
-// report.py sets it against MuonQuintic.
-void MuonQuinticGram(benchmark::State& s) { run_rule(s, [] { return st::muon<st::SpectralGram>(hp()); }, 20, true); }
-// Muon with the engine planner (polar/planner.hpp) over every engine this build has: it measures
-// them on the first step's input (outside the timed loop) and the label names its choice.
-using PlannedEngines = st::Planned<st::EigenProducts, st::GramProducts<>
-#if defined(STEEPEST_BENCH_ONEDNN)
-                                   ,
-                                   st::OneDnnBf16
-#endif
-#if defined(STEEPEST_BENCH_OPENBLAS)
-                                   ,
-                                   st::OpenBlas<>
-#endif
-                                   >;
-void MuonQuinticPlanned(benchmark::State& s) {
-  using Polar = st::SpectralNorm<st::NewtonSchulz<st::QuinticSchedule, 5, PlannedEngines>>;
-  run_rule(s, [] { return st::muon<Polar>(hp()); }, 20, true);
+// The label names the engine Newton-Schulz's planner chose for the case's shape and threads.
+void label_plan(benchmark::State& s) {
   const st::Index k = std::min(s.range(0), s.range(1)), l = std::max(s.range(0), s.range(1));
   for (const auto& p : st::polar_planner().plans())
     if (p.k == k && p.l == l && p.threads == int(s.range(2))) s.SetLabel(p.engine + " (" + p.how + ")");
 }
+// Muon as a user gets it: the planner over every engine this build has (polar/auto_products.hpp),
+// which measures them on the first step's input (outside the timed loop).
+void MuonQuintic(benchmark::State& s) {
+  run_rule(s, [] { return st::muon(hp()); }, 20, true);
+  label_plan(s);
+}
+void MuonPolarExpress(benchmark::State& s) {
+  run_rule(s, [] { return st::muon<st::SpectralPolarExpress>(hp()); }, 20, true);
+  label_plan(s);
+}
+void Scion(benchmark::State& s) { run_rule(s, [] { return st::scion(hp()); }, 20, true); }
+// The same Muon with fp32 products on Eigen only (the engine before the planner), and in the
+// Gram form restarted before step 3 (Eigen, fp32).
+void MuonQuinticEigen(benchmark::State& s) {
+  using Polar = st::SpectralNorm<st::NewtonSchulz<st::QuinticSchedule, 5, st::EigenProducts>>;
+  run_rule(s, [] { return st::muon<Polar>(hp()); }, 20, true);
+}
+void MuonQuinticGram(benchmark::State& s) { run_rule(s, [] { return st::muon<st::SpectralGram>(hp()); }, 20, true); }
 #if defined(STEEPEST_BENCH_ONEDNN)
 // The same Muon with its Newton-Schulz products in bf16 on oneDNN (polar/onednn.hpp); report.py
-// sets it against MuonQuintic (the fp32 Eigen path) and MuonPolarExpress.
+// sets it against MuonQuinticEigen (the fp32 Eigen path) and MuonPolarExpress.
 void MuonQuinticBf16(benchmark::State& s) { run_rule(s, [] { return st::muon<st::SpectralBf16>(hp()); }, 20, true); }
 void MuonPolarExpressBf16(benchmark::State& s) {
   run_rule(s, [] { return st::muon<st::SpectralPolarExpressBf16>(hp()); }, 20, true);
@@ -336,7 +333,7 @@ void MuonPolarExpressBf16(benchmark::State& s) {
 #if defined(STEEPEST_BENCH_OPENBLAS)
 // The same Muon with its Newton-Schulz products on OpenBLAS (polar/openblas.hpp), in fp32: the
 // symmetric products by SYRK, and the reference with three plain GEMMs. report.py sets the SYRK
-// form against both the plain form and MuonQuintic (Eigen).
+// form against both the plain form and MuonQuinticEigen.
 void MuonQuinticOpenBlasSyrk(benchmark::State& s) {
   using G = st::SpectralNorm<st::NewtonSchulz<st::QuinticSchedule, 5, st::OpenBlas<st::GramProduct::Syrk>>>;
   run_rule(s, [] { return st::muon<G>(hp()); }, 20, true);
@@ -433,7 +430,7 @@ BENCHMARK(MuonQuintic)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(MuonPolarExpress)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(Scion)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(MuonQuinticGram)->Apply([](auto* b) { shapes(b, true); });
-BENCHMARK(MuonQuinticPlanned)->Apply([](auto* b) { shapes(b, true); });
+BENCHMARK(MuonQuinticEigen)->Apply([](auto* b) { shapes(b, true); });
 #if defined(STEEPEST_BENCH_ONEDNN)
 BENCHMARK(MuonQuinticBf16)->Apply([](auto* b) { shapes(b, true); });
 BENCHMARK(MuonPolarExpressBf16)->Apply([](auto* b) { shapes(b, true); });

@@ -44,14 +44,18 @@ def main():
     ap.add_argument("binary")
     ap.add_argument("--torch-python", default="/opt/torch-peer/bin/python")
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--engines", default="MuonQuintic,MuonQuinticGram")
+    ap.add_argument("--engines", default="MuonQuintic,MuonQuinticEigen,MuonQuinticGram")
     ap.add_argument("--shapes", default="1024x4096,4096x1024,1024x1024")
     a = ap.parse_args()
     engines = a.engines.split(",")
     shapes = [tuple(int(x) for x in s.split("x")) for s in a.shapes.split(",")]
     with open("/proc/cpuinfo") as f:
-        model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "?")
-    print("CPU: %s; median of %d rounds, ms per step" % (model, a.rounds))
+        info = f.read().splitlines()
+    field = lambda name: next((l.split(":", 1)[1].strip() for l in info if l.startswith(name)), "?")
+    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_tile")
+    flags = [f for f in field("flags").split() if f in wanted]
+    print("CPU: %s (family %s, model %s; %s); median of %d rounds, ms per step" % (
+        field("model name"), field("cpu family"), field("model\t"), " ".join(flags) or "no AVX2", a.rounds))
     print("| shape | threads | " + " | ".join(engines) + " | torch.optim.Muon | " +
           " | ".join("%s / torch" % e for e in engines) + " |")
     print("|---" * (3 + 2 * len(engines)) + "|")

@@ -22,7 +22,7 @@ Usage: bench/report.py [path/to/steepest_bench] [--quick] [--repetitions N] [--o
 --quick keeps 1024x4096 and 4096x4096; --out also writes the tables (with the machine and the
 command) to FILE.md. --torch PYTHON (an interpreter with PyTorch, e.g. the peer venv) adds the
 PyTorch CPU peer (bench/torch_peer_cpu.py): for each repetition, shape and thread count,
-steepest_bench's AdamW, AdamWBf16State, AdamWBf16Grads(Bf16State) and MuonQuinticBf16 and then torch's AdamW(fused=True) and
+steepest_bench's AdamW, AdamWBf16State, AdamWBf16Grads(Bf16State) and MuonQuintic (the planned default) and then torch's AdamW(fused=True) and
 torch.optim.Muon run in turn, and the table gives the per-turn time ratios' median and spread.
 --update FILE.md replaces the text between the lines `<!-- cpu-tables:begin -->` and
 `<!-- cpu-tables:end -->` of FILE.md with the tables (how docs/PERFORMANCE.md is regenerated);
@@ -76,12 +76,12 @@ def parse(name):
 
 
 def torch_peer(binary, torch_py, reps, quick):
-    """steepest's AdamW / AdamWBf16State / MuonQuinticBf16 and PyTorch's peers, in turns; per-turn ratio table."""
+    """steepest's AdamW / AdamWBf16State / MuonQuintic and PyTorch's peers, in turns; per-turn ratio table."""
     peer = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_peer_cpu.py")
     shapes = [(1024, 4096), (4096, 4096)] if quick else [(1024, 1024), (1024, 4096), (4096, 4096)]
     pairs = {"AdamW": "torch.AdamW(fused=True)", "AdamWBf16State": "torch.AdamW(fused=True)",
              "AdamWBf16Grads": "torch.AdamW(fused=True)", "AdamWBf16GradsBf16State": "torch.AdamW(fused=True)",
-             "MuonQuinticBf16": "torch.optim.Muon"}
+             "MuonQuintic": "torch.optim.Muon"}
     ratios = {}  # (rule, m, n, t) -> list of (steepest ms, torch ms)
     for r in range(reps):
         for m, n in shapes:

@@ -38,6 +38,11 @@ using Array = nb::ndarray<float, nb::device::cpu, nb::c_contig>;
 /// a tensor that has none this step (it is skipped).
 using Grad = nb::ndarray<nb::device::cpu, nb::c_contig>;
 using MaybeGrad = std::optional<Grad>;
+/// A gradient as the step reads it: its first element, or null for a tensor skipped this step.
+/// Every gradient of one step has one dtype (bf16: bfloat16, else float32).
+struct GradRef {
+  const void* data = nullptr;
+};
 
 /// A tensor as a matrix: rows = the first dimension, cols = the product of the others (a conv
 /// kernel [out, in, kh, kw] is the matrix out x (in kh kw); a 1-D tensor n x 1, a 0-D one 1 x 1).
@@ -171,6 +176,10 @@ class Core {
   /// (on_non_finite = "skip").
   virtual bool step(const std::optional<std::vector<Array>>& params, const std::vector<MaybeGrad>& grads, double lr_factor,
                     const PyHyper& hp, const PyHyper& adamw_hp) = 0;
+  /// The same step on gradients already checked (shape: the parameter's; layout: dense and
+  /// contiguous; dtype: float32, or bfloat16 for all when `bf16`), at the parameters' addresses.
+  virtual bool step_refs(const std::vector<GradRef>& grads, bool bf16, double lr_factor, const PyHyper& hp,
+                         const PyHyper& adamw_hp) = 0;
   /// Steps taken.
   virtual long long steps() const = 0;
   /// Tensors stepped, and where tensor i's values are (the address the next step writes).
@@ -254,8 +263,20 @@ class CoreOf final : public Core {
     }
     if (n32 && n16)
       throw nb::type_error("steepest: a step takes float32 or bfloat16 gradients, not both (cast them to one dtype)");
+    std::vector<GradRef> refs(grads.size());
+    for (std::size_t i = 0; i < grads.size(); ++i) {
+      if (!grads[i]) continue;
+      const Shape gs = shape_of(*grads[i]);
+      if (gs.rows * gs.cols != set_[i].rows * set_[i].cols)
+        throw st::shape_error("parameter '" + set_[i].name + "': its gradient has another shape");
+      refs[i].data = grads[i]->data();
+    }
+    return step_refs(refs, n16 > 0, lr_factor, hp, adamw_hp);
+  }
+  bool step_refs(const std::vector<GradRef>& grads, bool bf16, double lr_factor, const PyHyper& hp,
+                 const PyHyper& adamw_hp) override {
     configure(opt_, lr_factor, hp, adamw_hp);
-    return n16 ? step_as<Eigen::bfloat16>(grads) : step_as<float>(grads);
+    return bf16 ? step_as<Eigen::bfloat16>(grads) : step_as<float>(grads);
   }
   long long steps() const override { return state_.step; }
   std::size_t size() const override { return set_.size(); }
@@ -316,18 +337,15 @@ class CoreOf final : public Core {
   }
 
   template <class G>
-  bool step_as(const std::vector<MaybeGrad>& grads) {
+  bool step_as(const std::vector<GradRef>& grads) {
     st::Gradients<G> g;
     for (std::size_t i = 0; i < grads.size(); ++i) {
       const auto& l = set_[i];
-      if (!grads[i]) {  // (by position: the set and the list are in one order by construction)
+      if (!grads[i].data) {  // (by position: the set and the list are in one order by construction)
         g.skip();
         continue;
       }
-      const Shape gs = shape_of(*grads[i]);
-      if (gs.rows * gs.cols != l.rows * l.cols)
-        throw st::shape_error("parameter '" + l.name + "': its gradient has another shape");
-      g.add(static_cast<const G*>(grads[i]->data()), l.rows, l.cols);
+      g.add(static_cast<const G*>(grads[i].data), l.rows, l.cols);
     }
     const auto t0 = std::chrono::steady_clock::now();
     const bool taken = opt_.step(set_, g, state_);
@@ -435,32 +453,64 @@ NB_MODULE(_core, m) {
            nb::arg("hp"), nb::arg("adamw_hp"))
       .def(
           "step_tensors",
-          [](Core& c, const nb::list& params, const nb::callable& to_dlpack, double lr_factor, const PyHyper& hp,
-             const PyHyper& adamw_hp) -> nb::object {
-            // The per-tensor work of a torch step in one C++ loop (the Python loop it replaces
-            // cost more than the step of 100 small tensors): each parameter's address against
-            // the one the core holds (None back, nothing done, when one moved: the caller then
-            // steps through step() with the parameters), and each .grad as a capsule made by
-            // torch's C to_dlpack, viewed in place (None: skipped).
+          [](Core& c, const nb::list& params, const nb::handle& float32, const nb::handle& bfloat16, double lr_factor,
+             const PyHyper& hp, const PyHyper& adamw_hp) -> nb::object {
+            // The per-tensor work of a torch step in one C++ loop, through torch's own methods
+            // called without argument tuples (vectorcall) on interned names: each parameter's
+            // address against the one the core holds (None back, nothing done, when one moved:
+            // the caller then steps through step() with the parameters), and each .grad's
+            // dtype (the objects torch.float32 / torch.bfloat16), contiguity and address. torch
+            // itself keeps a .grad the parameter's shape, device and dtype (or grad_dtype), so
+            // these are all that is left to check. Anything else (a sparse gradient, another
+            // dtype, a non-contiguous one) raises before anything is stepped, and the caller
+            // names the tensor.
+            static PyObject* const s_data_ptr = PyUnicode_InternFromString("data_ptr");
+            static PyObject* const s_grad = PyUnicode_InternFromString("grad");
+            static PyObject* const s_dtype = PyUnicode_InternFromString("dtype");
+            static PyObject* const s_is_contiguous = PyUnicode_InternFromString("is_contiguous");
+            auto call = [](PyObject* self, PyObject* name) {
+              PyObject* args[1] = {self};
+              PyObject* r = PyObject_VectorcallMethod(name, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
+              if (!r) throw nb::python_error();
+              return nb::steal(r);
+            };
+            auto address = [&](PyObject* t) {
+              const nb::object r = call(t, s_data_ptr);
+              const std::uintptr_t a = std::uintptr_t(PyLong_AsVoidPtr(r.ptr()));
+              if (a == 0 && PyErr_Occurred()) throw nb::python_error();
+              return a;
+            };
             const std::size_t n = params.size();
             if (n != c.size())
               throw std::invalid_argument("steepest: the step got " + std::to_string(n) + " parameters for " +
                                           std::to_string(c.size()));
-            std::vector<MaybeGrad> grads(n);
+            std::vector<GradRef> grads(n);
+            std::size_t n16 = 0, n32 = 0;
             for (std::size_t i = 0; i < n; ++i) {
-              const nb::handle p = params[i];
-              if (nb::cast<std::uintptr_t>(p.attr("data_ptr")()) != c.address(i)) return nb::none();
-              nb::object g = p.attr("grad");
+              // (a reference of our own: a tensor subclass's methods may run Python that edits the list)
+              if (Py_ssize_t(i) >= PyList_GET_SIZE(params.ptr())) throw std::invalid_argument("steepest: the parameter list changed");
+              const nb::object p = nb::borrow(PyList_GET_ITEM(params.ptr(), Py_ssize_t(i)));
+              if (address(p.ptr()) != c.address(i)) return nb::none();
+              const nb::object g = nb::steal(PyObject_GetAttr(p.ptr(), s_grad));
+              if (!g.is_valid()) throw nb::python_error();
               if (g.is_none()) continue;
-              Grad view;
-              if (!nb::try_cast(to_dlpack(g), view, false))
-                throw nb::type_error("steepest: a gradient is not a dense contiguous CPU array");
-              grads[i] = std::move(view);
+              const nb::object dtype = nb::steal(PyObject_GetAttr(g.ptr(), s_dtype));
+              if (!dtype.is_valid()) throw nb::python_error();
+              if (dtype.is(float32)) ++n32;
+              else if (dtype.is(bfloat16)) ++n16;
+              else throw nb::type_error("steepest: a gradient is neither float32 nor bfloat16");
+              if (!call(g.ptr(), s_is_contiguous).is(Py_True))
+                throw nb::type_error("steepest: a gradient is not contiguous");
+              grads[i].data = reinterpret_cast<const void*>(address(g.ptr()));
             }
-            return nb::bool_(c.step(std::nullopt, grads, lr_factor, hp, adamw_hp));
+            if (n32 && n16)
+              throw nb::type_error("steepest: a step takes float32 or bfloat16 gradients, not both (cast them to one dtype)");
+            return nb::bool_(c.step_refs(grads, n16 > 0, lr_factor, hp, adamw_hp));
           },
-          nb::arg("params"), nb::arg("to_dlpack"), nb::arg("lr_factor"), nb::arg("hp"), nb::arg("adamw_hp"),
-          "step() over torch parameters read here: True/False as step(), None when a parameter's storage moved")
+          nb::arg("params"), nb::arg("float32"), nb::arg("bfloat16"), nb::arg("lr_factor"), nb::arg("hp"),
+          nb::arg("adamw_hp"),
+          "step() over torch parameters read here (torch's float32 and bfloat16 dtype objects given): True/False as "
+          "step(), None when a parameter's storage moved")
       .def_prop_ro("steps", &Core::steps)
       .def_prop_ro("last_step_seconds", &Core::last_step_seconds)
       .def_prop_ro("name", &Core::name)
@@ -502,6 +552,50 @@ NB_MODULE(_core, m) {
   m.def("norm", &norm_of<float>, nb::arg("w").noconvert(), nb::arg("geometry"), nb::arg("mean"), nb::arg("dual"));
   m.def("norm", &norm_of<double>, nb::arg("w").noconvert(), nb::arg("geometry"), nb::arg("mean"), nb::arg("dual"),
         "||w|| in the geometry, or its dual norm ||w||_* when dual");
+  // The process's Newton-Schulz engine planner (polar/planner.hpp), which Muon's default engine
+  // consults: its choices, and the settings a run that must repeat bit for bit uses.
+  nb::class_<st::PolarPlanner>(m, "PolarPlanner")
+      .def(
+          "plans",
+          [](const st::PolarPlanner& p) {
+            nb::list out;
+            for (const auto& plan : p.plans()) {
+              nb::list candidates;
+              for (const auto& [name, secs, dist, ok] : plan.candidates)
+                candidates.append(nb::make_tuple(name, secs, dist, ok));
+              nb::dict d;
+              d["shape"] = nb::make_tuple(plan.k, plan.l);
+              d["threads"] = plan.threads;
+              d["schedule"] = plan.schedule;
+              d["steps"] = plan.steps;
+              d["engine"] = plan.engine;
+              d["how"] = plan.how;
+              d["candidates"] = candidates;
+              d["text"] = plan.describe();
+              out.append(d);
+            }
+            return out;
+          },
+          "Every choice made: dicts with shape (k, l), threads, engine, how, candidates "
+          "[(name, seconds, distance, accepted)] and text")
+      .def(
+          "set_mode",
+          [](st::PolarPlanner& p, const std::string& mode) {
+            if (mode != "measure" && mode != "estimate")
+              throw std::invalid_argument("steepest: the planner's mode is 'measure' or 'estimate', not '" + mode + "'");
+            p.set_mode(mode == "measure" ? st::PlanMode::Measure : st::PlanMode::Estimate);
+          },
+          nb::arg("mode"), "'measure' (time each engine once per shape) or 'estimate' (fewest flops)")
+      .def("force", &st::PolarPlanner::force, nb::arg("engine"),
+           "Always use the engine of this name ('eigen', 'gram-restart3', ...); '' plans again")
+      .def("set_tolerance", &st::PolarPlanner::set_tolerance, nb::arg("distance"))
+      .def("clear", &st::PolarPlanner::clear, "Forget every choice")
+      .def("save", &st::PolarPlanner::save, nb::arg("path"), "Write the measured and estimated choices")
+      .def("load", &st::PolarPlanner::load, nb::arg("path"), "Replace the choices by a file's")
+      .def("set_file", &st::PolarPlanner::set_file, nb::arg("path"),
+           "Load `path` when it exists and rewrite it after each new choice (as STEEPEST_POLAR_PLAN)")
+      .def_static("cpu_model", &st::PolarPlanner::cpu_model);
+  m.def("polar_planner", &st::polar_planner, nb::rv_policy::reference, "The process's Newton-Schulz engine planner");
   m.def("geometry_name", [](const std::string& g, bool mean) { return geometry_fns(g, mean).name(); },
         nb::arg("geometry"), nb::arg("mean"), "The policy's name, as optimizers report it");
   nb::register_exception_translator([](const std::exception_ptr& p, void*) {

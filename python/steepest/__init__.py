@@ -21,14 +21,19 @@ Geometries: "sign" (1 -> inf), "row" (2 -> inf), "col" (1 -> 2), "inf_inf", "one
 "spectral" (5 quintic Newton-Schulz steps), "spectral_polar_express", "spectral_exact" (SVD),
 "vector_sign", "vector_l2"; `mean=True` is the mean-normalized p̄ -> q̄ version, whose direction
 includes the width-aware scale s(m, n).
+
+Muon's Newton-Schulz engine is chosen per shape by timing the engines this build has once (fp32,
+the Gram form, bf16 products when built with oneDNN); `steepest.polar_planner()` shows and steers
+that choice (`.plans()`, `.force("eigen")`, `.set_mode("estimate")`, `.save(path)`, `.load(path)`;
+the environment variable STEEPEST_POLAR_PLAN keeps the choices in a file across runs).
 """
-from ._core import Core, Hyper, make  # noqa: F401
+from ._core import Core, Hyper, make, polar_planner  # noqa: F401
 from . import _core
 
 GEOMETRIES = ("sign", "row", "col", "inf_inf", "one_one", "spectral", "spectral_polar_express",
               "spectral_exact", "vector_sign", "vector_l2")
 
-__all__ = ["Core", "Hyper", "make", "save", "load", "dualize", "norm", "operator_norms", "GEOMETRIES"]
+__all__ = ["Core", "Hyper", "make", "save", "load", "dualize", "norm", "operator_norms", "polar_planner", "GEOMETRIES"]
 
 
 def _contiguous(a):

@@ -131,6 +131,7 @@ class SteepestOptimizer(torch.optim.Optimizer):
                 params = [p for _, p in params]
         self._overrides = roles or {}
         self._cores = []
+        self._hyper_cache = {}  # id(group) -> (values, Hyper, AdamW Hyper)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         shape_factor=shape_factor, on_non_finite=on_non_finite, adamw_lr=adamw_lr,
                         adamw_betas=tuple(adamw_betas), adamw_eps=adamw_eps,
@@ -187,18 +188,29 @@ class SteepestOptimizer(torch.optim.Optimizer):
         h.on_non_finite = group["on_non_finite"]
         return h
 
+    def _hypers(self, group):
+        """(lr factor, Hyper, AdamW route's Hyper) of a group, the two Hyper objects made again
+        only when one of their values changed (a scheduler changes "lr", which is the factor)."""
+        key = (group["initial_lr"], group["betas"], group["eps"], group["weight_decay"], group["shape_factor"],
+               group["on_non_finite"], group["adamw_lr"], group["adamw_betas"], group["adamw_eps"],
+               group["adamw_weight_decay"])
+        cached = self._hyper_cache.get(id(group))
+        if cached is None or cached[0] != key:
+            cached = (key, self._hyper(group, ""), self._hyper(group, "adamw_"))
+            self._hyper_cache[id(group)] = cached
+        return group["lr"] / group["initial_lr"], cached[1], cached[2]
+
     # ---- the step ----------------------------------------------------------------------------
-    @torch.no_grad()
     def step(self, closure=None):
         """One step of every group (after `closure()`, when given, re-evaluates the loss). Every
         tensor is checked before any group is stepped: the compiled core refuses a tensor of
-        another dtype, device or layout as it converts the arguments, before it steps, and the
-        named message comes from _check_tensor then.
+        another dtype, device or layout before it steps, and the named message comes from
+        _check_tensor then.
 
-        What crosses per step: the parameter list; the core reads each gradient as a DLPack
-        capsule (torch's C to_dlpack, not the Python-level __dlpack__, which costs ten times
-        more) and checks each parameter's address against its own, taking the parameters again
-        only when one's storage moved (`p.data = ...`)."""
+        What crosses per step: the parameter list. The core calls torch's own methods on each
+        tensor (data_ptr, .grad, .dtype, is_contiguous) from C++, and takes the parameters again
+        as DLPack views only when one's storage moved (`p.data = ...`). Nothing here records
+        autograd history (the core writes the parameters' memory), so no no_grad() is entered."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -207,9 +219,9 @@ class SteepestOptimizer(torch.optim.Optimizer):
             _check_all([(g, None, [p.grad for p in g["params"]]) for g in self.param_groups])
         for group, core in zip(self.param_groups, self._cores):
             params = group["params"]
-            hyper = (group["lr"] / group["initial_lr"], self._hyper(group, ""), self._hyper(group, "adamw_"))
+            hyper = self._hypers(group)
             try:
-                if core.step_tensors(params, _to_dlpack, *hyper) is None:  # a parameter's storage moved
+                if core.step_tensors(params, torch.float32, torch.bfloat16, *hyper) is None:  # a storage moved
                     grads = [None if p.grad is None else _to_dlpack(p.grad) for p in params]
                     core.step([p.detach() for p in params], grads, *hyper)
             except (TypeError, RuntimeError):

@@ -160,3 +160,50 @@ def test_geometry_inputs_are_checked():
     with pytest.raises(TypeError):
         steepest.norm(sample(3, 3, np.float64).astype(np.float16), "row")
     assert steepest.norm(np.zeros((0, 4)), "row") == 0.0
+
+
+def test_the_newton_schulz_planner_is_reachable_and_steers_muon(tmp_path):
+    """Muon's default engine plans per shape through the process's planner: a forced engine is
+    the one that runs (bitwise the explicit choice's step), small layers keep the reference
+    engine, plans round-trip through a file, and a crafted file is refused with nothing changed."""
+    planner = steepest.polar_planner()
+    planner.clear()
+    hp = hyper(lr=0.02)
+    try:
+        w_small, _ = run("muon", 16, 24, 2, hp)  # 384 entries: the reference engine, not timed
+        plans = planner.plans()
+        assert [p["how"] for p in plans] == ["small"] and plans[0]["engine"] == "eigen"
+        planner.force("eigen")
+        w_eigen, _ = run("muon", 96, 800, 2, hp)
+        planner.force("gram-restart3")
+        w_gram, _ = run("muon", 96, 800, 2, hp)
+        planner.force("")
+        assert not np.array_equal(w_eigen, w_gram)  # two engines, two roundings
+        assert np.abs(w_eigen - w_gram).max() <= 1e-5 * np.abs(w_eigen).max() + 1e-6
+        planner.clear()
+        planner.set_mode("estimate")  # fewest flops: the Gram form at aspect 8
+        w_est, _ = run("muon", 96, 800, 2, hp)
+        assert np.array_equal(w_est, w_gram)
+        (est,) = [p for p in planner.plans() if p["shape"] == (96, 800)]
+        assert est["how"] == "estimated" and est["engine"] == "gram-restart3"
+        path = str(tmp_path / "plans.txt")
+        planner.save(path)
+        planner.clear()
+        planner.set_mode("measure")
+        planner.load(path)
+        assert [(p["shape"], p["engine"], p["how"]) for p in planner.plans()] == [((96, 800), "gram-restart3", "loaded")]
+        w_loaded, _ = run("muon", 96, 800, 2, hp)  # the loaded choice runs, nothing is timed
+        assert np.array_equal(w_loaded, w_gram)
+        with open(path) as f:
+            text = f.read()
+        bad = tmp_path / "bad.txt"
+        bad.write_text(text.replace("gram-restart3\n", "no-such-engine\n"))
+        with pytest.raises(RuntimeError, match="line 3"):
+            planner.load(str(bad))
+        assert [p["how"] for p in planner.plans()] == ["loaded"]
+        with pytest.raises(ValueError, match="'measure' or 'estimate'"):
+            planner.set_mode("fastest")
+    finally:
+        planner.force("")
+        planner.set_mode("measure")
+        planner.clear()

@@ -6,8 +6,10 @@
 //   ExactSVD                         exact, allocates, O(m n min(m,n)); tests and small matrices
 //   NewtonSchulz<Schedule, Steps, Products>
 //                                    GEMM-only iteration, approximate (see polar/newton_schulz.hpp);
-//                                    Products forms its GEMMs: EigenProducts (default, the scalar
-//                                    type) or OneDnnBf16 (polar/onednn.hpp: bf16 products, fp32 sums)
+//                                    Products forms its GEMMs: AutoProducts (default: the planner
+//                                    picks among the engines built in, polar/auto_products.hpp),
+//                                    or one engine: EigenProducts (the scalar type), GramProducts,
+//                                    OneDnnBf16 (bf16 products, fp32 sums), OpenBlas
 // value() and dual() are exact; they are for monitoring and tests, not the hot path. value() takes
 // s_max by Lanczos on the Gram operator (largest_singular_value), not an SVD: a spectral
 // geometry's table holds value(), so every user of Muon compiles it.
@@ -26,7 +28,23 @@
 #include "../polar/exact.hpp"
 #include "../polar/newton_schulz.hpp"
 
+// The default products engine's namespace names the optional engines it was built with (see
+// polar/auto_products.hpp, which defines it and is included at the end of this file).
+#if defined(STEEPEST_ONEDNN) && defined(STEEPEST_OPENBLAS)
+#define STEEPEST_AUTO_PRODUCTS_NAMESPACE auto_products_onednn_openblas
+#elif defined(STEEPEST_ONEDNN)
+#define STEEPEST_AUTO_PRODUCTS_NAMESPACE auto_products_onednn
+#elif defined(STEEPEST_OPENBLAS)
+#define STEEPEST_AUTO_PRODUCTS_NAMESPACE auto_products_openblas
+#else
+#define STEEPEST_AUTO_PRODUCTS_NAMESPACE auto_products_eigen
+#endif
+
 namespace steepest {
+
+inline namespace STEEPEST_AUTO_PRODUCTS_NAMESPACE {
+struct AutoProducts;
+}
 
 /// Polar method tag: exact polar factor by SVD.
 struct ExactSVD {
@@ -40,14 +58,14 @@ struct ExactSVD {
 /// Polar method tag: `Steps` Newton-Schulz steps with the coefficients of `Schedule`, their
 /// products formed by `Products` on the host (a CUDA device forms them at its Context's
 /// GemmPrecision whatever Products says).
-template <class Schedule = QuinticSchedule, int Steps = Schedule::default_steps, class Products = EigenProducts>
+template <class Schedule = QuinticSchedule, int Steps = Schedule::default_steps, class Products = AutoProducts>
 struct NewtonSchulz {
   static_assert(Steps >= 0, "steepest::NewtonSchulz: Steps must be >= 0");
   /// Newton-Schulz steps.
   static constexpr int steps = Steps;
   /// The coefficient schedule.
   using schedule = Schedule;
-  /// How the products are formed (EigenProducts, OneDnnBf16, OpenBlas).
+  /// How the products are formed (AutoProducts, EigenProducts, GramProducts, OneDnnBf16, OpenBlas).
   using products = Products;
   /// Scratch reused across calls (the workspace argument of dualize).
   template <class Scalar>
@@ -186,3 +204,6 @@ double spectral_norm_estimate(const Eigen::MatrixBase<D>& W, int iters = 30) {
 }
 
 }  // namespace steepest
+
+// The default products engine needs SpectralNorm defined (its headers name aliases of it).
+#include "../polar/auto_products.hpp"

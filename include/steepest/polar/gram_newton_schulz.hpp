@@ -29,7 +29,6 @@
 #include <string>
 #include <utility>
 
-#include "../norms/spectral.hpp"
 #include "newton_schulz.hpp"
 
 namespace steepest {
@@ -121,6 +120,14 @@ struct GramProducts {
     detail::store_iterate(out, ws.X, st);
   }
 };
+
+}  // namespace steepest
+
+// SpectralNorm, for the aliases below: included after the engine because the default engine
+// (polar/auto_products.hpp, included by spectral.hpp) includes this header.
+#include "../norms/spectral.hpp"
+
+namespace steepest {
 
 /// The spectral norm with quintic x5 Newton-Schulz in the Gram form, restarted before step 3.
 using SpectralGram = SpectralNorm<NewtonSchulz<QuinticSchedule, QuinticSchedule::default_steps, GramProducts<>>>;

@@ -63,7 +63,6 @@
 #include <vector>
 
 #include "../backend/eigen/bf16.hpp"
-#include "../norms/spectral.hpp"
 #include "newton_schulz.hpp"
 
 #if defined(_OPENMP)
@@ -485,6 +484,14 @@ struct OneDnnBf16 {
       detail::assign_cast(out, X);
   }
 };
+
+}  // namespace steepest
+
+// SpectralNorm, for the aliases below: included after the engine because the default engine
+// (polar/auto_products.hpp, included by spectral.hpp) includes this header.
+#include "../norms/spectral.hpp"
+
+namespace steepest {
 
 /// The spectral norm with bf16 Newton-Schulz products (quintic, 5 steps), and its
 /// Polar Express counterpart.

@@ -33,7 +33,6 @@
 #include <type_traits>
 #include <utility>
 
-#include "../norms/spectral.hpp"
 #include "newton_schulz.hpp"
 
 namespace steepest {
@@ -156,6 +155,14 @@ struct OpenBlas {
       detail::assign_cast(out, ws.X);
   }
 };
+
+}  // namespace steepest
+
+// SpectralNorm, for the aliases below: included after the engine because the default engine
+// (polar/auto_products.hpp, included by spectral.hpp) includes this header.
+#include "../norms/spectral.hpp"
+
+namespace steepest {
 
 /// The spectral norm with Newton-Schulz on OpenBLAS, symmetric products by SYRK: quintic x5, and
 /// its Polar Express counterpart.
