@@ -47,6 +47,21 @@ struct ThrowingProducts {
   }
 };
 
+/// States flops no engine could run in time, and counts its runs: the planner must not run it.
+struct HopelessProducts {
+  static inline int runs = 0;
+  template <class Scalar>
+  struct Workspace {};
+  static std::string name() { return "hopeless"; }
+  static double flops(st::Index, st::Index, int) { return 1e30; }
+  template <class Schedule, class D, class O>
+  static void run(const Eigen::MatrixBase<D>& G, const Eigen::MatrixBase<O>& out, int steps, Workspace<typename D::Scalar>&) {
+    ++runs;
+    st::NewtonSchulzWorkspace<typename D::Scalar> ws;
+    st::newton_schulz<Schedule>(G, out, steps, ws);
+  }
+};
+
 template <class Products>
 Mf run(const Mf& G, int steps = 5) {
   Mf out(G.rows(), G.cols());
@@ -301,4 +316,27 @@ TEST_CASE("planner: a crafted plan file is refused and the plans stay as they we
   ::unlink(link.c_str());
   ::unlink(fifo.c_str());
   std::remove(path.c_str());
+}
+
+TEST_CASE("planner: an engine whose stated flops cannot win is not run") {
+  PlannerReset reset;
+  using P = st::Planned<st::EigenProducts, HopelessProducts, st::GramProducts<>>;
+  HopelessProducts::runs = 0;
+  const Mf G = input(128, 512);
+  (void)run<P>(G);
+  CHECK(HopelessProducts::runs == 0);
+  const auto plans = st::polar_planner().plans();
+  REQUIRE(plans.size() == 1);
+  const st::PolarPlan& p = plans[0];
+  CAPTURE(p.describe());
+  CHECK(p.engine != "hopeless");
+  CHECK_FALSE(std::get<3>(p.candidates[1]));
+  CHECK(std::get<2>(p.candidates[1]) < 0);  // no distance: it did not run
+  CHECK(std::get<1>(p.candidates[1]) > 1e3);  // its estimate: 1e30 flops at the reference's rate
+  CHECK(p.describe().find("hopeless not run") != std::string::npos);
+  CHECK(std::get<3>(p.candidates[2]));  // the Gram form (2/3 of the reference's flops) ran
+  // Forced, it runs.
+  st::polar_planner().force("hopeless");
+  (void)run<P>(G);
+  CHECK(HopelessProducts::runs == 1);
 }

@@ -13,9 +13,10 @@
 // is a products engine that chooses among E... the first time it meets a (k, l, threads,
 // schedule, steps, scalar) key, as FFTW's planner and cuDNN's benchmark mode do, and reuses the
 // choice for every later call with that key:
-//   - Measure (the default): each engine runs once on the call's own input, then those within
-//     1.5x of the fastest first run twice more; the fastest (best of its runs) whose output is
-//     within the planner's tolerance (3e-2 relative Frobenius distance by default) of the first
+//   - Measure (the default): each engine runs once on the call's own input (but one whose
+//     stated flops, at the reference's measured rate, would take over 2x the fastest run so
+//     far), then those within 1.5x of the fastest first run twice more; the fastest (best of
+//     its runs) whose output is within the planner's tolerance (3e-2 relative Frobenius distance by default) of the first
 //     engine's output is chosen. The first engine is the reference (EigenProducts: fp32 or fp64
 //     products). An engine that throws (oneDNN on a CPU it cannot serve) is left out. 3e-2 is
 //     the band tests/test_onednn.cpp holds bf16 products to against fp32 ones: bf16 rounding
@@ -82,7 +83,8 @@ struct PolarPlan {
   std::string engine;    ///< the chosen engine's name
   std::string how;       ///< "measured", "estimated", "small", "forced", "loaded"
   /// Per candidate engine: (name, best seconds or -1 when not timed, relative distance to the
-  /// reference or -1, accepted).
+  /// reference or -1, accepted). An engine not run because its flops could not win has its
+  /// estimated seconds, distance -1 and accepted false.
   std::vector<std::tuple<std::string, double, double, bool>> candidates;
   /// One line: shape, threads, the choice and each candidate's time.
   std::string describe() const {
@@ -90,7 +92,10 @@ struct PolarPlan {
                     " threads " + std::to_string(threads) + ": " + engine + " (" + how + ")";
     for (const auto& [name, secs, dist, ok] : candidates) {
       char b[160];
-      std::snprintf(b, sizeof b, "; %s %.3f ms, distance %.1e%s", name.c_str(), secs * 1e3, dist, ok ? "" : " (refused)");
+      if (!ok && secs > 0 && dist < 0)
+        std::snprintf(b, sizeof b, "; %s not run (%.3f ms estimated from its flops)", name.c_str(), secs * 1e3);
+      else
+        std::snprintf(b, sizeof b, "; %s %.3f ms, distance %.1e%s", name.c_str(), secs * 1e3, dist, ok ? "" : " (refused)");
       s += b;
     }
     return s;
@@ -422,7 +427,11 @@ struct Planned {
       // Measure, on the call's own input, in two rounds: every engine once (the first is the
       // reference; this run also sizes the workspaces), then two more timed runs of each engine
       // within the band whose first run was within 1.5x the fastest first run. An engine far
-      // behind is not run again: at 4096 x 4096 one fp32 run takes seconds.
+      // behind is not run again: at 4096 x 4096 one fp32 run takes seconds. In the first round
+      // the engines that state their flops run last, and one whose flops at the reference's
+      // measured rate would take over 2x the fastest run so far is not run at all (it could
+      // not be chosen unless it ran at twice the reference's rate per flop; the Gram form at
+      // 4096 x 4096 once bf16 has run is such an engine).
       Mat ref(G.rows(), G.cols()), out(G.rows(), G.cols());
       std::vector<double> secs(all.size(), -1.0), dist(all.size(), -1.0);
       std::vector<char> ok(all.size(), 0);
@@ -432,20 +441,45 @@ struct Planned {
         E::template run<Schedule>(G, dst, steps, engine_ws);
         return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       };
+      using Reference = std::tuple_element_t<0, std::tuple<Engines...>>;
+      double reference_flops = -1.0;
+      if constexpr (detail::states_flops<Reference>::value) reference_flops = Reference::flops(k, l, steps);
+      double fastest = std::numeric_limits<double>::infinity();
       std::size_t i = 0;
-      auto first = [&](auto tag, auto& engine_ws) {
+      auto first = [&](auto tag, auto& engine_ws, int pass) {
+        using E = typename decltype(tag)::type;
+        const bool estimable = i > 0 && detail::states_flops<E>::value;
+        if ((pass == 1) != estimable) {
+          ++i;
+          return;
+        }
+        if constexpr (detail::states_flops<E>::value) {
+          if (estimable && ok[0] && reference_flops > 0) {
+            const double estimate = secs[0] * E::flops(k, l, steps) / reference_flops;
+            if (estimate > 2.0 * fastest) {
+              secs[i] = estimate;  // not run: its estimate, with no distance (see describe())
+              ++i;
+              return;
+            }
+          }
+        }
         Mat& dst = i == 0 ? ref : out;
         try {
           secs[i] = timed(tag, engine_ws, dst);
           const double rn = double(ref.norm());
           dist[i] = i == 0 ? 0.0 : double((dst - ref).norm()) / (rn > 0 ? rn : 1.0);
           ok[i] = dist[i] <= set.tolerance && std::isfinite(dist[i]);
+          if (ok[i]) fastest = std::min(fastest, secs[i]);
         } catch (const std::exception&) {
+          secs[i] = -1.0;
           ok[i] = 0;  // an engine this machine cannot run
         }
         ++i;
       };
-      std::apply([&](auto&... w) { (first(detail::engine_tag<Engines>{}, w), ...); }, ws.engines);
+      for (int pass = 0; pass < 2; ++pass) {
+        i = 0;
+        std::apply([&](auto&... w) { (first(detail::engine_tag<Engines>{}, w, pass), ...); }, ws.engines);
+      }
       double fastest_first = std::numeric_limits<double>::infinity();
       for (std::size_t j = 0; j < all.size(); ++j)
         if (ok[j]) fastest_first = std::min(fastest_first, secs[j]);
