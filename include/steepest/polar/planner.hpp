@@ -190,8 +190,7 @@ class PolarPlanner {
     std::lock_guard<std::mutex> g(mu_);
     env_checked_ = true;  // an explicit file overrides the environment's
     env_path_.clear();
-    struct stat sb;
-    if (!path.empty() && !(::lstat(path.c_str(), &sb) != 0 && errno == ENOENT)) load_locked(path);
+    if (!path.empty() && may_exist(path.c_str())) load_locked(path);
     env_path_ = path;
   }
 
@@ -227,12 +226,25 @@ class PolarPlanner {
   bool env_checked_ = false;
   std::string env_path_;
 
+  /// The pieces of `s` between the separators `c` (n separators: n + 1 pieces, empty ones kept).
+  static std::vector<std::string> split(const std::string& s, char c) {
+    std::vector<std::string> out;
+    std::size_t b = 0;
+    for (std::size_t e; (e = s.find(c, b)) != std::string::npos; b = e + 1) out.push_back(s.substr(b, e - b));
+    out.push_back(s.substr(b));
+    return out;
+  }
+  /// False only when `path` certainly does not exist (a plan file is then written, not read).
+  static bool may_exist(const char* path) {
+    struct stat sb;
+    return !(::lstat(path, &sb) != 0 && errno == ENOENT);
+  }
+
   void load_environment_file() {
     if (env_checked_) return;
     const char* p = std::getenv("STEEPEST_POLAR_PLAN");
-    struct stat sb;
     // A file that is refused is refused again at every call: no plan is made around it.
-    if (p != nullptr && *p != '\0' && !(::lstat(p, &sb) != 0 && errno == ENOENT)) load_locked(p);
+    if (p != nullptr && *p != '\0' && may_exist(p)) load_locked(p);
     if (p != nullptr) env_path_ = p;  // written at the first choice when it does not exist yet
     env_checked_ = true;
   }
@@ -250,10 +262,7 @@ class PolarPlanner {
   /// Parses "KxL/threads/schedule/steps/scalar bytes/engine+engine..." into a plan without
   /// timings; false when any field is malformed or out of range, or the engine is not listed.
   static bool parse_line(const std::string& key, const std::string& engine, PolarPlan& plan, std::size_t& index) {
-    std::vector<std::string> f;
-    std::size_t b = 0;
-    for (std::size_t e; (e = key.find('/', b)) != std::string::npos; b = e + 1) f.push_back(key.substr(b, e - b));
-    f.push_back(key.substr(b));
+    const std::vector<std::string> f = split(key, '/');
     if (f.size() != 6) return false;
     const auto x = f[0].find('x');
     std::uint64_t k, l, threads, steps, bytes;
@@ -268,10 +277,7 @@ class PolarPlanner {
              std::all_of(n.begin(), n.end(), [](char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'; });
     };
     if (!name_ok(f[2]) || !name_ok(engine)) return false;
-    std::vector<std::string> engines;
-    b = 0;
-    for (std::size_t e; (e = f[5].find('+', b)) != std::string::npos; b = e + 1) engines.push_back(f[5].substr(b, e - b));
-    engines.push_back(f[5].substr(b));
+    const std::vector<std::string> engines = split(f[5], '+');
     index = engines.size();
     for (std::size_t i = 0; i < engines.size(); ++i) {
       if (!name_ok(engines[i])) return false;
@@ -290,10 +296,9 @@ class PolarPlanner {
     if (in.size() > kMaxFileBytes) refuse("larger than 1 MiB");
     std::string text(std::size_t(in.size()), '\0');
     in.read(text.data(), text.size());
-    std::vector<std::string> lines;
-    std::size_t b = 0;
-    for (std::size_t e; (e = text.find('\n', b)) != std::string::npos; b = e + 1) lines.push_back(text.substr(b, e - b));
-    if (b != text.size()) refuse("its last line is not ended");
+    std::vector<std::string> lines = split(text, '\n');
+    if (!lines.back().empty()) refuse("its last line is not ended");
+    lines.pop_back();  // the empty piece after the last newline
     if (lines.size() < 2 || lines[0] != kMagic) refuse("not a plan file (no '" + std::string(kMagic) + "' line)");
     const std::string cpu = cpu_model();
     if (lines[1] != "cpu " + cpu) refuse("made on another CPU ('" + lines[1] + "'; this one is '" + cpu + "')");
