@@ -92,7 +92,6 @@ NB_MODULE(_core, m) {
               throw std::invalid_argument("steepest: the step got " + std::to_string(n) + " parameters for " +
                                           std::to_string(c.size()));
             std::vector<GradRef> grads(n);
-            std::size_t n16 = 0, n32 = 0;
             for (std::size_t i = 0; i < n; ++i) {
               // (a reference of our own: a tensor subclass's methods may run Python that edits the list)
               if (Py_ssize_t(i) >= PyList_GET_SIZE(params.ptr())) throw std::invalid_argument("steepest: the parameter list changed");
@@ -103,16 +102,14 @@ NB_MODULE(_core, m) {
               if (g.is_none()) continue;
               const nb::object dtype = nb::steal(PyObject_GetAttr(g.ptr(), s_dtype));
               if (!dtype.is_valid()) throw nb::python_error();
-              if (dtype.is(float32)) ++n32;
-              else if (dtype.is(bfloat16)) ++n16;
-              else throw nb::type_error("steepest: a gradient is neither float32 nor bfloat16");
+              if (!dtype.is(float32) && !dtype.is(bfloat16))
+                throw nb::type_error("steepest: a gradient is neither float32 nor bfloat16");
+              grads[i].bf16 = dtype.is(bfloat16);
               if (!call(g.ptr(), s_is_contiguous).is(Py_True))
                 throw nb::type_error("steepest: a gradient is not contiguous");
               grads[i].data = reinterpret_cast<const void*>(address(g.ptr()));
             }
-            if (n32 && n16)
-              throw nb::type_error("steepest: a step takes float32 or bfloat16 gradients, not both (cast them to one dtype)");
-            return nb::bool_(c.step_refs(grads, n16 > 0, lr_factor, hp, adamw_hp));
+            return nb::bool_(c.step_refs(grads, lr_factor, hp, adamw_hp));
           },
           nb::arg("params"), nb::arg("float32"), nb::arg("bfloat16"), nb::arg("lr_factor"), nb::arg("hp"),
           nb::arg("adamw_hp"),

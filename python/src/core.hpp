@@ -37,10 +37,11 @@ using Array = nb::ndarray<float, nb::device::cpu, nb::c_contig>;
 /// a tensor that has none this step (it is skipped).
 using Grad = nb::ndarray<nb::device::cpu, nb::c_contig>;
 using MaybeGrad = std::optional<Grad>;
-/// A gradient as the step reads it: its first element, or null for a tensor skipped this step.
-/// Every gradient of one step has one dtype (bf16: bfloat16, else float32).
+/// A gradient as the step reads it: its first element, or null for a tensor skipped this step,
+/// and its dtype (bfloat16, else float32). step_refs refuses a step that mixes the two.
 struct GradRef {
   const void* data = nullptr;
+  bool bf16 = false;
 };
 
 /// A tensor as a matrix: rows = the first dimension, cols = the product of the others (a conv
@@ -144,8 +145,9 @@ class Core {
   virtual bool step(const std::optional<std::vector<Array>>& params, const std::vector<MaybeGrad>& grads, double lr_factor,
                     const PyHyper& hp, const PyHyper& adamw_hp) = 0;
   /// The same step on gradients already checked (shape: the parameter's; layout: dense and
-  /// contiguous; dtype: float32, or bfloat16 for all when `bf16`), at the parameters' addresses.
-  virtual bool step_refs(const std::vector<GradRef>& grads, bool bf16, double lr_factor, const PyHyper& hp,
+  /// contiguous; dtype: float32 or bfloat16), at the parameters' addresses. One step takes one
+  /// gradient dtype: a mix is refused before anything is stepped.
+  virtual bool step_refs(const std::vector<GradRef>& grads, double lr_factor, const PyHyper& hp,
                          const PyHyper& adamw_hp) = 0;
   /// Steps taken.
   virtual long long steps() const = 0;
@@ -218,19 +220,16 @@ class CoreOf final : public Core {
       }
       for (std::size_t i = 0; i < set_.size(); ++i) set_[i].data = const_cast<float*>((*params)[i].data());
     }
-    // One gradient type per step: float32, or bfloat16 (widened exactly as it is read).
+    // A gradient is float32, or bfloat16 (widened exactly as it is read).
     const nb::dlpack::dtype f32 = nb::dtype<float>(), bf16{std::uint8_t(nb::dlpack::dtype_code::Bfloat), 16, 1};
-    std::size_t n32 = 0, n16 = 0;
+    std::vector<GradRef> refs(grads.size());
     for (std::size_t i = 0; i < grads.size(); ++i) {
       if (!grads[i]) continue;
       const nb::dlpack::dtype d = grads[i]->dtype();
-      if (d == f32) ++n32;
-      else if (d == bf16) ++n16;
-      else throw nb::type_error(("steepest: the gradient of '" + set_[i].name + "' is neither float32 nor bfloat16").c_str());
+      if (d != f32 && d != bf16)
+        throw nb::type_error(("steepest: the gradient of '" + set_[i].name + "' is neither float32 nor bfloat16").c_str());
+      refs[i].bf16 = d == bf16;
     }
-    if (n32 && n16)
-      throw nb::type_error("steepest: a step takes float32 or bfloat16 gradients, not both (cast them to one dtype)");
-    std::vector<GradRef> refs(grads.size());
     for (std::size_t i = 0; i < grads.size(); ++i) {
       if (!grads[i]) continue;
       const Shape gs = shape_of(*grads[i]);
@@ -238,12 +237,17 @@ class CoreOf final : public Core {
         throw st::shape_error("parameter '" + set_[i].name + "': its gradient has another shape");
       refs[i].data = grads[i]->data();
     }
-    return step_refs(refs, n16 > 0, lr_factor, hp, adamw_hp);
+    return step_refs(refs, lr_factor, hp, adamw_hp);
   }
-  bool step_refs(const std::vector<GradRef>& grads, bool bf16, double lr_factor, const PyHyper& hp,
+  bool step_refs(const std::vector<GradRef>& grads, double lr_factor, const PyHyper& hp,
                  const PyHyper& adamw_hp) override {
+    bool any32 = false, any16 = false;
+    for (const GradRef& g : grads)
+      if (g.data) (g.bf16 ? any16 : any32) = true;
+    if (any32 && any16)
+      throw nb::type_error("steepest: a step takes float32 or bfloat16 gradients, not both (cast them to one dtype)");
     configure(opt_, lr_factor, hp, adamw_hp);
-    return bf16 ? step_as<Eigen::bfloat16>(grads) : step_as<float>(grads);
+    return any16 ? step_as<Eigen::bfloat16>(grads) : step_as<float>(grads);
   }
   long long steps() const override { return state_.step; }
   std::size_t size() const override { return set_.size(); }
