@@ -24,6 +24,88 @@ std::unique_ptr<Core> make(const std::string& kind, const PyHyper& p, const PyHy
   throw std::invalid_argument("unknown optimizer '" + kind + "'");
 }
 
+/// torch's tensor methods and properties that a step reads, looked up once per Python type
+/// (nn.Parameter, Tensor, a subclass) and called through their descriptors. For a call with
+/// nothing else to do, looking `name` up on the object (the type's attribute cache, the MRO, the
+/// instance dict) is a third of what `obj.name` costs; the descriptor is what that lookup finds.
+/// A type changed since it was looked up (a method patched: CPython then gives it another
+/// version tag) is looked up again. An attribute that is neither a built-in method nor a data
+/// descriptor (a subclass's own Python method, say) is called by name, as Python would.
+class TorchAccess {
+ public:
+  struct Of {
+    nb::object type;  // the type, held so that its address is not reused
+    unsigned int version = 0;
+    nb::object data_ptr_, grad_, dtype_, is_contiguous_;  // descriptors; null: call by name
+
+    nb::object data_ptr(PyObject* t) const { return method(data_ptr_, t, names().data_ptr); }
+    nb::object is_contiguous(PyObject* t) const { return method(is_contiguous_, t, names().is_contiguous); }
+    nb::object grad(PyObject* t) const { return attribute(grad_, t, names().grad); }
+    nb::object dtype(PyObject* t) const { return attribute(dtype_, t, names().dtype); }
+  };
+
+  /// The descriptors of type `t` (found, or looked up now); a copy, which a call that runs
+  /// Python and re-enters here cannot invalidate.
+  Of of(PyTypeObject* t) {
+    for (const Of& o : types_)
+      if (o.type.ptr() == reinterpret_cast<PyObject*>(t) && o.version != 0 && o.version == t->tp_version_tag) return o;
+    Of o;
+    o.type = nb::borrow(reinterpret_cast<PyObject*>(t));
+    o.data_ptr_ = lookup(t, names().data_ptr, true);
+    o.is_contiguous_ = lookup(t, names().is_contiguous, true);
+    o.grad_ = lookup(t, names().grad, false);
+    o.dtype_ = lookup(t, names().dtype, false);
+    o.version = t->tp_version_tag;  // assigned by the lookups; 0 (none): looked up every time
+    for (Of& old : types_)
+      if (old.type.ptr() == o.type.ptr()) return old = std::move(o);
+    types_.push_back(std::move(o));
+    return types_.back();
+  }
+
+ private:
+  struct Names {
+    PyObject* data_ptr = PyUnicode_InternFromString("data_ptr");
+    PyObject* grad = PyUnicode_InternFromString("grad");
+    PyObject* dtype = PyUnicode_InternFromString("dtype");
+    PyObject* is_contiguous = PyUnicode_InternFromString("is_contiguous");
+  };
+  static const Names& names() {
+    static const Names n;
+    return n;
+  }
+  /// The type's attribute `name` when calling it directly is what obj.name would do: a
+  /// built-in method (method) or a data descriptor (attribute, which wins over the instance
+  /// dict); else null.
+  static nb::object lookup(PyTypeObject* t, PyObject* name, bool method) {
+    PyObject* d = PyObject_GetAttr(reinterpret_cast<PyObject*>(t), name);
+    if (!d) {
+      PyErr_Clear();
+      return {};
+    }
+    nb::object descr = nb::steal(d);
+    const bool direct = method ? PyObject_TypeCheck(d, &PyMethodDescr_Type) != 0
+                               : Py_TYPE(d)->tp_descr_get != nullptr && Py_TYPE(d)->tp_descr_set != nullptr;
+    return direct ? descr : nb::object();
+  }
+  static nb::object method(const nb::object& descr, PyObject* t, PyObject* name) {
+    PyObject* args[2] = {nullptr, t};
+    PyObject* r = descr.is_valid()
+                      ? PyObject_Vectorcall(descr.ptr(), args + 1, 1, nullptr)
+                      : PyObject_VectorcallMethod(name, args + 1, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
+    if (!r) throw nb::python_error();
+    return nb::steal(r);
+  }
+  static nb::object attribute(const nb::object& descr, PyObject* t, PyObject* name) {
+    PyObject* r = descr.is_valid()
+                      ? Py_TYPE(descr.ptr())->tp_descr_get(descr.ptr(), t, reinterpret_cast<PyObject*>(Py_TYPE(t)))
+                      : PyObject_GetAttr(t, name);
+    if (!r) throw nb::python_error();
+    return nb::steal(r);
+  }
+
+  std::vector<Of> types_;  // a few: Parameter, Tensor
+};
+
 template <class S>
 void dualize_into(const Matrix<const S>& g, const Matrix<S>& d, const std::string& geometry, bool mean) {
   const Shape s = shape_of(g);
@@ -63,7 +145,7 @@ NB_MODULE(_core, m) {
           [](Core& c, const nb::list& params, const nb::handle& float32, const nb::handle& bfloat16, double lr_factor,
              const PyHyper& hp, const PyHyper& adamw_hp) -> nb::object {
             // The per-tensor work of a torch step in one C++ loop, through torch's own methods
-            // called without argument tuples (vectorcall) on interned names: each parameter's
+            // and properties called by their descriptors (TorchAccess): each parameter's
             // address against the one the core holds (None back, nothing done, when one moved:
             // the caller then steps through step() with the parameters), and each .grad's
             // dtype (the objects torch.float32 / torch.bfloat16), contiguity and address. torch
@@ -71,18 +153,8 @@ NB_MODULE(_core, m) {
             // these are all that is left to check. Anything else (a sparse gradient, another
             // dtype, a non-contiguous one) raises before anything is stepped, and the caller
             // names the tensor.
-            static PyObject* const s_data_ptr = PyUnicode_InternFromString("data_ptr");
-            static PyObject* const s_grad = PyUnicode_InternFromString("grad");
-            static PyObject* const s_dtype = PyUnicode_InternFromString("dtype");
-            static PyObject* const s_is_contiguous = PyUnicode_InternFromString("is_contiguous");
-            auto call = [](PyObject* self, PyObject* name) {
-              PyObject* args[1] = {self};
-              PyObject* r = PyObject_VectorcallMethod(name, args, 1 | PY_VECTORCALL_ARGUMENTS_OFFSET, nullptr);
-              if (!r) throw nb::python_error();
-              return nb::steal(r);
-            };
-            auto address = [&](PyObject* t) {
-              const nb::object r = call(t, s_data_ptr);
+            static TorchAccess torch_access;
+            auto address = [](const nb::object& r) {
               const std::uintptr_t a = std::uintptr_t(PyLong_AsVoidPtr(r.ptr()));
               if (a == 0 && PyErr_Occurred()) throw nb::python_error();
               return a;
@@ -95,19 +167,19 @@ NB_MODULE(_core, m) {
             for (std::size_t i = 0; i < n; ++i) {
               // (a reference of our own: a tensor subclass's methods may run Python that edits the list)
               if (Py_ssize_t(i) >= PyList_GET_SIZE(params.ptr())) throw std::invalid_argument("steepest: the parameter list changed");
-              const nb::object p = nb::borrow(PyList_GET_ITEM(params.ptr(), Py_ssize_t(i)));
-              if (address(p.ptr()) != c.address(i)) return nb::none();
-              const nb::object g = nb::steal(PyObject_GetAttr(p.ptr(), s_grad));
-              if (!g.is_valid()) throw nb::python_error();
+              PyObject* const p = PyList_GET_ITEM(params.ptr(), Py_ssize_t(i));
+              const nb::object keep = nb::borrow(p);
+              const TorchAccess::Of pt = torch_access.of(Py_TYPE(p));
+              if (address(pt.data_ptr(p)) != c.address(i)) return nb::none();
+              const nb::object g = pt.grad(p);
               if (g.is_none()) continue;
-              const nb::object dtype = nb::steal(PyObject_GetAttr(g.ptr(), s_dtype));
-              if (!dtype.is_valid()) throw nb::python_error();
+              const TorchAccess::Of gt = torch_access.of(Py_TYPE(g.ptr()));
+              const nb::object dtype = gt.dtype(g.ptr());
               if (!dtype.is(float32) && !dtype.is(bfloat16))
                 throw nb::type_error("steepest: a gradient is neither float32 nor bfloat16");
               grads[i].bf16 = dtype.is(bfloat16);
-              if (!call(g.ptr(), s_is_contiguous).is(Py_True))
-                throw nb::type_error("steepest: a gradient is not contiguous");
-              grads[i].data = reinterpret_cast<const void*>(address(g.ptr()));
+              if (!gt.is_contiguous(g.ptr()).is(Py_True)) throw nb::type_error("steepest: a gradient is not contiguous");
+              grads[i].data = reinterpret_cast<const void*>(address(gt.data_ptr(g.ptr())));
             }
             return nb::bool_(c.step_refs(grads, lr_factor, hp, adamw_hp));
           },

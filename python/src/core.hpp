@@ -310,6 +310,7 @@ class CoreOf final : public Core {
   template <class G>
   bool step_as(const std::vector<GradRef>& grads) {
     st::Gradients<G> g;
+    g.reserve(grads.size());
     for (std::size_t i = 0; i < grads.size(); ++i) {
       const auto& l = set_[i];
       if (!grads[i].data) {  // (by position: the set and the list are in one order by construction)

@@ -178,6 +178,28 @@ def test_a_parameter_whose_storage_moved_is_followed():
     assert torch.equal(w.detach(), torch.full((4, 3), 4.0))  # 5 - 0.5 * 2
 
 
+def test_a_tensor_subclass_and_a_patched_type_are_read_as_python_reads_them():
+    # The core calls torch's methods through descriptors it looks up once per type: a
+    # subclass's own Python property must still be what is read, and so must a property patched
+    # onto the type after the first step.
+    class Frozen(torch.nn.Parameter):
+        pass
+
+    w = Frozen(torch.ones(2, 3))
+    opt = stt.SteepestOptimizer([w], "sgd", lr=0.5, betas=(0.0, 0.0))
+    w.grad = torch.full((2, 3), 2.0)
+    opt.step()
+    assert torch.equal(w.detach(), torch.zeros(2, 3))
+    Frozen.grad = property(lambda self: None)  # from now on, w reports no gradient
+    try:
+        opt.step()
+        assert torch.equal(w.detach(), torch.zeros(2, 3))
+    finally:
+        del Frozen.grad
+    opt.step()  # torch's own .grad again
+    assert torch.equal(w.detach(), torch.full((2, 3), -1.0))
+
+
 def test_groups_are_all_checked_before_any_is_stepped():
     a = torch.nn.Parameter(torch.ones(2, 2))
     b = torch.nn.Parameter(torch.ones(2, 2))

@@ -268,6 +268,8 @@ class Gradients {
   void skip() { grads_.push_back({nullptr, 0, 0, {}, true}); }
   /// The tensor called `name` has no gradient this step (checked against the ParamSet's).
   void skip(std::string name) { grads_.push_back({nullptr, 0, 0, std::move(name), true}); }
+  /// Room for `n` tensors' gradients (a step that builds its list each time allocates once).
+  void reserve(std::size_t n) { grads_.reserve(n); }
   /// True when tensor i has no gradient this step (skip()).
   bool skipped(std::size_t i) const { return grads_[i].skipped; }
   /// The tensor name gradient i was given with ("" when given by position only).
