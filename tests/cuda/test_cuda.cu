@@ -502,7 +502,10 @@ void check_executor_on_host() {
 }
 
 
+std::string second_unit_optimizer_name();  // second_unit.cu
+
 int main() {
+  EXPECT(second_unit_optimizer_name() == st::muon(st::Hyper{}, st::Hyper{}).name(), "another unit's Muon");
   check_device_forms();
   check_executor_on_host();
   std::printf("host-side checks: %d, failures %d\n", checks, failures);

@@ -185,7 +185,8 @@ __global__ void widen_rows(const In* __restrict__ g, Index stride, Index rows, I
 }
 
 /// 1 / sqrt(x), and 0 for x = 0 (a zero row or column has a zero direction), in place.
-__global__ void inv_sqrt_in_place(float* __restrict__ a, Index count) {
+template <class F>  // (a template: defined in a header, so not once per translation unit)
+__global__ void inv_sqrt_in_place(F* __restrict__ a, Index count) {
   for (Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += Index(gridDim.x) * blockDim.x)
     a[i] = a[i] > 0.0f ? 1.0f / sqrtf(a[i]) : 0.0f;
 }

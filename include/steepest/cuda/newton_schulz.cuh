@@ -34,7 +34,10 @@ namespace kernels {
 /// Copies the lower triangle of each k x k column-major matrix of a batch onto its upper
 /// triangle (syrk writes one triangle; the GEMMs that follow read the whole matrix).
 /// O(k^2) against the O(k^2 min(m, n)) products around it.
-__global__ void mirror_lower(float* __restrict__ a, int k, long long stride) {
+/// (A template: a kernel defined in a header must not be defined once per translation unit
+/// that includes it.)
+template <class F>
+__global__ void mirror_lower(F* __restrict__ a, int k, long long stride) {
   a += (long long)blockIdx.z * stride;
   const int i = blockIdx.x * 32 + threadIdx.x, j = blockIdx.y * 32 + threadIdx.y;
   if (i < k && j < k && i < j) a[(long long)j * k + i] = a[(long long)i * k + j];

@@ -55,8 +55,10 @@ namespace kernels {
 /// RowSecondMoment on an m x n update, one block per row: v_r <- next_moment(v_r, mean_c u_rc^2),
 /// then the row divided by divisor(v_r). v_r is read before the block's reduction (whose barrier
 /// orders it before thread 0's write).
-__global__ void __launch_bounds__(kRowThreads) row_second_moment(float* u, Index m, Index n, float* v, float b,
-                                                                 float eps) {
+/// (Templates, here and below: a kernel defined in a header must not be defined once per
+/// translation unit that includes it.)
+template <class F>
+__global__ void __launch_bounds__(kRowThreads) row_second_moment(F* u, Index m, Index n, F* v, float b, float eps) {
   const Index r = blockIdx.x;
   if (r >= m) return;
   const float old = v[r];
@@ -69,7 +71,8 @@ __global__ void __launch_bounds__(kRowThreads) row_second_moment(float* u, Index
 }
 
 /// *out += <a, b> over count entries (out zeroed by the caller): fp32 per block, one atomic each.
-__global__ void dot(const float* __restrict__ a, const float* __restrict__ b, Index count, float* __restrict__ out) {
+template <class F>
+__global__ void dot(const F* __restrict__ a, const F* __restrict__ b, Index count, F* __restrict__ out) {
   float acc = 0.0f;
   for (Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += Index(gridDim.x) * blockDim.x)
     acc = fmaf(a[i], b[i], acc);
@@ -78,7 +81,8 @@ __global__ void dot(const float* __restrict__ a, const float* __restrict__ b, In
 }
 
 /// a <- a * (*s), the factor read on the device.
-__global__ void scale_by(float* a, Index count, const float* __restrict__ s) {
+template <class F>
+__global__ void scale_by(F* a, Index count, const F* __restrict__ s) {
   const float f = *s;
   for (Index i = Index(blockIdx.x) * blockDim.x + threadIdx.x; i < count; i += Index(gridDim.x) * blockDim.x)
     a[i] *= f;
