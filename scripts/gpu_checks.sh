@@ -16,6 +16,9 @@
 #      steepest_torch_cuda_tests  the CUDA adapter against the CPU adapter and the library's own
 #                                 step, a CUDA -> CPU -> CUDA checkpoint, side streams, refusals
 #      libtorch_gpt               the GPT example, AdamW / MOGA-row / Muon + AdamW on the GPU
+#   8. the Python package on CUDA tensors (when torch has CUDA, and the build tools are in
+#      .gpu-deps/wheels: `bash scripts/gpu_python_wheels.sh` here first, as the GPU machine has
+#      no PyPI): pip install . with nvcc, then python/tests/test_cuda.py and test_torch.py
 # Writes each output to ${OUT:-gpu-results}/ and prints a summary. Needs cmake, a C++ compiler,
 # Eigen (scripts/deps.sh installs it) and nvcc.
 set -uo pipefail
@@ -56,6 +59,13 @@ if python3 -c "import torch; assert torch.cuda.is_available()" >/dev/null 2>&1; 
   step torch_cuda_tests ./build-gpu/steepest_torch_cuda_tests
   step torch_cuda_sanitizer "$sanitizer" --tool memcheck --error-exitcode 1 ./build-gpu/steepest_torch_cuda_tests
   step libtorch_gpt ./build-gpu/libtorch_gpt --steps 300 --device cuda
+  if [ -d .gpu-deps/wheels ]; then
+    step python_build python3 -m pip install --no-build-isolation --no-index --find-links .gpu-deps/wheels \
+      "-Ccmake.define.CMAKE_CUDA_ARCHITECTURES=${CUDA_ARCH:-90}" nanobind scikit-build-core pytest .
+    step python_cuda_tests python3 -m pytest -v -rs python/tests/test_cuda.py python/tests/test_torch.py
+  else
+    echo "== python_cuda_tests: skipped (no .gpu-deps/wheels: run scripts/gpu_python_wheels.sh before the device run)"
+  fi
 else
   echo "== torch_peer, torch_cuda_tests, libtorch_gpt: skipped (no PyTorch with CUDA here)"
 fi

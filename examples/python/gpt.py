@@ -2,6 +2,7 @@
 """A small GPT-style character model trained with torch, its optimizer from steepest or torch.
 
     python examples/python/gpt.py --optimizer moga_row [--impl steepest|torch] [--steps 200]
+                                  [--device cuda]
 
 The model and data are those of the C++ example examples/libtorch_gpt: a pre-LN transformer
 (fused QKV, GELU MLP, untied head) over the bytes of Debian's `fortunes` package (or
@@ -77,7 +78,7 @@ class GPT(nn.Module):
         self.head = nn.Linear(width, vocab, bias=False)
 
     def forward(self, idx):
-        x = self.tok(idx) + self.pos(torch.arange(idx.shape[1]))
+        x = self.tok(idx) + self.pos(torch.arange(idx.shape[1], device=idx.device))
         for b in self.blocks:
             x = b(x)
         return self.head(self.ln(x))
@@ -139,12 +140,13 @@ def main():
     ap.add_argument("--context", type=int, default=64)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--device", default="cpu", help="cpu, or cuda (a package built with nvcc)")
     ap.add_argument("--corpus", nargs="+")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     train, val, vocab = load_corpus(a.corpus or default_files())
     torch.manual_seed(0)  # the same initial weights for every optimizer
-    model = GPT(vocab, a.width, a.layers, a.heads, a.context)
+    model = GPT(vocab, a.width, a.layers, a.heads, a.context).to(a.device)
     lr = a.lr or DEFAULT_LR[a.optimizer]
     opt = make_optimizer(a.optimizer, a.impl, model, lr)
     print("gpt.py: %s (%s), lr %g; %d layers, width %d, context %d, batch %d, %d steps; %d train bytes, vocabulary %d"
@@ -154,7 +156,7 @@ def main():
 
     def batch(data, gen):
         at = torch.randint(0, len(data) - a.context - 1, (a.batch,), generator=gen)
-        w = torch.stack([data[i:i + a.context + 1] for i in at.tolist()])
+        w = torch.stack([data[i:i + a.context + 1] for i in at.tolist()]).to(a.device)
         return w[:, :-1], w[:, 1:]
 
     step_ms, smoothed = [], None
@@ -163,8 +165,12 @@ def main():
         opt.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1))
         loss.backward()
+        if a.device != "cpu":
+            torch.cuda.synchronize()  # the step's own time, not the backward pass still queued
         t0 = time.perf_counter()
         opt.step()
+        if a.device != "cpu":
+            torch.cuda.synchronize()
         step_ms.append(1e3 * (time.perf_counter() - t0))
         smoothed = loss.item() if smoothed is None else 0.9 * smoothed + 0.1 * loss.item()
         if not math.isfinite(smoothed):

@@ -6,22 +6,142 @@
 // whatever torch version made them (nothing here links torch). The parameter set keeps the
 // parameters' pointers; each step re-reads them (a tensor whose storage moved is followed) and
 // checks shapes and names before anything is written.
+#include <nanobind/nanobind.h>
+#include <nanobind/ndarray.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
+#include <nanobind/stl/optional.h>
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/unique_ptr.h>
+#include <nanobind/stl/vector.h>
+
+#include <limits>
+
 #include "core.hpp"
 
+namespace nb = nanobind;
 using namespace steepest_python;
+
+#ifdef STEEPEST_PYTHON_CUDA
+namespace steepest::cuda {
+struct Device;  // cuda/executor.cuh: the families are instantiated for it in cuda_*.cu
+}
+#endif
+
+namespace steepest_python {
+
+std::unique_ptr<Core> make_on_host(const std::string& kind, const st::Hyper& hp, const st::Hyper& ah, const MakeArgs& a) {
+  for (auto* family : {&make_elementwise<st::Host>, &make_muon<st::Host>, &make_scion<st::Host>})
+    if (auto core = family(kind, hp, ah, a)) return core;
+  throw std::invalid_argument("unknown optimizer '" + kind + "'");
+}
+
+std::unique_ptr<Core> make_on_device(const std::string& kind, const st::Hyper& hp, const st::Hyper& ah,
+                                     const MakeArgs& a) {
+#ifdef STEEPEST_PYTHON_CUDA
+  for (auto* family : {&make_elementwise<st::cuda::Device>, &make_muon<st::cuda::Device>, &make_scion<st::cuda::Device>})
+    if (auto core = family(kind, hp, ah, a)) return core;
+  throw std::invalid_argument("unknown optimizer '" + kind + "'");
+#else
+  (void)kind, (void)hp, (void)ah, (void)a;
+  throw std::invalid_argument("steepest: this build of the package has no CUDA support (nvcc was not found when "
+                              "it was built): it steps CPU tensors");
+#endif
+}
+
+}  // namespace steepest_python
 
 namespace {
 
-/// The named optimizers by name, as the C++ functions of the same names make them.
+/// A float32 array in CPU memory, C-contiguous: a view, never a copy.
+using Array = nb::ndarray<float, nb::device::cpu, nb::c_contig>;
+/// A gradient: float32 or bfloat16 (checked at the step), CPU, C-contiguous, viewed; None for
+/// a tensor that has none this step (it is skipped).
+using Grad = nb::ndarray<nb::device::cpu, nb::c_contig>;
+using MaybeGrad = std::optional<Grad>;
+/// A matrix of scalar S in CPU memory, C-contiguous (rows = the first dimension).
+template <class S>
+using Matrix = nb::ndarray<S, nb::device::cpu, nb::c_contig>;
+
+std::vector<ParamRef> refs_of(const std::vector<Array>& params) {
+  std::vector<ParamRef> out;
+  for (const Array& a : params) out.push_back({const_cast<float*>(a.data()), shape_of(a)});
+  return out;
+}
+
+/// A tensor's shape (its dimensions) as a matrix: the first dimension x the product of the
+/// others; a negative dimension, or a product past the index type, is refused.
+Shape shape_of_dims(const std::vector<std::int64_t>& dims) {
+  Shape s;
+  for (std::size_t d = 0; d < dims.size(); ++d) {
+    if (dims[d] < 0) throw std::invalid_argument("steepest: a negative dimension");
+    if (d == 0) {
+      s.rows = st::Index(dims[0]);
+    } else if (dims[d] != 0 && s.cols > std::numeric_limits<st::Index>::max() / dims[d]) {
+      throw std::overflow_error("steepest: a tensor's size overflows");
+    } else {
+      s.cols *= st::Index(dims[d]);
+    }
+  }
+  if (s.cols != 0 && s.rows > std::numeric_limits<st::Index>::max() / s.cols)
+    throw std::overflow_error("steepest: a tensor's size overflows");
+  return s;
+}
+
+std::vector<ParamRef> refs_of(const std::vector<std::uintptr_t>& addresses,
+                              const std::vector<std::vector<std::int64_t>>& shapes) {
+  if (addresses.size() != shapes.size()) throw std::invalid_argument("steepest: addresses and shapes differ in number");
+  std::vector<ParamRef> out;
+  for (std::size_t i = 0; i < addresses.size(); ++i)
+    out.push_back({reinterpret_cast<float*>(addresses[i]), shape_of_dims(shapes[i])});
+  return out;
+}
+
+/// The named optimizers by name, as the C++ functions of the same names make them, over float32
+/// CPU arrays viewed in place.
 std::unique_ptr<Core> make(const std::string& kind, const PyHyper& p, const PyHyper& a,
                            const std::vector<std::string>& names, const std::vector<std::string>& roles,
                            const std::vector<Array>& params, std::vector<std::string> geometries) {
-  const st::Hyper hp = p.get(), ah = a.get();
   if (geometries.empty()) geometries.resize(params.size());  // none overridden
-  const MakeArgs args{names, roles, geometries, params};
-  for (auto* family : {&make_elementwise, &make_muon, &make_scion})
-    if (auto core = family(kind, hp, ah, args)) return core;
-  throw std::invalid_argument("unknown optimizer '" + kind + "'");
+  const std::vector<ParamRef> refs = refs_of(params);
+  return make_on_host(kind, p.get(), a.get(), MakeArgs{names, roles, geometries, refs});
+}
+
+/// The same over tensors in the memory of CUDA device `device` (addresses and shapes, read from
+/// tensors the caller checked: float32, contiguous, dense, on that device), starting on
+/// `stream`.
+std::unique_ptr<Core> make_cuda(const std::string& kind, const PyHyper& p, const PyHyper& a,
+                                const std::vector<std::string>& names, const std::vector<std::string>& roles,
+                                const std::vector<std::uintptr_t>& addresses,
+                                const std::vector<std::vector<std::int64_t>>& shapes, std::vector<std::string> geometries,
+                                int device, std::uintptr_t stream) {
+  if (geometries.empty()) geometries.resize(addresses.size());
+  const std::vector<ParamRef> refs = refs_of(addresses, shapes);
+  return make_on_device(kind, p.get(), a.get(), MakeArgs{names, roles, geometries, refs, device, stream});
+}
+
+/// One step over arrays: the parameters again (None: where they were), and the gradients (None:
+/// skipped), all checked before anything is stepped.
+bool step_arrays(Core& c, const std::optional<std::vector<Array>>& params, const std::vector<MaybeGrad>& grads,
+                 double lr_factor, const PyHyper& hp, const PyHyper& adamw_hp) {
+  if (c.device() >= 0) throw std::invalid_argument("steepest: this optimizer steps CUDA tensors, not CPU arrays");
+  if (grads.size() != c.size())
+    throw std::invalid_argument("steepest: the step got " + std::to_string(grads.size()) + " gradients for " +
+                                std::to_string(c.size()));
+  // A gradient is float32, or bfloat16 (widened exactly as it is read).
+  const nb::dlpack::dtype f32 = nb::dtype<float>(), bf16{std::uint8_t(nb::dlpack::dtype_code::Bfloat), 16, 1};
+  std::vector<GradRef> refs(grads.size());
+  for (std::size_t i = 0; i < grads.size(); ++i) {
+    if (!grads[i]) continue;
+    const nb::dlpack::dtype d = grads[i]->dtype();
+    if (d != f32 && d != bf16) throw dtype_error("steepest: the gradient of '" + c.tensor_name(i) + "' is neither float32 nor bfloat16");
+    const Shape gs = shape_of(*grads[i]), ps = c.shape(i);
+    if (gs.rows * gs.cols != ps.rows * ps.cols)
+      throw st::shape_error("parameter '" + c.tensor_name(i) + "': its gradient has another shape");
+    refs[i] = {grads[i]->data(), d == bf16};
+  }
+  if (params) c.rebind(refs_of(*params));  // (after the gradients' checks: a refused step moves nothing)
+  return c.step_refs(refs, lr_factor, hp, adamw_hp);
 }
 
 /// torch's tensor methods and properties that a step reads, looked up once per Python type
@@ -138,8 +258,20 @@ NB_MODULE(_core, m) {
       .def_rw("shape_factor", &PyHyper::shape_factor)
       .def_rw("on_non_finite", &PyHyper::on_non_finite);
   nb::class_<Core>(m, "Core")
-      .def("step", &Core::step, nb::arg("params").noconvert().none(), nb::arg("grads").noconvert(), nb::arg("lr_factor"),
-           nb::arg("hp"), nb::arg("adamw_hp"))
+      .def("step", &step_arrays, nb::arg("params").noconvert().none(), nb::arg("grads").noconvert(),
+           nb::arg("lr_factor"), nb::arg("hp"), nb::arg("adamw_hp"),
+           "One step over CPU arrays: the parameters (None: where the last step found them) and the gradients "
+           "(None: that tensor is skipped); True, or False when skipped (on_non_finite='skip')")
+      .def(
+          "rebind",
+          [](Core& c, const std::vector<std::uintptr_t>& addresses, const std::vector<std::vector<std::int64_t>>& shapes) {
+            c.rebind(refs_of(addresses, shapes));
+          },
+          nb::arg("addresses"), nb::arg("shapes"),
+          "The parameters at new addresses (storage that moved), with their shapes, checked against the optimizer's")
+      .def("use_stream", &Core::use_stream, nb::arg("stream"),
+           "The CUDA stream (an address: torch's current stream's cuda_stream) the next steps are enqueued on")
+      .def_prop_ro("device", &Core::device, "The CUDA device of the tensors, or -1 for CPU memory")
       .def(
           "step_tensors",
           [](Core& c, const nb::list& params, const nb::handle& float32, const nb::handle& bfloat16, double lr_factor,
@@ -147,7 +279,7 @@ NB_MODULE(_core, m) {
             // The per-tensor work of a torch step in one C++ loop, through torch's own methods
             // and properties called by their descriptors (TorchAccess): each parameter's
             // address against the one the core holds (None back, nothing done, when one moved:
-            // the caller then steps through step() with the parameters), and each .grad's
+            // the caller then checks the tensors and rebinds), and each .grad's
             // dtype (the objects torch.float32 / torch.bfloat16), contiguity and address. torch
             // itself keeps a .grad the parameter's shape, device and dtype (or grad_dtype), so
             // these are all that is left to check. Anything else (a sparse gradient, another
@@ -192,7 +324,10 @@ NB_MODULE(_core, m) {
       .def_prop_ro("name", &Core::name)
       .def("save", &Core::save)
       .def("load", &Core::load)
-      .def("save_bytes", &Core::save_bytes)
+      .def("save_bytes", [](Core& c) {
+        const std::string b = c.save_bytes();
+        return nb::bytes(b.data(), b.size());
+      })
       .def(
           "load_bytes",
           [](Core& c, nb::ndarray<const std::uint8_t, nb::ndim<1>, nb::c_contig, nb::device::cpu> file) {
@@ -202,12 +337,17 @@ NB_MODULE(_core, m) {
       .def(
           "layer_state",
           [](nb::handle self, std::size_t i) {
-            // Views of the buffers, kept alive by (and as long as) this Core.
-            auto [own, bufs] = nb::cast<Core&>(self).layer_state(i);
+            // Views of the buffers, kept alive by (and as long as) this Core; on a GPU, DLPack
+            // views of device memory.
+            Core& c = nb::cast<Core&>(self);
+            auto [own, bufs] = c.layer_state(i);
+            const int device_type = c.device() >= 0 ? nb::device::cuda::value : nb::device::cpu::value;
             nb::list views;
             for (const auto& [key, at, rows, cols] : bufs) {
               const std::size_t shape[2] = {rows, cols};
-              views.append(nb::make_tuple(key, nb::ndarray<float, nb::c_contig>(reinterpret_cast<float*>(at), 2, shape, self)));
+              views.append(nb::make_tuple(key, nb::ndarray<float, nb::c_contig>(reinterpret_cast<float*>(at), 2, shape, self,
+                                                                                nullptr, nb::dtype<float>(), device_type,
+                                                                                std::max(c.device(), 0))));
             }
             return nb::make_tuple(own, views);
           },
@@ -219,6 +359,15 @@ NB_MODULE(_core, m) {
         nb::arg("params").noconvert(), nb::arg("geometries") = std::vector<std::string>{},
         "The named optimizer `kind` over `params` (float32 CPU arrays, viewed in place); a non-empty "
         "geometries[i] (\"row\", \"mean_spectral\", ...) overrides tensor i's geometry.");
+  m.def("make_cuda", &make_cuda, nb::arg("kind"), nb::arg("hp"), nb::arg("adamw_hp"), nb::arg("names"), nb::arg("roles"),
+        nb::arg("addresses"), nb::arg("shapes"), nb::arg("geometries"), nb::arg("device"), nb::arg("stream"),
+        "The named optimizer `kind` over float32 tensors in CUDA device `device`'s memory (their addresses and "
+        "shapes), its steps enqueued on `stream` until use_stream changes it");
+#ifdef STEEPEST_PYTHON_CUDA
+  m.attr("has_cuda") = true;
+#else
+  m.attr("has_cuda") = false;
+#endif
   // The geometries on one array (float32 or float64, CPU, C-contiguous; a tensor of more than
   // two dimensions is the matrix first dimension x the rest, as the optimizers step it).
   m.def("dualize", &dualize_into<float>, nb::arg("g").noconvert(), nb::arg("out").noconvert(), nb::arg("geometry"),
@@ -281,6 +430,8 @@ NB_MODULE(_core, m) {
       PyErr_SetString(PyExc_ValueError, e.what());
     } catch (const st::non_finite_error& e) {
       PyErr_SetString(PyExc_FloatingPointError, e.what());
+    } catch (const dtype_error& e) {
+      PyErr_SetString(PyExc_TypeError, e.what());
     }
   });
 }

@@ -1,17 +1,11 @@
-// steepest._core's shared part: the array types, the hyper-parameters as Python sets them, the
-// geometries by name, and Core, one named optimizer over one list of parameters (CoreOf<Opt>).
-// The module is split into translation units (core.cpp, make_*.cpp, geometries.cpp) that a
-// parallel build compiles at once: each optimizer family's instantiations are its own file.
+// steepest._core's shared part: the hyper-parameters as Python sets them, the geometries by
+// name, and Core, one named optimizer over one list of parameters (CoreOf<Opt, Space>) in CPU
+// memory or, in a build with CUDA, on one GPU. Nothing here names nanobind or Python, so the CUDA
+// translation units (cuda_*.cu, compiled by nvcc) share it with the host ones; core.cpp binds
+// it. The module is split into translation units (core.cpp, make_*.cpp, geometries.cpp,
+// cuda_*.cu) that a parallel build compiles at once: each optimizer family's instantiations are
+// its own file.
 #pragma once
-
-#include <nanobind/nanobind.h>
-#include <nanobind/ndarray.h>
-#include <nanobind/stl/string.h>
-#include <nanobind/stl/tuple.h>
-#include <nanobind/stl/optional.h>
-#include <nanobind/stl/pair.h>
-#include <nanobind/stl/unique_ptr.h>
-#include <nanobind/stl/vector.h>
 
 #include <steepest/steepest.hpp>
 
@@ -24,19 +18,19 @@
 #include <tuple>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
-namespace nb = nanobind;
 namespace st = steepest;
 
 namespace steepest_python {
 
-/// A float32 array in CPU memory, C-contiguous: a view, never a copy.
-using Array = nb::ndarray<float, nb::device::cpu, nb::c_contig>;
-/// A gradient: float32 or bfloat16 (checked at the step), CPU, C-contiguous, viewed; None for
-/// a tensor that has none this step (it is skipped).
-using Grad = nb::ndarray<nb::device::cpu, nb::c_contig>;
-using MaybeGrad = std::optional<Grad>;
+/// A gradient's dtype is neither float32 nor bfloat16, or one step mixes the two (Python:
+/// TypeError).
+struct dtype_error : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
 /// A gradient as the step reads it: its first element, or null for a tensor skipped this step,
 /// and its dtype (bfloat16, else float32). step_refs refuses a step that mixes the two.
 struct GradRef {
@@ -69,9 +63,15 @@ T by_name(const std::string& name, const std::pair<const char*, T> (&table)[N], 
   throw std::invalid_argument("unknown " + std::string(what) + " '" + name + "' (" + names + ")");
 }
 
+/// A parameter as the core takes it: its first element (CPU or device memory, float32,
+/// contiguous: checked by the caller) and its shape as a matrix.
+struct ParamRef {
+  float* data = nullptr;
+  Shape shape;
+};
+
 /// The matrix a tensor of role `role` is stepped as: a vector's entries are one column.
-inline Shape layer_shape(const Array& a, st::Role role) {
-  Shape s = shape_of(a);
+inline Shape layer_shape(Shape s, st::Role role) {
   if (role == st::Role::Vector) s = {s.rows * s.cols, 1};
   return s;
 }
@@ -110,9 +110,6 @@ inline void set_coefficients(st::Hyper& h, const PyHyper& p) {
 
 // ---- the geometries on their own: D(G), ||W|| and ||G||_* of one array ----------------------
 
-/// A matrix of scalar S in CPU memory, C-contiguous (rows = the first dimension).
-template <class S>
-using Matrix = nb::ndarray<S, nb::device::cpu, nb::c_contig>;
 template <class S>
 using RowMap = Eigen::Map<st::RowMatrix<S>>;
 
@@ -132,30 +129,37 @@ struct GeometryFns {
 /// "mean_"): the policies of docs/GEOMETRY.md (geometries.cpp).
 GeometryFns geometry_fns(std::string name, bool mean);
 
-/// One optimizer over one list of parameters (type-erased over the optimizer's type).
+/// One optimizer over one list of parameters (type-erased over the optimizer's type and the
+/// memory space of its tensors).
 class Core {
  public:
   virtual ~Core() = default;
-  /// One step: `lr_factor` multiplies every layer's learning rate (the schedule's factor);
-  /// `hp` and `adamw_hp` replace the coefficients; a None gradient leaves its tensor, and its
-  /// state and step count, as they are. `params` None: the parameters are where the last step
-  /// (or construction) found them, which the caller vouches for (it re-sends them when a
-  /// tensor's storage moved); the views' checks then cost nothing. False when skipped
-  /// (on_non_finite = "skip").
-  virtual bool step(const std::optional<std::vector<Array>>& params, const std::vector<MaybeGrad>& grads, double lr_factor,
-                    const PyHyper& hp, const PyHyper& adamw_hp) = 0;
-  /// The same step on gradients already checked (shape: the parameter's; layout: dense and
-  /// contiguous; dtype: float32 or bfloat16), at the parameters' addresses. One step takes one
-  /// gradient dtype: a mix is refused before anything is stepped.
+  /// The parameters at new addresses (a tensor whose storage moved), with their shapes as
+  /// matrices; every shape is checked against the optimizer's before any address changes.
+  virtual void rebind(const std::vector<ParamRef>& params) = 0;
+  /// One step on gradients already checked (shape: the parameter's; layout: dense and
+  /// contiguous; memory: the parameters'; dtype: float32 or bfloat16), at the parameters'
+  /// addresses. `lr_factor` multiplies every layer's learning rate (the schedule's factor);
+  /// `hp` and `adamw_hp` replace the coefficients; a null gradient leaves its tensor, and its
+  /// state and step count, as they are. One step takes one gradient dtype: a mix is refused
+  /// before anything is stepped. False when skipped (on_non_finite = "skip").
   virtual bool step_refs(const std::vector<GradRef>& grads, double lr_factor, const PyHyper& hp,
                          const PyHyper& adamw_hp) = 0;
   /// Steps taken.
   virtual long long steps() const = 0;
-  /// Tensors stepped, and where tensor i's values are (the address the next step writes).
+  /// Tensors stepped; tensor i's shape as the optimizer steps it, its name, and where its
+  /// values are (the address the next step writes).
   virtual std::size_t size() const = 0;
+  virtual Shape shape(std::size_t i) const = 0;
+  virtual const std::string& tensor_name(std::size_t i) const = 0;
   virtual std::uintptr_t address(std::size_t i) const = 0;
+  /// The CUDA device the tensors and the state are on; -1 for CPU memory.
+  virtual int device() const = 0;
+  /// The stream (a cudaStream_t) the next steps are enqueued on: torch's current stream. The
+  /// first step after a change waits for the work enqueued on the previous one. CPU: ignored.
+  virtual void use_stream(std::uintptr_t stream) = 0;
   /// Seconds the last step spent in the library's step itself (what the crossing from Python
-  /// adds is a step's time less this).
+  /// adds is a step's time less this; on a GPU, the time to enqueue it).
   virtual double last_step_seconds() const = 0;
   /// The chain(s) the optimizer runs.
   virtual std::string name() const = 0;
@@ -163,14 +167,42 @@ class Core {
   /// bytes). Loading copies into the state's buffers, so views of them stay valid.
   virtual void save(const std::string& path) = 0;
   virtual void load(const std::string& path) = 0;
-  virtual nb::bytes save_bytes() = 0;
+  virtual std::string save_bytes() = 0;
   virtual void load_bytes(std::string_view file) = 0;
   /// Tensor i's own step count (steps less those it had no gradient), and its state buffers:
-  /// (key, address, rows, columns), float32, alive as long as this object.
+  /// (key, address, rows, columns), float32, in device() memory, alive as long as this object.
   virtual std::pair<long long, std::vector<std::tuple<std::string, std::uintptr_t, std::size_t, std::size_t>>>
   layer_state(std::size_t i) = 0;
   /// Each layer's operator norm in its geometry: (name, geometry, value).
   virtual std::vector<std::tuple<std::string, std::string, double>> operator_norms() const = 0;
+};
+
+/// What a Core is made from: the tensors' names, roles, geometry overrides ("" for none) and
+/// parameters; for device memory, the CUDA device and the stream to start on.
+struct MakeArgs {
+  const std::vector<std::string>& names;
+  const std::vector<std::string>& roles;
+  const std::vector<std::string>& geometries;
+  const std::vector<ParamRef>& params;
+  int device = -1;
+  std::uintptr_t stream = 0;
+};
+
+/// How a Core reaches its memory space: `space()` for its ParamSet, `enter()` for the scope of
+/// a call that touches the memory, `copy` between two of its buffers. Where<st::Host> needs
+/// nothing; Where<st::cuda::Device> (cuda_where.cuh) holds the device and a cuda::Context.
+template <class Space>
+class Where;
+template <>
+class Where<st::Host> {
+ public:
+  explicit Where(const MakeArgs&) {}
+  st::Host space() const { return {}; }
+  int device() const { return -1; }
+  void use_stream(std::uintptr_t) {}
+  struct Entered {};
+  Entered enter() const { return {}; }
+  static void copy(float* to, const float* from, std::size_t n) { std::copy(from, from + n, to); }
 };
 
 /// Whether an optimizer applies its layers' geometries (a chain with a transform stating
@@ -184,94 +216,85 @@ struct applies_geometry : chain_applies_geometry<typename Opt::chain> {};
 template <class... Os>
 struct applies_geometry<st::Routed<Os...>> : std::bool_constant<(applies_geometry<Os>::value || ...)> {};
 
-template <class Opt>
+template <class Opt, class Space = st::Host>
 class CoreOf final : public Core {
  public:
-  CoreOf(Opt opt, const std::vector<std::string>& names, const std::vector<std::string>& roles,
-         const std::vector<std::string>& geometries, const std::vector<Array>& params)
-      : opt_(std::move(opt)) {
-    if (names.size() != params.size() || roles.size() != params.size() || geometries.size() != params.size())
+  explicit CoreOf(Opt opt, const MakeArgs& a) : where_(a), opt_(std::move(opt)), set_(where_.space()) {
+    const std::size_t n = a.params.size();
+    if (a.names.size() != n || a.roles.size() != n || a.geometries.size() != n)
       throw std::invalid_argument("steepest: names, roles, geometries and parameters differ in number");
-    for (std::size_t i = 0; i < params.size(); ++i) {
-      const st::Role role = role_of(roles[i]);
-      const Shape s = layer_shape(params[i], role);
-      set_.add(names[i], role, const_cast<float*>(params[i].data()), s.rows, s.cols);
-      if (geometries[i].empty()) continue;
+    for (std::size_t i = 0; i < n; ++i) {
+      const st::Role role = role_of(a.roles[i]);
+      const Shape s = layer_shape(a.params[i].shape, role);
+      set_.add(a.names[i], role, a.params[i].data, s.rows, s.cols);
+      if (a.geometries[i].empty()) continue;
       if (!applies_geometry<Opt>::value)
-        throw std::invalid_argument("steepest: '" + names[i] + "' is given geometry '" + geometries[i] + "', but " +
+        throw std::invalid_argument("steepest: '" + a.names[i] + "' is given geometry '" + a.geometries[i] + "', but " +
                                     opt_.name() + " applies no geometry (choose a kind that does: sign_descent, "
                                     "muon_scion, scion, scion_unconstrained, the Muon family)");
-      set_[set_.size() - 1].geometry = geometry_fns(geometries[i], false).handle;
+      set_[set_.size() - 1].geometry = geometry_fns(a.geometries[i], false).handle;
     }
+    [[maybe_unused]] const auto on = where_.enter();
     state_ = opt_.init(set_);
   }
 
-  bool step(const std::optional<std::vector<Array>>& params, const std::vector<MaybeGrad>& grads, double lr_factor,
-            const PyHyper& hp, const PyHyper& adamw_hp) override {
-    if ((params && params->size() != set_.size()) || grads.size() != set_.size())
-      throw std::invalid_argument("steepest: the step got " + std::to_string(params ? params->size() : set_.size()) +
-                                  " parameters and " + std::to_string(grads.size()) + " gradients for " +
+  void rebind(const std::vector<ParamRef>& params) override {
+    if (params.size() != set_.size())
+      throw std::invalid_argument("steepest: " + std::to_string(params.size()) + " parameters for " +
                                   std::to_string(set_.size()));
-    if (params) {  // all checked before any pointer is taken
-      for (std::size_t i = 0; i < set_.size(); ++i) {
-        const Shape ps = layer_shape((*params)[i], set_[i].role);
-        if (ps.rows != set_[i].rows || ps.cols != set_[i].cols)
-          throw st::shape_error("parameter '" + set_[i].name + "': its shape changed since the optimizer was made");
-      }
-      for (std::size_t i = 0; i < set_.size(); ++i) set_[i].data = const_cast<float*>((*params)[i].data());
+    for (std::size_t i = 0; i < set_.size(); ++i) {  // all checked before any address changes
+      const Shape s = layer_shape(params[i].shape, set_[i].role);
+      if (s.rows != set_[i].rows || s.cols != set_[i].cols)
+        throw st::shape_error("parameter '" + set_[i].name + "': its shape changed since the optimizer was made");
     }
-    // A gradient is float32, or bfloat16 (widened exactly as it is read).
-    const nb::dlpack::dtype f32 = nb::dtype<float>(), bf16{std::uint8_t(nb::dlpack::dtype_code::Bfloat), 16, 1};
-    std::vector<GradRef> refs(grads.size());
-    for (std::size_t i = 0; i < grads.size(); ++i) {
-      if (!grads[i]) continue;
-      const nb::dlpack::dtype d = grads[i]->dtype();
-      if (d != f32 && d != bf16)
-        throw nb::type_error(("steepest: the gradient of '" + set_[i].name + "' is neither float32 nor bfloat16").c_str());
-      refs[i].bf16 = d == bf16;
-    }
-    for (std::size_t i = 0; i < grads.size(); ++i) {
-      if (!grads[i]) continue;
-      const Shape gs = shape_of(*grads[i]);
-      if (gs.rows * gs.cols != set_[i].rows * set_[i].cols)
-        throw st::shape_error("parameter '" + set_[i].name + "': its gradient has another shape");
-      refs[i].data = grads[i]->data();
-    }
-    return step_refs(refs, lr_factor, hp, adamw_hp);
+    for (std::size_t i = 0; i < set_.size(); ++i) set_[i].data = params[i].data;
   }
   bool step_refs(const std::vector<GradRef>& grads, double lr_factor, const PyHyper& hp,
                  const PyHyper& adamw_hp) override {
+    if (grads.size() != set_.size())
+      throw std::invalid_argument("steepest: the step got " + std::to_string(grads.size()) + " gradients for " +
+                                  std::to_string(set_.size()) + " parameters");
     bool any32 = false, any16 = false;
     for (const GradRef& g : grads)
       if (g.data) (g.bf16 ? any16 : any32) = true;
     if (any32 && any16)
-      throw nb::type_error("steepest: a step takes float32 or bfloat16 gradients, not both (cast them to one dtype)");
+      throw dtype_error("steepest: a step takes float32 or bfloat16 gradients, not both (cast them to one dtype)");
     configure(opt_, lr_factor, hp, adamw_hp);
+    [[maybe_unused]] const auto on = where_.enter();
     return any16 ? step_as<Eigen::bfloat16>(grads) : step_as<float>(grads);
   }
   long long steps() const override { return state_.step; }
   std::size_t size() const override { return set_.size(); }
+  Shape shape(std::size_t i) const override { return {set_[i].rows, set_[i].cols}; }
+  const std::string& tensor_name(std::size_t i) const override { return set_[i].name; }
   std::uintptr_t address(std::size_t i) const override { return std::uintptr_t(set_[i].data); }
+  int device() const override { return where_.device(); }
+  void use_stream(std::uintptr_t stream) override { where_.use_stream(stream); }
   double last_step_seconds() const override { return last_step_seconds_; }
   std::string name() const override { return opt_.name(); }
-  void save(const std::string& path) override { st::save(opt_, state_, path); }
+  void save(const std::string& path) override {
+    [[maybe_unused]] const auto on = where_.enter();
+    st::save(opt_, state_, path);
+  }
   void load(const std::string& path) override {
+    [[maybe_unused]] const auto on = where_.enter();
     auto fresh = opt_.init(set_);
     st::load(opt_, fresh, path);
     adopt(fresh);
   }
-  nb::bytes save_bytes() override {
-    const std::string b = st::save_bytes(opt_, state_);
-    return nb::bytes(b.data(), b.size());
+  std::string save_bytes() override {
+    [[maybe_unused]] const auto on = where_.enter();
+    return st::save_bytes(opt_, state_);
   }
   void load_bytes(std::string_view file) override {
+    [[maybe_unused]] const auto on = where_.enter();
     auto fresh = opt_.init(set_);
     st::load_bytes(opt_, fresh, file, "state_dict");
     adopt(fresh);
   }
   std::pair<long long, std::vector<std::tuple<std::string, std::uintptr_t, std::size_t, std::size_t>>>
   layer_state(std::size_t i) override {
-    if (i >= set_.size()) throw nb::index_error("steepest: no such tensor");
+    if (i >= set_.size()) throw std::out_of_range("steepest: no such tensor");
     std::vector<std::tuple<std::string, std::uintptr_t, std::size_t, std::size_t>> out;
     std::size_t k = 0;
     long long own = 0;
@@ -289,6 +312,7 @@ class CoreOf final : public Core {
     return {own, std::move(out)};
   }
   std::vector<std::tuple<std::string, std::string, double>> operator_norms() const override {
+    [[maybe_unused]] const auto on = where_.enter();
     std::vector<std::tuple<std::string, std::string, double>> out;
     for (const auto& n : opt_.operator_norms(set_)) out.emplace_back(n.name, n.geometry, n.value);
     return out;
@@ -309,7 +333,7 @@ class CoreOf final : public Core {
 
   template <class G>
   bool step_as(const std::vector<GradRef>& grads) {
-    st::Gradients<G> g;
+    st::Gradients<G, Space> g;
     g.reserve(grads.size());
     for (std::size_t i = 0; i < grads.size(); ++i) {
       const auto& l = set_[i];
@@ -336,7 +360,7 @@ class CoreOf final : public Core {
     std::size_t k = 0;
     fresh.for_each_layer([&](const st::LayerRecord&, const std::string&, auto&& visit) {
       visit([&](const std::string&, auto& b, st::Domain) {
-        std::copy(b.data(), b.data() + to[k].second, to[k].first);
+        Where<Space>::copy(to[k].first, b.data(), to[k].second);
         ++k;
       });
     });
@@ -345,24 +369,25 @@ class CoreOf final : public Core {
     for (std::size_t j = 0; j < into.size(); ++j) *into[j] = *from[j];
   }
 
+  Where<Space> where_;  // first: the set's space points into it
   Opt opt_;
   double last_step_seconds_ = 0;
-  st::ParamSet<float> set_;
-  typename Opt::template State<float> state_;
+  st::ParamSet<float, Space> set_;
+  typename Opt::template State<float, Space> state_;
 };
 
-/// The named optimizers of one family by name (make_elementwise.cpp, make_muon.cpp,
-/// make_scion.cpp): null when `kind` is not one of the family's.
-using MakeArgs = std::tuple<const std::vector<std::string>&, const std::vector<std::string>&,
-                            const std::vector<std::string>&, const std::vector<Array>&>;
+/// The named optimizers of one family by name (kinds.hpp; instantiated in make_*.cpp for CPU
+/// memory and in cuda_*.cu for a GPU's): null when `kind` is not one of the family's.
+template <class Space>
 std::unique_ptr<Core> make_elementwise(const std::string& kind, const st::Hyper& hp, const st::Hyper& ah, const MakeArgs& a);
+template <class Space>
 std::unique_ptr<Core> make_muon(const std::string& kind, const st::Hyper& hp, const st::Hyper& ah, const MakeArgs& a);
+template <class Space>
 std::unique_ptr<Core> make_scion(const std::string& kind, const st::Hyper& hp, const st::Hyper& ah, const MakeArgs& a);
 
-/// A Core stepping `opt` over the arguments of make().
-template <class Opt>
-std::unique_ptr<Core> make_core(Opt opt, const MakeArgs& a) {
-  return std::make_unique<CoreOf<Opt>>(std::move(opt), std::get<0>(a), std::get<1>(a), std::get<2>(a), std::get<3>(a));
-}
+/// The named optimizer `kind` in CPU memory, or on the GPU `a.device` (in a build with CUDA:
+/// make_on_device, cuda_where.cuh; else an error).
+std::unique_ptr<Core> make_on_host(const std::string& kind, const st::Hyper& hp, const st::Hyper& ah, const MakeArgs& a);
+std::unique_ptr<Core> make_on_device(const std::string& kind, const st::Hyper& hp, const st::Hyper& ah, const MakeArgs& a);
 
 }  // namespace steepest_python

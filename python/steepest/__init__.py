@@ -26,14 +26,17 @@ Muon's Newton-Schulz engine is chosen per shape by timing the engines this build
 the Gram form, bf16 products when built with oneDNN); `steepest.polar_planner()` shows and steers
 that choice (`.plans()`, `.force("eigen")`, `.set_mode("estimate")`, `.save(path)`, `.load(path)`;
 the environment variable STEEPEST_POLAR_PLAN keeps the choices in a file across runs).
+
+CUDA tensors: `steepest.has_cuda` is True when the package was built with nvcc on the PATH; the
+optimizers then step CUDA tensors in place on torch's current stream.
 """
-from ._core import Core, Hyper, make, polar_planner  # noqa: F401
+from ._core import Core, Hyper, has_cuda, make, polar_planner  # noqa: F401
 from . import _core
 
 GEOMETRIES = ("sign", "row", "col", "inf_inf", "one_one", "spectral", "spectral_polar_express",
               "spectral_exact", "vector_sign", "vector_l2")
 
-__all__ = ["Core", "Hyper", "make", "save", "load", "dualize", "norm", "operator_norms", "polar_planner", "GEOMETRIES"]
+__all__ = ["Core", "Hyper", "has_cuda", "make", "save", "load", "dualize", "norm", "operator_norms", "polar_planner", "GEOMETRIES"]
 
 
 def _contiguous(a):

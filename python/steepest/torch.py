@@ -1,4 +1,4 @@
-"""steepest's optimizers as `torch.optim.Optimizer` subclasses (float32 CPU tensors).
+"""steepest's optimizers as `torch.optim.Optimizer` subclasses (float32 tensors, CPU or CUDA).
 
 Each parameter group is stepped by one compiled optimizer (`steepest.make`) that views the
 group's tensors in place. What torch code relies on holds:
@@ -17,21 +17,23 @@ group's tensors in place. What torch code relies on holds:
     `torch.save` / `torch.load` round trip continues bit for bit;
   - gradients may be float32 or bfloat16 (one dtype per group and step; bf16 is widened
     exactly as it is read, so a bf16 gradient steps as its float32 value would);
-  - a tensor that is not float32 (a gradient: or bfloat16), not on the CPU, not contiguous,
-    sparse or complex is refused with its name before anything changes.
+  - a tensor that is not float32 (a gradient: or bfloat16), not contiguous, sparse or complex,
+    or not on its group's device, is refused with its name before anything changes;
+  - CUDA tensors (a build with nvcc: `steepest.has_cuda`): a group's tensors are all on its
+    first tensor's GPU; its state is allocated there at construction, and each step is
+    enqueued on torch's current stream of that GPU (ordered after the backward pass that wrote
+    the gradients, with no host synchronization, except one 4-byte read when on_non_finite is
+    "error" or "skip"). opt.state[p] views the device buffers.
 Roles (hidden matrices, embeddings, the output head, vectors) pick each tensor's geometry and,
 for the Muon family, its route: from a module they are inferred as the libtorch adapter does
 (`infer_roles`); from plain tensors, 2-D and larger are hidden, the rest vectors; a group may
 say `role` for all of its tensors, and `roles={"glob": "role"}` overrides by name.
-Not yet: CUDA tensors are refused (the C++ library steps device memory; this package does not
-bind it yet).
 """
 import fnmatch
 import json
 import struct
 
 import torch
-from torch.utils.dlpack import to_dlpack as _to_dlpack
 
 from . import _core
 
@@ -71,25 +73,26 @@ def infer_roles(model, roles=None, output_names=OUTPUT_NAMES):
     return out
 
 
-def _check_tensor(t, name, what, dtypes=(torch.float32,)):
+def _check_tensor(t, name, what, device, dtypes=(torch.float32,)):
     if t.is_sparse or t.layout != torch.strided:
         raise ValueError("steepest: %s of '%s' is sparse; steepest steps dense tensors" % (what, name))
     if t.is_complex() or t.dtype not in dtypes:
         raise TypeError("steepest: %s of '%s' is %s; it must be %s" % (
             what, name, t.dtype, " or ".join(str(d) for d in dtypes)))
-    if t.device.type != "cpu":
-        raise ValueError("steepest: %s of '%s' is on %s; this package steps CPU tensors" % (what, name, t.device))
+    if t.device.type not in ("cpu", "cuda"):
+        raise ValueError("steepest: %s of '%s' is on %s; steepest steps CPU and CUDA tensors" % (what, name, t.device))
+    if t.device.type == "cuda" and not _core.has_cuda:
+        raise ValueError("steepest: %s of '%s' is on %s; this build of steepest has no CUDA support (nvcc was not "
+                         "found when it was built: reinstall with nvcc on the PATH)" % (what, name, t.device))
+    if t.device != device:
+        raise ValueError("steepest: %s of '%s' is on %s; its group's tensors are on %s (the group's first tensor's "
+                         "device)" % (what, name, t.device, device))
     if not t.is_contiguous():
         raise ValueError("steepest: %s of '%s' is not contiguous" % (what, name))
 
 
-def _check_all(work):
-    """_check_tensor on every parameter and gradient of the step's (group, views, grads) list."""
-    for group, _, grads in work:
-        for p, g, name in zip(group["params"], grads, group["names"]):
-            _check_tensor(p, name, "the parameter")
-            if g is not None:
-                _check_tensor(g, name, "the gradient", (torch.float32, torch.bfloat16))
+def _addresses_and_shapes(tensors):
+    return [t.data_ptr() for t in tensors], [list(t.shape) for t in tensors]
 
 
 class SteepestOptimizer(torch.optim.Optimizer):
@@ -131,6 +134,7 @@ class SteepestOptimizer(torch.optim.Optimizer):
                 params = [p for _, p in params]
         self._overrides = roles or {}
         self._cores = []
+        self._devices = []  # each group's device: its first tensor's
         self._hyper_cache = {}  # id(group) -> (values, Hyper, AdamW Hyper)
         defaults = dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                         shape_factor=shape_factor, on_non_finite=on_non_finite, adamw_lr=adamw_lr,
@@ -146,6 +150,7 @@ class SteepestOptimizer(torch.optim.Optimizer):
         names, roles, geometries = [], [], []
         given = group.get("names")
         wanted = group["geometry"]
+        device = group["params"][0].device if group["params"] else torch.device("cpu")
         for i, p in enumerate(group["params"]):
             name = given[i] if given else self._names.get(id(p), "group%d.param%d" % (len(self.param_groups) - 1, i))
             role = group.get("role") or self._roles.get(id(p)) or ("hidden" if p.dim() >= 2 else "vector")
@@ -154,7 +159,7 @@ class SteepestOptimizer(torch.optim.Optimizer):
                     role = r
             if role not in ROLES:
                 raise ValueError("steepest: role '%s' of '%s' is not one of %s" % (role, name, ROLES))
-            _check_tensor(p, name, "the parameter")
+            _check_tensor(p, name, "the parameter", device)
             geometry = ""
             if isinstance(wanted, str):
                 geometry = wanted
@@ -166,8 +171,17 @@ class SteepestOptimizer(torch.optim.Optimizer):
             roles.append(role)
             geometries.append(geometry)
         group["names"], group["roles"] = names, roles
-        self._cores.append(_core.make(group["kind"], self._hyper(group, ""), self._hyper(group, "adamw_"), names,
-                                      roles, [p.detach() for p in group["params"]], geometries))
+        hp, adamw_hp = self._hyper(group, ""), self._hyper(group, "adamw_")
+        if device.type == "cuda":
+            addresses, shapes = _addresses_and_shapes(group["params"])
+            stream = torch.cuda.current_stream(device).cuda_stream
+            core = _core.make_cuda(group["kind"], hp, adamw_hp, names, roles, addresses, shapes, geometries,
+                                   device.index, stream)
+        else:
+            core = _core.make(group["kind"], hp, adamw_hp, names, roles, [p.detach() for p in group["params"]],
+                              geometries)
+        self._cores.append(core)
+        self._devices.append(device)
         self._expose_state(len(self._cores) - 1)
 
     def _expose_state(self, gi):
@@ -200,6 +214,15 @@ class SteepestOptimizer(torch.optim.Optimizer):
             self._hyper_cache[id(group)] = cached
         return group["lr"] / group["initial_lr"], cached[1], cached[2]
 
+    def _check_groups(self, indices):
+        """_check_tensor on every parameter and gradient of the groups `indices`."""
+        for gi in indices:
+            group, device = self.param_groups[gi], self._devices[gi]
+            for p, name in zip(group["params"], group["names"]):
+                _check_tensor(p, name, "the parameter", device)
+                if p.grad is not None:
+                    _check_tensor(p.grad, name, "the gradient", device, (torch.float32, torch.bfloat16))
+
     # ---- the step ----------------------------------------------------------------------------
     def step(self, closure=None):
         """One step of every group (after `closure()`, when given, re-evaluates the loss). Every
@@ -207,26 +230,30 @@ class SteepestOptimizer(torch.optim.Optimizer):
         another dtype, device or layout before it steps, and the named message comes from
         _check_tensor then.
 
-        What crosses per step: the parameter list. The core calls torch's own methods on each
-        tensor (data_ptr, .grad, .dtype, is_contiguous) from C++, and takes the parameters again
-        as DLPack views only when one's storage moved (`p.data = ...`). Nothing here records
+        What crosses per step: the parameter list (and, for CUDA tensors, torch's current
+        stream). The core calls torch's own methods on each tensor (data_ptr, .grad, .dtype,
+        is_contiguous) from C++; when a parameter's storage moved (`p.data = ...`), the group's
+        tensors are checked here and the core takes the new addresses. Nothing here records
         autograd history (the core writes the parameters' memory), so no no_grad() is entered."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         if len(self.param_groups) > 1:  # a later group's refusal must not follow an earlier group's step
-            _check_all([(g, None, [p.grad for p in g["params"]]) for g in self.param_groups])
-        for group, core in zip(self.param_groups, self._cores):
+            self._check_groups(range(len(self.param_groups)))
+        for gi, (group, core) in enumerate(zip(self.param_groups, self._cores)):
             params = group["params"]
             hyper = self._hypers(group)
             try:
+                if core.device >= 0:
+                    core.use_stream(torch.cuda.current_stream(self._devices[gi]).cuda_stream)
                 if core.step_tensors(params, torch.float32, torch.bfloat16, *hyper) is None:  # a storage moved
-                    grads = [None if p.grad is None else _to_dlpack(p.grad) for p in params]
-                    core.step([p.detach() for p in params], grads, *hyper)
+                    self._check_groups([gi])
+                    core.rebind(*_addresses_and_shapes(params))
+                    core.step_tensors(params, torch.float32, torch.bfloat16, *hyper)
             except (TypeError, RuntimeError):
-                # nothing was stepped: name the tensor refused (a sparse gradient has no capsule)
-                _check_all([(group, None, [p.grad for p in params])])
+                # nothing was stepped: name the tensor refused
+                self._check_groups([gi])
                 raise
         return loss
 
