@@ -1,0 +1,240 @@
+#!/usr/bin/env python3
+"""Tables (Markdown) and figures of a transformer study's runs.jsonl (study.py).
+
+    python examples/transformer_study/analyze.py build-study/runs.jsonl [--figures DIR] [--target 2.3]
+
+Tables: the optimal lr per rule and width and its shift from the narrowest to the widest width in
+octaves, with the loss penalty at the widest width of using the narrowest width's optimum and the
+seeds' spread; tokens to a target validation loss and the loss at equal steps and at equal
+recorded time, at each rule's optimum at the widest width; the depth sweep's optima per depth and
+branch scaling; the smoothness logs (the largest spectral norm of a hidden matrix's update, and
+of its weights in the optimizer's geometry, per width, with the exponent of its growth in
+width). Figures (with matplotlib): loss against lr per width per rule, loss against tokens,
+depth optima.
+"""
+import argparse
+import collections
+import json
+import math
+import os
+import statistics
+
+
+def final(r):
+    return r["val"][-1][1] if r["val"] and not r["diverged"] else math.inf
+
+
+def by(runs, *keys):
+    out = collections.defaultdict(list)
+    for r in runs:
+        out[tuple(r[k] for k in keys)].append(r)
+    return out
+
+
+def optimum(group):
+    """(best lr, mean final loss there, spread over seeds there, {lr: mean}) of one curve's runs."""
+    per_lr = {lr: [final(r) for r in rs] for (lr,), rs in by(group, "lr").items()}
+    mean = {lr: statistics.fmean(v) if all(math.isfinite(x) for x in v) else math.inf for lr, v in per_lr.items()}
+    best = min(mean, key=mean.get)
+    vals = per_lr[best]
+    return best, mean[best], (max(vals) - min(vals)) if len(vals) > 1 else 0.0, mean
+
+
+def fmt(x, digits=3):
+    if math.isnan(x):
+        return "n/a"
+    return "diverged" if not math.isfinite(x) else ("%.*f" % (digits, x))
+
+
+def width_tables(runs):
+    runs = [r for r in runs if r["sweep"] == "width"]
+    widths = sorted({r["width"] for r in runs})
+    rules = list(dict.fromkeys(r["rule"] for r in runs))
+    print("### Optimal learning rate per width (width sweep, depth %s)\n" % sorted({r["depth"] for r in runs}))
+    print("| rule | " + " | ".join("w=%d" % w for w in widths) + " | shift %d->%d (octaves) | penalty at %d | seeds' spread |"
+          % (widths[0], widths[-1], widths[-1]))
+    print("|---" * (len(widths) + 4) + "|")
+    result = {}
+    for rule in rules:
+        cells, opt = [], {}
+        for w in widths:
+            group = [r for r in runs if r["rule"] == rule and r["width"] == w]
+            if not group:
+                cells.append("-")
+                continue
+            opt[w] = optimum(group)
+            cells.append("%.3g (%s)" % (opt[w][0], fmt(opt[w][1])))
+        if widths[0] in opt and widths[-1] in opt:
+            shift = math.log2(opt[widths[-1]][0] / opt[widths[0]][0])
+            wide = opt[widths[-1]]
+            penalty = wide[3].get(opt[widths[0]][0], math.inf) - wide[1]
+            spread = max(o[2] for o in opt.values())
+            print("| %s | %s | %+.0f | %s | %s |" % (rule, " | ".join(cells), shift, fmt(penalty), fmt(spread)))
+        result[rule] = opt
+    print()
+    return result, widths
+
+
+def speed_tables(runs, optima, widths, target):
+    wide = widths[-1]
+    best = {}
+    for rule, opt in optima.items():
+        if wide not in opt:
+            continue
+        lr = opt[wide][0]
+        best[rule] = [r for r in runs if r["sweep"] == "width" and r["rule"] == rule and r["width"] == wide
+                      and r["lr"] == lr and not r["diverged"]]
+    if target is None:  # the loss every rule reaches: the worst of the rules' best final losses
+        finals = [statistics.fmean(final(r) for r in rs) for rs in best.values() if rs]
+        target = max(finals) if finals else math.nan
+    print("### Width %d, each rule at its optimal lr: tokens to validation loss %.3f, loss at equal steps and time\n"
+          % (wide, target))
+    print("| rule | tokens to target | final loss (equal steps) | ms / step (fwd+bwd, optimizer) | loss at equal time |")
+    print("|---|---|---|---|---|")
+    budget = min(sum(r["fwd_bwd_ms"]) + sum(r["opt_ms"]) for rs in best.values() for r in rs) if best else 0
+    for rule, rs in best.items():
+        if not rs:
+            continue
+        tokens, at_time = [], []
+        for r in rs:
+            hit = next((s for s, v in r["val"] if v <= target), None)
+            tokens.append(hit * r["tokens_per_step"] if hit else math.inf)
+            spent, last = 0.0, math.nan
+            cum = []
+            for fb, o in zip(r["fwd_bwd_ms"], r["opt_ms"]):
+                spent += fb + o
+                cum.append(spent)
+            for s, v in r["val"]:
+                if cum[s - 1] <= budget + 1e-9:
+                    last = v
+            at_time.append(last)
+        fb = statistics.median(x for r in rs for x in r["fwd_bwd_ms"])
+        om = statistics.median(x for r in rs for x in r["opt_ms"])
+        tok = statistics.fmean(tokens)
+        print("| %s | %s | %s | %.1f, %.2f | %s |" % (rule, "not reached" if not math.isfinite(tok) else "%.0f" % tok,
+                                                      fmt(statistics.fmean(final(r) for r in rs)), fb, om,
+                                                      fmt(statistics.fmean(at_time))))
+    print("\n(equal time: the shortest of these runs' recorded time, %.1f s; each run's loss at its last evaluation "
+          "within it)\n" % (budget / 1e3))
+
+
+def depth_tables(runs):
+    runs = [r for r in runs if r["sweep"] == "depth"]
+    if not runs:
+        return
+    depths = sorted({r["depth"] for r in runs})
+    print("### Depth sweep (width %s): optimal lr per depth and branch scaling\n" % sorted({r["width"] for r in runs}))
+    print("| rule | block matrices' lr | " + " | ".join("L=%d" % d for d in depths) + " | shift %d->%d (octaves) |"
+          % (depths[0], depths[-1]))
+    print("|---" * (len(depths) + 3) + "|")
+    for (rule, scale), group in by(runs, "rule", "block_scale_name").items():
+        cells, opt = [], {}
+        for d in depths:
+            g = [r for r in group if r["depth"] == d] or [r for r in runs if r["rule"] == rule and r["depth"] == d
+                                                          and r["block_scale_name"] == "none"]
+            if not g:
+                cells.append("-")
+                continue
+            opt[d] = optimum(g)
+            cells.append("%.3g (%s)" % (opt[d][0], fmt(opt[d][1])))
+        shift = math.log2(opt[depths[-1]][0] / opt[depths[0]][0]) if depths[0] in opt and depths[-1] in opt else math.nan
+        print("| %s | %s | %s | %+.0f |" % (rule, scale, " | ".join(cells), shift))
+    print()
+
+
+def smoothness_tables(runs, optima, widths):
+    print("### Smoothness along training (width sweep, each rule at each width's optimal lr)\n")
+    print("Largest spectral norm of one step's update of a hidden matrix, at the middle and last logged steps; the "
+          "exponent is the slope of log(norm) against log(width).\n")
+    print("| rule | " + " | ".join("w=%d" % w for w in widths) + " | exponent |")
+    print("|---" * (len(widths) + 2) + "|")
+    for rule, opt in optima.items():
+        xs, ys, cells = [], [], []
+        for w in widths:
+            if w not in opt:
+                cells.append("-")
+                continue
+            rs = [r for r in runs if r["sweep"] == "width" and r["rule"] == rule and r["width"] == w
+                  and r["lr"] == opt[w][0] and r["norms"]]
+            vals = [max(n["update_spectral"].values()) for r in rs for n in r["norms"][1:]]
+            if not vals:
+                cells.append("-")
+                continue
+            m = max(vals)
+            cells.append("%.3g" % m)
+            xs.append(math.log(w))
+            ys.append(math.log(m))
+        slope = math.nan
+        if len(xs) > 1:
+            mx, my = statistics.fmean(xs), statistics.fmean(ys)
+            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+        print("| %s | %s | %s |" % (rule, " | ".join(cells), fmt(slope, 2)))
+    print()
+
+
+def figures(runs, optima, widths, out):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(no matplotlib: figures not drawn)")
+        return
+    os.makedirs(out, exist_ok=True)
+    rules = list(optima)
+    fig, axes = plt.subplots(1, len(rules), figsize=(3.2 * len(rules), 3), sharey=True)
+    for ax, rule in zip(axes if len(rules) > 1 else [axes], rules):
+        for w in widths:
+            if w not in optima[rule]:
+                continue
+            curve = sorted(optima[rule][w][3].items())
+            ax.plot([lr for lr, _ in curve], [v if math.isfinite(v) else float("nan") for _, v in curve], "o-",
+                    label="w=%d" % w)
+        ax.set_xscale("log", base=2)
+        ax.set_title(rule, fontsize=9)
+        ax.set_xlabel("lr")
+    axes[0].set_ylabel("validation loss")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "lr_transfer.png"), dpi=110)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    wide = widths[-1]
+    for rule, opt in optima.items():
+        if wide not in opt:
+            continue
+        rs = [r for r in runs if r["sweep"] == "width" and r["rule"] == rule and r["width"] == wide
+              and r["lr"] == opt[wide][0] and not r["diverged"]]
+        if rs:
+            r = rs[0]
+            ax.plot([s * r["tokens_per_step"] for s, _ in r["val"]], [v for _, v in r["val"]], label=rule)
+    ax.set_xlabel("tokens")
+    ax.set_ylabel("validation loss (width %d)" % wide)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "loss_vs_tokens.png"), dpi=110)
+    print("figures: %s/lr_transfer.png, %s/loss_vs_tokens.png\n" % (out, out))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("runs")
+    ap.add_argument("--figures")
+    ap.add_argument("--target", type=float, help="the validation loss tokens are counted to (default: the loss every "
+                                                 "rule reaches at the widest width)")
+    a = ap.parse_args()
+    report(a.runs, a.figures, a.target)
+
+
+def report(path, figures_dir=None, target=None):
+    runs = [json.loads(line) for line in open(path)]
+    print("%d runs (%s)\n" % (len(runs), ", ".join(sorted({r["mode"] for r in runs}))))
+    optima, widths = width_tables(runs)
+    speed_tables(runs, optima, widths, target)
+    depth_tables(runs)
+    smoothness_tables(runs, optima, widths)
+    if figures_dir:
+        figures(runs, optima, widths, figures_dir)
+
+
+if __name__ == "__main__":
+    main()

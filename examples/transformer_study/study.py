@@ -1,0 +1,249 @@
+#!/usr/bin/env python3
+"""The width, depth and smoothness study on a transformer: MOGA against Muon and AdamW.
+
+    bash scripts/transformer_study.sh quick     # set-up (a venv with torch and the package), then
+                                                # about 5 minutes of runs on 2 cores; tables
+    bash scripts/transformer_study.sh full      # about 1.6 hours of runs on 2 cores
+    python examples/transformer_study/study.py --mode quick --out build-study   # in a Python with both
+    python examples/transformer_study/analyze.py build-study/runs.jsonl [--figures DIR]
+
+The model is examples/python/gpt.py's pre-LN GPT (GELU MLP, untied head, learned positions) with
+the attention's q, k and v as three d x d matrices: the fused QKV weight split into its three
+blocks, which is what the matrix rules must see (a row or column normalization, or a polar
+factor, of the fused 3d x d matrix is another rule). Data: the bytes of Debian's fortunes, every
+10th 4 KiB block held out; every run of one seed sees the same batches in the same order.
+
+Rules (steepest.torch; one global learning rate per rule, swept on a grid a factor 2 apart around
+the rule's center; AdamW routes' rates move with it, at a fixed ratio):
+    adamw              AdamW in the standard parameterization (every tensor)
+    adamw_rescaled     AdamW with the 1̄->inf width scale 1/n on hidden and head matrices
+    moga_row           rows 2-normalized, then Adam, times n^(-1/2) (2̄->inf)
+    moga_col           columns 2-normalized, then Adam, times sqrt(m)/n (1̄->2̄)
+    moga_row_momentum  momentum, then rows normalized (no second moment)
+    muon               Muon on hidden matrices + AdamW on embeddings, head and vectors
+    scion              Scion: momentum, per-role LMO with radii, constrained step
+Per run it records the training loss, the validation loss every `eval_every` steps, the time of
+forward + backward and of the optimizer step at every step (so a comparison at equal wall time
+uses recorded costs, not a busy machine's clock), and, at a few steps, each matrix's operator
+norm in the geometry its optimizer gives it (steepest.operator_norms) and the spectral norm of
+the step's update of each hidden matrix.
+
+Sweeps:
+    width  widths 32 to 256 (8x; heads = width / 32, at least 1), depth 2, every rule, every lr,
+           every seed;
+    depth  depths 1-8 at one width, for the rules in DEPTH_RULES, with the block matrices' rates
+           as they are ("none") and times 1/depth ("1/L") and 1/sqrt(depth) ("1/sqrt(L)").
+Runs are appended to <out>/runs.jsonl as they finish, and a run already there is not run again,
+so an interrupted sweep resumes where it stopped. Costs (AMD EPYC Zen 5, 2 threads, batch 16 x
+64 tokens, depth 2): forward + backward 10 / 20 / 60 / 205 ms at widths 64 / 128 / 256 / 512;
+the optimizer step 0.6-7.5 ms for the elementwise and row rules, 5-123 ms for Muon; the full mode
+is 812 runs of 300 steps (about 1.6 hours), the quick mode 174 runs of 100 steps at batch 8.
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
+from gpt import default_files, load_corpus  # noqa: E402  (the corpus and its split)
+
+import steepest  # noqa: E402
+import steepest.torch as stt  # noqa: E402
+
+RULES = ("adamw", "adamw_rescaled", "moga_row", "moga_col", "moga_row_momentum", "muon", "scion")
+DEPTH_RULES = ("adamw", "moga_row", "muon")
+# Each rule's grid center (the lr the grid is built around; the sweep then finds the optimum).
+CENTER = {"adamw": 2e-3, "adamw_rescaled": 0.25, "moga_row": 0.03, "moga_col": 0.03, "moga_row_momentum": 0.03,
+          "muon": 0.02, "scion": 2e-4}
+ADAMW_RATIO = 3e-3 / 0.02  # Muon's AdamW route: its lr is the global lr times this
+
+MODES = {
+    # widths, depth of the width sweep, lr offsets (octaves), seeds, steps, eval_every, depths, depth width
+    # the quick mode cut down to seconds (CTest's transformer_study_smoke): every code path, few steps
+    "smoke": dict(widths=(32, 64), depth=1, octaves=(0,), seeds=(0,), steps=6, eval_every=3, depths=(1, 2),
+                  depth_width=32, rules=("adamw", "moga_row", "muon"), batch=4, context=32),
+    "quick": dict(widths=(32, 64, 128, 256), depth=2, octaves=(-2, 0, 2), seeds=(0,), steps=100, eval_every=25,
+                  depths=(1, 2, 4, 8), depth_width=64, rules=RULES, batch=8, context=64),
+    "full": dict(widths=(32, 64, 128, 256), depth=2, octaves=(-3, -2, -1, 0, 1, 2, 3), seeds=(0, 1), steps=300,
+                 eval_every=25, depths=(1, 2, 4, 8), depth_width=64, rules=RULES, batch=16, context=64),
+}
+
+
+class Block(nn.Module):
+    def __init__(self, d, heads):
+        super().__init__()
+        self.heads = heads
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.q, self.k, self.v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.proj = nn.Linear(d, d)
+        self.fc, self.out = nn.Linear(d, 4 * d), nn.Linear(4 * d, d)
+
+    def forward(self, x):
+        B, T, D = x.shape
+        h = self.ln1(x)
+        q, k, v = (m(h).view(B, T, self.heads, D // self.heads).transpose(1, 2) for m in (self.q, self.k, self.v))
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(a.transpose(1, 2).reshape(B, T, D))
+        return x + self.out(F.gelu(self.fc(self.ln2(x))))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab, width, layers, context):
+        super().__init__()
+        self.tok, self.pos = nn.Embedding(vocab, width), nn.Embedding(context, width)
+        self.blocks = nn.ModuleList(Block(width, max(1, width // 32)) for _ in range(layers))
+        self.ln = nn.LayerNorm(width)
+        self.head = nn.Linear(width, vocab, bias=False)
+
+    def forward(self, idx):
+        x = self.tok(idx) + self.pos(torch.arange(idx.shape[1]))
+        for b in self.blocks:
+            x = b(x)
+        return self.head(self.ln(x))
+
+
+def make_optimizer(rule, model, lr, block_scale):
+    """The rule over the model; `block_scale` multiplies the rates of the blocks' matrices."""
+    named = stt.infer_roles(model)
+    in_blocks = [(n, p, r) for n, p, r in named if n.startswith("blocks.") and r == "hidden"]
+    rest = [(n, p, r) for n, p, r in named if not (n.startswith("blocks.") and r == "hidden")]
+    groups = [{"params": [p for _, p, _ in rest], "names": [n for n, _, _ in rest]},
+              {"params": [p for _, p, _ in in_blocks], "names": [n for n, _, _ in in_blocks], "role": "hidden",
+               "lr": lr * block_scale}]
+    groups = [g for g in groups if g["params"]]
+    rest_roles = {n: r for n, _, r in rest}  # exact names, as globs: the roles inferred from the module
+    if rule == "muon":
+        return stt.SteepestOptimizer(groups, "muon", lr=lr, betas=(0.95, 0.95), shape_factor="muon", roles=rest_roles,
+                                     adamw_lr=lr * ADAMW_RATIO, adamw_betas=(0.9, 0.95))
+    kinds = {"adamw": ("adamw", (0.9, 0.95)), "adamw_rescaled": ("adamw_rescaled", (0.9, 0.95)),
+             "moga_row": ("moga_row", (0.9, 0.95)), "moga_col": ("moga_col", (0.9, 0.95)),
+             "moga_row_momentum": ("moga_row_momentum", (0.9, 0.95)), "scion": ("scion", (0.9, 0.999))}
+    kind, betas = kinds[rule]
+    return stt.SteepestOptimizer(groups, kind, lr=lr, betas=betas, roles=rest_roles)
+
+
+def spectral(m):
+    return float(torch.linalg.matrix_norm(m.double(), ord=2))
+
+
+def train(rule, width, depth, lr, seed, block_scale, cfg, data, log_at):
+    """One run: a dict of what it recorded."""
+    train_ids, val_ids, vocab = data
+    torch.manual_seed(seed)
+    model = GPT(vocab, width, depth, cfg["context"])
+    opt = make_optimizer(rule, model, lr, block_scale)
+    hidden = {n: p for n, p, r in stt.infer_roles(model) if r == "hidden"}
+    batches = torch.Generator().manual_seed(1000)  # the same data order for every run
+    vgen_seed = 2000
+    T, B = cfg["context"], cfg["batch"]
+
+    def batch(ids, gen):
+        at = torch.randint(0, len(ids) - T - 1, (B,), generator=gen)
+        w = torch.stack([ids[i:i + T + 1] for i in at.tolist()])
+        return w[:, :-1], w[:, 1:]
+
+    def validate():
+        with torch.no_grad():
+            g = torch.Generator().manual_seed(vgen_seed)
+            return sum(F.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1)).item()
+                       for x, y in (batch(val_ids, g) for _ in range(8))) / 8
+
+    rec = dict(rule=rule, width=width, depth=depth, lr=lr, seed=seed, block_scale=block_scale, steps=cfg["steps"],
+               tokens_per_step=B * T, train=[], val=[], fwd_bwd_ms=[], opt_ms=[], norms=[], diverged=False)
+    for step in range(1, cfg["steps"] + 1):
+        x, y = batch(train_ids, batches)
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(model(x).reshape(-1, vocab), y.reshape(-1))
+        loss.backward()
+        t1 = time.perf_counter()
+        before = {n: p.detach().clone() for n, p in hidden.items()} if step in log_at else None
+        t2 = time.perf_counter()
+        try:
+            opt.step()
+        except FloatingPointError:  # a non-finite gradient: the run diverged
+            rec["diverged"] = True
+            break
+        t3 = time.perf_counter()
+        rec["fwd_bwd_ms"].append(1e3 * (t1 - t0))
+        rec["opt_ms"].append(1e3 * (t3 - t2))
+        rec["train"].append(loss.item())
+        if not math.isfinite(loss.item()) or loss.item() > 3 * math.log(vocab):
+            rec["diverged"] = True
+            break
+        if before is not None:
+            rec["norms"].append(dict(step=step, operator=[list(t) for t in steepest.operator_norms(opt)],
+                                     update_spectral={n: spectral(p.detach() - before[n]) for n, p in hidden.items()}))
+        if step % cfg["eval_every"] == 0 or step == cfg["steps"]:
+            rec["val"].append([step, validate()])
+    return rec
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--mode", choices=sorted(MODES), default="quick")
+    ap.add_argument("--out", default="build-study")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sweeps", nargs="+", choices=("width", "depth"), default=("width", "depth"))
+    ap.add_argument("--fresh", action="store_true", help="forget the runs already recorded in --out")
+    a = ap.parse_args()
+    cfg = MODES[a.mode]
+    torch.set_num_threads(a.threads)
+    data = load_corpus(default_files())
+    os.makedirs(a.out, exist_ok=True)
+    path = os.path.join(a.out, "runs.jsonl")
+    if a.fresh and os.path.exists(path):
+        os.remove(path)
+    done = set()
+    if os.path.exists(path):  # resume: a run already recorded is not run again
+        for line in open(path):
+            r = json.loads(line)
+            done.add((r["sweep"], r["rule"], r["width"], r["depth"], r["lr"], r["seed"], r["block_scale_name"]))
+    jobs = []
+    if "width" in a.sweeps:
+        for rule in cfg["rules"]:
+            for width in cfg["widths"]:
+                for k in cfg["octaves"]:
+                    for seed in cfg["seeds"]:
+                        jobs.append(("width", rule, width, cfg["depth"], CENTER[rule] * 2.0 ** k, seed, "none"))
+    if "depth" in a.sweeps:
+        for rule in [r for r in DEPTH_RULES if r in cfg["rules"]]:
+            for depth in cfg["depths"]:
+                for scale in ("none", "1/L", "1/sqrt(L)"):
+                    if depth == 1 and scale != "none":
+                        continue  # the same run as "none"
+                    for k in cfg["octaves"]:
+                        for seed in cfg["seeds"]:
+                            jobs.append(("depth", rule, cfg["depth_width"], depth, CENTER[rule] * 2.0 ** k, seed, scale))
+    todo = [j for j in jobs if j not in done]
+    print("transformer study, %s mode: %d runs of %d steps (%d already recorded in %s)"
+          % (a.mode, len(jobs), cfg["steps"], len(jobs) - len(todo), path), flush=True)
+    log_at = {1, cfg["steps"] // 2, cfg["steps"]}
+    with open(path, "a") as out:
+        for i, (sweep, rule, width, depth, lr, seed, scale) in enumerate(todo, 1):
+            factor = {"none": 1.0, "1/L": 1.0 / depth, "1/sqrt(L)": depth ** -0.5}[scale]
+            t0 = time.perf_counter()
+            rec = train(rule, width, depth, lr, seed, factor, cfg, data, log_at)
+            rec.update(sweep=sweep, block_scale_name=scale, mode=a.mode)
+            out.write(json.dumps(rec) + "\n")
+            out.flush()
+            last = rec["val"][-1][1] if rec["val"] else float("nan")
+            print("[%d/%d] %-5s %-17s width %3d depth %d lr %.3g seed %d scale %-9s val %.3f%s (%.1f s)"
+                  % (i, len(todo), sweep, rule, width, depth, lr, seed, scale, last,
+                     " diverged" if rec["diverged"] else "", time.perf_counter() - t0), flush=True)
+            if a.mode == "smoke" and (rec["diverged"] or len(rec["val"]) < 2 or not rec["val"][-1][1] < rec["val"][0][1]):
+                sys.exit("smoke run did not train: %s" % rec["val"])  # every rule at its grid center must
+    print("\nruns: %s; tables: python %s %s" % (path, os.path.join(os.path.dirname(__file__), "analyze.py"), path))
+    if a.mode == "smoke":  # the analysis too, on what the smoke mode recorded
+        import analyze
+        analyze.report(path)
+
+
+if __name__ == "__main__":
+    main()
