@@ -91,25 +91,17 @@ def speed_tables(runs, optima, widths, target):
           % (wide, target))
     print("| rule | tokens to target | final loss (equal steps) | ms / step (fwd+bwd, optimizer) | loss at equal time |")
     print("|---|---|---|---|---|")
-    budget = min(sum(r["fwd_bwd_ms"]) + sum(r["opt_ms"]) for rs in best.values() for r in rs) if best else 0
+    budget = min(r["val"][-1][2] for rs in best.values() for r in rs) if best else 0
     for rule, rs in best.items():
         if not rs:
             continue
-        tokens, at_time = [], []
+        tokens = []
         for r in rs:
-            hit = next((s for s, v in r["val"] if v <= target), None)
+            hit = next((s for s, v, _ in r["val"] if v <= target), None)
             tokens.append(hit * r["tokens_per_step"] if hit else math.inf)
-            spent, last = 0.0, math.nan
-            cum = []
-            for fb, o in zip(r["fwd_bwd_ms"], r["opt_ms"]):
-                spent += fb + o
-                cum.append(spent)
-            for s, v in r["val"]:
-                if cum[s - 1] <= budget + 1e-9:
-                    last = v
-            at_time.append(last)
-        fb = statistics.median(x for r in rs for x in r["fwd_bwd_ms"])
-        om = statistics.median(x for r in rs for x in r["opt_ms"])
+        at_time = [([v for _, v, ms in r["val"] if ms <= budget + 1e-9] or [math.nan])[-1] for r in rs]
+        fb = statistics.median(r["fwd_bwd_ms"] for r in rs)
+        om = statistics.median(r["opt_ms"] for r in rs)
         tok = statistics.fmean(tokens)
         print("| %s | %s | %s | %.1f, %.2f | %s |" % (rule, "not reached" if not math.isfinite(tok) else "%.0f" % tok,
                                                       fmt(statistics.fmean(final(r) for r in rs)), fb, om,
@@ -206,7 +198,7 @@ def figures(runs, optima, widths, out):
               and r["lr"] == opt[wide][0] and not r["diverged"]]
         if rs:
             r = rs[0]
-            ax.plot([s * r["tokens_per_step"] for s, _ in r["val"]], [v for _, v in r["val"]], label=rule)
+            ax.plot([s * r["tokens_per_step"] for s, _, _ in r["val"]], [v for _, v, _ in r["val"]], label=rule)
     ax.set_xlabel("tokens")
     ax.set_ylabel("validation loss (width %d)" % wide)
     ax.legend(fontsize=7)

@@ -23,8 +23,8 @@ the rule's center; AdamW routes' rates move with it, at a fixed ratio):
     muon               Muon on hidden matrices + AdamW on embeddings, head and vectors
     scion              Scion: momentum, per-role LMO with radii, constrained step
 Per run it records the training loss, the validation loss every `eval_every` steps, the time of
-forward + backward and of the optimizer step at every step (so a comparison at equal wall time
-uses recorded costs, not a busy machine's clock), and, at a few steps, each matrix's operator
+forward + backward and of the optimizer step (medians, and the recorded total at each
+evaluation: a comparison at equal wall time uses recorded costs), and, at a few steps, each matrix's operator
 norm in the geometry its optimizer gives it (steepest.operator_norms) and the spectral norm of
 the step's update of each hidden matrix.
 
@@ -43,6 +43,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import sys
 import time
 
@@ -139,6 +140,7 @@ def train(rule, width, depth, lr, seed, block_scale, cfg, data, log_at):
     model = GPT(vocab, width, depth, cfg["context"])
     opt = make_optimizer(rule, model, lr, block_scale)
     hidden = {n: p for n, p, r in stt.infer_roles(model) if r == "hidden"}
+    matrices = {n for n, p in model.named_parameters() if p.dim() >= 2}
     batches = torch.Generator().manual_seed(1000)  # the same data order for every run
     vgen_seed = 2000
     T, B = cfg["context"], cfg["batch"]
@@ -155,7 +157,8 @@ def train(rule, width, depth, lr, seed, block_scale, cfg, data, log_at):
                        for x, y in (batch(val_ids, g) for _ in range(8))) / 8
 
     rec = dict(rule=rule, width=width, depth=depth, lr=lr, seed=seed, block_scale=block_scale, steps=cfg["steps"],
-               tokens_per_step=B * T, train=[], val=[], fwd_bwd_ms=[], opt_ms=[], norms=[], diverged=False)
+               tokens_per_step=B * T, train=[], val=[], norms=[], diverged=False)
+    fwd_bwd, opt_ms, spent, smoothed = [], [], 0.0, None
     for step in range(1, cfg["steps"] + 1):
         x, y = batch(train_ids, batches)
         t0 = time.perf_counter()
@@ -171,17 +174,25 @@ def train(rule, width, depth, lr, seed, block_scale, cfg, data, log_at):
             rec["diverged"] = True
             break
         t3 = time.perf_counter()
-        rec["fwd_bwd_ms"].append(1e3 * (t1 - t0))
-        rec["opt_ms"].append(1e3 * (t3 - t2))
-        rec["train"].append(loss.item())
-        if not math.isfinite(loss.item()) or loss.item() > 3 * math.log(vocab):
+        fwd_bwd.append(1e3 * (t1 - t0))
+        opt_ms.append(1e3 * (t3 - t2))
+        spent += fwd_bwd[-1] + opt_ms[-1]
+        value = loss.item()
+        if not math.isfinite(value) or value > 3 * math.log(vocab):
             rec["diverged"] = True
             break
+        smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
+        if step % 10 == 0:
+            rec["train"].append([step, round(smoothed, 4)])
         if before is not None:
-            rec["norms"].append(dict(step=step, operator=[list(t) for t in steepest.operator_norms(opt)],
-                                     update_spectral={n: spectral(p.detach() - before[n]) for n, p in hidden.items()}))
+            rec["norms"].append(dict(step=step, operator=[[n, g, round(v, 5)] for n, g, v in steepest.operator_norms(opt)
+                                               if n in matrices],
+                                     update_spectral={n: round(spectral(p.detach() - before[n]), 6)
+                                                      for n, p in hidden.items()}))
         if step % cfg["eval_every"] == 0 or step == cfg["steps"]:
-            rec["val"].append([step, validate()])
+            rec["val"].append([step, round(validate(), 4), round(spent, 1)])  # (step, loss, recorded ms so far)
+    rec["fwd_bwd_ms"] = round(statistics.median(fwd_bwd), 2) if fwd_bwd else None
+    rec["opt_ms"] = round(statistics.median(opt_ms), 3) if opt_ms else None
     return rec
 
 
