@@ -22,7 +22,10 @@ the rule's center; AdamW routes' rates move with it, at a fixed ratio):
     moga_row_momentum  momentum, then rows normalized (no second moment)
     muon               Muon on hidden matrices + AdamW on embeddings, head and vectors
     scion              Scion: momentum, per-role LMO with radii, constrained step
-Per run it records the training loss, the validation loss every `eval_every` steps, the time of
+Every run has the MLP study's protocol (docs/TRANSFER.md): linear warm-up over 5% of the steps,
+then linear decay; diverged when the loss is non-finite, a gradient is (the step refuses it), or
+the loss exceeds 1.5 ln V after the first 10% of steps; no weight decay; torch's default
+initialization. Per run it records the training loss, the validation loss every `eval_every` steps, the time of
 forward + backward and of the optimizer step (medians, and the recorded total at each
 evaluation: a comparison at equal wall time uses recorded costs), and, at a few steps, each matrix's operator
 norm in the geometry its optimizer gives it (steepest.operator_norms) and the spectral norm of
@@ -139,6 +142,10 @@ def train(rule, width, depth, lr, seed, block_scale, cfg, data, log_at):
     torch.manual_seed(seed)
     model = GPT(vocab, width, depth, cfg["context"])
     opt = make_optimizer(rule, model, lr, block_scale)
+    # The MLP study's schedule (docs/TRANSFER.md): linear warm-up over the first 5% of steps, then a
+    # linear decay towards 0.
+    steps, warm = cfg["steps"], max(1, cfg["steps"] // 20)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warm) * (1.0 - s / (steps + 1)))
     hidden = {n: p for n, p, r in stt.infer_roles(model) if r == "hidden"}
     matrices = {n for n, p in model.named_parameters() if p.dim() >= 2}
     batches = torch.Generator().manual_seed(1000)  # the same data order for every run
@@ -177,9 +184,10 @@ def train(rule, width, depth, lr, seed, block_scale, cfg, data, log_at):
         fwd_bwd.append(1e3 * (t1 - t0))
         opt_ms.append(1e3 * (t3 - t2))
         spent += fwd_bwd[-1] + opt_ms[-1]
+        sched.step()
         value = loss.item()
-        if not math.isfinite(value) or value > 3 * math.log(vocab):
-            rec["diverged"] = True
+        if not math.isfinite(value) or (step > steps // 10 and value > 1.5 * math.log(vocab)):
+            rec["diverged"] = True  # the MLP study's rule
             break
         smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
         if step % 10 == 0:
