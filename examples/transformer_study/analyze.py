@@ -91,7 +91,14 @@ def speed_tables(runs, optima, widths, target):
           % (wide, target))
     print("| rule | tokens to target | final loss (equal steps) | ms / step (fwd+bwd, optimizer) | loss at equal time |")
     print("|---|---|---|---|---|")
-    budget = min(r["val"][-1][2] for rs in best.values() for r in rs) if best else 0
+    # Time is each configuration's typical step cost (the median over all its runs, any lr or
+    # seed, of each run's median forward+backward and optimizer times) times the steps taken, so a
+    # run slowed by a busy machine does not change the comparison.
+    cost = {}
+    for (rule, width, depth), rs in by([r for r in runs if r["fwd_bwd_ms"] is not None], "rule", "width", "depth").items():
+        cost[(rule, width, depth)] = statistics.median(r["fwd_bwd_ms"] for r in rs) + statistics.median(
+            r["opt_ms"] for r in rs)
+    budget = min(r["steps"] * cost[(r["rule"], r["width"], r["depth"])] for rs in best.values() for r in rs) if best else 0
     for rule, rs in best.items():
         if not rs:
             continue
@@ -99,15 +106,16 @@ def speed_tables(runs, optima, widths, target):
         for r in rs:
             hit = next((s for s, v, _ in r["val"] if v <= target), None)
             tokens.append(hit * r["tokens_per_step"] if hit else math.inf)
-        at_time = [([v for _, v, ms in r["val"] if ms <= budget + 1e-9] or [math.nan])[-1] for r in rs]
+        per_step = cost[(rule, wide, rs[0]["depth"])]
+        at_time = [([v for s, v, _ in r["val"] if s * per_step <= budget + 1e-9] or [math.nan])[-1] for r in rs]
         fb = statistics.median(r["fwd_bwd_ms"] for r in rs)
         om = statistics.median(r["opt_ms"] for r in rs)
         tok = statistics.fmean(tokens)
         print("| %s | %s | %s | %.1f, %.2f | %s |" % (rule, "not reached" if not math.isfinite(tok) else "%.0f" % tok,
                                                       fmt(statistics.fmean(final(r) for r in rs)), fb, om,
                                                       fmt(statistics.fmean(at_time))))
-    print("\n(equal time: the shortest of these runs' recorded time, %.1f s; each run's loss at its last evaluation "
-          "within it)\n" % (budget / 1e3))
+    print("\n(equal time: the shortest of these runs' time at its configuration's median step cost, %.1f s; each "
+          "run's loss at its last evaluation within it)\n" % (budget / 1e3))
 
 
 def depth_tables(runs):
