@@ -6,7 +6,8 @@
 Tables: the optimal lr per rule and width and its shift from the narrowest to the widest width in
 octaves, with the loss penalty at the widest width of using the narrowest width's optimum and the
 seeds' spread; tokens to a target validation loss and the loss at equal steps and at equal
-recorded time, at each rule's optimum at the widest width; the depth sweep's optima per depth and
+recorded time, at each rule's optimum at the widest width (the target: AdamW's final loss there,
+unless --target); the depth sweep's optima per depth and
 branch scaling; the smoothness logs (the largest spectral norm of a hidden matrix's update, and
 of its weights in the optimizer's geometry, per width, with the exponent of its growth in
 width). Figures (with matplotlib): loss against lr per width per rule, loss against tokens,
@@ -84,9 +85,12 @@ def speed_tables(runs, optima, widths, target):
         lr = opt[wide][0]
         best[rule] = [r for r in runs if r["sweep"] == "width" and r["rule"] == rule and r["width"] == wide
                       and r["lr"] == lr and not r["diverged"]]
-    if target is None:  # the loss every rule reaches: the worst of the rules' best final losses
-        finals = [statistics.fmean(final(r) for r in rs) for rs in best.values() if rs]
-        target = max(finals) if finals else math.nan
+    if target is None:  # AdamW's final loss at its optimum (the baseline), else what every run reaches
+        if best.get("adamw"):
+            target = statistics.fmean(final(r) for r in best["adamw"])
+        else:
+            lows = [min(v for _, v, _ in r["val"]) for rs in best.values() for r in rs]
+            target = max(lows) if lows else math.nan
     print("### Width %d, each rule at its optimal lr: tokens to validation loss %.3f, loss at equal steps and time\n"
           % (wide, target))
     print("| rule | tokens to target | final loss (equal steps) | ms / step (fwd+bwd, optimizer) | loss at equal time |")
@@ -102,15 +106,23 @@ def speed_tables(runs, optima, widths, target):
     for rule, rs in best.items():
         if not rs:
             continue
-        tokens = []
-        for r in rs:
-            hit = next((s for s, v, _ in r["val"] if v <= target), None)
-            tokens.append(hit * r["tokens_per_step"] if hit else math.inf)
+        # the seeds' mean validation curve (same evaluation steps), read where it first reaches the
+        # target, interpolated linearly between evaluations
+        steps = [s for s, _, _ in rs[0]["val"]]
+        curve = [statistics.fmean(r["val"][i][1] for r in rs if len(r["val"]) > i) for i in range(len(steps))]
+        tok = math.inf
+        for i, v in enumerate(curve):
+            if v <= target + 1e-9:
+                at = steps[i]
+                if i:
+                    s0, v0 = steps[i - 1], curve[i - 1]
+                    at = s0 + (steps[i] - s0) * (v0 - target) / (v0 - v)
+                tok = at * rs[0]["tokens_per_step"]
+                break
         per_step = cost[(rule, wide, rs[0]["depth"])]
         at_time = [([v for s, v, _ in r["val"] if s * per_step <= budget + 1e-9] or [math.nan])[-1] for r in rs]
         fb = statistics.median(r["fwd_bwd_ms"] for r in rs)
         om = statistics.median(r["opt_ms"] for r in rs)
-        tok = statistics.fmean(tokens)
         print("| %s | %s | %s | %.1f, %.2f | %s |" % (rule, "not reached" if not math.isfinite(tok) else "%.0f" % tok,
                                                       fmt(statistics.fmean(final(r) for r in rs)), fb, om,
                                                       fmt(statistics.fmean(at_time))))
@@ -219,8 +231,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs")
     ap.add_argument("--figures")
-    ap.add_argument("--target", type=float, help="the validation loss tokens are counted to (default: the loss every "
-                                                 "rule reaches at the widest width)")
+    ap.add_argument("--target", type=float, help="the validation loss tokens are counted to (default: AdamW's final "
+                                                 "loss at its optimum at the widest width)")
     a = ap.parse_args()
     report(a.runs, a.figures, a.target)
 
