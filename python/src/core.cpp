@@ -1,11 +1,13 @@
 // steepest._core -- the library's optimizers over arrays that cross from Python without a copy.
 //
 // A `Core` is one named optimizer (st::adamw, st::muon, ...) bound to one list of parameters.
-// Parameters and gradients arrive as float32 CPU arrays through nanobind's ndarray, which takes
+// CPU parameters and gradients arrive as float32 arrays through nanobind's ndarray, which takes
 // DLPack capsules and the array interfaces: torch tensors and numpy arrays are viewed in place,
-// whatever torch version made them (nothing here links torch). The parameter set keeps the
-// parameters' pointers; each step re-reads them (a tensor whose storage moved is followed) and
-// checks shapes and names before anything is written.
+// whatever torch version made them (nothing here links torch). torch's tensors are also read
+// directly (step_tensors: their data_ptr, .grad, .dtype, is_contiguous), which is how CUDA
+// tensors reach a Core made by make_cuda (device pointers; a build with nvcc). The parameter
+// set keeps the parameters' pointers; a step that finds one moved returns, and the caller checks
+// the tensors and rebinds; shapes and names are checked before anything is written.
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/string.h>
@@ -247,7 +249,8 @@ double norm_of(const Matrix<const S>& w, const std::string& geometry, bool mean,
 }  // namespace
 
 NB_MODULE(_core, m) {
-  m.doc() = "steepest's optimizers over float32 CPU arrays (torch tensors, numpy arrays), without copies";
+  m.doc() = "steepest's optimizers over float32 arrays (torch tensors, numpy arrays; CUDA tensors in a build with "
+            "nvcc), without copies";
   nb::class_<PyHyper>(m, "Hyper")
       .def(nb::init<>())
       .def_rw("lr", &PyHyper::lr)
