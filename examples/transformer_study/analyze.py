@@ -8,10 +8,12 @@ octaves, with the loss penalty at the widest width of using the narrowest width'
 seeds' spread; tokens to a target validation loss and the loss at equal steps and at equal
 recorded time, at each rule's optimum at the widest width (the target: AdamW's final loss there,
 unless --target); the depth sweep's optima per depth and
-branch scaling; the smoothness logs (the largest spectral norm of a hidden matrix's update, and
-of its weights in the optimizer's geometry, per width, with the exponent of its growth in
-width). Figures (with matplotlib): loss against lr per width per rule, loss against tokens,
-depth optima.
+branch scaling, with the penalty at the deepest of the shallowest optimum; the smoothness logs
+(the largest spectral norm of a hidden matrix's update per width, with the exponent of its growth
+in width); the smoothness probe (the loss's curvature along each geometry's steepest direction,
+per width, at initialization and at the end of each rule's run, with its exponent in width).
+Figures (with matplotlib): loss against lr per width per rule, loss against tokens, loss against
+lr per depth and branch scaling, the smoothness probe against width.
 """
 import argparse
 import collections
@@ -47,9 +49,19 @@ def fmt(x, digits=3):
     return "diverged" if not math.isfinite(x) else ("%.*f" % (digits, x))
 
 
+def slope(xs, ys):
+    """The least-squares slope of ys against xs (nan with fewer than two points)."""
+    if len(xs) < 2:
+        return math.nan
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
 def width_tables(runs):
     runs = [r for r in runs if r["sweep"] == "width"]
     widths = sorted({r["width"] for r in runs})
+    if not widths:
+        return {}, widths
     rules = list(dict.fromkeys(r["rule"] for r in runs))
     print("### Optimal learning rate per width (width sweep, depth %s)\n" % sorted({r["depth"] for r in runs}))
     print("| rule | " + " | ".join("w=%d" % w for w in widths) + " | shift %d->%d (octaves) | penalty at %d | seeds' spread |"
@@ -77,6 +89,8 @@ def width_tables(runs):
 
 
 def speed_tables(runs, optima, widths, target):
+    if not widths:
+        return
     wide = widths[-1]
     best = {}
     for rule, opt in optima.items():
@@ -136,9 +150,10 @@ def depth_tables(runs):
         return
     depths = sorted({r["depth"] for r in runs})
     print("### Depth sweep (width %s): optimal lr per depth and branch scaling\n" % sorted({r["width"] for r in runs}))
-    print("| rule | block matrices' lr | " + " | ".join("L=%d" % d for d in depths) + " | shift %d->%d (octaves) |"
-          % (depths[0], depths[-1]))
-    print("|---" * (len(depths) + 3) + "|")
+    print("| rule | block matrices' lr | " + " | ".join("L=%d" % d for d in depths)
+          + " | shift %d->%d (octaves) | penalty at L=%d | seeds' spread |" % (depths[0], depths[-1], depths[-1]))
+    print("|---" * (len(depths) + 5) + "|")
+    result = {}
     for (rule, scale), group in by(runs, "rule", "block_scale_name").items():
         cells, opt = [], {}
         for d in depths:
@@ -149,12 +164,21 @@ def depth_tables(runs):
                 continue
             opt[d] = optimum(g)
             cells.append("%.3g (%s)" % (opt[d][0], fmt(opt[d][1])))
-        shift = math.log2(opt[depths[-1]][0] / opt[depths[0]][0]) if depths[0] in opt and depths[-1] in opt else math.nan
-        print("| %s | %s | %s | %+.0f |" % (rule, scale, " | ".join(cells), shift))
+        shift = penalty = math.nan
+        if depths[0] in opt and depths[-1] in opt:
+            shift = math.log2(opt[depths[-1]][0] / opt[depths[0]][0])
+            deep = opt[depths[-1]]
+            penalty = deep[3].get(opt[depths[0]][0], math.inf) - deep[1]
+        spread = max(o[2] for o in opt.values()) if opt else math.nan
+        print("| %s | %s | %s | %+.0f | %s | %s |" % (rule, scale, " | ".join(cells), shift, fmt(penalty), fmt(spread)))
+        result[(rule, scale)] = opt
     print()
+    return result
 
 
 def smoothness_tables(runs, optima, widths):
+    if not widths:
+        return
     print("### Smoothness along training (width sweep, each rule at each width's optimal lr)\n")
     print("Largest spectral norm of one step's update of a hidden matrix, at the middle and last logged steps; the "
           "exponent is the slope of log(norm) against log(width).\n")
@@ -176,21 +200,58 @@ def smoothness_tables(runs, optima, widths):
             cells.append("%.3g" % m)
             xs.append(math.log(w))
             ys.append(math.log(m))
-        slope = math.nan
-        if len(xs) > 1:
-            mx, my = statistics.fmean(xs), statistics.fmean(ys)
-            slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-        print("| %s | %s | %s |" % (rule, " | ".join(cells), fmt(slope, 2)))
+        print("| %s | %s | %s |" % (rule, " | ".join(cells), fmt(slope(xs, ys), 2)))
+    print()
+
+
+GEOMETRY_NAMES = {"spectral_exact": "2̄->2̄", "row": "2̄->inf", "col": "1̄->2̄", "sign": "1̄->inf"}
+
+
+def probe_curves(runs):
+    """{weights: {geometry: {width: mean L}}}, where weights is "init" (step 0, every run) or a
+    rule (its last probe), from the smoothness sweep's runs."""
+    out = collections.defaultdict(lambda: collections.defaultdict(lambda: collections.defaultdict(list)))
+    for r in runs:
+        if r["sweep"] != "smoothness" or r["diverged"] or not r.get("smoothness"):
+            continue
+        for label, probe in (("init", r["smoothness"][0]), (r["rule"], r["smoothness"][-1])):
+            for geo in GEOMETRY_NAMES:
+                if geo in probe:
+                    out[label][geo][r["width"]].append(probe[geo])
+    return {label: {geo: {w: statistics.fmean(v) for w, v in sorted(per.items())} for geo, per in geos.items()}
+            for label, geos in out.items()}
+
+
+def probe_tables(runs):
+    curves = probe_curves(runs)
+    if not curves:
+        return
+    widths = sorted({w for geos in curves.values() for per in geos.values() for w in per})
+    print("### Smoothness probe (smoothness sweep: each rule at its grid center)\n")
+    print("The loss's curvature along each geometry's steepest direction, sum_l ||H D_l||_* with every hidden "
+          "matrix moved by a unit step in its mean-normalized norm: at initialization, and at the end of each "
+          "rule's run (mean over seeds). Exponent: the slope of log L against log(width); the claim is 0.5 for "
+          "2̄->2̄ in the worst case and 0 for 2̄->inf.\n")
+    geos = list(GEOMETRY_NAMES)
+    print("| weights | " + " | ".join("%s at w=%d" % (GEOMETRY_NAMES[g], w) for g in geos[:2] for w in widths)
+          + " | " + " | ".join("exponent %s" % GEOMETRY_NAMES[g] for g in geos) + " |")
+    print("|---" * (1 + 2 * len(widths) + len(geos)) + "|")
+    for label, per_geo in curves.items():
+        vals = ["%.3g" % per_geo.get(g, {}).get(w, math.nan) for g in geos[:2] for w in widths]
+        exps = []
+        for g in geos:
+            pts = sorted(per_geo.get(g, {}).items())
+            exps.append(fmt(slope([math.log(w) for w, _ in pts], [math.log(v) for _, v in pts]), 2))
+        print("| %s | %s | %s |" % (label, " | ".join(vals), " | ".join(exps)))
     print()
 
 
 def figures(runs, optima, widths, out):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = pyplot()
+    if plt is None:
         print("(no matplotlib: figures not drawn)")
+        return
+    if not optima:
         return
     os.makedirs(out, exist_ok=True)
     rules = list(optima)
@@ -227,6 +288,62 @@ def figures(runs, optima, widths, out):
     print("figures: %s/lr_transfer.png, %s/loss_vs_tokens.png\n" % (out, out))
 
 
+def pyplot():
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        return plt
+    except ImportError:
+        return None
+
+
+def depth_figure(depth, out):
+    """Loss against lr per depth, one panel per rule and branch scaling."""
+    plt = pyplot()
+    if plt is None or not depth:
+        return
+    rules = list(dict.fromkeys(rule for rule, _ in depth))
+    scales = list(dict.fromkeys(scale for _, scale in depth))
+    fig, axes = plt.subplots(len(rules), len(scales), figsize=(3.2 * len(scales), 2.6 * len(rules)), squeeze=False,
+                             sharey="row")
+    for i, rule in enumerate(rules):
+        for j, scale in enumerate(scales):
+            ax = axes[i][j]
+            for d, o in sorted(depth.get((rule, scale), {}).items()):
+                curve = sorted(o[3].items())
+                ax.plot([lr for lr, _ in curve], [v if math.isfinite(v) else float("nan") for _, v in curve], "o-",
+                        label="L=%d" % d)
+            ax.set_xscale("log", base=2)
+            ax.set_title("%s, block lr %s" % (rule, scale), fontsize=9)
+        axes[i][0].set_ylabel("validation loss")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "depth.png"), dpi=110)
+    print("figure: %s/depth.png" % out)
+
+
+def probe_figure(curves, out):
+    """The smoothness probe against width, one panel per geometry."""
+    plt = pyplot()
+    if plt is None or not curves:
+        return
+    fig, axes = plt.subplots(1, len(GEOMETRY_NAMES), figsize=(3.2 * len(GEOMETRY_NAMES), 3))
+    for ax, (geo, name) in zip(axes, GEOMETRY_NAMES.items()):
+        for label, per_geo in curves.items():
+            pts = sorted(per_geo.get(geo, {}).items())
+            ax.plot([w for w, _ in pts], [v for _, v in pts], "o-" if label != "init" else "k--", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("width")
+    axes[0].set_ylabel("curvature along D (sum of duals)")
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "smoothness.png"), dpi=110)
+    print("figure: %s/smoothness.png" % out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs")
@@ -242,10 +359,13 @@ def report(path, figures_dir=None, target=None):
     print("%d runs (%s)\n" % (len(runs), ", ".join(sorted({r["mode"] for r in runs}))))
     optima, widths = width_tables(runs)
     speed_tables(runs, optima, widths, target)
-    depth_tables(runs)
+    depth = depth_tables(runs)
     smoothness_tables(runs, optima, widths)
+    probe_tables(runs)
     if figures_dir:
         figures(runs, optima, widths, figures_dir)
+        depth_figure(depth, figures_dir)
+        probe_figure(probe_curves(runs), figures_dir)
 
 
 if __name__ == "__main__":

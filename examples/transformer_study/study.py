@@ -35,7 +35,10 @@ Sweeps:
     width  widths 32 to 256 (8x; heads = width / 32, at least 1), depth 2, every rule, every lr,
            every seed;
     depth  depths 1-8 at one width, for the rules in DEPTH_RULES, with the block matrices' rates
-           as they are ("none") and times 1/depth ("1/L") and 1/sqrt(depth) ("1/sqrt(L)").
+           as they are ("none") and times 1/depth ("1/L") and 1/sqrt(depth) ("1/sqrt(L)");
+    smoothness  the width sweep's widths, every rule at its grid center, every seed; before the
+           first step and at 10%, 50% and 100% of training, the loss's curvature along the
+           steepest direction of each geometry in PROBE_GEOMETRIES (local_smoothness).
 Runs are appended to <out>/runs.jsonl as they finish, and a run already there is not run again,
 so an interrupted sweep resumes where it stopped. Costs (AMD EPYC Zen 5, 2 threads, batch 16 x
 64 tokens, depth 2): forward + backward 10 / 20 / 60 / 205 ms at widths 64 / 128 / 256 / 512;
@@ -43,6 +46,7 @@ the optimizer step 0.6-7.5 ms for the elementwise and row rules, 5-123 ms for Mu
 is 812 runs of 300 steps (about 1.6 hours), the quick mode 174 runs of 100 steps at batch 8.
 """
 import argparse
+import copy
 import json
 import math
 import os
@@ -60,20 +64,35 @@ from gpt import default_files, load_corpus  # noqa: E402  (the corpus and its sp
 import steepest  # noqa: E402
 import steepest.torch as stt  # noqa: E402
 
-RULES = ("adamw", "adamw_rescaled", "moga_row", "moga_col", "moga_row_momentum", "muon", "scion")
+PAPER_RULES = ("adamw", "adamw_rescaled", "moga_row", "moga_col", "moga_row_momentum", "muon", "scion")
+# The rules composed from the library's transforms (docs/OPTIMIZERS.md), after the paper's
+COMPOSED_RULES = ("cautious_adamw", "normuon", "adamuon", "polargrad", "muon_eq", "muon_plus")
+RULES = PAPER_RULES + COMPOSED_RULES
 DEPTH_RULES = ("adamw", "moga_row", "muon")
-# Each rule's grid center: the quick mode's optimum at width 64 (100 steps of batch 8; 3 points 4x
-# apart, so 2 octaves coarse), halved for the full mode's 6x more tokens; the full grid spans 3
-# octaves either side.
+SMOOTHNESS_RULES = PAPER_RULES
+# Each rule's grid center: for the paper's rules, the quick mode's optimum at width 64 (100 steps of
+# batch 8; 3 points 4x apart, so 2 octaves coarse); for the composed rules, the geometric mean of
+# their optima at widths 32 and 256 in a pre-scan at the quick mode's settings (7 points 4x apart,
+# docs/transformer/prescan-runs.jsonl); both halved for the full mode's 6x more tokens. The full
+# grid spans 3 octaves either side.
 CENTER = {"adamw": 4e-3, "adamw_rescaled": 0.5, "moga_row": 0.06, "moga_col": 0.06, "moga_row_momentum": 0.12,
-          "muon": 0.04, "scion": 4e-4}
-ADAMW_RATIO = 3e-3 / 0.02  # Muon's AdamW route: its lr is the global lr times this
+          "muon": 0.04, "scion": 4e-4,
+          "cautious_adamw": 4e-3, "normuon": 0.016, "adamuon": 0.016, "polargrad": 0.016, "muon_eq": 0.04,
+          "muon_plus": 0.016}
+# The Muon family: rule -> (shape factor, the AdamW route's lr as a multiple of the global lr).
+# Muon's route keeps the ratio of the usual pair (0.02 for the matrices, 3e-3 for AdamW); the rules
+# whose update is scaled to AdamW's RMS (NorMuon, AdaMuon, Muon+ with its `match_adamw` shape)
+# share one lr with their route, as their authors do; PolarGrad's route gets Muon's route's lr at
+# the grid center.
+MUON_FAMILY = {"muon": ("muon", 3e-3 / 0.02), "muon_eq": ("muon", 3e-3 / 0.02), "normuon": ("none", 1.0),
+               "adamuon": ("none", 1.0), "muon_plus": ("match_adamw", 1.0),
+               "polargrad": ("none", CENTER["muon"] * 3e-3 / 0.02 / CENTER["polargrad"])}
 
 MODES = {
     # widths, depth of the width sweep, lr offsets (octaves), seeds, steps, eval_every, depths, depth width
     # the quick mode cut down to seconds (CTest's transformer_study_smoke): every code path, few steps
     "smoke": dict(widths=(32, 64), depth=1, octaves=(0,), seeds=(0,), steps=6, eval_every=3, depths=(1, 2),
-                  depth_width=32, rules=("adamw", "moga_row", "muon"), batch=4, context=32),
+                  depth_width=32, rules=("adamw", "moga_row", "muon", "normuon"), batch=4, context=32),
     "quick": dict(widths=(32, 64, 128, 256), depth=2, octaves=(-2, 0, 2), seeds=(0,), steps=100, eval_every=25,
                   depths=(1, 2, 4, 8), depth_width=64, rules=RULES, batch=8, context=64),
     "full": dict(widths=(32, 64, 128, 256), depth=2, octaves=(-3, -2, -1, 0, 1, 2, 3), seeds=(0, 1), steps=300,
@@ -124,22 +143,67 @@ def make_optimizer(rule, model, lr, block_scale):
                "lr": lr * block_scale}]
     groups = [g for g in groups if g["params"]]
     rest_roles = {n: r for n, _, r in rest}  # exact names, as globs: the roles inferred from the module
-    if rule == "muon":
-        return stt.SteepestOptimizer(groups, "muon", lr=lr, betas=(0.95, 0.95), shape_factor="muon", roles=rest_roles,
-                                     adamw_lr=lr * ADAMW_RATIO, adamw_betas=(0.9, 0.95))
-    kinds = {"adamw": ("adamw", (0.9, 0.95)), "adamw_rescaled": ("adamw_rescaled", (0.9, 0.95)),
-             "moga_row": ("moga_row", (0.9, 0.95)), "moga_col": ("moga_col", (0.9, 0.95)),
-             "moga_row_momentum": ("moga_row_momentum", (0.9, 0.95)), "scion": ("scion", (0.9, 0.999))}
-    kind, betas = kinds[rule]
-    return stt.SteepestOptimizer(groups, kind, lr=lr, betas=betas, roles=rest_roles)
+    if rule in MUON_FAMILY:
+        shape, ratio = MUON_FAMILY[rule]
+        return stt.SteepestOptimizer(groups, rule, lr=lr, betas=(0.95, 0.95), shape_factor=shape, roles=rest_roles,
+                                     adamw_lr=lr * ratio, adamw_betas=(0.9, 0.95))
+    # every other rule is the package's kind of the same name; Scion with the package's own betas
+    betas = (0.9, 0.999) if rule == "scion" else (0.9, 0.95)
+    return stt.SteepestOptimizer(groups, rule, lr=lr, betas=betas, roles=rest_roles)
 
 
 def spectral(m):
     return float(torch.linalg.matrix_norm(m.double(), ord=2))
 
 
-def train(rule, width, depth, lr, seed, block_scale, cfg, data, log_at):
-    """One run: a dict of what it recorded."""
+# The geometries whose smoothness the probe estimates, all mean-normalized: 2̄->2̄ (Muon's), 2̄->inf
+# (MOGA-row's), 1̄->2̄ (MOGA-col's), 1̄->inf (rescaled AdamW's). The spectral one by an exact SVD.
+PROBE_GEOMETRIES = ("spectral_exact", "row", "col", "sign")
+PROBE_RADIUS = 1e-3
+
+
+def local_smoothness(model, names, probe, vocab):
+    """The loss's curvature along each geometry's steepest direction, at the model's weights.
+
+    With the layers' norm the largest of the hidden matrices' norms ||D|| = max_l ||D_l|| (every
+    norm mean-normalized, so its unit does not depend on width), the steepest direction for the
+    probe batch's gradient G moves every hidden matrix by D_l = dualize(G_l), a unit step; then
+
+        L_D = sum_l ||G_l(W + r D) - G_l(W - r D)||_{*,l} / (2 r)
+
+    is ||H D||_* (the dual of the max is the sum of duals), a lower estimate of the smoothness
+    constant sup ||H D||_* / ||D|| that the first paper bounds: width-independent for the row rule,
+    possibly growing like sqrt(width) for the spectral one. Central differences in float64 on a
+    copy, so the training run is not touched.
+    """
+    m = copy.deepcopy(model).double()
+    params = dict(m.named_parameters())
+    x, y = probe
+
+    def grads():
+        m.zero_grad(set_to_none=True)
+        F.cross_entropy(m(x).reshape(-1, vocab), y.reshape(-1)).backward()
+        return {n: params[n].grad.detach().clone() for n in names}
+
+    g = grads()
+    base = {n: params[n].detach().clone() for n in names}
+    out = {}
+    for geo in PROBE_GEOMETRIES:
+        d = {n: steepest.dualize(g[n], geo, mean=True) for n in names}
+        moved = []
+        for sign in (1.0, -1.0):
+            with torch.no_grad():
+                for n in names:
+                    params[n].copy_(base[n] + sign * PROBE_RADIUS * d[n])
+            moved.append(grads())
+        out[geo] = sum(steepest.norm(moved[0][n] - moved[1][n], geo, mean=True, dual=True) for n in names) \
+            / (2 * PROBE_RADIUS)
+    return out
+
+
+def train(rule, width, depth, lr, seed, block_scale, cfg, data, log_at, probe_at=()):
+    """One run: a dict of what it recorded. At the steps in `probe_at` (0: before the first) it
+    also estimates the loss's smoothness in each of PROBE_GEOMETRIES (local_smoothness)."""
     train_ids, val_ids, vocab = data
     torch.manual_seed(seed)
     model = GPT(vocab, width, depth, cfg["context"])
@@ -166,7 +230,15 @@ def train(rule, width, depth, lr, seed, block_scale, cfg, data, log_at):
                        for x, y in (batch(val_ids, g) for _ in range(8))) / 8
 
     rec = dict(rule=rule, width=width, depth=depth, lr=lr, seed=seed, block_scale=block_scale, steps=cfg["steps"],
-               tokens_per_step=B * T, train=[], val=[], norms=[], diverged=False)
+               tokens_per_step=B * T, train=[], val=[], norms=[], smoothness=[], diverged=False)
+    probe = batch(val_ids, torch.Generator().manual_seed(3000)) if probe_at else None
+
+    def probe_smoothness(step):
+        if step in probe_at:
+            rec["smoothness"].append(dict(step=step, **{k: round(v, 4) for k, v in
+                                                         local_smoothness(model, sorted(hidden), probe, vocab).items()}))
+
+    probe_smoothness(0)
     fwd_bwd, opt_ms, spent, smoothed = [], [], 0.0, None
     for step in range(1, cfg["steps"] + 1):
         x, y = batch(train_ids, batches)
@@ -199,6 +271,7 @@ def train(rule, width, depth, lr, seed, block_scale, cfg, data, log_at):
                                                if n in matrices],
                                      update_spectral={n: round(spectral(p.detach() - before[n]), 6)
                                                       for n, p in hidden.items()}))
+        probe_smoothness(step)
         if step % cfg["eval_every"] == 0 or step == cfg["steps"]:
             rec["val"].append([step, round(validate(), 4), round(spent, 1)])  # (step, loss, recorded ms so far)
     rec["fwd_bwd_ms"] = round(statistics.median(fwd_bwd), 2) if fwd_bwd else None
@@ -211,7 +284,8 @@ def main():
     ap.add_argument("--mode", choices=sorted(MODES), default="quick")
     ap.add_argument("--out", default="build-study")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--sweeps", nargs="+", choices=("width", "depth"), default=("width", "depth"))
+    ap.add_argument("--sweeps", nargs="+", choices=("width", "depth", "smoothness"),
+                    default=("width", "depth", "smoothness"))
     ap.add_argument("--fresh", action="store_true", help="forget the runs already recorded in --out")
     a = ap.parse_args()
     cfg = MODES[a.mode]
@@ -242,16 +316,23 @@ def main():
                     for k in cfg["octaves"]:
                         for seed in cfg["seeds"]:
                             jobs.append(("depth", rule, cfg["depth_width"], depth, CENTER[rule] * 2.0 ** k, seed, scale))
+    if "smoothness" in a.sweeps:  # every rule's run at its grid center, probed along the way
+        for rule in [r for r in SMOOTHNESS_RULES if r in cfg["rules"]]:
+            for width in cfg["widths"]:
+                for seed in cfg["seeds"]:
+                    jobs.append(("smoothness", rule, width, cfg["depth"], CENTER[rule], seed, "none"))
     todo = [j for j in jobs if j not in done]
     print("transformer study, %s mode: %d runs of %d steps (%d already recorded in %s)"
           % (a.mode, len(jobs), cfg["steps"], len(jobs) - len(todo), path), flush=True)
     log_at = {1, cfg["steps"] // 2, cfg["steps"]}
+    probe_at = {0, cfg["steps"] // 10, cfg["steps"] // 2, cfg["steps"]}
     with open(path, "a") as out:
         for i, (sweep, rule, width, depth, lr, seed, scale) in enumerate(todo, 1):
             factor = {"none": 1.0, "1/L": 1.0 / depth, "1/sqrt(L)": depth ** -0.5}[scale]
             t0 = time.perf_counter()
             # (the smoothness logs answer a claim about width: the depth sweep's runs skip them)
-            rec = train(rule, width, depth, lr, seed, factor, cfg, data, log_at if sweep == "width" else set())
+            rec = train(rule, width, depth, lr, seed, factor, cfg, data, log_at if sweep == "width" else set(),
+                        probe_at if sweep == "smoothness" else ())
             rec.update(sweep=sweep, block_scale_name=scale, mode=a.mode)
             out.write(json.dumps(rec) + "\n")
             out.flush()
