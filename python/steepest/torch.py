@@ -95,12 +95,19 @@ def _addresses_and_shapes(tensors):
     return [t.data_ptr() for t in tensors], [list(t.shape) for t in tensors]
 
 
+# The shape factor of a kind's polar factor when none is given: the C++ named optimizer's default
+# (st::muon, st::muon_eq, st::muon_scion: sqrt(max(1, m/n)); st::muon_plus: 0.2 sqrt(max(m, n))).
+DEFAULT_SHAPE_FACTOR = {"muon": "muon", "muon_eq": "muon", "muon_scion": "muon", "muon_plus": "match_adamw"}
+
+
 class SteepestOptimizer(torch.optim.Optimizer):
     """A named optimizer of the library (`kind`: "adamw", "moga_row", "muon", ...) over torch
     parameters. `params`: a module (roles inferred), or what torch optimizers take (tensors,
     (name, tensor) pairs, or group dicts, which may hold `role` and `names`). For the Muon
     family, `adamw_lr`, `adamw_betas`, `adamw_eps` and `adamw_weight_decay` set the AdamW route
-    (embeddings, head, vectors).
+    (embeddings, head, vectors). `shape_factor` scales polar factors ("muon": sqrt(max(1, m/n)),
+    "match_adamw": 0.2 sqrt(max(m, n)), "spectral_mup", "none"); left out, it is the kind's own
+    (DEFAULT_SHAPE_FACTOR, as in C++).
 
     Composing from Python: a group may name its own `kind` (each group is its own compiled
     optimizer, so groups route tensors between rules), and `geometry` picks the norm of the
@@ -116,7 +123,7 @@ class SteepestOptimizer(torch.optim.Optimizer):
     """
 
     def __init__(self, params, kind, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0,
-                 shape_factor="none", on_non_finite="error", roles=None, adamw_lr=1e-3,
+                 shape_factor=None, on_non_finite="error", roles=None, adamw_lr=1e-3,
                  adamw_betas=(0.9, 0.999), adamw_eps=1e-8, adamw_weight_decay=0.0, geometry=None):
         if not lr > 0:
             raise ValueError("steepest: lr must be > 0 (a schedule scales it from there)")
@@ -147,6 +154,8 @@ class SteepestOptimizer(torch.optim.Optimizer):
         super().add_param_group(param_group)
         group = self.param_groups[-1]
         group.setdefault("initial_lr", group["lr"])
+        if group["shape_factor"] is None:  # the kind's own, as its C++ named optimizer has it
+            group["shape_factor"] = DEFAULT_SHAPE_FACTOR.get(group["kind"], "none")
         names, roles, geometries = [], [], []
         given = group.get("names")
         wanted = group["geometry"]

@@ -469,5 +469,29 @@ def test_a_geometry_recomposes_a_chain():
     assert torch.allclose(ours, W0 - 0.1 * 10 ** -0.5 * row, atol=1e-6)
     with pytest.raises(ValueError, match="applies no geometry"):
         stt.AdamW([torch.nn.Parameter(W0.clone())], geometry="row")
+
+
+def test_a_kind_left_without_a_shape_factor_gets_its_cpp_default():
+    # A polar factor's shape factor multiplies the whole first step, so a step with the default
+    # is the step without one times the C++ default's closed form, on a tall 12 x 3 matrix:
+    # Muon and MuonEq sqrt(max(1, m/n)) = 2, Muon+ 0.2 sqrt(max(m, n)) = 0.2 sqrt(12).
+    W0 = torch.randn(12, 3, generator=torch.Generator().manual_seed(3))
+    G = torch.randn(12, 3, generator=torch.Generator().manual_seed(4))
+
+    def update(kind, **kw):
+        w = torch.nn.Parameter(W0.clone())
+        opt = stt.SteepestOptimizer([w], kind, lr=0.1, betas=(0.95, 0.95), geometry="spectral_exact", **kw)
+        w.grad = G.clone()
+        opt.step()
+        return W0 - w.detach(), opt.param_groups[0]["shape_factor"]
+
+    for kind, factor, name in (("muon", 2.0, "muon"), ("muon_eq", 2.0, "muon"),
+                               ("muon_plus", 0.2 * 12 ** 0.5, "match_adamw")):
+        default, chosen = update(kind)
+        plain, _ = update(kind, shape_factor="none")
+        assert chosen == name
+        # W0 - W loses the update's low bits to W0's rounding (updates ~1e-2 on weights ~1)
+        assert torch.allclose(default, factor * plain, rtol=0, atol=1e-6), kind
+    assert stt.SteepestOptimizer([torch.nn.Parameter(W0.clone())], "adamw").param_groups[0]["shape_factor"] == "none"
     with pytest.raises(ValueError, match="unknown geometry 'rows'"):
         stt.MuonScion([torch.nn.Parameter(W0.clone())], geometry="rows")
