@@ -43,6 +43,13 @@ def optimum(group):
     return best, mean[best], (max(vals) - min(vals)) if len(vals) > 1 else 0.0, mean
 
 
+def cell(opt):
+    """An optimum as a table cell: lr (mean loss), starred when it is the grid's end."""
+    lrs = [lr for lr, v in opt[3].items()]
+    edge = opt[0] in (min(lrs), max(lrs)) and len(lrs) > 2
+    return "%.3g%s (%s)" % (opt[0], "*" if edge else "", fmt(opt[1]))
+
+
 def fmt(x, digits=3):
     if math.isnan(x):
         return "n/a"
@@ -63,7 +70,8 @@ def width_tables(runs):
     if not widths:
         return {}, widths
     rules = list(dict.fromkeys(r["rule"] for r in runs))
-    print("### Optimal learning rate per width (width sweep, depth %s)\n" % sorted({r["depth"] for r in runs}))
+    print("### Optimal learning rate per width (width sweep, depth %s; * at the grid's end)\n"
+          % sorted({r["depth"] for r in runs}))
     print("| rule | " + " | ".join("w=%d" % w for w in widths) + " | shift %d->%d (octaves) | penalty at %d | seeds' spread |"
           % (widths[0], widths[-1], widths[-1]))
     print("|---" * (len(widths) + 4) + "|")
@@ -76,7 +84,7 @@ def width_tables(runs):
                 cells.append("-")
                 continue
             opt[w] = optimum(group)
-            cells.append("%.3g (%s)" % (opt[w][0], fmt(opt[w][1])))
+            cells.append(cell(opt[w]))
         if widths[0] in opt and widths[-1] in opt:
             shift = math.log2(opt[widths[-1]][0] / opt[widths[0]][0])
             wide = opt[widths[-1]]
@@ -149,7 +157,8 @@ def depth_tables(runs):
     if not runs:
         return
     depths = sorted({r["depth"] for r in runs})
-    print("### Depth sweep (width %s): optimal lr per depth and branch scaling\n" % sorted({r["width"] for r in runs}))
+    print("### Depth sweep (width %s): optimal lr per depth and branch scaling (* at the grid's end)\n"
+          % sorted({r["width"] for r in runs}))
     print("| rule | block matrices' lr | " + " | ".join("L=%d" % d for d in depths)
           + " | shift %d->%d (octaves) | penalty at L=%d | seeds' spread |" % (depths[0], depths[-1], depths[-1]))
     print("|---" * (len(depths) + 5) + "|")
@@ -157,20 +166,23 @@ def depth_tables(runs):
     for (rule, scale), group in by(runs, "rule", "block_scale_name").items():
         cells, opt = [], {}
         for d in depths:
-            g = [r for r in group if r["depth"] == d] or [r for r in runs if r["rule"] == rule and r["depth"] == d
-                                                          and r["block_scale_name"] == "none"]
+            g = [r for r in group if r["depth"] == d]
+            if d == 1:  # every branch scale is 1 at one block: the "none" runs are the runs
+                g = [r for r in runs if r["rule"] == rule and r["depth"] == 1 and r["block_scale_name"] == "none"]
             if not g:
                 cells.append("-")
                 continue
             opt[d] = optimum(g)
-            cells.append("%.3g (%s)" % (opt[d][0], fmt(opt[d][1])))
+            cells.append(cell(opt[d]))
         shift = penalty = math.nan
         if depths[0] in opt and depths[-1] in opt:
             shift = math.log2(opt[depths[-1]][0] / opt[depths[0]][0])
             deep = opt[depths[-1]]
             penalty = deep[3].get(opt[depths[0]][0], math.inf) - deep[1]
         spread = max(o[2] for o in opt.values()) if opt else math.nan
-        print("| %s | %s | %s | %+.0f | %s | %s |" % (rule, scale, " | ".join(cells), shift, fmt(penalty), fmt(spread)))
+        print("| %s | %s | %s | %s | %s | %s |" % (rule, scale, " | ".join(cells),
+                                                  "n/a" if math.isnan(shift) else "%+.1f" % shift, fmt(penalty),
+                                                  fmt(spread)))
         result[(rule, scale)] = opt
     print()
     return result
@@ -255,8 +267,13 @@ def figures(runs, optima, widths, out):
         return
     os.makedirs(out, exist_ok=True)
     rules = list(optima)
-    fig, axes = plt.subplots(1, len(rules), figsize=(3.2 * len(rules), 3), sharey=True)
-    for ax, rule in zip(axes if len(rules) > 1 else [axes], rules):
+    cols = min(len(rules), 7)
+    rows = -(-len(rules) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3 * rows), sharey=True, squeeze=False)
+    axes = [ax for row in axes for ax in row]
+    for ax in axes[len(rules):]:
+        ax.set_visible(False)
+    for ax, rule in zip(axes, rules):
         for w in widths:
             if w not in optima[rule]:
                 continue
@@ -266,7 +283,8 @@ def figures(runs, optima, widths, out):
         ax.set_xscale("log", base=2)
         ax.set_title(rule, fontsize=9)
         ax.set_xlabel("lr")
-    axes[0].set_ylabel("validation loss")
+    for ax in axes[::cols]:
+        ax.set_ylabel("validation loss")
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(out, "lr_transfer.png"), dpi=110)

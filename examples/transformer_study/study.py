@@ -35,7 +35,8 @@ Sweeps:
     width  widths 32 to 256 (8x; heads = width / 32, at least 1), depth 2, every rule, every lr,
            every seed;
     depth  depths 1-8 at one width, for the rules in DEPTH_RULES, with the block matrices' rates
-           as they are ("none") and times 1/depth ("1/L") and 1/sqrt(depth) ("1/sqrt(L)");
+           as they are ("none") and times 1/depth ("1/L") and 1/sqrt(depth) ("1/sqrt(L)"); a
+           scaled run's grid reaches as many octaves higher as its scale takes away;
     smoothness  the width sweep's widths, every rule at its grid center, every seed; before the
            first step and at 10%, 50% and 100% of training, the loss's curvature along the
            steepest direction of each geometry in PROBE_GEOMETRIES (local_smoothness).
@@ -46,6 +47,7 @@ the optimizer step 0.6-7.5 ms for the elementwise and row rules, 5-123 ms for Mu
 is 812 runs of 300 steps (about 1.6 hours), the quick mode 174 runs of 100 steps at batch 8.
 """
 import argparse
+import collections
 import copy
 import json
 import math
@@ -279,6 +281,67 @@ def train(rule, width, depth, lr, seed, block_scale, cfg, data, log_at, probe_at
     return rec
 
 
+def depth_octaves(cfg, depth, scale):
+    """A depth run's lr grid (octaves from the center): the width sweep's, extended upwards by
+    the branch scale's octaves, so the block matrices' rates (the global lr times the scale)
+    still reach the top of the unscaled grid."""
+    octaves = list(cfg["octaves"])
+    step = octaves[1] - octaves[0] if len(octaves) > 1 else 1
+    shift = {"none": 0.0, "1/L": math.log2(depth), "1/sqrt(L)": math.log2(depth) / 2}[scale]
+    return octaves + [octaves[-1] + step * j for j in range(1, math.ceil(shift / step - 1e-9) + 1)]
+
+
+EDGE_OCTAVES = 3  # how far past its planned grid a curve's lr grid may be extended
+
+
+def edge_jobs(path, mode, cfg, sweeps):
+    """The runs one grid step past each width or depth curve's optimum (the lowest mean loss over
+    seeds, a diverged seed counting as infinite) where it is the highest or lowest lr tried, at
+    most EDGE_OCTAVES past the planned grid."""
+    curves = collections.defaultdict(lambda: collections.defaultdict(list))
+    for line in open(path):
+        r = json.loads(line)
+        if r["sweep"] in sweeps and r["sweep"] != "smoothness" and r["mode"] == mode:
+            loss = r["val"][-1][1] if r["val"] and not r["diverged"] else math.inf
+            curves[(r["sweep"], r["rule"], r["width"], r["depth"], r["block_scale_name"])][r["lr"]].append(loss)
+    octaves = cfg["octaves"]
+    step = octaves[1] - octaves[0] if len(octaves) > 1 else 0
+    jobs = []
+    for (sweep, rule, width, depth, scale), per_lr in curves.items():
+        if len(per_lr) < 3:
+            continue
+        mean = {lr: statistics.fmean(v) for lr, v in per_lr.items()}
+        best = min(mean, key=mean.get)
+        top = max(depth_octaves(cfg, depth, scale)) if sweep == "depth" else octaves[-1]
+        for end, direction in ((max(mean), 1), (min(mean), -1)):
+            k = round(math.log2(best / CENTER[rule])) + direction * step
+            if best == end and octaves[0] - EDGE_OCTAVES <= k <= top + EDGE_OCTAVES:
+                jobs += [(sweep, rule, width, depth, CENTER[rule] * 2.0 ** k, seed, scale) for seed in cfg["seeds"]]
+    return jobs
+
+
+def run_jobs(todo, path, mode, cfg, data):
+    """Runs each job and appends what it recorded to `path`."""
+    log_at = {1, cfg["steps"] // 2, cfg["steps"]}
+    probe_at = {0, cfg["steps"] // 10, cfg["steps"] // 2, cfg["steps"]}
+    with open(path, "a") as out:
+        for i, (sweep, rule, width, depth, lr, seed, scale) in enumerate(todo, 1):
+            factor = {"none": 1.0, "1/L": 1.0 / depth, "1/sqrt(L)": depth ** -0.5}[scale]
+            t0 = time.perf_counter()
+            # (the smoothness logs answer a claim about width: the depth sweep's runs skip them)
+            rec = train(rule, width, depth, lr, seed, factor, cfg, data, log_at if sweep == "width" else set(),
+                        probe_at if sweep == "smoothness" else ())
+            rec.update(sweep=sweep, block_scale_name=scale, mode=mode)
+            out.write(json.dumps(rec) + "\n")
+            out.flush()
+            last = rec["val"][-1][1] if rec["val"] else float("nan")
+            print("[%d/%d] %-5s %-17s width %3d depth %d lr %.3g seed %d scale %-9s val %.3f%s (%.1f s)"
+                  % (i, len(todo), sweep, rule, width, depth, lr, seed, scale, last,
+                     " diverged" if rec["diverged"] else "", time.perf_counter() - t0), flush=True)
+            if mode == "smoke" and (rec["diverged"] or len(rec["val"]) < 2 or not rec["val"][-1][1] < rec["val"][0][1]):
+                sys.exit("smoke run did not train: %s" % rec["val"])  # every rule at its grid center must
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mode", choices=sorted(MODES), default="quick")
@@ -313,7 +376,7 @@ def main():
                 for scale in ("none", "1/L", "1/sqrt(L)"):
                     if depth == 1 and scale != "none":
                         continue  # the same run as "none"
-                    for k in cfg["octaves"]:
+                    for k in depth_octaves(cfg, depth, scale):
                         for seed in cfg["seeds"]:
                             jobs.append(("depth", rule, cfg["depth_width"], depth, CENTER[rule] * 2.0 ** k, seed, scale))
     if "smoothness" in a.sweeps:  # every rule's run at its grid center, probed along the way
@@ -324,24 +387,14 @@ def main():
     todo = [j for j in jobs if j not in done]
     print("transformer study, %s mode: %d runs of %d steps (%d already recorded in %s)"
           % (a.mode, len(jobs), cfg["steps"], len(jobs) - len(todo), path), flush=True)
-    log_at = {1, cfg["steps"] // 2, cfg["steps"]}
-    probe_at = {0, cfg["steps"] // 10, cfg["steps"] // 2, cfg["steps"]}
-    with open(path, "a") as out:
-        for i, (sweep, rule, width, depth, lr, seed, scale) in enumerate(todo, 1):
-            factor = {"none": 1.0, "1/L": 1.0 / depth, "1/sqrt(L)": depth ** -0.5}[scale]
-            t0 = time.perf_counter()
-            # (the smoothness logs answer a claim about width: the depth sweep's runs skip them)
-            rec = train(rule, width, depth, lr, seed, factor, cfg, data, log_at if sweep == "width" else set(),
-                        probe_at if sweep == "smoothness" else ())
-            rec.update(sweep=sweep, block_scale_name=scale, mode=a.mode)
-            out.write(json.dumps(rec) + "\n")
-            out.flush()
-            last = rec["val"][-1][1] if rec["val"] else float("nan")
-            print("[%d/%d] %-5s %-17s width %3d depth %d lr %.3g seed %d scale %-9s val %.3f%s (%.1f s)"
-                  % (i, len(todo), sweep, rule, width, depth, lr, seed, scale, last,
-                     " diverged" if rec["diverged"] else "", time.perf_counter() - t0), flush=True)
-            if a.mode == "smoke" and (rec["diverged"] or len(rec["val"]) < 2 or not rec["val"][-1][1] < rec["val"][0][1]):
-                sys.exit("smoke run did not train: %s" % rec["val"])  # every rule at its grid center must
+    run_jobs(todo, path, a.mode, cfg, data)
+    while True:  # then one grid step past every optimum at its grid's end, until none is
+        todo = [j for j in edge_jobs(path, a.mode, cfg, a.sweeps) if j not in done]
+        if not todo:
+            break
+        print("%d runs past optima at their grid's end" % len(todo), flush=True)
+        run_jobs(todo, path, a.mode, cfg, data)
+        done.update(todo)
     print("\nruns: %s; tables: python %s %s" % (path, os.path.join(os.path.dirname(__file__), "analyze.py"), path))
     if a.mode == "smoke":  # the analysis too, on what the smoke mode recorded
         import analyze
