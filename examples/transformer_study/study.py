@@ -81,6 +81,10 @@ CENTER = {"adamw": 4e-3, "adamw_rescaled": 0.5, "moga_row": 0.06, "moga_col": 0.
           "muon": 0.04, "scion": 4e-4,
           "cautious_adamw": 4e-3, "normuon": 0.016, "adamuon": 0.016, "polargrad": 0.016, "muon_eq": 0.04,
           "muon_plus": 0.016}
+# The quick mode's centers: the paper's rules' provisional centers, set before any sweep (the quick
+# mode's optima then set CENTER).
+QUICK_CENTER = {"adamw": 2e-3, "adamw_rescaled": 0.25, "moga_row": 0.03, "moga_col": 0.03, "moga_row_momentum": 0.03,
+                "muon": 0.02, "scion": 2e-4}
 # The Muon family: rule -> (shape factor, the AdamW route's lr as a multiple of the global lr).
 # Muon's route keeps the ratio of the usual pair (0.02 for the matrices, 3e-3 for AdamW); the rules
 # whose update is scaled to AdamW's RMS (NorMuon, AdaMuon, Muon+ with its `match_adamw` shape)
@@ -94,11 +98,11 @@ MODES = {
     # widths, depth of the width sweep, lr offsets (octaves), seeds, steps, eval_every, depths, depth width
     # the quick mode cut down to seconds (CTest's transformer_study_smoke): every code path, few steps
     "smoke": dict(widths=(32, 64), depth=1, octaves=(0,), seeds=(0,), steps=6, eval_every=3, depths=(1, 2),
-                  depth_width=32, rules=("adamw", "moga_row", "muon", "normuon"), batch=4, context=32),
+                  depth_width=32, rules=("adamw", "moga_row", "muon", "normuon"), batch=4, context=32, center=CENTER),
     "quick": dict(widths=(32, 64, 128, 256), depth=2, octaves=(-2, 0, 2), seeds=(0,), steps=100, eval_every=25,
-                  depths=(1, 2, 4, 8), depth_width=64, rules=RULES, batch=8, context=64),
+                  depths=(1, 2, 4, 8), depth_width=64, rules=PAPER_RULES, batch=8, context=64, center=QUICK_CENTER),
     "full": dict(widths=(32, 64, 128, 256), depth=2, octaves=(-3, -2, -1, 0, 1, 2, 3), seeds=(0, 1), steps=300,
-                 eval_every=25, depths=(1, 2, 4, 8), depth_width=64, rules=RULES, batch=16, context=64),
+                 eval_every=25, depths=(1, 2, 4, 8), depth_width=64, rules=RULES, batch=16, context=64, center=CENTER),
 }
 
 
@@ -314,9 +318,9 @@ def edge_jobs(path, mode, cfg, sweeps):
         best = min(mean, key=mean.get)
         top = max(depth_octaves(cfg, depth, scale)) if sweep == "depth" else octaves[-1]
         for end, direction in ((max(mean), 1), (min(mean), -1)):
-            k = round(math.log2(best / CENTER[rule])) + direction * step
+            k = round(math.log2(best / cfg["center"][rule])) + direction * step
             if best == end and octaves[0] - EDGE_OCTAVES <= k <= top + EDGE_OCTAVES:
-                jobs += [(sweep, rule, width, depth, CENTER[rule] * 2.0 ** k, seed, scale) for seed in cfg["seeds"]]
+                jobs += [(sweep, rule, width, depth, cfg["center"][rule] * 2.0 ** k, seed, scale) for seed in cfg["seeds"]]
     return jobs
 
 
@@ -369,7 +373,7 @@ def main():
             for width in cfg["widths"]:
                 for k in cfg["octaves"]:
                     for seed in cfg["seeds"]:
-                        jobs.append(("width", rule, width, cfg["depth"], CENTER[rule] * 2.0 ** k, seed, "none"))
+                        jobs.append(("width", rule, width, cfg["depth"], cfg["center"][rule] * 2.0 ** k, seed, "none"))
     if "depth" in a.sweeps:
         for rule in [r for r in DEPTH_RULES if r in cfg["rules"]]:
             for depth in cfg["depths"]:
@@ -378,12 +382,12 @@ def main():
                         continue  # the same run as "none"
                     for k in depth_octaves(cfg, depth, scale):
                         for seed in cfg["seeds"]:
-                            jobs.append(("depth", rule, cfg["depth_width"], depth, CENTER[rule] * 2.0 ** k, seed, scale))
+                            jobs.append(("depth", rule, cfg["depth_width"], depth, cfg["center"][rule] * 2.0 ** k, seed, scale))
     if "smoothness" in a.sweeps:  # every rule's run at its grid center, probed along the way
         for rule in [r for r in SMOOTHNESS_RULES if r in cfg["rules"]]:
             for width in cfg["widths"]:
                 for seed in cfg["seeds"]:
-                    jobs.append(("smoothness", rule, width, cfg["depth"], CENTER[rule], seed, "none"))
+                    jobs.append(("smoothness", rule, width, cfg["depth"], cfg["center"][rule], seed, "none"))
     todo = [j for j in jobs if j not in done]
     print("transformer study, %s mode: %d runs of %d steps (%d already recorded in %s)"
           % (a.mode, len(jobs), cfg["steps"], len(jobs) - len(todo), path), flush=True)
