@@ -37,7 +37,7 @@ Sweeps:
     depth  depths 1-8 at one width, for the rules in DEPTH_RULES, with the block matrices' rates
            as they are ("none") and times 1/depth ("1/L") and 1/sqrt(depth) ("1/sqrt(L)"); a
            scaled run's grid reaches as many octaves higher as its scale takes away;
-    smoothness  the width sweep's widths, every rule at its grid center, every seed; before the
+    smoothness  the width sweep's widths, the rules in SMOOTHNESS_RULES at their grid centers, every seed; before the
            first step and at 10%, 50% and 100% of training, the loss's curvature along the
            steepest direction of each geometry in PROBE_GEOMETRIES (local_smoothness).
 Runs are appended to <out>/runs.jsonl as they finish, and a run already there is not run again,
@@ -71,7 +71,7 @@ PAPER_RULES = ("adamw", "adamw_rescaled", "moga_row", "moga_col", "moga_row_mome
 COMPOSED_RULES = ("cautious_adamw", "normuon", "adamuon", "polargrad", "muon_eq", "muon_plus")
 RULES = PAPER_RULES + COMPOSED_RULES
 DEPTH_RULES = ("adamw", "moga_row", "muon")
-SMOOTHNESS_RULES = PAPER_RULES
+SMOOTHNESS_RULES = ("adamw", "moga_row", "muon")  # the claim's two geometries, and the baseline
 # Each rule's grid center: for the paper's rules, the quick mode's optimum at width 64 (100 steps of
 # batch 8; 3 points 4x apart, so 2 octaves coarse); for the composed rules, the geometric mean of
 # their optima at widths 32 and 256 in a pre-scan at the quick mode's settings (7 points 4x apart,
@@ -368,11 +368,11 @@ def main():
             r = json.loads(line)
             done.add((r["sweep"], r["rule"], r["width"], r["depth"], r["lr"], r["seed"], r["block_scale_name"]))
     jobs = []
-    if "width" in a.sweeps:
-        for rule in cfg["rules"]:
-            for width in cfg["widths"]:
-                for k in cfg["octaves"]:
-                    for seed in cfg["seeds"]:
+    if "width" in a.sweeps:  # seed by seed, so an interrupted sweep has whole curves of every rule
+        for seed in cfg["seeds"]:
+            for rule in cfg["rules"]:
+                for width in cfg["widths"]:
+                    for k in cfg["octaves"]:
                         jobs.append(("width", rule, width, cfg["depth"], cfg["center"][rule] * 2.0 ** k, seed, "none"))
     if "depth" in a.sweeps:
         for rule in [r for r in DEPTH_RULES if r in cfg["rules"]]:
