@@ -37,9 +37,10 @@ Sweeps:
     depth  depths 1-8 at one width, for the rules in DEPTH_RULES, with the block matrices' rates
            as they are ("none") and times 1/depth ("1/L") and 1/sqrt(depth) ("1/sqrt(L)"); a
            scaled run's grid reaches as many octaves higher as its scale takes away;
-    smoothness  the width sweep's widths, the rules in SMOOTHNESS_RULES at their grid centers, every seed; before the
-           first step and at 10%, 50% and 100% of training, the loss's curvature along the
-           steepest direction of each geometry in PROBE_GEOMETRIES (local_smoothness).
+    smoothness  the width sweep's widths, the rules in SMOOTHNESS_RULES at their grid centers,
+           every seed; before the first step and at 10%, 50% and 100% of training, the loss's
+           curvature along the steepest direction of each geometry in PROBE_GEOMETRIES
+           (local_smoothness).
 Runs are appended to <out>/runs.jsonl as they finish, and a run already there is not run again,
 so an interrupted sweep resumes where it stopped. Costs (AMD EPYC Zen 5, 2 threads, batch 16 x
 64 tokens, depth 2): forward + backward 10 / 20 / 60 / 205 ms at widths 64 / 128 / 256 / 512;
