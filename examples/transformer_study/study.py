@@ -169,7 +169,7 @@ PROBE_GEOMETRIES = ("spectral_exact", "row", "col", "sign")
 PROBE_RADIUS = 1e-3
 
 
-def local_smoothness(model, names, probe, vocab):
+def local_smoothness(model, names, loss_of):
     """The loss's curvature along each geometry's steepest direction, at the model's weights.
 
     With the layers' norm the largest of the hidden matrices' norms ||D|| = max_l ||D_l|| (every
@@ -181,15 +181,14 @@ def local_smoothness(model, names, probe, vocab):
     is ||H D||_* (the dual of the max is the sum of duals), a lower estimate of the smoothness
     constant sup ||H D||_* / ||D|| that the first paper bounds: width-independent for the row rule,
     possibly growing like sqrt(width) for the spectral one. Central differences in float64 on a
-    copy, so the training run is not touched.
+    copy, so the training run is not touched. `loss_of(m)`: the probe batch's loss of a model m.
     """
     m = copy.deepcopy(model).double()
     params = dict(m.named_parameters())
-    x, y = probe
 
     def grads():
         m.zero_grad(set_to_none=True)
-        F.cross_entropy(m(x).reshape(-1, vocab), y.reshape(-1)).backward()
+        loss_of(m).backward()
         return {n: params[n].grad.detach().clone() for n in names}
 
     g = grads()
@@ -206,6 +205,28 @@ def local_smoothness(model, names, probe, vocab):
         out[geo] = sum(steepest.norm(moved[0][n] - moved[1][n], geo, mean=True, dual=True) for n in names) \
             / (2 * PROBE_RADIUS)
     return out
+
+
+def check_local_smoothness():
+    """local_smoothness against closed forms on a least-squares layer, f(W) = |W X - Y|^2 / 2,
+    whose Hessian is exact for central differences: H D = D X X^T, and for a 12 x 5 W the
+    mean-normalized steepest directions and dual norms written out (s = sqrt(m/n) for 2̄->2̄ with
+    D = s U V^T and ||.||_* = s * nuclear; 1/sqrt(n) for 2̄->inf with D = rows / |row| / sqrt(n)
+    and ||.||_* = sum of row norms / sqrt(n))."""
+    gen = torch.Generator().manual_seed(5)
+    layer = nn.Linear(5, 12, bias=False)
+    xt, yt = torch.randn(40, 5, generator=gen), torch.randn(40, 12, generator=gen)
+    got = local_smoothness(layer, ["weight"], lambda m: 0.5 * ((m(xt.double()) - yt.double()) ** 2).sum())
+    W, X = layer.weight.detach().double(), xt.double().T
+    G = (W @ X - yt.double().T) @ X.T
+    m, n = G.shape
+    U, _, Vh = torch.linalg.svd(G, full_matrices=False)
+    D = math.sqrt(m / n) * U @ Vh
+    want = {"spectral_exact": math.sqrt(m / n) * float(torch.linalg.svdvals(D @ X @ X.T).sum())}
+    D = G / G.norm(dim=1, keepdim=True) / math.sqrt(n)
+    want["row"] = float((D @ X @ X.T).norm(dim=1).sum()) / math.sqrt(n)
+    for geo, value in want.items():
+        assert abs(got[geo] - value) <= 1e-6 * value, (geo, got[geo], value)
 
 
 def train(rule, width, depth, lr, seed, block_scale, cfg, data, log_at, probe_at=()):
@@ -238,12 +259,13 @@ def train(rule, width, depth, lr, seed, block_scale, cfg, data, log_at, probe_at
 
     rec = dict(rule=rule, width=width, depth=depth, lr=lr, seed=seed, block_scale=block_scale, steps=cfg["steps"],
                tokens_per_step=B * T, train=[], val=[], norms=[], smoothness=[], diverged=False)
-    probe = batch(val_ids, torch.Generator().manual_seed(3000)) if probe_at else None
+    px, py = batch(val_ids, torch.Generator().manual_seed(3000)) if probe_at else (None, None)
 
     def probe_smoothness(step):
         if step in probe_at:
-            rec["smoothness"].append(dict(step=step, **{k: round(v, 4) for k, v in
-                                                         local_smoothness(model, sorted(hidden), probe, vocab).items()}))
+            values = local_smoothness(model, sorted(hidden), lambda m: F.cross_entropy(m(px).reshape(-1, vocab),
+                                                                                         py.reshape(-1)))
+            rec["smoothness"].append(dict(step=step, **{k: round(v, 4) for k, v in values.items()}))
 
     probe_smoothness(0)
     fwd_bwd, opt_ms, spent, smoothed = [], [], 0.0, None
@@ -358,6 +380,8 @@ def main():
     a = ap.parse_args()
     cfg = MODES[a.mode]
     torch.set_num_threads(a.threads)
+    if a.mode == "smoke":
+        check_local_smoothness()
     data = load_corpus(default_files())
     os.makedirs(a.out, exist_ok=True)
     path = os.path.join(a.out, "runs.jsonl")
