@@ -217,19 +217,23 @@ def smoothness_tables(runs, optima, widths):
 
 
 GEOMETRY_NAMES = {"spectral_exact": "2̄->2̄", "row": "2̄->inf", "col": "1̄->2̄", "sign": "1̄->inf"}
+GEOMETRY_TITLES = {"spectral_exact": r"$\bar 2\to\bar 2$ (Muon's)", "row": r"$\bar 2\to\infty$ (MOGA-row's)",
+                   "col": r"$\bar 1\to\bar 2$ (MOGA-col's)", "sign": r"$\bar 1\to\infty$ (rescaled AdamW's)"}
 
 
 def probe_curves(runs):
-    """{weights: {geometry: {width: mean L}}}, where weights is "init" (step 0, every run) or a
-    rule (its last probe), from the smoothness sweep's runs."""
+    """{weights: {geometry: {width: mean L over seeds}}} from the smoothness sweep's runs, where
+    weights is "init" (step 0, every run) or a rule (the largest of its probes along training:
+    the estimate closest to a smoothness constant along the trajectory)."""
     out = collections.defaultdict(lambda: collections.defaultdict(lambda: collections.defaultdict(list)))
     for r in runs:
         if r["sweep"] != "smoothness" or r["diverged"] or not r.get("smoothness"):
             continue
-        for label, probe in (("init", r["smoothness"][0]), (r["rule"], r["smoothness"][-1])):
-            for geo in GEOMETRY_NAMES:
-                if geo in probe:
-                    out[label][geo][r["width"]].append(probe[geo])
+        for geo in GEOMETRY_NAMES:
+            if geo in r["smoothness"][0]:
+                out["init"][geo][r["width"]].append(r["smoothness"][0][geo])
+                if len(r["smoothness"]) > 1:
+                    out[r["rule"]][geo][r["width"]].append(max(p[geo] for p in r["smoothness"][1:]))
     return {label: {geo: {w: statistics.fmean(v) for w, v in sorted(per.items())} for geo, per in geos.items()}
             for label, geos in out.items()}
 
@@ -241,8 +245,8 @@ def probe_tables(runs):
     widths = sorted({w for geos in curves.values() for per in geos.values() for w in per})
     print("### Smoothness probe (smoothness sweep: each rule at its grid center)\n")
     print("The loss's curvature along each geometry's steepest direction, sum_l ||H D_l||_* with every hidden "
-          "matrix moved by a unit step in its mean-normalized norm: at initialization, and at the end of each "
-          "rule's run (mean over seeds). Exponent: the slope of log L against log(width); the claim is 0.5 for "
+          "matrix moved by a unit step in its mean-normalized norm: at initialization, and the largest of the "
+          "probes at 10%, 50% and 100% of each rule's run (mean over seeds). Exponent: the slope of log L against log(width); the claim is 0.5 for "
           "2̄->2̄ in the worst case and 0 for 2̄->inf.\n")
     geos = list(GEOMETRY_NAMES)
     print("| weights | " + " | ".join("%s at w=%d" % (GEOMETRY_NAMES[g], w) for g in geos[:2] for w in widths)
@@ -347,10 +351,11 @@ def probe_figure(curves, out):
     if plt is None or not curves:
         return
     fig, axes = plt.subplots(1, len(GEOMETRY_NAMES), figsize=(3.2 * len(GEOMETRY_NAMES), 3))
-    for ax, (geo, name) in zip(axes, GEOMETRY_NAMES.items()):
+    for ax, (geo, name) in zip(axes, GEOMETRY_TITLES.items()):
         for label, per_geo in curves.items():
             pts = sorted(per_geo.get(geo, {}).items())
-            ax.plot([w for w, _ in pts], [v for _, v in pts], "o-" if label != "init" else "k--", label=label)
+            ax.plot([w for w, _ in pts], [v for _, v in pts], "o-" if label != "init" else "k--",
+                    label=label if label == "init" else label + " (largest along training)")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_title(name, fontsize=9)
