@@ -40,7 +40,7 @@ def optimum(group):
     mean = {lr: statistics.fmean(v) if all(math.isfinite(x) for x in v) else math.inf for lr, v in per_lr.items()}
     best = min(mean, key=mean.get)
     vals = per_lr[best]
-    return best, mean[best], (max(vals) - min(vals)) if len(vals) > 1 else 0.0, mean
+    return best, mean[best], (max(vals) - min(vals)) if len(vals) > 1 else math.nan, mean
 
 
 def cell(opt):
@@ -89,7 +89,7 @@ def width_tables(runs):
             shift = math.log2(opt[widths[-1]][0] / opt[widths[0]][0])
             wide = opt[widths[-1]]
             penalty = wide[3].get(opt[widths[0]][0], math.inf) - wide[1]
-            spread = max(o[2] for o in opt.values())
+            spread = max((o[2] for o in opt.values()), key=lambda x: -1 if math.isnan(x) else x)
             print("| %s | %s | %+.0f | %s | %s |" % (rule, " | ".join(cells), shift, fmt(penalty), fmt(spread)))
         result[rule] = opt
     print()
@@ -179,7 +179,7 @@ def depth_tables(runs):
             shift = math.log2(opt[depths[-1]][0] / opt[depths[0]][0])
             deep = opt[depths[-1]]
             penalty = deep[3].get(opt[depths[0]][0], math.inf) - deep[1]
-        spread = max(o[2] for o in opt.values()) if opt else math.nan
+        spread = max((o[2] for o in opt.values()), key=lambda x: -1 if math.isnan(x) else x) if opt else math.nan
         print("| %s | %s | %s | %s | %s | %s |" % (rule, scale, " | ".join(cells),
                                                   "n/a" if math.isnan(shift) else "%+.1f" % shift, fmt(penalty),
                                                   fmt(spread)))
