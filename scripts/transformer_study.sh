@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The transformer study (examples/transformer_study): set-up, runs, tables and figures.
-#   bash scripts/transformer_study.sh quick    # about 6 minutes of runs on 2 cores
+#   bash scripts/transformer_study.sh quick    # about 7 minutes of runs on 2 cores
 #   bash scripts/transformer_study.sh full     # about 3.5 hours; resumes where it stopped
 # Set-up, once: the Debian packages (scripts/deps.sh), then a venv in build-study/ over Debian's
 # Python with PyPI's torch and matplotlib, and this repository's package built

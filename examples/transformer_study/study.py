@@ -2,7 +2,7 @@
 """The width, depth and smoothness study on a transformer: MOGA against Muon and AdamW.
 
     bash scripts/transformer_study.sh quick     # set-up (a venv with torch and the package), then
-                                                # about 6 minutes of runs on 2 cores; tables
+                                                # about 7 minutes of runs on 2 cores; tables
     bash scripts/transformer_study.sh full      # about 3.5 hours of runs on 2 cores
     python examples/transformer_study/study.py --mode quick --out build-study   # in a Python with both
     python examples/transformer_study/analyze.py build-study/runs.jsonl [--figures DIR]
@@ -46,7 +46,7 @@ so an interrupted sweep resumes where it stopped. Costs (AMD EPYC Zen 5, 2 threa
 64 tokens, depth 2): forward + backward 10 / 20 / 60 / 205 ms at widths 64 / 128 / 256 / 512;
 the optimizer step 0.6-7.5 ms for the elementwise and row rules, 5-123 ms for Muon; the full mode
 is 1,232 runs of 300 steps plus the grid ends' (about 3.5 hours), the quick mode 207 runs of 100
-steps at batch 8 plus the grid ends' (about 6 minutes).
+steps at batch 8 plus the grid ends' (about 7 minutes).
 """
 import argparse
 import collections
