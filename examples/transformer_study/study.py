@@ -49,7 +49,6 @@ is 1,232 runs of 300 steps plus the grid ends' (about 3.5 hours), the quick mode
 steps at batch 8 plus the grid ends' (about 7 minutes).
 """
 import argparse
-import collections
 import copy
 import json
 import math
@@ -65,6 +64,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python"))
 from gpt import default_files, load_corpus  # noqa: E402  (the corpus and its split)
 
+import analyze  # noqa: E402  (the tables; edge_jobs reads optima as they do)
 import steepest  # noqa: E402
 import steepest.torch as stt  # noqa: E402
 
@@ -309,13 +309,17 @@ def train(rule, width, depth, lr, seed, block_scale, cfg, data, log_at, probe_at
     return rec
 
 
+# The depth sweep's branch scales: the block matrices' rates times depth ** -exponent.
+BRANCH_EXPONENT = {"none": 0.0, "1/L": 1.0, "1/sqrt(L)": 0.5}
+
+
 def depth_octaves(cfg, depth, scale):
     """A depth run's lr grid (octaves from the center): the width sweep's, extended upwards by
     the branch scale's octaves, so the block matrices' rates (the global lr times the scale)
     still reach the top of the unscaled grid."""
     octaves = list(cfg["octaves"])
     step = octaves[1] - octaves[0] if len(octaves) > 1 else 1
-    shift = {"none": 0.0, "1/L": math.log2(depth), "1/sqrt(L)": math.log2(depth) / 2}[scale]
+    shift = BRANCH_EXPONENT[scale] * math.log2(depth)  # the octaves depth ** -exponent takes away
     return octaves + [octaves[-1] + step * j for j in range(1, math.ceil(shift / step - 1e-9) + 1)]
 
 
@@ -326,20 +330,16 @@ def edge_jobs(path, mode, cfg, sweeps):
     """The runs one grid step past each width or depth curve's optimum (the lowest mean loss over
     seeds, a diverged seed counting as infinite) where it is the highest or lowest lr tried, at
     most EDGE_OCTAVES past the planned grid."""
-    curves = collections.defaultdict(lambda: collections.defaultdict(list))
-    for line in open(path):
-        r = json.loads(line)
-        if r["sweep"] in sweeps and r["sweep"] != "smoothness" and r["mode"] == mode:
-            loss = r["val"][-1][1] if r["val"] and not r["diverged"] else math.inf
-            curves[(r["sweep"], r["rule"], r["width"], r["depth"], r["block_scale_name"])][r["lr"]].append(loss)
+    runs = [r for r in map(json.loads, open(path))
+            if r["sweep"] in sweeps and r["sweep"] != "smoothness" and r["mode"] == mode]
     octaves = cfg["octaves"]
     step = octaves[1] - octaves[0] if len(octaves) > 1 else 0
     jobs = []
-    for (sweep, rule, width, depth, scale), per_lr in curves.items():
-        if len(per_lr) < 3:
+    for (sweep, rule, width, depth, scale), curve in analyze.by(runs, "sweep", "rule", "width", "depth",
+                                                                 "block_scale_name").items():
+        best, _, _, mean = analyze.optimum(curve)
+        if len(mean) < 3:
             continue
-        mean = {lr: statistics.fmean(v) for lr, v in per_lr.items()}
-        best = min(mean, key=mean.get)
         top = max(depth_octaves(cfg, depth, scale)) if sweep == "depth" else octaves[-1]
         for end, direction in ((max(mean), 1), (min(mean), -1)):
             k = round(math.log2(best / cfg["center"][rule])) + direction * step
@@ -354,7 +354,7 @@ def run_jobs(todo, path, mode, cfg, data):
     probe_at = {0, cfg["steps"] // 10, cfg["steps"] // 2, cfg["steps"]}
     with open(path, "a") as out:
         for i, (sweep, rule, width, depth, lr, seed, scale) in enumerate(todo, 1):
-            factor = {"none": 1.0, "1/L": 1.0 / depth, "1/sqrt(L)": depth ** -0.5}[scale]
+            factor = depth ** -BRANCH_EXPONENT[scale]
             t0 = time.perf_counter()
             # (the smoothness logs answer a claim about width: the depth sweep's runs skip them)
             rec = train(rule, width, depth, lr, seed, factor, cfg, data, log_at if sweep == "width" else set(),
@@ -427,7 +427,6 @@ def main():
         done.update(todo)
     print("\nruns: %s; tables: python %s %s" % (path, os.path.join(os.path.dirname(__file__), "analyze.py"), path))
     if a.mode == "smoke":  # the analysis too, on what the smoke mode recorded
-        import analyze
         analyze.report(path)
 
 
